@@ -1,0 +1,180 @@
+"""The ledger: one usage row per (interval, device, pod), as DESIGN.md defines it."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import pyarrow as pa
+
+IDLE_TENANT = "__idle__"
+UNATTRIBUTED_TENANT = "__unattributed__"
+SHARED_TENANT = "__shared__"
+"""Rows of a shared (pooled) endpoint before the ledger step apportions them to tenants."""
+SHARED_IDLE_TENANT = "__shared_idle__"
+RESERVED_TENANTS = frozenset({IDLE_TENANT, UNATTRIBUTED_TENANT, SHARED_TENANT, SHARED_IDLE_TENANT})
+
+# Conservation is checked on floats summed in different orders; a microsecond of a GPU-second
+# per row is far below anything billed (quantities are kept at 6 decimals of a GPU-hour).
+GPU_SECONDS_TOLERANCE = 1e-6
+
+
+class WorkloadKind(StrEnum):
+    INFERENCE = "inference"
+    FINE_TUNING = "fine-tuning"
+    TRAINING = "training"
+    BATCH = "batch"
+    NOTEBOOK = "notebook"
+    UNKNOWN = "unknown"
+    IDLE = "idle"
+    """Unallocated capacity (tenant `__idle__`, `__shared_idle__`)."""
+
+
+UTC_TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+LEDGER_SCHEMA = pa.schema(
+    [
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("window_start", UTC_TIMESTAMP, nullable=False),
+        pa.field("duration_s", pa.float64(), nullable=False),
+        pa.field("cluster", pa.string(), nullable=False),
+        pa.field("node", pa.string(), nullable=False),
+        pa.field("gpu_uuid", pa.string(), nullable=False),
+        pa.field("gpu_product", pa.string(), nullable=False),
+        pa.field("mig_profile", pa.string()),
+        pa.field("gpu_equivalents", pa.float64(), nullable=False),
+        pa.field("tenant", pa.string(), nullable=False),
+        pa.field("namespace", pa.string()),
+        pa.field("pod", pa.string()),
+        pa.field("pod_uid", pa.string()),
+        pa.field("workload_kind", pa.string(), nullable=False),
+        pa.field("model", pa.string()),
+        pa.field("model_params_b", pa.float64()),
+        pa.field("allocated_gpu_seconds", pa.float64(), nullable=False),
+        pa.field("used_gpu_seconds", pa.float64()),
+        pa.field("memory_used_bytes", pa.int64()),
+        pa.field("source", pa.string(), nullable=False),
+    ]
+)
+LEDGER_COLUMNS = tuple(LEDGER_SCHEMA.names)
+
+REQUEST_WORK_SCHEMA = pa.schema(
+    [
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("window_start", UTC_TIMESTAMP, nullable=False),
+        pa.field("duration_s", pa.float64(), nullable=False),
+        pa.field("cluster", pa.string(), nullable=False),
+        pa.field("namespace", pa.string(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("tenant", pa.string(), nullable=False),
+        pa.field("request_seconds", pa.float64(), nullable=False),
+        pa.field("tokens", pa.float64()),
+        pa.field("source", pa.string(), nullable=False),
+    ]
+)
+"""Measured request work of a shared endpoint (namespace + model) per tenant and interval.
+
+The ledger step apportions each `__shared__` usage row of that endpoint to tenants in
+proportion to their request work in the same interval."""
+
+
+def make_sample_id(*parts: object) -> str:
+    """Deterministic id, so that a row ingested twice counts once."""
+    text = "\x1f".join("" if p is None else str(p) for p in parts)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def ledger_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
+    """Rows (dicts with the ledger's columns) as a table of LEDGER_SCHEMA."""
+    return pa.Table.from_pylist(list(rows), schema=LEDGER_SCHEMA)
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    row: int
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"row {self.row}: {self.field}: {self.message}"
+
+
+def validate_ledger(
+    rows: Iterable[Mapping[str, Any]], *, now: datetime | None = None
+) -> list[RowProblem]:
+    """Every problem of every row (rows numbered from 0), not only the first."""
+    now = now or datetime.now(UTC)
+    kinds = {k.value for k in WorkloadKind}
+    problems: list[RowProblem] = []
+    seen: dict[str, tuple[int, tuple[Any, ...]]] = {}
+    for i, row in enumerate(rows):
+        def bad(field: str, message: str, i: int = i) -> None:
+            problems.append(RowProblem(i, field, message))
+
+        for name in LEDGER_COLUMNS:
+            if name not in row:
+                bad(name, "missing")
+            elif row[name] is None and not LEDGER_SCHEMA.field(name).nullable:
+                bad(name, "must not be empty")
+        start = row.get("window_start")
+        if isinstance(start, datetime):
+            if start.tzinfo is None or start.utcoffset() is None:
+                bad("window_start", f"naive timestamp {start.isoformat()}: times must be UTC")
+            elif start > now:
+                bad("window_start", f"in the future: {start.isoformat()}")
+        elif start is not None:
+            bad("window_start", f"not a timestamp: {start!r}")
+        for name in ("duration_s", "gpu_equivalents", "allocated_gpu_seconds",
+                     "used_gpu_seconds"):
+            value = row.get(name)
+            if value is None:
+                continue
+            if not isinstance(value, int | float) or math.isnan(value):
+                bad(name, f"not a number: {value!r}")
+            elif value < 0:
+                bad(name, f"negative: {value}")
+        duration, equivalents = row.get("duration_s"), row.get("gpu_equivalents")
+        allocated, used = row.get("allocated_gpu_seconds"), row.get("used_gpu_seconds")
+        if _finite(duration) and _finite(equivalents) and _finite(allocated):
+            capacity = duration * equivalents
+            if allocated > capacity + GPU_SECONDS_TOLERANCE:
+                bad("allocated_gpu_seconds",
+                    f"{allocated} exceeds duration_s x gpu_equivalents = {capacity}")
+            if _finite(used) and used > allocated + GPU_SECONDS_TOLERANCE:
+                bad("used_gpu_seconds", f"{used} exceeds allocated_gpu_seconds {allocated}")
+        if _finite(equivalents) and not 0 < equivalents <= 1:
+            bad("gpu_equivalents", f"must be in (0, 1], got {equivalents}")
+        kind = row.get("workload_kind")
+        if kind is not None and kind not in kinds:
+            bad("workload_kind", f"unknown {kind!r}; one of {', '.join(sorted(kinds))}")
+        sample_id = row.get("sample_id")
+        if isinstance(sample_id, str):
+            content = tuple(row.get(name) for name in LEDGER_COLUMNS)
+            if sample_id in seen and seen[sample_id][1] != content:
+                bad("sample_id", f"duplicate of row {seen[sample_id][0]} with different content")
+            seen.setdefault(sample_id, (i, content))
+    return problems
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def hour_floor(ts: datetime) -> datetime:
+    return ts.replace(minute=0, second=0, microsecond=0)
+
+
+def split_by_hour(start: datetime, end: datetime) -> list[tuple[datetime, float]]:
+    """[start, end) cut at hour boundaries, as (piece start, seconds)."""
+    pieces: list[tuple[datetime, float]] = []
+    cursor = start
+    while cursor < end:
+        boundary = min(hour_floor(cursor) + timedelta(hours=1), end)
+        pieces.append((cursor, (boundary - cursor).total_seconds()))
+        cursor = boundary
+    return pieces
