@@ -7,24 +7,25 @@ from typing import Any
 
 import click
 
-# name -> "module:attribute" of a click command; each lives beside what it drives.
+# name -> ("module:attribute" of a click command, one-line help). The help is written here so
+# that `chargeback --help` lists every command without importing Dagster or Streamlit.
 COMMANDS = {
-    "bill": "pipelines.bill:bill",
-    "collect": "collectors.agent:collect",
-    "run": "pipelines.operate:run",
-    "close": "pipelines.operate:close",
-    "invoices": "pipelines.operate:invoices",
-    "demo": "pipelines.operate:demo",
-    "eval": "pipelines.cli:evaluate",
-    "replay": "pipelines.replay:replay",
-    "quotas": "pipelines.quotas:quotas",
-    "dashboard": "dashboards.cli:dashboard",
-    "users": "dashboards.cli:users",
+    "bill": ("pipelines.bill:bill", "Price ledger rows into invoices directly (no Dagster)."),
+    "collect": ("collectors.agent:collect", "Run a collector into the spool (nvml, pods, ...)."),
+    "run": ("pipelines.operate:run", "Materialize the pipeline for a range of days."),
+    "close": ("pipelines.operate:close", "Close a billing month: finalize its invoices."),
+    "invoices": ("pipelines.operate:invoices", "List, show and export invoices."),
+    "demo": ("pipelines.operate:demo", "Simulate a month, run the pipeline, print invoices."),
+    "eval": ("pipelines.cli:evaluate", "Evaluate shift detection and reservations on real data."),
+    "replay": ("pipelines.replay:replay", "Replay a real public cluster trace end to end."),
+    "quotas": ("pipelines.quotas:quotas", "Write or apply scheduler quotas from recommendations."),
+    "dashboard": ("dashboards.cli:dashboard", "Start the Streamlit dashboard."),
+    "users": ("dashboards.cli:users", "Manage the dashboard's local users file."),
 }
 
 
 class LazyGroup(click.Group):
-    def __init__(self, *args: Any, lazy: dict[str, str], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, lazy: dict[str, tuple[str, str]], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.lazy = lazy
 
@@ -33,10 +34,15 @@ class LazyGroup(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.lazy:
-            module, attribute = self.lazy[cmd_name].split(":")
+            module, attribute = self.lazy[cmd_name][0].split(":")
             command: click.Command = getattr(importlib.import_module(module), attribute)
             return command
         return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, self.lazy[name][1]) for name in sorted(self.lazy)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
 
 @click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
@@ -51,8 +57,11 @@ def main() -> None:
     "eval",
     cls=LazyGroup,
     lazy={
-        "shifts": "pipelines.eval_shifts:shifts",
-        "reservations": "pipelines.eval_reservations:reservations",
+        "shifts": ("pipelines.eval_shifts:shifts", "Change-point detection on the TCPD benchmark."),
+        "reservations": (
+            "pipelines.eval_reservations:reservations",
+            "Backtest reservation recommendations on Helios demand.",
+        ),
     },
 )
 def evaluate() -> None:
