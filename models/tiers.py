@@ -10,7 +10,9 @@ from fractions import Fraction
 _SLICES_BY_FAMILY = {"A30": 4}
 _DEFAULT_SLICES = 7
 
-_MIG_PROFILE = re.compile(r"^(?:(?P<c>\d+)c\.)?(?P<g>\d+)g\.(?P<mem>\d+)gb(?P<suffix>(?:\+[a-z]+)*)$")
+_MIG_PROFILE = re.compile(
+    r"^(?:(?P<c>\d+)c\.)?(?P<g>\d+)g\.(?P<mem>\d+)gb(?P<suffix>(?:\+[a-z]+)*)$"
+)
 
 # Profiles NVIDIA documents per product (memory per instance); used to reject typos early.
 KNOWN_MIG_PROFILES: dict[str, frozenset[str]] = {

@@ -1,0 +1,180 @@
+"""The DuckDB warehouse: ledger loading, shared-endpoint apportionment, hourly rollups.
+
+GPU-seconds are summed as DECIMAL(38, 6), so a sum does not depend on the order DuckDB
+happens to add rows in, and reruns give byte-identical invoices."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+
+from models.pricing import UsageHour, quantity
+from models.rate_cards import RateCard, Tenant, UnknownProduct
+from models.usage import GPU_SECONDS_TOLERANCE, LEDGER_COLUMNS, RESERVED_TENANTS
+
+SQL = Path(__file__).with_name("sql")
+
+
+def sql(name: str) -> str:
+    return (SQL / f"{name}.sql").read_text()
+
+
+def connect(path: Path | str = ":memory:", *, read_only: bool = False
+            ) -> duckdb.DuckDBPyConnection:
+    """A connection whose dates and hour boundaries are UTC, whatever the machine's zone."""
+    con = duckdb.connect(str(path), read_only=read_only)
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+def create_schema(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(sql("schema"))
+
+
+def _file_list(files: Sequence[Path]) -> str:
+    return "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in files) + "]"
+
+
+def stage_usage(con: duckdb.DuckDBPyConnection, files: Sequence[Path]) -> int:
+    """Load ledger files into the temp table `staged`, one row per sample_id."""
+    columns = ", ".join(LEDGER_COLUMNS)
+    con.execute("DROP TABLE IF EXISTS staged")
+    if not files:
+        con.execute(f"CREATE TEMP TABLE staged AS SELECT {columns} FROM ledger LIMIT 0")
+        return 0
+    con.execute(
+        f"CREATE TEMP TABLE staged AS SELECT {columns} "
+        f"FROM read_parquet({_file_list(files)}, union_by_name = true) "
+        "QUALIFY row_number() OVER (PARTITION BY sample_id ORDER BY window_start) = 1"
+    )
+    return _count(con, "staged")
+
+
+def stage_requests(con: duckdb.DuckDBPyConnection, files: Sequence[Path]) -> int:
+    con.execute("DROP TABLE IF EXISTS staged_requests")
+    if not files:
+        con.execute("CREATE TEMP TABLE staged_requests AS SELECT * EXCLUDE (day) "
+                    "FROM request_work LIMIT 0")
+        return 0
+    con.execute(
+        "CREATE TEMP TABLE staged_requests AS SELECT sample_id, window_start, duration_s, "
+        "cluster, namespace, model, tenant, request_seconds, tokens, source "
+        f"FROM read_parquet({_file_list(files)}, union_by_name = true) "
+        "QUALIFY row_number() OVER (PARTITION BY sample_id ORDER BY window_start) = 1"
+    )
+    return _count(con, "staged_requests")
+
+
+def classify(con: duckdb.DuckDBPyConnection, card: RateCard) -> list[str]:
+    """Hardware tier and size class of every distinct product and size in `staged`.
+
+    Returns the unknown products (an operator must map them; nothing is priced meanwhile)."""
+    unknown = []
+    tiers = []
+    for (product,) in con.execute("SELECT DISTINCT gpu_product FROM staged").fetchall():
+        try:
+            tiers.append((product, card.tier_of(product)))
+        except UnknownProduct as error:
+            unknown.append(str(error))
+    sizes = [
+        (params, card.size_class_of(params))
+        for (params,) in con.execute("SELECT DISTINCT model_params_b FROM staged").fetchall()
+    ]
+    con.execute("CREATE OR REPLACE TEMP TABLE tier_map "
+                "(gpu_product VARCHAR, hardware_tier VARCHAR)")
+    con.execute("CREATE OR REPLACE TEMP TABLE size_map "
+                "(model_params_b DOUBLE, size_class VARCHAR)")
+    if tiers:
+        con.executemany("INSERT INTO tier_map VALUES (?, ?)", tiers)
+    if sizes:
+        con.executemany("INSERT INTO size_map VALUES (?, ?)", sizes)
+    return unknown
+
+
+def build_ledger(con: duckdb.DuckDBPyConnection) -> None:
+    """`staged` + `staged_requests` -> temp table `classified`: shared endpoints apportioned,
+    hardware tier and size class attached (after `classify`)."""
+    con.execute(sql("apportion"))
+
+
+def replace_day(con: duckdb.DuckDBPyConnection, day: date) -> int:
+    """Replace exactly one UTC day of the ledger, hourly rollup and request work."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute("DELETE FROM ledger WHERE day = ?", [day])
+        con.execute("DELETE FROM request_work WHERE day = ?", [day])
+        con.execute("DELETE FROM usage_hourly WHERE day = ?", [day])
+        con.execute("INSERT INTO ledger BY NAME SELECT *, ?::DATE AS day FROM classified "
+                    "WHERE window_start::DATE = ?", [day, day])
+        con.execute("INSERT INTO request_work BY NAME SELECT *, ?::DATE AS day "
+                    "FROM staged_requests WHERE window_start::DATE = ?", [day, day])
+        con.execute(sql("hourly"), [day])
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return _count(con, "ledger WHERE day = ?", [day])
+
+
+def insert_all_days(con: duckdb.DuckDBPyConnection) -> list[date]:
+    """Every day in `classified` into the ledger and hourly rollup (for one-shot billing)."""
+    days = [d for (d,) in con.execute(
+        "SELECT DISTINCT window_start::DATE FROM classified ORDER BY 1").fetchall()]
+    for day in days:
+        replace_day(con, day)
+    return days
+
+
+def conservation_violations(
+    con: duckdb.DuckDBPyConnection, day: date, limit: int = 20
+) -> list[tuple[object, ...]]:
+    """Devices and intervals of `day` where allocated + idle != duration x GPU-equivalents."""
+    return con.execute(sql("conservation"), [day, GPU_SECONDS_TOLERANCE, limit]).fetchall()
+
+
+def tenant_usage_hours(
+    con: duckdb.DuckDBPyConnection, tenant: Tenant, start: datetime, end: datetime
+) -> list[UsageHour]:
+    """The tenant's hourly GPU-hours per tier and size class under its metering basis."""
+    column = "used_gpu_seconds" if tenant.basis.value == "usage" else "allocated_gpu_seconds"
+    if column == "used_gpu_seconds":
+        missing = con.execute(
+            "SELECT coalesce(sum(used_missing_rows), 0) FROM usage_hourly "
+            "WHERE tenant = ? AND hour >= ? AND hour < ?", [tenant.name, start, end]
+        ).fetchone()
+        if missing and missing[0]:
+            raise ValueError(
+                f"tenant {tenant.name} is metered on usage, but {missing[0]} ledger rows in "
+                f"[{start:%Y-%m-%d}, {end:%Y-%m-%d}) have no utilization (used_gpu_seconds "
+                "is null): add a utilization source or switch the tenant to allocation"
+            )
+    rows = con.execute(
+        f"SELECT hour, hardware_tier, size_class, sum({column}) FROM usage_hourly "
+        "WHERE tenant = ? AND hour >= ? AND hour < ? GROUP BY ALL ORDER BY ALL",
+        [tenant.name, start, end],
+    ).fetchall()
+    return [
+        UsageHour(hour, tier, size, quantity(Decimal(seconds) / 3600))
+        for hour, tier, size, seconds in rows
+        if seconds
+    ]
+
+
+def billable_tenants(con: duckdb.DuckDBPyConnection, start: datetime, end: datetime) -> list[str]:
+    reserved = ", ".join(f"'{t}'" for t in sorted(RESERVED_TENANTS))
+    return [
+        t for (t,) in con.execute(
+            f"SELECT DISTINCT tenant FROM usage_hourly WHERE hour >= ? AND hour < ? "
+            f"AND tenant NOT IN ({reserved}) ORDER BY 1", [start, end]
+        ).fetchall()
+    ]
+
+
+def _count(con: duckdb.DuckDBPyConnection, table: str, params: list[object] | None = None
+           ) -> int:
+    row = con.execute(f"SELECT count(*) FROM {table}", params or []).fetchone()
+    return int(row[0]) if row else 0
