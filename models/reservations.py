@@ -133,7 +133,9 @@ class DemandDistribution:
 
 def cost_optimal_reservation(distribution: DemandDistribution, break_even: Decimal) -> int:
     """Largest k with P(demand >= k) >= reserved/on-demand price; 0 if no unit pays off."""
-    ratio = float(break_even)
+    # Weights summed in binary land a hair off exact shares (ten 0.1s make 0.9999999999999999);
+    # a tail equal to the ratio must still count as reaching it.
+    ratio = float(break_even) - 1e-12
     k = 0
     # The tail is non-increasing, so the first k that falls short ends the search.
     while k < math.ceil(float(distribution.units.max())) and distribution.tail(k + 1) >= ratio:
