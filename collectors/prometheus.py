@@ -1,0 +1,596 @@
+"""Prometheus reader: dcgm-exporter activity per pod and MIG instance, gateway request work.
+
+Two products, both read with the sampling step `step_s` over `[start, end)`:
+
+- `PrometheusReader.usage_rows`: ledger rows (`source = "dcgm"`) per (interval, device or MIG
+  instance, pod). A pod-labelled dcgm-exporter series means the pod holds the device in that
+  interval; devices without a pod become `__idle__` rows, so GPU-seconds are conserved per
+  device and interval. MIG series, which real dcgm-exporter emits with empty pod labels, are
+  attributed through the pod collector's MIG allocation, else to `__unattributed__`.
+- `PrometheusReader.request_rows`: REQUEST_WORK_SCHEMA rows (`source = "gateway"`) per
+  (interval, namespace, model, tenant) from the inference gateway's counters, computed from the
+  raw counter samples (exact increases with reset handling, no PromQL extrapolation), so that
+  a shared endpoint's GPU-seconds can be apportioned in proportion to them.
+
+Interval `[t, t + step)` is evaluated at `t + step` over `[step] offset 1ms`, so that a sample
+taken exactly on a boundary belongs to the interval it opens (exact on Prometheus 3's left-open
+ranges, and off by at most one millisecond on 2.x's closed ones). An interval without its own
+sample takes the last one within `staleness_s`; beyond that it has no activity data."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from fractions import Fraction
+from typing import Any, Protocol
+
+import pyarrow as pa
+import requests
+from prometheus_api_client import PrometheusConnect
+from prometheus_api_client.exceptions import PrometheusApiClientException
+from urllib3.util.retry import Retry
+
+from models.tiers import UnknownMigProfile, mig_gpu_equivalents
+from models.usage import (
+    IDLE_TENANT,
+    LEDGER_SCHEMA,
+    REQUEST_WORK_SCHEMA,
+    UNATTRIBUTED_TENANT,
+    WorkloadKind,
+    make_sample_id,
+)
+
+log = logging.getLogger(__name__)
+
+DCGM_SOURCE = "dcgm"
+GATEWAY_SOURCE = "gateway"
+
+GR_ENGINE_ACTIVE = "DCGM_FI_PROF_GR_ENGINE_ACTIVE"
+"""Fraction (0..1) of time the graphics/compute engine was busy: the activity we bill on."""
+GPU_UTIL = "DCGM_FI_DEV_GPU_UTIL"
+"""Percent (0..100); the fallback on GPUs or exporters without profiling metrics."""
+FB_USED = "DCGM_FI_DEV_FB_USED"
+"""Framebuffer used, MiB."""
+
+EXECUTION_SECONDS_COUNTER = "gateway_request_execution_seconds_total"
+TOKENS_COUNTER = "gateway_tokens_total"
+
+INTERVAL_MEAN_QUERY = (
+    "avg_over_time({metric}[{step_s}s] offset 1ms)"
+    " or last_over_time({metric}[{staleness_ms}ms] offset 1ms)"
+)
+"""Mean of the interval's samples, else the last sample within the staleness window."""
+INTERVAL_PEAK_QUERY = (
+    "max_over_time({metric}[{step_s}s] offset 1ms)"
+    " or last_over_time({metric}[{staleness_ms}ms] offset 1ms)"
+)
+"""Peak of the interval's samples (memory is billed on what was held), else the last one."""
+RAW_SAMPLES_QUERY = "{metric}[{range_s}s]"
+"""Raw counter samples, for exact increases with reset handling."""
+
+# Prometheus refuses range queries of more than 11,000 points per series.
+MAX_POINTS_PER_QUERY = 10_000
+COUNTER_CHUNK_S = 6 * 3600
+MIB = 1024 * 1024
+
+# dcgm-exporter's own labels (see tests/fixtures/dcgm/*.prom).
+UUID_LABEL = "UUID"
+MODEL_NAME_LABEL = "modelName"
+MIG_PROFILE_LABEL = "GPU_I_PROFILE"
+MIG_INSTANCE_LABEL = "GPU_I_ID"
+POD_LABEL = "pod"
+NAMESPACE_LABEL = "namespace"
+
+
+class PrometheusError(Exception):
+    """Base of this reader's errors."""
+
+
+class PrometheusUnavailable(PrometheusError):
+    """Prometheus could not be reached; transient, retry later."""
+
+
+class PrometheusQueryError(PrometheusError):
+    """Prometheus rejected a query (bad PromQL, too many points); retrying will not help."""
+
+
+class PrometheusDataError(PrometheusError):
+    """A series lacks what the ledger needs (GPU UUID, product, a valid MIG profile)."""
+
+
+class PodAttribution(Protocol):
+    """What the pod collector knows about a pod: who pays and what it runs."""
+
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def pod(self) -> str: ...
+    @property
+    def tenant(self) -> str: ...
+    @property
+    def pod_uid(self) -> str | None: ...
+    @property
+    def workload_kind(self) -> str: ...
+    @property
+    def model(self) -> str | None: ...
+    @property
+    def model_params_b(self) -> float | None: ...
+
+
+@dataclass(frozen=True)
+class PodInfo:
+    """A plain PodAttribution, for callers without one of their own."""
+
+    namespace: str
+    pod: str
+    tenant: str
+    pod_uid: str | None = None
+    workload_kind: str = WorkloadKind.UNKNOWN.value
+    model: str | None = None
+    model_params_b: float | None = None
+
+
+MigKey = tuple[str, str]
+"""A MIG instance as dcgm-exporter names it: (parent GPU UUID, GPU instance id `GPU_I_ID`)."""
+
+
+def mig_device_id(parent_uuid: str, gpu_instance_id: str) -> str:
+    """The ledger's `gpu_uuid` of a MIG instance read from DCGM (which has no MIG UUID label)."""
+    return f"{parent_uuid}/gi{gpu_instance_id}"
+
+
+@dataclass(frozen=True)
+class UsageRead:
+    """Ledger rows plus what the caller should know about their coverage."""
+
+    table: pa.Table
+    devices: tuple[str, ...]
+    """`gpu_uuid` of every device and MIG instance that had series in the window."""
+    missing_devices: tuple[str, ...]
+    """Expected GPU UUIDs with no series at all in the window (no rows written for them)."""
+    intervals_without_activity: int
+    """Device-intervals held through a gap longer than the staleness window (used = null)."""
+
+
+@dataclass
+class _Device:
+    gpu_uuid: str
+    node: str
+    product: str
+    mig_profile: str | None
+    mig_key: MigKey | None
+    gpu_equivalents: float
+    # per interval index: pod (namespace, pod) -> value; pod ("", "") = series without a pod
+    activity: dict[int, dict[tuple[str, str], float]] = field(default_factory=dict)
+    memory_mib: dict[int, dict[tuple[str, str], float]] = field(default_factory=dict)
+    present: dict[int, set[tuple[str, str]]] = field(default_factory=dict)
+
+
+_NO_POD = ("", "")
+_WorkKey = tuple[int, str, str, str]
+"""(interval index, namespace, model, tenant)"""
+
+
+class PrometheusReader:
+    """Reads dcgm-exporter and inference-gateway metrics from one Prometheus (or Thanos/Mimir)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        cluster: str,
+        staleness_s: float = 300.0,
+        timeout_s: float = 30.0,
+        retries: int = 2,
+        headers: Mapping[str, str] | None = None,
+        disable_ssl: bool = False,
+        node_labels: Sequence[str] = ("node", "kubernetes_node", "Hostname"),
+        execution_seconds_counter: str = EXECUTION_SECONDS_COUNTER,
+        tokens_counter: str | None = TOKENS_COUNTER,
+        tenant_label: str = "tenant",
+        model_label: str = "model",
+        namespace_label: str = "namespace",
+    ) -> None:
+        """`staleness_s`: how long a sample stands in for intervals without their own (like
+        Prometheus's lookback delta, default 5 min). `node_labels`: labels naming the node, in
+        order of preference; dcgm-exporter's `Hostname` is the exporter pod's name unless it
+        runs with hostNetwork, so a relabelled `node` label wins when present."""
+        if staleness_s <= 0:
+            raise ValueError(f"staleness_s must be positive, got {staleness_s}")
+        self.url = url.rstrip("/")
+        self.cluster = cluster
+        self.staleness_s = staleness_s
+        self.node_labels = tuple(node_labels)
+        self.execution_seconds_counter = execution_seconds_counter
+        self.tokens_counter = tokens_counter
+        self.tenant_label = tenant_label
+        self.model_label = model_label
+        self.namespace_label = namespace_label
+        retry = Retry(total=retries, backoff_factor=0.5, status_forcelist=[502, 503, 504])
+        self._client = PrometheusConnect(
+            self.url, headers=dict(headers or {}), disable_ssl=disable_ssl, retry=retry,
+            timeout=timeout_s,
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- dcgm-exporter -> ledger ---------------------------------------------------------
+
+    def usage_rows(
+        self,
+        start: datetime,
+        end: datetime,
+        step_s: int,
+        *,
+        pods: Mapping[tuple[str, str], PodAttribution] | None = None,
+        mig_allocations: Mapping[MigKey, PodAttribution] | None = None,
+    ) -> pa.Table:
+        """Ledger rows (LEDGER_SCHEMA) of `[start, end)`; see `read_usage`."""
+        return self.read_usage(
+            start, end, step_s, pods=pods, mig_allocations=mig_allocations
+        ).table
+
+    def read_usage(
+        self,
+        start: datetime,
+        end: datetime,
+        step_s: int,
+        *,
+        pods: Mapping[tuple[str, str], PodAttribution] | None = None,
+        mig_allocations: Mapping[MigKey, PodAttribution] | None = None,
+        expected_devices: Iterable[str] = (),
+    ) -> UsageRead:
+        """Ledger rows per (interval, device or MIG instance, pod) of `[start, end)`.
+
+        `pods` resolves a pod-labelled series' (namespace, pod) to its tenant; a pod it does not
+        know is `__unattributed__`. `mig_allocations` names the pod holding a MIG instance whose
+        series carry no pod labels; an instance it does not name is `__unattributed__` (dcgm
+        cannot tell a free instance from an unlabelled busy one). A whole GPU whose series carry
+        no pod is `__idle__`. Only whole intervals are read: a trailing partial step is left for
+        the next call."""
+        intervals = _interval_count(start, end, step_s)
+        pods = pods or {}
+        mig_allocations = mig_allocations or {}
+        devices: dict[str, _Device] = {}
+        for metric, query, target in (
+            (GR_ENGINE_ACTIVE, INTERVAL_MEAN_QUERY, "gr"),
+            (GPU_UTIL, INTERVAL_MEAN_QUERY, "util"),
+            (FB_USED, INTERVAL_PEAK_QUERY, "fb"),
+        ):
+            promql = query.format(
+                metric=metric, step_s=step_s, staleness_ms=round(self.staleness_s * 1000)
+            )
+            for labels, points in self._range(promql, start, intervals, step_s):
+                device = self._device(devices, labels, metric)
+                who = (labels.get(NAMESPACE_LABEL, ""), labels.get(POD_LABEL, ""))
+                if not who[1]:
+                    who = _NO_POD
+                for k, value in points:
+                    device.present.setdefault(k, set()).add(who)
+                    if target == "fb":
+                        slot = device.memory_mib.setdefault(k, {})
+                        slot[who] = max(value, slot.get(who, value))
+                    elif target == "gr" or who not in device.activity.get(k, {}):
+                        # GR_ENGINE_ACTIVE was read first and wins; GPU_UTIL only fills in.
+                        fraction = value if target == "gr" else value / 100.0
+                        device.activity.setdefault(k, {})[who] = _clamp01(fraction)
+        rows: list[dict[str, Any]] = []
+        without_activity = 0
+        for device in devices.values():
+            without_activity += self._device_rows(
+                rows, device, start, step_s, intervals, pods, mig_allocations
+            )
+        seen_parents = {d.gpu_uuid.split("/gi", 1)[0] for d in devices.values()}
+        missing = tuple(sorted(set(expected_devices) - seen_parents - set(devices)))
+        if missing:
+            log.warning(
+                "Prometheus %s: no dcgm-exporter series for %s between %s and %s",
+                self.url, ", ".join(missing), start.isoformat(), end.isoformat(),
+            )
+        return UsageRead(
+            table=pa.Table.from_pylist(rows, schema=LEDGER_SCHEMA),
+            devices=tuple(sorted(devices)),
+            missing_devices=missing,
+            intervals_without_activity=without_activity,
+        )
+
+    def _device(self, devices: dict[str, _Device], labels: Mapping[str, str], metric: str
+                ) -> _Device:
+        uuid = labels.get(UUID_LABEL, "")
+        where = f"Prometheus {self.url}: series {metric}{_format_labels(labels)}"
+        if not uuid:
+            raise PrometheusDataError(
+                f"{where}: no {UUID_LABEL} label; keep dcgm-exporter's labels when relabelling"
+            )
+        instance = labels.get(MIG_INSTANCE_LABEL, "")
+        gpu_uuid = mig_device_id(uuid, instance) if instance else uuid
+        if gpu_uuid in devices:
+            return devices[gpu_uuid]
+        product = labels.get(MODEL_NAME_LABEL, "")
+        if not product:
+            raise PrometheusDataError(
+                f"{where}: no {MODEL_NAME_LABEL} label, so the GPU product (and hardware tier) is "
+                "unknown; keep dcgm-exporter's modelName label when relabelling"
+            )
+        node = next((labels[n] for n in self.node_labels if labels.get(n)), "")
+        if not node:
+            raise PrometheusDataError(
+                f"{where}: none of the node labels {', '.join(self.node_labels)} is set; "
+                "pass node_labels= naming the label that holds the node name"
+            )
+        profile = labels.get(MIG_PROFILE_LABEL) or None
+        equivalents = Fraction(1)
+        if instance:
+            if profile is None:
+                raise PrometheusDataError(f"{where}: {MIG_INSTANCE_LABEL} without "
+                                          f"{MIG_PROFILE_LABEL}; cannot size the MIG instance")
+            try:
+                equivalents = mig_gpu_equivalents(profile, product)
+            except UnknownMigProfile as exc:
+                raise PrometheusDataError(f"{where}: {exc}") from exc
+        device = _Device(
+            gpu_uuid=gpu_uuid, node=node, product=product, mig_profile=profile,
+            mig_key=(uuid, instance) if instance else None, gpu_equivalents=float(equivalents),
+        )
+        devices[gpu_uuid] = device
+        return device
+
+    def _device_rows(
+        self,
+        rows: list[dict[str, Any]],
+        device: _Device,
+        start: datetime,
+        step_s: int,
+        intervals: int,
+        pods: Mapping[tuple[str, str], PodAttribution],
+        mig_allocations: Mapping[MigKey, PodAttribution],
+    ) -> int:
+        """Append the device's rows; returns how many intervals had no activity data."""
+        with_data = sorted(device.present)
+        if not with_data:
+            return 0
+        without_activity = 0
+        holders: set[tuple[str, str]] = set()
+        capacity = step_s * device.gpu_equivalents
+        for k in range(with_data[0], with_data[-1] + 1):
+            present = device.present.get(k)
+            gap = present is None
+            if present is not None:
+                # Pod-labelled series name the holders; the device's unlabelled series (dcgm
+                # emits one when no pod holds it) only counts when there are none.
+                holders = {who for who in present if who != _NO_POD} or {_NO_POD}
+            else:
+                # Allocation outlasts a scrape gap (a pod keeps its GPU whether or not the
+                # exporter was scraped); activity does not, so the gap's rows have used = null.
+                without_activity += 1
+            window_start = start + timedelta(seconds=k * step_s)
+            share = capacity / len(holders)
+            for who in sorted(holders):
+                activity = None if gap else device.activity.get(k, {}).get(who)
+                memory = None if gap else device.memory_mib.get(k, {}).get(who)
+                rows.append(self._row(
+                    device, window_start, step_s, share, activity, memory,
+                    self._attribution(device, who, pods, mig_allocations), who,
+                ))
+        return without_activity
+
+    @staticmethod
+    def _attribution(
+        device: _Device,
+        who: tuple[str, str],
+        pods: Mapping[tuple[str, str], PodAttribution],
+        mig_allocations: Mapping[MigKey, PodAttribution],
+    ) -> PodAttribution | str:
+        """The pod's attribution, or the reserved tenant when there is none."""
+        if who != _NO_POD:
+            return pods.get(who, UNATTRIBUTED_TENANT)
+        if device.mig_key is not None:
+            return mig_allocations.get(device.mig_key, UNATTRIBUTED_TENANT)
+        return IDLE_TENANT
+
+    def _row(
+        self,
+        device: _Device,
+        window_start: datetime,
+        step_s: int,
+        allocated: float,
+        activity: float | None,
+        memory_mib: float | None,
+        attribution: PodAttribution | str,
+        who: tuple[str, str],
+    ) -> dict[str, Any]:
+        namespace, pod = who if who != _NO_POD else (None, None)
+        if isinstance(attribution, str):
+            tenant, pod_uid, model, params = attribution, None, None, None
+            kind = WorkloadKind.IDLE.value if tenant == IDLE_TENANT else WorkloadKind.UNKNOWN.value
+        else:
+            tenant, pod_uid = attribution.tenant, attribution.pod_uid
+            kind, model, params = (
+                attribution.workload_kind, attribution.model, attribution.model_params_b
+            )
+            namespace, pod = namespace or attribution.namespace, pod or attribution.pod
+        return {
+            "sample_id": make_sample_id(
+                DCGM_SOURCE, self.cluster, device.gpu_uuid, window_start.isoformat(), step_s,
+                tenant, namespace, pod,
+            ),
+            "window_start": window_start,
+            "duration_s": float(step_s),
+            "cluster": self.cluster,
+            "node": device.node,
+            "gpu_uuid": device.gpu_uuid,
+            "gpu_product": device.product,
+            "mig_profile": device.mig_profile,
+            "gpu_equivalents": device.gpu_equivalents,
+            "tenant": tenant,
+            "namespace": namespace,
+            "pod": pod,
+            "pod_uid": pod_uid,
+            "workload_kind": kind,
+            "model": model,
+            "model_params_b": params,
+            "allocated_gpu_seconds": allocated,
+            "used_gpu_seconds": None if activity is None else allocated * activity,
+            "memory_used_bytes": None if memory_mib is None else round(memory_mib * MIB),
+            "source": DCGM_SOURCE,
+        }
+
+    # -- inference gateway -> request work ------------------------------------------------
+
+    def request_rows(self, start: datetime, end: datetime, step_s: int) -> pa.Table:
+        """Request work (REQUEST_WORK_SCHEMA) per (interval, namespace, model, tenant).
+
+        Each counter sample adds its increase over the previous sample (a drop means the counter
+        restarted from zero, as PromQL's increase() reads it) to the interval it falls in; the
+        first sample of a series has no baseline and adds nothing. An interval gets a row when
+        at least one increase fell in it, zero included: zero work is a measurement."""
+        intervals = _interval_count(start, end, step_s)
+        work: dict[_WorkKey, float] = defaultdict(float)
+        tokens: dict[_WorkKey, float] = defaultdict(float)
+        counters = [(self.execution_seconds_counter, work)]
+        if self.tokens_counter:
+            counters.append((self.tokens_counter, tokens))
+        for metric, target in counters:
+            for labels, samples in self._raw_samples(metric, start, intervals * step_s):
+                endpoint = self._endpoint(metric, labels)
+                for ts_ms, increase in _increases(samples):
+                    k = (ts_ms - _ms(start)) // (step_s * 1000)
+                    if 0 <= k < intervals:
+                        target[(k, *endpoint)] += increase
+        rows = []
+        for k, namespace, model, tenant in sorted(work.keys() | tokens.keys()):
+            window_start = start + timedelta(seconds=k * step_s)
+            index = (k, namespace, model, tenant)
+            rows.append({
+                "sample_id": make_sample_id(
+                    GATEWAY_SOURCE, self.cluster, namespace, model, tenant,
+                    window_start.isoformat(), step_s,
+                ),
+                "window_start": window_start,
+                "duration_s": float(step_s),
+                "cluster": self.cluster,
+                "namespace": namespace,
+                "model": model,
+                "tenant": tenant,
+                # Tokens without execution seconds still say the endpoint served the tenant;
+                # the schema needs a number, and no execution time was measured.
+                "request_seconds": work.get(index, 0.0),
+                "tokens": tokens.get(index) if self.tokens_counter else None,
+                "source": GATEWAY_SOURCE,
+            })
+        return pa.Table.from_pylist(rows, schema=REQUEST_WORK_SCHEMA)
+
+    def _endpoint(self, metric: str, labels: Mapping[str, str]) -> tuple[str, str, str]:
+        missing = [n for n in (self.namespace_label, self.model_label) if not labels.get(n)]
+        if missing:
+            raise PrometheusDataError(
+                f"Prometheus {self.url}: series {metric}{_format_labels(labels)} has no "
+                f"{' or '.join(missing)} label; a shared endpoint is named by namespace and "
+                "model: pass namespace_label=/model_label= naming the gateway's labels"
+            )
+        tenant = labels.get(self.tenant_label) or UNATTRIBUTED_TENANT
+        return labels[self.namespace_label], labels[self.model_label], tenant
+
+    # -- Prometheus access ----------------------------------------------------------------
+
+    def _range(
+        self, promql: str, start: datetime, intervals: int, step_s: int
+    ) -> Iterator[tuple[dict[str, str], list[tuple[int, float]]]]:
+        """(labels, [(interval index, value)]) per series, in chunks Prometheus accepts."""
+        for first in range(0, intervals, MAX_POINTS_PER_QUERY):
+            count = min(MAX_POINTS_PER_QUERY, intervals - first)
+            # Interval k is evaluated at its end, start + (k + 1) * step.
+            eval_start = start + timedelta(seconds=(first + 1) * step_s)
+            eval_end = start + timedelta(seconds=(first + count) * step_s)
+            result = self._call(
+                self._client.custom_query_range, promql, eval_start, eval_end, str(step_s)
+            )
+            for series in result:
+                points = []
+                for ts, value in series["values"]:
+                    number = float(value)
+                    if math.isnan(number):
+                        continue
+                    k = round((float(ts) - start.timestamp()) / step_s) - 1
+                    if 0 <= k < intervals:
+                        points.append((k, number))
+                yield dict(series["metric"]), points
+
+    def _raw_samples(
+        self, metric: str, start: datetime, span_s: int
+    ) -> Iterator[tuple[dict[str, str], list[tuple[int, float]]]]:
+        """(labels, [(timestamp ms, value)]) per series over [start - staleness, start + span).
+
+        Samples before `start` are only a baseline for the first increase. Chunks keep a long
+        window's raw samples from arriving in one response."""
+        by_series: dict[tuple[tuple[str, str], ...], list[tuple[int, float]]] = defaultdict(list)
+        lookback = math.ceil(self.staleness_s)
+        for offset in range(0, span_s, COUNTER_CHUNK_S):
+            length = min(COUNTER_CHUNK_S, span_s - offset)
+            # Ranges are closed on Prometheus 2.x: evaluate 1 ms before the chunk's end so that
+            # a sample on the boundary is read once, by the next chunk.
+            at = start + timedelta(seconds=offset + length) - timedelta(milliseconds=1)
+            lead = lookback if offset == 0 else 0
+            promql = RAW_SAMPLES_QUERY.format(metric=metric, range_s=length + lead)
+            params = {"time": f"{at.timestamp():.3f}"}
+            result = self._call(self._client.custom_query, promql, params)
+            for series in result:
+                labels = tuple(sorted(series["metric"].items()))
+                by_series[labels].extend(
+                    (round(float(ts) * 1000), float(v)) for ts, v in series.get("values", [])
+                )
+        for labels, samples in by_series.items():
+            yield dict(labels), sorted(set(samples))
+
+    def _call(self, request: Any, promql: str, *args: Any) -> list[dict[str, Any]]:
+        try:
+            result: list[dict[str, Any]] = request(promql, *args)
+        except requests.RequestException as exc:
+            raise PrometheusUnavailable(
+                f"Prometheus at {self.url} did not answer ({type(exc).__name__}: {exc}); "
+                "check that the URL is right and the server is up, then retry"
+            ) from exc
+        except PrometheusApiClientException as exc:
+            raise PrometheusQueryError(
+                f"Prometheus at {self.url} rejected query {promql!r}: {exc}"
+            ) from exc
+        return result
+
+
+def _increases(samples: Sequence[tuple[int, float]]) -> Iterator[tuple[int, float]]:
+    """(timestamp ms, increase since the previous sample); a drop is a restart from zero."""
+    for (_, before), (ts, value) in itertools.pairwise(samples):
+        yield ts, value - before if value >= before else value
+
+
+def _interval_count(start: datetime, end: datetime, step_s: int) -> int:
+    for name, value in (("start", start), ("end", end)):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"{name} {value.isoformat()} is naive: pass a UTC datetime")
+    if not isinstance(step_s, int) or step_s < 1:
+        raise ValueError(f"step_s must be a whole number of seconds >= 1, got {step_s!r}")
+    if start.microsecond:
+        raise ValueError(f"start {start.isoformat()} must fall on a whole second")
+    if end <= start:
+        raise ValueError(f"end {end.isoformat()} must be after start {start.isoformat()}")
+    return int((end - start).total_seconds() // step_s)
+
+
+def _ms(ts: datetime) -> int:
+    return round(ts.astimezone(UTC).timestamp() * 1000)
+
+
+def _clamp01(value: float) -> float:
+    # DCGM's profiling ratios overshoot 1.0 by rounding now and then; used may not exceed
+    # allocated.
+    return min(max(value, 0.0), 1.0)
+
+
+def _format_labels(labels: Mapping[str, str]) -> str:
+    return "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
