@@ -6,8 +6,8 @@ window), built from the real dcgm-exporter scrapes in tests/fixtures/dcgm/:
   up by interval, and no samples from 240 s to 480 s (a scrape gap).
 - T4 GPU 1, no pod: idle.
 - A100 with MIG (3 x 1g.5gb + 2g.10gb), empty pod labels as real dcgm-exporter writes them.
-- A100 without MIG whose GR_ENGINE_ACTIVE is dropped (GPU_UTIL fallback), relabelled to a
-  pod that the pod lookup does not know.
+- A100 without MIG whose GR_ENGINE_ACTIVE is dropped (GPU_UTIL fallback), relabelled to pods
+  the pod lookup does not know, a second one sharing it (time-slicing) from 300 s.
 - Inference-gateway counters for a shared endpoint, one of which restarts.
 Expected figures are derived here from the values written, not from the reader's output."""
 
@@ -59,6 +59,7 @@ T4_POD = ("runai-reservation", "runai-reservation-gpu-qa-mig-worker-gpu-1-kvltw"
 MIG_GPU = "GPU-473571f2-fb37-ef7e-50fe-9885b74a23cd"
 UTIL_GPU = "GPU-7099682b-a20d-2bcc-74ab-b9060454d81e"
 GAP = (240, 480)  # seconds after T0 without samples on the T4 pod GPU
+SECOND_POD_FROM = 300  # a second pod shares the util-only A100 from here on
 
 SHARED = ("llm-shared", "llama-3-70b")
 
@@ -118,11 +119,15 @@ def _history() -> str:
     for (metric, _), (labels, value) in _scrape("a100_mig_disabled_empty.prom").items():
         if metric == GR_ENGINE_ACTIVE:
             continue  # as on a GPU or exporter without profiling metrics
-        labels = {**labels, "namespace": "ml", "pod": "trainer-0", "container": "trainer"}
-        if metric == GPU_UTIL:
-            add(metric, labels, lambda t: util_percent(interval(t)))
-        else:
-            add(metric, labels, lambda t, v=value: v)
+        for pod, joins_at in (("trainer-0", 0), ("trainer-1", SECOND_POD_FROM)):
+            # dcgm-exporter writes one series per pod sharing a time-sliced GPU.
+            labels = {**labels, "namespace": "ml", "pod": pod, "container": "trainer"}
+            def late(offset, joins_at=joins_at):
+                return offset < joins_at
+            if metric == GPU_UTIL:
+                add(metric, labels, lambda t: util_percent(interval(t)), late)
+            else:
+                add(metric, labels, lambda t, v=value: v, late)
 
     def counter(name, tenant, values, **extra):
         labels = {"namespace": SHARED[0], "model": SHARED[1], **extra}
@@ -251,15 +256,21 @@ def test_mig_without_allocation_mapping_is_unattributed_not_dropped(reader):
     assert sum(r["allocated_gpu_seconds"] for r in mig) == pytest.approx(2 * 60 * 5 / 7)
 
 
-def test_gpu_util_fallback_and_unknown_pod(usage):
+def test_gpu_util_fallback_unknown_pods_and_time_slicing(usage):
     rows = _rows(usage.table, UTIL_GPU)
-    assert len(rows) == 10
-    for k, row in enumerate(rows):
-        assert (row["tenant"], row["namespace"], row["pod"]) == (UNATTRIBUTED_TENANT, "ml",
-                                                                 "trainer-0")
+    first = [r for r in rows if r["pod"] == "trainer-0"]
+    second = [r for r in rows if r["pod"] == "trainer-1"]
+    assert len(first) == 10
+    assert [(r["window_start"] - T0).seconds for r in second] == [300, 360, 420, 480, 540]
+    for row in rows:
+        assert (row["tenant"], row["namespace"]) == (UNATTRIBUTED_TENANT, "ml")
         assert row["workload_kind"] == "unknown"
-        assert row["used_gpu_seconds"] == pytest.approx(60.0 * util_percent(k) / 100)
         assert row["memory_used_bytes"] == 0
+        k = (row["window_start"] - T0).seconds // STEP
+        holders = 2 if k * STEP >= SECOND_POD_FROM else 1
+        # Pods sharing a GPU split its time equally; GPU_UTIL is percent.
+        assert row["allocated_gpu_seconds"] == pytest.approx(60.0 / holders)
+        assert row["used_gpu_seconds"] == pytest.approx(60.0 / holders * util_percent(k) / 100)
 
 
 def test_rows_are_valid_and_conserve_gpu_seconds_per_device_and_interval(usage):
