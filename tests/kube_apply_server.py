@@ -1,0 +1,176 @@
+"""A loopback Kubernetes API server for server-side apply of ResourceQuotas and ClusterQueues.
+
+It does what kube-apiserver does for the calls collectors/kube_apply.py makes: GET an object
+(404 Status when absent), PATCH with `application/apply-patch+yaml` (415 for any other patch
+type, 422 without fieldManager), `dryRun=All` answers with the object as it would be without
+storing it, and a field owned by another manager gives 409 Conflict unless `force=true`.
+Every request is kept for the tests to inspect.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import yaml
+
+RQ_PREFIX = "/api/v1/namespaces/"
+CQ_PREFIX = "/apis/kueue.x-k8s.io/v1beta2/clusterqueues/"
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    content_type: str | None
+    body: Any
+
+
+@dataclass
+class LoopbackApiServer:
+    objects: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Stored objects by API path."""
+    owners: dict[str, str] = field(default_factory=dict)
+    """API path -> field manager owning its quota fields (a different one conflicts)."""
+    requests: list[Request] = field(default_factory=list)
+    _server: ThreadingHTTPServer | None = None
+    _thread: threading.Thread | None = None
+    _version: int = 1
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> LoopbackApiServer:
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                owner._handle(self, "GET")
+
+            def do_PATCH(self) -> None:
+                owner._handle(self, "PATCH")
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def put_resource_quota(self, namespace: str, name: str, hard: dict[str, str],
+                           used: dict[str, str], manager: str = "gpu-chargeback") -> str:
+        path = f"{RQ_PREFIX}{namespace}/resourcequotas/{name}"
+        self.objects[path] = {
+            "apiVersion": "v1", "kind": "ResourceQuota",
+            "metadata": self._meta(name, namespace),
+            "spec": {"hard": dict(hard)},
+            "status": {"hard": dict(hard), "used": dict(used)},
+        }
+        self.owners[path] = manager
+        return path
+
+    def put_cluster_queue(self, name: str, spec: dict[str, Any],
+                          usage: list[dict[str, Any]] | None = None,
+                          manager: str = "gpu-chargeback") -> str:
+        path = f"{CQ_PREFIX}{name}"
+        self.objects[path] = {
+            "apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ClusterQueue",
+            "metadata": self._meta(name, None), "spec": copy.deepcopy(spec),
+            "status": {"flavorsUsage": usage or []},
+        }
+        self.owners[path] = manager
+        return path
+
+    def _meta(self, name: str, namespace: str | None) -> dict[str, Any]:
+        self._version += 1
+        meta: dict[str, Any] = {
+            "name": name, "uid": f"uid-{name}", "resourceVersion": str(self._version),
+            "creationTimestamp": "2026-11-01T00:00:00Z",
+        }
+        if namespace:
+            meta["namespace"] = namespace
+        return meta
+
+    def _handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
+        parts = urlsplit(handler.path)
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        length = int(handler.headers.get("Content-Length") or 0)
+        raw = handler.rfile.read(length) if length else b""
+        body = yaml.safe_load(raw) if raw else None
+        content_type = handler.headers.get("Content-Type")
+        self.requests.append(Request(method, parts.path, query, content_type, body))
+        path = parts.path
+        if not (path.startswith(CQ_PREFIX) or "/resourcequotas/" in path):
+            return self._reply(handler, 404, _status(404, "NotFound", f"no route {path}"))
+        stored = self.objects.get(path)
+        if method == "GET":
+            if stored is None:
+                return self._reply(handler, 404, _status(404, "NotFound", f"{path} not found"))
+            return self._reply(handler, 200, stored)
+        if content_type != "application/apply-patch+yaml":
+            return self._reply(handler, 415, _status(415, "UnsupportedMediaType",
+                                                    f"unsupported patch type {content_type}"))
+        manager = query.get("fieldManager")
+        if not manager:
+            return self._reply(handler, 422, _status(422, "Invalid",
+                                                    "fieldManager is required for apply"))
+        if query.get("dryRun") not in (None, "All"):
+            return self._reply(handler, 400, _status(400, "BadRequest", "invalid dryRun"))
+        current_owner = self.owners.get(path)
+        if (stored is not None and current_owner not in (None, manager)
+                and query.get("force") != "true"):
+            kind = "ResourceQuota" if "/resourcequotas/" in path else "ClusterQueue"
+            return self._reply(handler, 409, _status(
+                409, "Conflict",
+                f'Apply failed with 1 conflict: conflict with "{current_owner}": .spec',
+                details={"name": path.rsplit("/", 1)[-1], "kind": kind.lower() + "s"},
+            ))
+        result = copy.deepcopy(stored) if stored is not None else {
+            "apiVersion": body["apiVersion"], "kind": body["kind"],
+            "metadata": self._meta(body["metadata"]["name"], body["metadata"].get("namespace")),
+            "status": {},
+        }
+        result["metadata"]["labels"] = dict(body["metadata"].get("labels") or {})
+        result["spec"] = {**result.get("spec", {}), **body.get("spec", {})}
+        if result["kind"] == "ResourceQuota":
+            result["status"] = {"hard": dict(result["spec"]["hard"]),
+                                "used": dict((result.get("status") or {}).get("used") or {})}
+        if query.get("dryRun") != "All":
+            self.objects[path] = result
+            self.owners[path] = manager
+        return self._reply(handler, 200 if stored is not None else 201, result)
+
+    @staticmethod
+    def _reply(handler: BaseHTTPRequestHandler, code: int, payload: dict[str, Any]) -> None:
+        data = json.dumps(payload).encode()
+        handler.send_response(code)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+
+def _status(code: int, reason: str, message: str, details: dict[str, Any] | None = None,
+            ) -> dict[str, Any]:
+    status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+              "message": message, "reason": reason, "code": code}
+    if details:
+        status["details"] = details
+    return status
