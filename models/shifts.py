@@ -26,12 +26,12 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
-Model = Literal["linear", "mean"]
+Model = Literal["mixed", "linear", "mean"]
 
 DEFAULT_PENALTY_FACTOR = 3.0
 DEFAULT_MIN_SEGMENT = 2
 DEFAULT_SPIKE_THRESHOLD = 5.0
-DEFAULT_MODEL: Model = "linear"
+DEFAULT_MODEL: Model = "mixed"
 DEFAULT_CONFIRM_DAYS = 3
 DEFAULT_LEVEL_WINDOW_DAYS = 7
 
@@ -93,15 +93,18 @@ def _fill_gaps(y: np.ndarray) -> np.ndarray:
 
 
 def _despike(y: np.ndarray, threshold: float) -> np.ndarray:
-    """Replace points far from their 3-point median: a one-day spike is not a level."""
+    """Replace points far from their 3-point median: a one-day spike is not a level.
+
+    "Far" is in units of the noise scale estimated from day-to-day differences (MAD / sqrt 2),
+    which a few spikes or a level shift hardly move."""
     if y.shape[0] < 3:
         return y
     med = y.copy()
     med[1:-1] = np.median(np.stack([y[:-2], y[1:-1], y[2:]]), axis=0)
-    resid = y - med
-    scale = 1.4826 * np.median(np.abs(resid), axis=0)
-    # A series that is flat between spikes has a robust scale of 0: any isolated jump is a spike.
-    spikes = np.abs(resid) > threshold * scale
+    diffs = np.diff(y, axis=0)
+    mad = np.median(np.abs(diffs - np.median(diffs, axis=0)), axis=0)
+    # A series that is flat between spikes has a noise scale of 0: any isolated jump is a spike.
+    spikes = np.abs(y - med) > threshold * 1.4826 * mad / math.sqrt(2)
     return np.where(spikes, med, y)
 
 
@@ -116,8 +119,9 @@ def _standardise(y: np.ndarray) -> np.ndarray:
 class _SegmentCost:
     """Residual sum of squares of a segment ``[s, t)`` in O(1) from cumulative sums."""
 
-    def __init__(self, y: np.ndarray, model: Model) -> None:
+    def __init__(self, y: np.ndarray, model: Model, slope_penalty: float = 0.0) -> None:
         n, d = y.shape
+        self.slope_penalty = slope_penalty
         t = np.arange(n, dtype=float)
         zeros = np.zeros((1, d))
         self.model = model
@@ -140,8 +144,11 @@ class _SegmentCost:
         sxx = stt - st * st / length
         sxy = sty - sy * (st / length)[:, None]
         explained = (sxy**2).sum(axis=1) / np.where(sxx > 0, sxx, 1.0)
-        result: np.ndarray = np.maximum(rss - explained, 0.0)
-        return result
+        linear: np.ndarray = np.maximum(rss - explained, 0.0)
+        if self.model == "linear":
+            return linear
+        mixed: np.ndarray = np.minimum(np.maximum(rss, 0.0), linear + self.slope_penalty)
+        return mixed
 
 
 def _validate_params(penalty_factor: float, min_segment: int, model: str) -> None:
@@ -150,8 +157,8 @@ def _validate_params(penalty_factor: float, min_segment: int, model: str) -> Non
         problems.append(f"penalty_factor must be > 0, got {penalty_factor}")
     if min_segment < 1:
         problems.append(f"min_segment must be >= 1, got {min_segment}")
-    if model not in ("linear", "mean"):
-        problems.append(f"model must be 'linear' or 'mean', got {model!r}")
+    if model not in ("mixed", "linear", "mean"):
+        problems.append(f"model must be 'mixed', 'linear' or 'mean', got {model!r}")
     if problems:
         raise ShiftInputError("; ".join(problems))
 
@@ -160,7 +167,8 @@ def _segment(y: np.ndarray, penalty: float, min_segment: int, model: Model) -> l
     """Exact penalised segmentation (optimal partitioning). O(n^2) vectorised: a few ms for a
     year of days, so PELT's pruning (and its caveats with a minimum segment) is not needed."""
     n = y.shape[0]
-    cost = _SegmentCost(y, model)
+    # A change adds two parameters (where, new level), a slope one: same price per parameter.
+    cost = _SegmentCost(y, model, slope_penalty=penalty / 2)
     best = np.full(n + 1, np.inf)
     best[0] = -penalty
     previous = np.zeros(n + 1, dtype=np.int64)
@@ -250,17 +258,18 @@ def detect_shifts(
     if n < 2 * min_segment_days or np.isnan(values).all():
         return []
     clean, z = _prepare(values, spike_threshold)
-    cps = _segment(z, penalty_factor * math.log(n), min_segment_days, model)
+    penalty = penalty_factor * math.log(n)
+    cps = _segment(z, penalty, min_segment_days, model)
     if not cps:
         return []
 
     bounds = [0, *cps, n]
-    cost = _SegmentCost(z, model)
+    cost = _SegmentCost(z, model, slope_penalty=penalty / 2)
 
     def seg_cost(s: int, t: int) -> float:
         return float(cost(np.array([s]), np.array([t]))[0])
 
-    params_per_segment = 2 if model == "linear" else 1
+    params_per_segment = 1 if model == "mean" else 2
     rss = sum(seg_cost(a, b) for a, b in itertools.pairwise(bounds))
     dof = n - params_per_segment * (len(bounds) - 1)
     noise_var = rss / dof if dof > 0 and rss > 0 else 0.0

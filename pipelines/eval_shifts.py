@@ -191,10 +191,10 @@ def render(evaluation: Evaluation, params: dict[str, Any]) -> str:
 @click.option("--min-segment", type=int, default=detector.DEFAULT_MIN_SEGMENT, show_default=True)
 @click.option(
     "--model",
-    type=click.Choice(["linear", "mean"]),
+    type=click.Choice(["mixed", "linear", "mean"]),
     default=detector.DEFAULT_MODEL,
     show_default=True,
-    help="Segment model: straight line or constant level.",
+    help="Segment model: constant level, straight line, or either (a slope costs extra).",
 )
 @click.option(
     "--spike-threshold",
