@@ -1,0 +1,469 @@
+"""`chargeback collect ...`: run a collector on an interval into the local spool.
+
+The agent never depends on the pipeline: it writes Parquet batches to its own spool (what the
+pipeline ingests later) and keeps doing so while the pipeline is down. A batch is acknowledged
+once `write_batch` has written, fsynced and renamed it; a batch that could not be written
+stays in memory and is retried before the next one. SIGTERM lets the current write finish,
+then the agent exits 0. `/metrics` (prometheus_client) reports the agent's own health and the
+GPU-seconds it has acknowledged per tenant, model and hardware tier."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from types import FrameType
+from typing import Any, Protocol, runtime_checkable
+
+import click
+import pyarrow as pa
+import pyarrow.compute as pc
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+from collectors.spool import write_batch
+from models.tiers import normalize_product
+
+MAX_PENDING_BATCHES = 1000
+"""Batches kept in memory while the spool cannot be written (disk full, read-only mount);
+beyond it the oldest unacknowledged batch is dropped and counted as an error."""
+MAX_CATCH_UP_WINDOWS = 60
+"""After a stall (suspended node, slow collector) at most this many past windows are asked
+for; older ones are skipped rather than flooding the collector."""
+
+
+@runtime_checkable
+class Collector(Protocol):
+    """What the agent drives. Optionally also `sample(now)` (called every sampling tick) and
+    `request_rows(window_start, duration_s)` (REQUEST_WORK_SCHEMA rows)."""
+
+    def rows(self, window_start: datetime, duration_s: float) -> pa.Table: ...
+
+
+class AgentMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.samples = Counter("chargeback_agent_samples_written", "Rows acknowledged in the "
+                               "spool.", ["kind"], registry=r)
+        self.batches = Counter("chargeback_agent_batches_written", "Batches acknowledged in "
+                               "the spool.", ["kind"], registry=r)
+        self.errors = Counter("chargeback_agent_errors", "Failures by stage (collect: the "
+                              "collector raised; write: the spool could not be written; "
+                              "dropped: an unwritten batch was given up).", ["stage"],
+                              registry=r)
+        self.pending = Gauge("chargeback_agent_pending_batches", "Batches collected but not "
+                             "yet written to the spool.", registry=r)
+        self.spool_size = Gauge("chargeback_agent_spool_size_bytes", "Bytes of Parquet files "
+                                "in the spool.", registry=r)
+        self.lag = Gauge("chargeback_agent_spool_lag_seconds", "Seconds since the end of the "
+                         "newest acknowledged window (grows while nothing is written).",
+                         registry=r)
+        self.tenant_gpu_seconds = Counter(
+            "chargeback_tenant_gpu_seconds", "Allocated GPU-seconds acknowledged in the spool.",
+            ["tenant", "model", "hardware_tier"], registry=r)
+        self.tenant_used_gpu_seconds = Counter(
+            "chargeback_tenant_used_gpu_seconds", "Used GPU-seconds acknowledged in the spool.",
+            ["tenant", "model", "hardware_tier"], registry=r)
+        self.last_acknowledged_end: float | None = None
+        self.lag.set_function(self._lag)
+
+    def _lag(self) -> float:
+        if self.last_acknowledged_end is None:
+            return math.nan
+        return max(time.time() - self.last_acknowledged_end, 0.0)
+
+    def acknowledged(self, kind: str, table: pa.Table, window_end: float) -> None:
+        self.samples.labels(kind).inc(table.num_rows)
+        self.batches.labels(kind).inc()
+        self.last_acknowledged_end = max(self.last_acknowledged_end or window_end, window_end)
+        if kind != "usage" or table.num_rows == 0:
+            return
+        # hardware_tier is the normalized product: the agent carries no rate card, and the
+        # rate card's tier map is applied (and an unknown product rejected) by the pipeline.
+        products = pc.utf8_upper(table["gpu_product"])
+        grouped = (
+            table.select(["tenant", "model", "allocated_gpu_seconds", "used_gpu_seconds"])
+            .append_column("product", products)
+            .group_by(["tenant", "model", "product"])
+            .aggregate([("allocated_gpu_seconds", "sum"), ("used_gpu_seconds", "sum")])
+        )
+        for row in grouped.to_pylist():
+            labels = (row["tenant"], row["model"] or "", normalize_product(row["product"]))
+            self.tenant_gpu_seconds.labels(*labels).inc(row["allocated_gpu_seconds_sum"] or 0.0)
+            self.tenant_used_gpu_seconds.labels(*labels).inc(row["used_gpu_seconds_sum"] or 0.0)
+
+    def measure_spool(self, root: Path) -> None:
+        total = 0
+        for folder, _dirs, files in os.walk(root):
+            for name in files:
+                if name.endswith(".parquet"):
+                    # A file shipped or replaced while we walked is simply not counted.
+                    with contextlib.suppress(FileNotFoundError):
+                        total += os.stat(os.path.join(folder, name)).st_size
+        self.spool_size.set(total)
+
+
+@dataclass
+class _Pending:
+    kind: str
+    table: pa.Table
+    batch: str
+    window_end: float
+
+
+@dataclass
+class Agent:
+    collector: Collector
+    spool: Path
+    source: str
+    """The spool's `source=` partition (nvml, pods, prometheus, simulator)."""
+    node: str
+    interval_s: float
+    """Length of a window: one batch per window."""
+    sample_s: float | None = None
+    """How often to call `collector.sample(now)` (defaults to once per window)."""
+    delay_s: float = 0.0
+    """Collect a window this long after it ends (Prometheus needs its scrapes to land)."""
+    metrics: AgentMetrics = field(default_factory=AgentMetrics)
+    stop: threading.Event = field(default_factory=threading.Event)
+    clock: Callable[[], float] = time.time
+    log: Callable[[str], None] = lambda message: click.echo(message, err=True)
+    _pending: deque[_Pending] = field(default_factory=deque)
+    _next_window_end: float | None = None
+
+    def collect(self, window_start: datetime) -> None:
+        """Collect one window and write it (and anything still pending) to the spool."""
+        window_end = window_start.timestamp() + self.interval_s
+        batch = f"{window_start:%Y%m%dT%H%M%S}-{self.interval_s:g}s"
+        try:
+            tables = [self.collector.rows(window_start, self.interval_s)]
+            request_rows = getattr(self.collector, "request_rows", None)
+            if request_rows is not None:
+                tables.append(request_rows(window_start, self.interval_s))
+        except Exception as exc:  # a failing source must not stop the agent; it retries
+            self.metrics.errors.labels("collect").inc()
+            self.log(f"collecting {self.source} window {window_start.isoformat()} failed: "
+                     f"{type(exc).__name__}: {exc}")
+            return
+        for table in tables:
+            kind = "requests" if "request_seconds" in table.column_names else "usage"
+            if table.num_rows:
+                self._pending.append(_Pending(kind, table, batch, window_end))
+        while len(self._pending) > MAX_PENDING_BATCHES:
+            lost = self._pending.popleft()
+            self.metrics.errors.labels("dropped").inc()
+            self.log(f"dropped unwritten batch {lost.batch} ({lost.table.num_rows} rows): the "
+                     f"spool {self.spool} has not been writable for {MAX_PENDING_BATCHES} "
+                     "batches")
+        self.flush()
+
+    def flush(self) -> None:
+        while self._pending:
+            item = self._pending[0]
+            try:
+                write_batch(self.spool, item.table, kind=item.kind, source=self.source,
+                            node=self.node, batch=item.batch)
+            except OSError as exc:
+                self.metrics.errors.labels("write").inc()
+                self.log(f"writing batch {item.batch} to the spool {self.spool} failed "
+                         f"({exc}); kept in memory, retried at the next window")
+                break
+            self._pending.popleft()
+            self.metrics.acknowledged(item.kind, item.table, item.window_end)
+        self.metrics.pending.set(len(self._pending))
+        self.metrics.measure_spool(self.spool)
+
+    def _sample(self, at: float) -> None:
+        sample = getattr(self.collector, "sample", None)
+        if sample is None:
+            return
+        try:
+            sample(datetime.fromtimestamp(at, UTC))
+        except Exception as exc:  # same as collect: count, say, keep going
+            self.metrics.errors.labels("collect").inc()
+            self.log(f"sampling {self.source} failed: {type(exc).__name__}: {exc}")
+
+    def once(self) -> None:
+        """Sample now and write the window that holds now (minus the delay)."""
+        now = self.clock()
+        self._sample(now)
+        start = math.floor((now - self.delay_s) / self.interval_s) * self.interval_s
+        self.collect(datetime.fromtimestamp(start, UTC))
+
+    def run(self) -> None:
+        """Sample on every tick; after each window ends (plus the delay), write it. Returns
+        when `stop` is set, after finishing the write in progress."""
+        tick_s = self.sample_s or self.interval_s
+        while not self.stop.is_set():
+            tick = (math.floor(self.clock() / tick_s) + 1) * tick_s
+            if self.stop.wait(max(tick - self.clock(), 0.0)):
+                break
+            self._sample(tick)
+            for start in self._due_windows(tick):
+                self.collect(datetime.fromtimestamp(start, UTC))
+                if self.stop.is_set():
+                    break
+            if self._pending:
+                self.flush()
+
+    def _due_windows(self, now: float) -> Iterator[float]:
+        last_end = math.floor((now - self.delay_s) / self.interval_s) * self.interval_s
+        if self._next_window_end is None:
+            self._next_window_end = last_end
+        first_end = max(self._next_window_end, last_end - MAX_CATCH_UP_WINDOWS * self.interval_s)
+        end = first_end
+        while end <= last_end:
+            yield end - self.interval_s
+            end += self.interval_s
+        self._next_window_end = max(self._next_window_end, end)
+
+
+def run_agent(agent: Agent, *, once: bool, metrics_port: int | None,
+              metrics_address: str = "127.0.0.1") -> None:
+    """Serve /metrics, stop cleanly on SIGTERM/SIGINT, run once or until stopped."""
+    if metrics_port is not None:
+        start_http_server(metrics_port, metrics_address, registry=agent.metrics.registry)
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        agent.log(f"{signal.Signals(signum).name}: finishing the current write, then exiting")
+        agent.stop.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    agent.spool.mkdir(parents=True, exist_ok=True)
+    if once:
+        agent.once()
+    else:
+        agent.log(f"collecting {agent.source} every {agent.interval_s:g} s into {agent.spool}"
+                  + (f"; metrics on :{metrics_port}/metrics" if metrics_port else ""))
+        agent.run()
+    if agent._pending:
+        raise click.ClickException(
+            f"{len(agent._pending)} batches could not be written to {agent.spool}; see the "
+            "errors above"
+        )
+
+
+class SimulatorCollector:
+    """The simulated cluster as a live source: the rows of one window at a time."""
+
+    def __init__(self, *, origin: date, horizon_days: int = 30, interval_s: int = 60,
+                 seed: int = 7, scale: int = 1) -> None:
+        from collectors.simulate import Simulation, default_cluster
+
+        self.sim = Simulation(default_cluster(scale), datetime.combine(
+            origin, datetime.min.time(), UTC), horizon_days, interval_s, seed)
+        self._day: int | None = None
+        self._usage: pa.Table | None = None
+        self._requests: pa.Table | None = None
+
+    def _load(self, window_start: datetime, duration_s: float) -> int:
+        if duration_s != self.sim.interval_s:
+            raise ValueError(f"the simulator was built for {self.sim.interval_s} s windows, "
+                             f"asked for {duration_s:g} s")
+        day = (window_start - self.sim.origin) // timedelta(days=1)
+        if day != self._day:
+            self._usage = pa.concat_tables(self.sim.node_days(day).values())
+            self._requests = pa.concat_tables(
+                [self.sim.requests_day(e, day) for e in range(len(self.sim.cluster.endpoints))])
+            self._day = day
+        return day
+
+    @staticmethod
+    def _window(table: pa.Table | None, window_start: datetime) -> pa.Table:
+        assert table is not None
+        return table.filter(pc.equal(table["window_start"],
+                                     pa.scalar(window_start, table.schema.field(
+                                         "window_start").type)))
+
+    def rows(self, window_start: datetime, duration_s: float) -> pa.Table:
+        self._load(window_start, duration_s)
+        return self._window(self._usage, window_start)
+
+    def request_rows(self, window_start: datetime, duration_s: float) -> pa.Table:
+        self._load(window_start, duration_s)
+        return self._window(self._requests, window_start)
+
+
+# --- the CLI ---------------------------------------------------------------------------------
+
+def _node_name() -> str:
+    return os.environ.get("NODE_NAME") or socket.gethostname()
+
+
+def _common(function: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--spool", type=click.Path(file_okay=False, path_type=Path),
+                     required=True, help="Spool folder (created if missing)."),
+        click.option("--once", is_flag=True, help="Collect a single window and exit."),
+        click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
+                     help="Serve /metrics on this port (off by default; 9401 in the "
+                          "DaemonSet, beside dcgm-exporter's 9400)."),
+        # All interfaces: Prometheus scrapes the pod's IP in-cluster.
+        click.option("--metrics-address", default="0.0.0.0", show_default=True),
+        click.option("--node", default=_node_name, show_default="$NODE_NAME or hostname",
+                     help="Node name for the spool partition and the rows."),
+        click.option("--cluster", default="default", show_default=True,
+                     help="Cluster name written in every row."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+@click.group("collect")
+def collect() -> None:
+    """Run a collector on an interval into the local spool."""
+
+
+@collect.command("simulate")
+@click.option("--spool", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Spool folder (created if missing).")
+@click.option("--days", type=click.IntRange(1, 366), default=1, show_default=True)
+@click.option("--start", type=click.DateTime(["%Y-%m-%d"]), default=None,
+              help="First UTC day (default: DAYS days before today, so all rows are past).")
+@click.option("--interval", "interval_s", type=click.IntRange(1, 3600), default=60,
+              show_default=True, help="Seconds per sample; must divide an hour.")
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--scale", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Copies of the 64-GPU default cluster (nodes and tenants).")
+@click.option("--live", is_flag=True,
+              help="Run as a live agent (one window per interval, /metrics) instead of "
+                   "writing DAYS days at once.")
+@click.option("--once", is_flag=True, help="Live: write the current window and exit.")
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=None)
+@click.option("--metrics-address", default="127.0.0.1", show_default=True)
+def simulate_command(spool: Path, days: int, start: datetime | None, interval_s: int,
+                     seed: int, scale: int, live: bool, once: bool, metrics_port: int | None,
+                     metrics_address: str) -> None:
+    """Write the simulated cluster (collectors/simulate.py) to the spool."""
+    from tqdm import tqdm
+
+    from collectors.simulate import SOURCE, default_cluster, simulate_to_spool
+
+    if 3600 % interval_s:
+        raise click.BadParameter(f"must divide an hour (10, 60, 300...), got {interval_s}",
+                                 param_hint="--interval")
+    today = datetime.now(UTC).date()
+    if live or once:
+        origin = start.date() if start else today.replace(day=1)
+        agent = Agent(SimulatorCollector(origin=origin, interval_s=interval_s, seed=seed,
+                                         scale=scale),
+                      spool, SOURCE, "simulator", interval_s)
+        run_agent(agent, once=once, metrics_port=metrics_port, metrics_address=metrics_address)
+        return
+    first = start.date() if start else today - timedelta(days=days)
+    usage_batches = days * 24 * len(default_cluster(scale).nodes)
+    with tqdm(total=usage_batches, unit="batch", desc="simulating", disable=None,
+              file=sys.stderr) as bar:
+        summary = simulate_to_spool(
+            spool, first, days, interval_s, seed, scale,
+            progress=lambda b: bar.update(1 if b.kind == "usage" else 0),
+        )
+    click.echo(f"wrote {summary.usage_rows:,} usage rows and {summary.request_rows:,} request "
+               f"rows in {summary.files:,} files to {spool} ({first} + {days} days)")
+
+
+@collect.command("nvml")
+@_common
+@click.option("--interval", "interval_s", type=click.FloatRange(min=1), default=10.0,
+              show_default=True, help="Seconds between NVML samples.")
+@click.option("--window", "window_s", type=click.FloatRange(min=1), default=60.0,
+              show_default=True, help="Seconds per spool batch (a multiple of --interval).")
+def nvml_command(spool: Path, once: bool, metrics_port: int | None, metrics_address: str,
+                 node: str, cluster: str, interval_s: float, window_s: float) -> None:
+    """Sample this node's GPUs through NVML (run on every GPU node: the DaemonSet)."""
+    from collectors.nvml import NoNvidiaDriver, NvmlCollector, NvmlUnavailable
+
+    try:
+        collector = NvmlCollector(node=node, cluster=cluster)
+    except NoNvidiaDriver as exc:
+        message = str(exc)
+        if not message.startswith("no NVIDIA driver on this node"):
+            message = f"no NVIDIA driver on this node: {message}"
+        raise click.ClickException(message) from exc
+    except NvmlUnavailable as exc:
+        raise click.ClickException(str(exc)) from exc
+    with collector:
+        agent = Agent(collector, spool, "nvml", node, window_s, sample_s=interval_s)
+        run_agent(agent, once=once, metrics_port=metrics_port, metrics_address=metrics_address)
+
+
+@collect.command("pods")
+@_common
+@click.option("--interval", "interval_s", type=click.FloatRange(min=1), default=60.0,
+              show_default=True, help="Seconds per spool batch; the watch runs in between.")
+@click.option("--kubeconfig", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Default: in-cluster service account, else ~/.kube/config.")
+def pods_command(spool: Path, once: bool, metrics_port: int | None, metrics_address: str,
+                 node: str, cluster: str, interval_s: float, kubeconfig: str | None) -> None:
+    """List and watch GPU pods through the Kubernetes API (one replica per cluster)."""
+    from kubernetes import client as k8s
+    from kubernetes import config as k8s_config
+
+    from collectors.pods import PodCollector
+
+    try:
+        if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
+        else:
+            k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=kubeconfig)
+    except k8s_config.ConfigException as exc:
+        raise click.ClickException(f"no Kubernetes credentials: {exc}; run in-cluster or "
+                                   "pass --kubeconfig") from exc
+    # The watch runs on every tick and must return before the next one.
+    collector = PodCollector(k8s.ApiClient(), cluster=cluster,
+                             watch_timeout_s=max(1, int(interval_s // 2)))
+
+    class Synced:
+        def sample(self, _now: datetime) -> None:
+            collector.sync()
+
+        def rows(self, window_start: datetime, duration_s: float) -> pa.Table:
+            return collector.rows(window_start, duration_s)
+
+    agent = Agent(Synced(), spool, "pods", node, interval_s)
+    run_agent(agent, once=once, metrics_port=metrics_port, metrics_address=metrics_address)
+
+
+@collect.command("prometheus")
+@_common
+@click.option("--url", required=True, help="Prometheus (or Thanos/Mimir) base URL.")
+@click.option("--interval", "interval_s", type=click.IntRange(min=1), default=60,
+              show_default=True, help="Seconds per window and query step.")
+@click.option("--delay", "delay_s", type=click.FloatRange(min=0), default=120.0,
+              show_default=True, help="Read a window this long after it ends, so its scrapes "
+                                      "have landed.")
+def prometheus_command(spool: Path, once: bool, metrics_port: int | None,
+                       metrics_address: str, node: str, cluster: str, url: str,
+                       interval_s: int, delay_s: float) -> None:
+    """Read dcgm-exporter and inference-gateway metrics from Prometheus."""
+    from collectors.prometheus import PrometheusReader
+
+    reader = PrometheusReader(url, cluster=cluster)
+
+    class Windows:
+        def rows(self, window_start: datetime, duration_s: float) -> pa.Table:
+            end = window_start + timedelta(seconds=duration_s)
+            return reader.usage_rows(window_start, end, interval_s)
+
+        def request_rows(self, window_start: datetime, duration_s: float) -> pa.Table:
+            end = window_start + timedelta(seconds=duration_s)
+            return reader.request_rows(window_start, end, interval_s)
+
+    try:
+        agent = Agent(Windows(), spool, "prometheus", node, interval_s, delay_s=delay_s)
+        run_agent(agent, once=once, metrics_port=metrics_port, metrics_address=metrics_address)
+    finally:
+        reader.close()
