@@ -26,6 +26,7 @@ from typing import Any
 import pyarrow as pa
 import urllib3
 from kubernetes import client as k8s
+from kubernetes import config as k8s_config
 from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 
@@ -66,6 +67,10 @@ _WHOLE = "gpu"
 
 class PodSpecError(ValueError):
     """A pod or node object whose GPU fields cannot be read; the message names object and field."""
+
+
+class KubeConfigError(RuntimeError):
+    """No way to reach the API server: neither in-cluster credentials nor a usable kubeconfig."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -630,6 +635,28 @@ class CollectorState:
 # The collector: list + watch through the kubernetes client
 
 
+def api_client_from_environment(kubeconfig: str | None = None,
+                                context: str | None = None) -> k8s.ApiClient:
+    """An ApiClient for the collector: the pod's service account when running in a cluster
+    (the DaemonSet), else the given kubeconfig (or $KUBECONFIG / ~/.kube/config)."""
+    if kubeconfig is None and context is None:
+        try:
+            k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
+            return k8s.ApiClient()
+        except k8s_config.ConfigException:
+            pass
+    try:
+        api_client: k8s.ApiClient = k8s_config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig, context=context
+        )
+    except (k8s_config.ConfigException, OSError) as exc:
+        raise KubeConfigError(
+            f"no Kubernetes credentials: not running in a cluster, and kubeconfig "
+            f"{kubeconfig or '$KUBECONFIG or ~/.kube/config'}: {exc}; pass --kubeconfig"
+        ) from exc
+    return api_client
+
+
 def _as_dict(api_client: k8s.ApiClient, model: Any) -> dict[str, Any]:
     """A typed client model back to the API's JSON shape (camelCase keys, ISO times)."""
     data: dict[str, Any] = api_client.sanitize_for_serialization(  # type: ignore[no-untyped-call]
@@ -793,7 +820,11 @@ class PodCollector:
         return events
 
     def rows(self, window_start: datetime, duration_s: float) -> pa.Table:
-        """Ledger rows (LEDGER_SCHEMA, source `pods`) for [window_start, +duration_s)."""
+        """Ledger rows (LEDGER_SCHEMA, source `pods`) for [window_start, +duration_s).
+
+        Ask for a window only after it has ended and `sync()` has run since: a pod still
+        running counts to the window's end. Rows depend only on the state, so asking again
+        for the same window gives the same rows and sample ids."""
         return ledger_table(self.state.rows(window_start, duration_s, cluster=self.cluster,
                                             namespace_tenants=self.namespace_tenants))
 

@@ -19,9 +19,11 @@ from kubernetes import client as k8s
 from collectors.pods import (
     CollectorState,
     GpuRequest,
+    KubeConfigError,
     PodCollector,
     PodSpecError,
     allocation_from_pod,
+    api_client_from_environment,
     gpu_request,
     node_gpus,
     resolve_tenant,
@@ -503,3 +505,26 @@ def test_forget_ended_before_keeps_running_pods(kube) -> None:
     assert collector.state.forget_ended_before(datetime(2026, 11, 1, 1, tzinfo=UTC)) == 1
     assert "uid-stray-job-0" not in collector.state.allocations
     assert "uid-acme-llm-0" in collector.state.allocations
+
+
+def test_client_from_kubeconfig_reaches_the_server(kube, tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "loop",
+        "clusters": [{"name": "loop", "cluster": {"server": kube.url}}],
+        "users": [{"name": "me", "user": {"token": "t0ken"}}],
+        "contexts": [{"name": "loop", "context": {"cluster": "loop", "user": "me"}}],
+    }))
+    collector = PodCollector(api_client_from_environment(str(kubeconfig)), cluster="loop")
+    assert collector.server_version() == "v1.31.4"
+    with pytest.raises(KubeConfigError, match="kubeconfig"):
+        api_client_from_environment(str(tmp_path / "missing"))
+
+
+def test_pod_on_a_node_without_gpu_inventory_is_kept_with_unknown_product() -> None:
+    state = CollectorState()
+    state.upsert_pod(by_name("llm-0"), observed_at=WINDOW)  # its node was never listed
+    rows = state.rows(WINDOW, 60, cluster="c")
+    assert not validate_ledger(rows)
+    assert [(r["pod"], r["gpu_product"], r["allocated_gpu_seconds"]) for r in rows] == [
+        ("llm-0", "UNKNOWN", 60.0)]
