@@ -1,0 +1,258 @@
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import requests
+from click.testing import CliRunner
+from prometheus_client import start_http_server
+
+from collectors import spool
+from collectors.agent import Agent, SimulatorCollector, collect
+from models.usage import GPU_SECONDS_TOLERANCE, LEDGER_SCHEMA, validate_ledger
+
+ROOT = Path(__file__).resolve().parents[2]
+CLI = [sys.executable, "-c", "from pipelines.cli import main; main()"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def spool_rows(root: Path, kind: str = "usage") -> pa.Table:
+    files = [f for day in spool.days(root, kind) for f in spool.day_files(root, kind, day)]
+    assert files, f"no {kind} files in {root}"
+    return pa.concat_tables(pq.read_table(f, schema=spool.SCHEMAS[kind]) for f in files)
+
+
+def assert_valid_ledger(table: pa.Table) -> None:
+    assert validate_ledger(table.to_pylist()) == []
+    con = duckdb.connect()
+    con.register("t", table)
+    worst = con.execute(
+        """SELECT max(abs(s - c)) FROM (SELECT sum(allocated_gpu_seconds) s,
+           max(duration_s * gpu_equivalents) c FROM t GROUP BY gpu_uuid, window_start)"""
+    ).fetchone()[0]
+    assert worst < GPU_SECONDS_TOLERANCE
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Sample lines of a /metrics page as {'name{labels}': value}."""
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            samples[key] = float(value)
+    return samples
+
+
+def test_collect_simulate_days_writes_a_valid_spool(tmp_path):
+    result = CliRunner().invoke(collect, ["simulate", "--days", "1", "--spool", str(tmp_path),
+                                          "--start", "2026-10-05", "--interval", "300"])
+    assert result.exit_code == 0, result.output
+    usage = spool_rows(tmp_path)
+    assert usage.num_rows > 0
+    assert set(usage["window_start"].to_pylist()) == {
+        datetime(2026, 10, 5, tzinfo=UTC) + timedelta(minutes=5 * i) for i in range(288)}
+    morning = datetime(2026, 10, 5, 9, tzinfo=UTC)
+    assert_valid_ledger(usage.filter(pa.compute.less(
+        pa.compute.abs(pa.compute.subtract(usage["window_start"], pa.scalar(morning))),
+        pa.scalar(timedelta(minutes=30)))))
+    assert spool_rows(tmp_path, "requests").num_rows > 0
+
+
+def test_collect_simulate_defaults_to_past_days(tmp_path):
+    result = CliRunner().invoke(collect, ["simulate", "--days", "1", "--spool", str(tmp_path),
+                                          "--interval", "900"])
+    assert result.exit_code == 0, result.output
+    assert list(spool.days(tmp_path)) == [datetime.now(UTC).date() - timedelta(days=1)]
+
+
+def test_collect_simulate_rejects_an_interval_that_does_not_divide_an_hour(tmp_path):
+    result = CliRunner().invoke(collect, ["simulate", "--spool", str(tmp_path),
+                                          "--interval", "7"])
+    assert result.exit_code == 2
+    assert "--interval" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_once_with_the_simulator_writes_a_valid_spool(tmp_path):
+    result = CliRunner().invoke(collect, ["simulate", "--once", "--spool", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    usage = spool_rows(tmp_path)
+    assert len(set(usage["window_start"].to_pylist())) == 1
+    assert usage["window_start"][0].as_py() <= datetime.now(UTC)
+    assert_valid_ledger(usage)
+    # One window of the whole cluster: 60 whole GPUs and 16 MIG instances.
+    assert len(set(usage["gpu_uuid"].to_pylist())) == 76
+
+
+def test_metrics_count_what_the_spool_holds(tmp_path):
+    collector = SimulatorCollector(origin=date(2026, 10, 1))
+    agent = Agent(collector, tmp_path, "simulator", "test-node", 60)
+    for minute in range(3):
+        agent.collect(datetime(2026, 10, 14, 9, minute, tzinfo=UTC))
+    port = free_port()
+    server, _thread = start_http_server(port, "127.0.0.1", registry=agent.metrics.registry)
+    try:
+        metrics = scrape(port)
+    finally:
+        server.shutdown()
+    usage = spool_rows(tmp_path)
+    requests_ = spool_rows(tmp_path, "requests")
+    assert metrics['chargeback_agent_samples_written_total{kind="usage"}'] == usage.num_rows
+    assert metrics['chargeback_agent_samples_written_total{kind="requests"}'] == (
+        requests_.num_rows)
+    assert metrics['chargeback_agent_batches_written_total{kind="usage"}'] == 3
+    files = [p for p in tmp_path.rglob("*.parquet")]
+    assert metrics["chargeback_agent_spool_size_bytes"] == sum(p.stat().st_size for p in files)
+    # The last window ended 2026-10-14 09:03, long ago: the lag is that far behind now.
+    lag = datetime.now(UTC) - datetime(2026, 10, 14, 9, 3, tzinfo=UTC)
+    assert metrics["chargeback_agent_spool_lag_seconds"] == pytest.approx(
+        lag.total_seconds(), abs=60)
+    acme = usage.filter(pa.compute.equal(usage["tenant"], "acme"))
+    key = ('chargeback_tenant_gpu_seconds_total{hardware_tier="H100-80GB-HBM3",'
+           'model="llama-3.1-70b",tenant="acme"}')
+    # acme holds 3 H100s for 3 minutes.
+    assert metrics[key] == pytest.approx(3 * 3 * 60)
+    assert metrics[key] == pytest.approx(pa.compute.sum(acme["allocated_gpu_seconds"]).as_py())
+    assert any(k.startswith("chargeback_tenant_gpu_seconds_total{") and 'tenant="__idle__"' in k
+               for k in metrics)
+
+
+def test_unwritable_spool_keeps_batches_and_retries(tmp_path):
+    blocked = tmp_path / "spool"
+    blocked.write_text("a file where the spool folder should be")
+    collector = SimulatorCollector(origin=date(2026, 10, 1))
+    messages: list[str] = []
+    agent = Agent(collector, blocked, "simulator", "n", 60, log=messages.append)
+    agent.collect(datetime(2026, 10, 2, 0, 0, tzinfo=UTC))
+    assert agent.metrics.errors.labels("write")._value.get() >= 1
+    assert agent.metrics.pending._value.get() == 2  # usage + requests of that window
+    assert "kept in memory" in messages[0]
+
+    blocked.unlink()
+    agent.collect(datetime(2026, 10, 2, 0, 1, tzinfo=UTC))
+    assert agent.metrics.pending._value.get() == 0
+    windows = set(spool_rows(blocked)["window_start"].to_pylist())
+    assert windows == {datetime(2026, 10, 2, 0, m, tzinfo=UTC) for m in (0, 1)}
+
+
+def test_a_failing_collector_is_counted_and_the_agent_goes_on(tmp_path):
+    class Flaky:
+        calls = 0
+
+        def rows(self, window_start, duration_s):
+            self.calls += 1
+            if self.calls == 1:
+                raise RuntimeError("GPU fell off the bus")
+            return SimulatorCollector(origin=date(2026, 10, 1)).rows(window_start, duration_s)
+
+    messages: list[str] = []
+    agent = Agent(Flaky(), tmp_path, "x", "n", 60, log=messages.append)
+    agent.collect(datetime(2026, 10, 2, tzinfo=UTC))
+    agent.collect(datetime(2026, 10, 2, 0, 1, tzinfo=UTC))
+    assert agent.metrics.errors.labels("collect")._value.get() == 1
+    assert "GPU fell off the bus" in messages[0]
+    assert len(set(spool_rows(tmp_path)["window_start"].to_pylist())) == 1
+
+
+def test_due_windows_catch_up_but_not_forever():
+    agent = Agent(SimulatorCollector(origin=date(2026, 10, 1)), Path("unused"), "x", "n", 60)
+    t0 = datetime(2026, 10, 2, 12, tzinfo=UTC).timestamp()
+    assert list(agent._due_windows(t0)) == [t0 - 60]
+    assert list(agent._due_windows(t0 + 60)) == [t0]
+    # Stalled for 3 windows: all three are collected, in order.
+    assert list(agent._due_windows(t0 + 240)) == [t0 + 60, t0 + 120, t0 + 180]
+    # Stalled for a day: only the most recent windows are asked for.
+    late = list(agent._due_windows(t0 + 86400))
+    assert len(late) == 61
+    assert late[-1] == t0 + 86400 - 60
+
+
+def test_delay_collects_windows_later():
+    agent = Agent(SimulatorCollector(origin=date(2026, 10, 1)), Path("unused"), "x", "n", 60,
+                  delay_s=120)
+    t0 = datetime(2026, 10, 2, 12, tzinfo=UTC).timestamp()
+    assert list(agent._due_windows(t0)) == [t0 - 180]
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="this node has a driver")
+def test_nvml_without_a_driver_says_so_and_exits_non_zero(tmp_path):
+    result = CliRunner().invoke(collect, ["nvml", "--once", "--spool", str(tmp_path)])
+    assert result.exit_code != 0
+    assert "no NVIDIA driver on this node" in result.output
+    assert "Traceback" not in result.output
+    assert not list(tmp_path.rglob("*.parquet"))
+
+
+def start_agent(tmp_path: Path, port: int, interval: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*CLI, "collect", "simulate", "--live", "--interval", str(interval), "--spool",
+         str(tmp_path / "spool"), "--metrics-port", str(port)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def wait_for(condition, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            value = condition()
+        except requests.ConnectionError:
+            value = None
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def stop(process: subprocess.Popen[str]) -> int:
+    os.kill(process.pid, signal.SIGTERM)
+    try:
+        return process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def test_sigterm_while_waiting_exits_zero_at_once(tmp_path):
+    port = free_port()
+    process = start_agent(tmp_path, port, 300)
+    wait_for(lambda: scrape(port), 20, "/metrics")
+    started = time.monotonic()
+    assert stop(process) == 0
+    assert time.monotonic() - started < 5
+    assert "SIGTERM" in process.stdout.read()
+
+
+@pytest.mark.slow
+def test_live_agent_writes_serves_metrics_and_stops_on_sigterm(tmp_path):
+    port = free_port()
+    process = start_agent(tmp_path, port, 10)
+    try:
+        metrics = wait_for(
+            lambda: (m := scrape(port)).get(
+                'chargeback_agent_batches_written_total{kind="usage"}') and m,
+            40, "a first batch")
+    finally:
+        code = stop(process)
+    assert code == 0, process.stdout.read()
+    usage = spool_rows(tmp_path / "spool")
+    assert usage.num_rows >= metrics['chargeback_agent_samples_written_total{kind="usage"}']
+    assert usage.schema.equals(LEDGER_SCHEMA)
+    assert_valid_ledger(usage)
+    assert not list((tmp_path / "spool").rglob(f"{spool.TEMP_PREFIX}*"))
