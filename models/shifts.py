@@ -1,13 +1,15 @@
 """Usage shifts: sustained changes in a tenant's daily series, found by penalised segmentation.
 
 The detector (`change_points`) is optimal partitioning (the exact search that PELT prunes) of a
-piecewise-linear Gaussian model, each series standardised first, with a penalty of
-``penalty_factor * log(n)`` per change (3 log n is the MBIC-like constant of R's changepoint
-package). Isolated one-day spikes are replaced by their 3-point median before the search, and a
-segment has at least ``min_segment`` points, so a spike never becomes a segment of its own.
-Piecewise *linear* rather than piecewise constant because usage grows: a growing tenant is one
-segment with a slope, not a staircase of false shifts. The method and its defaults were chosen
-on the Turing Change Point benchmark (docs/shift-detection.md, `chargeback eval shifts`).
+Gaussian model whose segments are each a constant level or a straight line (a slope costs half a
+change), each series standardised first, with a penalty of ``penalty_factor * log(n)`` per
+change (3 log n is the MBIC-like constant of R's changepoint package). Isolated one-day spikes
+are replaced by their 3-point median before the search, and a segment has at least
+``min_segment`` points, so a spike never becomes a segment of its own. Lines are allowed because
+usage grows: a growing tenant is one sloped segment, not a staircase of false shifts; levels are
+allowed because a line through a short window would explain a real step away. Chosen and
+measured on the Turing Change Point benchmark (docs/shift-detection.md, `chargeback eval
+shifts`).
 
 `detect_shifts` turns change points of a daily series into `Shift`s with levels, a confidence and
 a confirmation: a shift is confirmed only once ``confirm_days`` days at the new level exist.
