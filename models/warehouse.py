@@ -102,22 +102,34 @@ def build_ledger(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def replace_day(con: duckdb.DuckDBPyConnection, day: date) -> int:
-    """Replace exactly one UTC day of the ledger, hourly rollup and request work."""
+    """Replace exactly one UTC day of the ledger and of the request work."""
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute("DELETE FROM ledger WHERE day = ?", [day])
         con.execute("DELETE FROM request_work WHERE day = ?", [day])
-        con.execute("DELETE FROM usage_hourly WHERE day = ?", [day])
         con.execute("INSERT INTO ledger BY NAME SELECT *, ?::DATE AS day FROM classified "
                     "WHERE window_start::DATE = ?", [day, day])
         con.execute("INSERT INTO request_work BY NAME SELECT *, ?::DATE AS day "
                     "FROM staged_requests WHERE window_start::DATE = ?", [day, day])
-        con.execute(sql("hourly"), [day])
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
     return _count(con, "ledger WHERE day = ?", [day])
+
+
+def rollup_hourly(con: duckdb.DuckDBPyConnection, day: date) -> int:
+    """Replace one day of `usage_hourly` from the ledger."""
+    con.execute("DELETE FROM usage_hourly WHERE day = ?", [day])
+    con.execute(sql("hourly"), [day])
+    return _count(con, "usage_hourly WHERE day = ?", [day])
+
+
+def rollup_daily(con: duckdb.DuckDBPyConnection, day: date) -> int:
+    """Replace one day of `tenant_usage_daily` from the hourly rollup."""
+    con.execute("DELETE FROM tenant_usage_daily WHERE day = ?", [day])
+    con.execute(sql("daily"), [day])
+    return _count(con, "tenant_usage_daily WHERE day = ?", [day])
 
 
 def insert_all_days(con: duckdb.DuckDBPyConnection) -> list[date]:
@@ -126,6 +138,7 @@ def insert_all_days(con: duckdb.DuckDBPyConnection) -> list[date]:
         "SELECT DISTINCT window_start::DATE FROM classified ORDER BY 1").fetchall()]
     for day in days:
         replace_day(con, day)
+        rollup_hourly(con, day)
     return days
 
 

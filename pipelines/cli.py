@@ -13,7 +13,7 @@ COMMANDS = {
     "bill": ("pipelines.bill:bill", "Price ledger rows into invoices directly (no Dagster)."),
     "collect": ("collectors.agent:collect", "Run a collector into the spool (nvml, pods, ...)."),
     "run": ("pipelines.operate:run", "Materialize the pipeline for a range of days."),
-    "close": ("pipelines.operate:close", "Close a billing month: finalize its invoices."),
+    "close": ("pipelines.operate:close_command", "Close a billing month: finalize its invoices."),
     "invoices": ("pipelines.operate:invoices", "List, show and export invoices."),
     "demo": ("pipelines.operate:demo", "Simulate a month, run the pipeline, print invoices."),
     "eval": ("pipelines.cli:evaluate", "Evaluate shift detection and reservations on real data."),

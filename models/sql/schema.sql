@@ -58,3 +58,52 @@ CREATE TABLE IF NOT EXISTS usage_hourly (
     peak_gpus DOUBLE NOT NULL,
     ledger_rows BIGINT NOT NULL
 );
+
+-- Invoices: drafts are recomputed on every run; a final invoice or adjustment is never
+-- updated again (the pipeline only inserts finals, and deletes drafts).
+CREATE TABLE IF NOT EXISTS invoices (
+    invoice_id VARCHAR PRIMARY KEY,
+    number VARCHAR,
+    kind VARCHAR NOT NULL,            -- invoice | adjustment
+    status VARCHAR NOT NULL,          -- draft | final
+    tenant VARCHAR NOT NULL,
+    period VARCHAR NOT NULL,          -- YYYY-MM
+    plan VARCHAR NOT NULL,
+    currency VARCHAR NOT NULL,
+    total DECIMAL(18, 4) NOT NULL,
+    credit_applied DECIMAL(18, 4) NOT NULL,
+    adjusts VARCHAR,                  -- number of the invoice an adjustment corrects
+    rate_card_version VARCHAR NOT NULL,
+    content_hash VARCHAR NOT NULL,
+    inputs_hash VARCHAR NOT NULL,
+    document VARCHAR NOT NULL,        -- canonical JSON
+    finalized_at TIMESTAMPTZ
+);
+
+CREATE TABLE IF NOT EXISTS invoice_lines (
+    invoice_id VARCHAR NOT NULL,
+    line_no INTEGER NOT NULL,
+    kind VARCHAR NOT NULL,
+    description VARCHAR NOT NULL,
+    hardware_tier VARCHAR,
+    size_class VARCHAR,
+    quantity DECIMAL(24, 6) NOT NULL,
+    unit VARCHAR NOT NULL,
+    unit_price DECIMAL(18, 6) NOT NULL,
+    amount DECIMAL(18, 4) NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS period_closes (
+    period VARCHAR PRIMARY KEY,
+    closed_at TIMESTAMPTZ NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS tenant_usage_daily (
+    day DATE NOT NULL,
+    tenant VARCHAR NOT NULL,
+    hardware_tier VARCHAR NOT NULL,
+    size_class VARCHAR NOT NULL,
+    allocated_gpu_hours DECIMAL(38, 6) NOT NULL,
+    used_gpu_hours DECIMAL(38, 6),
+    peak_gpus DOUBLE NOT NULL
+);

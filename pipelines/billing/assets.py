@@ -1,0 +1,109 @@
+"""Billing: monthly drafts, finalization on close, adjustments, exports."""
+
+import hashlib
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+
+from models import lifecycle, warehouse
+from models.exports import write_invoice_files
+from models.pricing import price_invoice
+from models.rate_cards import month_bounds
+from pipelines.ingest.assets import gpu_usage_hourly
+from pipelines.partitions import MONTHLY
+from pipelines.resources import BillingConfigResource, OutputsResource, WarehouseResource
+
+
+class InvoicesConfig(dg.Config):
+    close: bool = False
+    """Finalize the period: numbers and hashes; the invoices never change afterwards."""
+
+
+def _period(context: dg.AssetExecutionContext) -> str:
+    return str(context.partition_key)[:7]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dg.asset(partitions_def=MONTHLY, group_name="billing", deps=[gpu_usage_hourly])
+def tenant_bills(
+    context: dg.AssetExecutionContext,
+    warehouse_db: WarehouseResource,
+    billing: BillingConfigResource,
+) -> dg.MaterializeResult:
+    """Draft invoices for the month (or adjustment notes once it is closed)."""
+    period = _period(context)
+    start, end = month_bounds(period)
+    card = billing.rate_card(start.date())
+    tenants = billing.tenants()
+    with warehouse_db.connect() as con:
+        broken = con.execute(
+            "SELECT DISTINCT day FROM ledger WHERE window_start >= ? AND window_start < ?",
+            [start, end]).fetchall()
+        violations = [
+            v for (day,) in broken for v in warehouse.conservation_violations(con, day, 1)
+        ]
+        if violations:
+            raise dg.Failure(
+                description=f"GPU-seconds are not conserved in {period}: no bill is computed "
+                "until the broken days are fixed and re-ingested",
+                metadata={"first_violations": "\n".join(map(str, violations[:10]))},
+            )
+        billed = set(warehouse.billable_tenants(con, start, end))
+        unknown = sorted(billed - set(tenants))
+        if unknown:
+            raise dg.Failure(
+                description=f"usage of tenants missing from {billing.tenants_path}",
+                metadata={"tenants": ", ".join(unknown)},
+            )
+        invoices = []
+        for name, tenant in sorted(tenants.items()):
+            active = tenant.start < end and (tenant.end is None or tenant.end > start)
+            if not active and name not in billed:
+                continue
+            credit = tenant.credit_granted_before(end) - lifecycle.credit_spent_before(
+                con, name, period)
+            hours = warehouse.tenant_usage_hours(con, tenant, start, end)
+            invoices.append(price_invoice(tenant, card, period, hours, credit_available=credit))
+        digest = hashlib.sha256(billing.digest().encode()).hexdigest()
+        inputs = lifecycle.inputs_hash(con, start, end, digest)
+        counts = lifecycle.write_drafts(con, period, invoices, inputs, _now())
+    total = sum((i.total for i in invoices), start=0)
+    return dg.MaterializeResult(metadata={
+        **counts, "tenants": len(invoices), "draft_total": str(total),
+        "inputs_hash": inputs, "rate_card_version": card.version,
+    })
+
+
+@dg.asset(partitions_def=MONTHLY, group_name="billing", deps=[tenant_bills])
+def invoices(
+    context: dg.AssetExecutionContext, config: InvoicesConfig, warehouse_db: WarehouseResource
+) -> dg.MaterializeResult:
+    """The month's invoices; with `close`, drafts become final invoices with numbers."""
+    period = _period(context)
+    with warehouse_db.connect() as con:
+        finalized = lifecycle.close_period(con, period, _now()) if config.close else []
+        closed = lifecycle.is_closed(con, period)
+        rows = con.execute(
+            "SELECT status, kind, count(*), sum(total) FROM invoices WHERE period = ? "
+            "GROUP BY ALL ORDER BY ALL", [period]).fetchall()
+    return dg.MaterializeResult(metadata={
+        "finalized": len(finalized),
+        "closed": closed,
+        **{f"{status}_{kind}": f"{n} totalling {total}" for status, kind, n, total in rows},
+    })
+
+
+@dg.asset(partitions_def=MONTHLY, group_name="billing", deps=[invoices])
+def invoice_exports(
+    context: dg.AssetExecutionContext, warehouse_db: WarehouseResource, outputs: OutputsResource
+) -> dg.MaterializeResult:
+    """PDF, CSV and JSON per invoice of the month, under exports/<period>/."""
+    period = _period(context)
+    folder = Path(outputs.exports_path) / period
+    with warehouse_db.connect() as con:
+        written = write_invoice_files(con, period, folder)
+    return dg.MaterializeResult(metadata={"files": len(written), "folder": str(folder)})

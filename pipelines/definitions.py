@@ -1,0 +1,26 @@
+"""The code location: `dagster dev -m pipelines.definitions` (see the README)."""
+
+import dagster as dg
+
+from pipelines.billing import assets as billing_assets
+from pipelines.billing import checks as billing_checks
+from pipelines.billing.schedules import monthly_close
+from pipelines.ingest import assets as ingest_assets
+from pipelines.ingest import checks as ingest_checks
+from pipelines.ingest.schedules import (
+    daily_aggregation,
+    hourly_ingest,
+    late_spool_files,
+    rebill_after_ingest,
+)
+from pipelines.jobs import daily_usage_job, monthly_billing_job
+from pipelines.resources import default_resources
+
+defs = dg.Definitions(
+    assets=dg.load_assets_from_modules([ingest_assets, billing_assets]),
+    asset_checks=dg.load_asset_checks_from_modules([ingest_checks, billing_checks]),
+    jobs=[daily_usage_job, monthly_billing_job],
+    schedules=[hourly_ingest, daily_aggregation, monthly_close],
+    sensors=[late_spool_files, rebill_after_ingest],
+    resources=default_resources(),
+)

@@ -1,0 +1,72 @@
+"""Ingest: the day's spool files into the ledger, then hourly and daily usage."""
+
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+
+from collectors.spool import day_files
+from models import warehouse
+from pipelines.partitions import DAILY
+from pipelines.resources import BillingConfigResource, SpoolResource, WarehouseResource
+
+
+def partition_day(context: dg.AssetExecutionContext) -> date:
+    return date.fromisoformat(context.partition_key)
+
+
+@dg.asset(partitions_def=DAILY, group_name="ingest")
+def gpu_usage_ledger(
+    context: dg.AssetExecutionContext,
+    warehouse_db: WarehouseResource,
+    spool: SpoolResource,
+    billing: BillingConfigResource,
+) -> dg.MaterializeResult:
+    """One UTC day of GPU usage rows, shared endpoints apportioned, tier and size attached."""
+    day = partition_day(context)
+    usage_files = day_files(Path(spool.path), "usage", day)
+    request_files = day_files(Path(spool.path), "requests", day)
+    card = billing.rate_card(day)
+    with warehouse_db.connect() as con:
+        staged = warehouse.stage_usage(con, usage_files)
+        warehouse.stage_requests(con, request_files)
+        unknown = warehouse.classify(con, card)
+        if unknown:
+            raise dg.Failure(
+                description="GPU products missing from the rate card's tier map",
+                metadata={"unknown": "\n".join(unknown)},
+            )
+        warehouse.build_ledger(con)
+        rows = warehouse.replace_day(con, day)
+        tenants = con.execute(
+            "SELECT count(DISTINCT tenant) FROM ledger WHERE day = ?", [day]).fetchone()
+    return dg.MaterializeResult(metadata={
+        "spool_files": len(usage_files),
+        "request_files": len(request_files),
+        "staged_rows": staged,
+        "ledger_rows": rows,
+        "tenants": tenants[0] if tenants else 0,
+        "rate_card_version": card.version,
+    })
+
+
+@dg.asset(partitions_def=DAILY, group_name="ingest", deps=[gpu_usage_ledger])
+def gpu_usage_hourly(
+    context: dg.AssetExecutionContext, warehouse_db: WarehouseResource
+) -> dg.MaterializeResult:
+    """GPU-seconds per hour, node, tenant, hardware tier, size class and model."""
+    day = partition_day(context)
+    with warehouse_db.connect() as con:
+        rows = warehouse.rollup_hourly(con, day)
+    return dg.MaterializeResult(metadata={"rows": rows})
+
+
+@dg.asset(partitions_def=DAILY, group_name="ingest", deps=[gpu_usage_hourly])
+def tenant_usage_daily(
+    context: dg.AssetExecutionContext, warehouse_db: WarehouseResource
+) -> dg.MaterializeResult:
+    """GPU-hours and peak concurrent GPUs per tenant, tier and size class, per day."""
+    day = partition_day(context)
+    with warehouse_db.connect() as con:
+        rows = warehouse.rollup_daily(con, day)
+    return dg.MaterializeResult(metadata={"rows": rows})

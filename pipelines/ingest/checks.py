@@ -1,0 +1,77 @@
+"""Checks on each ingested day: each tests one property."""
+
+from datetime import date
+
+import dagster as dg
+
+from models import warehouse
+from models.usage import UNATTRIBUTED_TENANT
+from pipelines.ingest.assets import gpu_usage_hourly, gpu_usage_ledger
+from pipelines.resources import WarehouseResource
+
+UNATTRIBUTED_WARNING_SHARE = 0.05
+"""Above this share of allocated GPU-seconds without a tenant, operators are warned."""
+
+
+@dg.asset_check(asset=gpu_usage_ledger, blocking=True)
+def gpu_seconds_conserved(
+    context: dg.AssetCheckExecutionContext, warehouse_db: WarehouseResource
+) -> dg.AssetCheckResult:
+    """Per device and interval, allocated + idle GPU-seconds equal duration x GPU-equivalents."""
+    day = date.fromisoformat(context.run.tags["dagster/partition"])
+    with warehouse_db.connect() as con:
+        violations = warehouse.conservation_violations(con, day)
+    return dg.AssetCheckResult(
+        passed=not violations,
+        metadata={
+            "violations_shown": len(violations),
+            "first_violations": "\n".join(
+                f"{c}/{n} {g} at {w} ({d}s): capacity {cap:.6f}, allocated {a:.6f}, "
+                f"{s} sources" for c, n, g, w, d, cap, a, s in violations[:10]
+            ) or "none",
+        },
+    )
+
+
+@dg.asset_check(asset=gpu_usage_ledger)
+def every_row_has_a_tenant(
+    context: dg.AssetCheckExecutionContext, warehouse_db: WarehouseResource
+) -> dg.AssetCheckResult:
+    """Share of allocated GPU-seconds that could not be attributed to a tenant."""
+    day = date.fromisoformat(context.run.tags["dagster/partition"])
+    with warehouse_db.connect() as con:
+        row = con.execute(
+            "SELECT coalesce(sum(allocated_gpu_seconds) FILTER (WHERE tenant = ?), 0), "
+            "coalesce(sum(allocated_gpu_seconds) FILTER (WHERE tenant NOT LIKE '\\_\\_%' "
+            "ESCAPE '\\' OR tenant = ?), 0) FROM ledger WHERE day = ?",
+            [UNATTRIBUTED_TENANT, UNATTRIBUTED_TENANT, day],
+        ).fetchone()
+    unattributed, allocated = (float(row[0]), float(row[1])) if row else (0.0, 0.0)
+    share = unattributed / allocated if allocated else 0.0
+    return dg.AssetCheckResult(
+        passed=share <= UNATTRIBUTED_WARNING_SHARE,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"unattributed_share": share, "unattributed_gpu_seconds": unattributed},
+    )
+
+
+@dg.asset_check(asset=gpu_usage_hourly, blocking=True)
+def hourly_totals_equal_ledger(
+    context: dg.AssetCheckExecutionContext, warehouse_db: WarehouseResource
+) -> dg.AssetCheckResult:
+    """The hourly rollup holds exactly the ledger's GPU-seconds, tenant by tenant."""
+    day = date.fromisoformat(context.run.tags["dagster/partition"])
+    with warehouse_db.connect() as con:
+        differences = con.execute(
+            "WITH l AS (SELECT tenant, sum(allocated_gpu_seconds::DECIMAL(38, 6)) AS s "
+            "FROM ledger WHERE day = $1 GROUP BY ALL), "
+            "h AS (SELECT tenant, sum(allocated_gpu_seconds) AS s FROM usage_hourly "
+            "WHERE day = $1 GROUP BY ALL) "
+            "SELECT coalesce(l.tenant, h.tenant), l.s, h.s FROM l FULL JOIN h USING (tenant) "
+            "WHERE l.s IS DISTINCT FROM h.s", [day]
+        ).fetchall()
+    return dg.AssetCheckResult(
+        passed=not differences,
+        metadata={"differences": "\n".join(f"{t}: ledger {a}, hourly {b}"
+                                           for t, a, b in differences) or "none"},
+    )

@@ -1,0 +1,21 @@
+"""Jobs: what a schedule, a sensor or the CLI runs. In-process: DuckDB has one writer."""
+
+import dagster as dg
+
+from pipelines.partitions import DAILY, MONTHLY
+
+daily_usage_job = dg.define_asset_job(
+    "daily_usage_job",
+    selection=dg.AssetSelection.groups("ingest"),
+    partitions_def=DAILY,
+    executor_def=dg.in_process_executor,
+    description="Spool -> ledger -> hourly and daily usage for one UTC day.",
+)
+
+monthly_billing_job = dg.define_asset_job(
+    "monthly_billing_job",
+    selection=dg.AssetSelection.groups("billing"),
+    partitions_def=MONTHLY,
+    executor_def=dg.in_process_executor,
+    description="Drafts (or adjustments after close), exports and marts for one month.",
+)

@@ -1,0 +1,112 @@
+"""Dagster resources: where the warehouse, spool, configuration and outputs live.
+
+Every field defaults from an environment variable with a working local default, so
+`dagster dev` runs with no configuration (a DuckDB file and a spool under ./var)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+
+from models import warehouse
+from models.rate_cards import RateCard, Tenant, load_rate_cards, load_tenants, rate_card_for
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def home() -> Path:
+    return Path(os.environ.get("CHARGEBACK_HOME", ROOT / "var"))
+
+
+def _env(name: str, default: Path) -> str:
+    return os.environ.get(name, str(default))
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The DuckDB warehouse file that only Dagster writes."""
+
+    path: str
+
+    @contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        con = warehouse.connect(self.path)
+        try:
+            warehouse.create_schema(con)
+            yield con
+        finally:
+            con.close()
+
+
+class SpoolResource(dg.ConfigurableResource):
+    """The collectors' spool: a local folder of Parquet files (Hive-partitioned)."""
+
+    path: str
+
+
+class BillingConfigResource(dg.ConfigurableResource):
+    """The rate-card and tenants YAML files."""
+
+    rate_card_path: str
+    tenants_path: str
+
+    def rate_cards(self) -> list[RateCard]:
+        return load_rate_cards(Path(self.rate_card_path))
+
+    def rate_card(self, day: object) -> RateCard:
+        return rate_card_for(self.rate_cards(), day)  # type: ignore[arg-type]
+
+    def tenants(self) -> dict[str, Tenant]:
+        return load_tenants(Path(self.tenants_path), self.rate_cards())
+
+    def digest(self) -> str:
+        return "".join(Path(p).read_text() for p in (self.rate_card_path, self.tenants_path))
+
+
+class OutputsResource(dg.ConfigurableResource):
+    """Where exports (PDF, CSV, JSON, FOCUS) and the published tenant marts go."""
+
+    exports_path: str
+    marts_path: str
+
+
+class PrometheusResource(dg.ConfigurableResource):
+    """The Prometheus that scrapes dcgm-exporter and the inference gateway."""
+
+    url: str
+
+
+class KubernetesResource(dg.ConfigurableResource):
+    """The cluster that receives quota recommendations; empty kubeconfig = in-cluster."""
+
+    kubeconfig: str
+    apply: bool
+
+
+def default_resources() -> dict[str, dg.ConfigurableResource]:
+    base = home()
+    demo = ROOT / "examples" / "demo"
+    return {
+        "warehouse_db": WarehouseResource(path=_env("CHARGEBACK_WAREHOUSE",
+                                                 base / "warehouse.duckdb")),
+        "spool": SpoolResource(path=_env("CHARGEBACK_SPOOL", base / "spool")),
+        "billing": BillingConfigResource(
+            rate_card_path=_env("CHARGEBACK_RATE_CARD", demo / "rate-card.yaml"),
+            tenants_path=_env("CHARGEBACK_TENANTS", demo / "tenants.yaml"),
+        ),
+        "outputs": OutputsResource(
+            exports_path=_env("CHARGEBACK_EXPORTS", base / "exports"),
+            marts_path=_env("CHARGEBACK_MARTS", base / "marts"),
+        ),
+        "prometheus": PrometheusResource(url=os.environ.get("CHARGEBACK_PROMETHEUS_URL",
+                                                            "http://127.0.0.1:9090")),
+        "kubernetes": KubernetesResource(
+            kubeconfig=os.environ.get("CHARGEBACK_KUBECONFIG", ""),
+            apply=os.environ.get("CHARGEBACK_QUOTAS_APPLY", "") == "1",
+        ),
+    }
