@@ -188,13 +188,20 @@ def render(evaluation: Evaluation, params: dict[str, Any]) -> str:
     show_default=True,
     help="Penalty per change point, times log(n).",
 )
-@click.option("--min-segment", type=int, default=detector.DEFAULT_MIN_SEGMENT, show_default=True)
+@click.option(
+    "--min-segment",
+    type=int,
+    default=detector.DEFAULT_MIN_SEGMENT,
+    show_default=True,
+    help="Fewest points in a segment.",
+)
 @click.option(
     "--model",
     type=click.Choice(["mixed", "linear", "mean"]),
     default=detector.DEFAULT_MODEL,
     show_default=True,
-    help="Segment model: constant level, straight line, or either (a slope costs extra).",
+    help="mixed: each segment a level or a line (a slope costs half a change); "
+    "linear: lines only; mean: levels only.",
 )
 @click.option(
     "--spike-threshold",
