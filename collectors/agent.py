@@ -380,13 +380,17 @@ def simulate_command(spool: Path, days: int, start: datetime | None, interval_s:
               show_default=True, help="Seconds between NVML samples.")
 @click.option("--window", "window_s", type=click.FloatRange(min=1), default=60.0,
               show_default=True, help="Seconds per spool batch (a multiple of --interval).")
+@click.option("--proc-root", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("/proc"), show_default=True,
+              help="The host's /proc (PID -> pod); in the DaemonSet /host/proc.")
 def nvml_command(spool: Path, once: bool, metrics_port: int | None, metrics_address: str,
-                 node: str, cluster: str, interval_s: float, window_s: float) -> None:
+                 node: str, cluster: str, interval_s: float, window_s: float,
+                 proc_root: Path) -> None:
     """Sample this node's GPUs through NVML (run on every GPU node: the DaemonSet)."""
     from collectors.nvml import NoNvidiaDriver, NvmlCollector, NvmlUnavailable
 
     try:
-        collector = NvmlCollector(node=node, cluster=cluster)
+        collector = NvmlCollector(node=node, cluster=cluster, proc_root=proc_root)
     except NoNvidiaDriver as exc:
         message = str(exc)
         if not message.startswith("no NVIDIA driver on this node"):

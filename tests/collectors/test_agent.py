@@ -256,3 +256,89 @@ def test_live_agent_writes_serves_metrics_and_stops_on_sigterm(tmp_path):
     assert usage.schema.equals(LEDGER_SCHEMA)
     assert_valid_ledger(usage)
     assert not list((tmp_path / "spool").rglob(f"{spool.TEMP_PREFIX}*"))
+
+
+# --- deploy/collector-daemonset.yaml ----------------------------------------------------------
+
+MANIFEST = ROOT / "deploy" / "collector-daemonset.yaml"
+
+
+@pytest.fixture(scope="module")
+def manifests() -> dict[str, dict]:
+    import yaml
+
+    docs = [d for d in yaml.safe_load_all(MANIFEST.read_text()) if d]
+    return {f"{d['kind']}/{d['metadata']['name']}": d for d in docs}
+
+
+def test_manifests_are_valid_kubernetes_objects(manifests):
+    from kubernetes import client
+
+    api = client.ApiClient()
+    for key, doc in manifests.items():
+        group_version = doc["apiVersion"].split("/")[-1]
+        assert group_version == "v1", f"{key}: {doc['apiVersion']}"
+        # Through the client's own models and back: a misspelled or misplaced field is
+        # dropped on the way, so the round trip differs.
+        model = api._ApiClient__deserialize(doc, f"V1{doc['kind']}")
+        assert api.sanitize_for_serialization(model) == doc, key
+
+
+def container_args(spec: dict) -> tuple[dict, list[str]]:
+    [container] = spec["template"]["spec"]["containers"]
+    assert container["command"] == ["chargeback"]
+    return container, container["args"]
+
+
+def test_daemonset_runs_the_nvml_agent_with_host_pids_and_read_only_mounts(manifests):
+    ds = manifests["DaemonSet/chargeback-nvml"]["spec"]
+    pod = ds["template"]["spec"]
+    assert pod["hostPID"] is True
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert ds["selector"]["matchLabels"].items() <= ds["template"]["metadata"]["labels"].items()
+    container, args = container_args(ds)
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["host-proc"]["hostPath"]["path"] == "/proc"
+    assert mounts["host-proc"]["readOnly"] is True
+    assert volumes["nvidiactl"]["hostPath"]["path"] == "/dev/nvidiactl"
+    assert mounts["nvidiactl"]["readOnly"] is True
+    assert "readOnly" not in mounts["spool"]
+    assert volumes["spool"]["hostPath"]["path"].startswith("/var/lib/")
+    assert container["resources"]["requests"].keys() == {"cpu", "memory"}
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    env = {e["name"]: e for e in container["env"]}
+    assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+    assert pod["automountServiceAccountToken"] is False
+
+    # The args are the CLI's own: parse them with the real command.
+    assert args[:2] == ["collect", "nvml"]
+    ctx = collect.commands["nvml"].make_context("nvml", list(args[2:]))
+    assert ctx.params["proc_root"] == Path(mounts["host-proc"]["mountPath"])
+    assert str(ctx.params["spool"]) == mounts["spool"]["mountPath"]
+    assert ctx.params["interval_s"] == 10
+    [port] = container["ports"]
+    assert ctx.params["metrics_port"] == port["containerPort"] != 9400
+    assert container["livenessProbe"]["httpGet"]["port"] == port["name"]
+
+
+def test_pods_collector_is_a_single_deployment_with_read_only_rbac(manifests):
+    deployment = manifests["Deployment/chargeback-pods"]["spec"]
+    assert deployment["replicas"] == 1
+    _container, args = container_args(deployment)
+    assert args[:2] == ["collect", "pods"]
+    ctx = collect.commands["pods"].make_context("pods", list(args[2:]))
+    assert not ctx.params["node"].startswith("$(")  # a fixed name across restarts
+    pod = deployment["template"]["spec"]
+    claim = pod["volumes"][0]["persistentVolumeClaim"]["claimName"]
+    assert f"PersistentVolumeClaim/{claim}" in manifests
+
+    account = pod["serviceAccountName"]
+    assert f"ServiceAccount/{account}" in manifests
+    [binding] = [d for d in manifests.values() if d["kind"] == "ClusterRoleBinding"]
+    assert {"kind": "ServiceAccount", "name": account, "namespace": "gpu-chargeback"} in (
+        binding["subjects"])
+    role = manifests[f"ClusterRole/{binding['roleRef']['name']}"]
+    [rule] = role["rules"]
+    assert set(rule["resources"]) == {"pods", "nodes", "namespaces"}
+    assert set(rule["verbs"]) == {"get", "list", "watch"}
