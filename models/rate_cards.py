@@ -136,7 +136,13 @@ class RateCard:
         return next(s.multiplier for s in self.size_classes if s.name == size_class)
 
     def tier(self, name: str) -> Tier:
-        return next(t for t in self.tiers if t.name == name)
+        for tier in self.tiers:
+            if tier.name == name:
+                return tier
+        raise ValueError(
+            f"{self.source}: rate card {self.version} has no hardware tier {name!r}; "
+            f"its tiers are {', '.join(t.name for t in self.tiers)}"
+        )
 
     def covers(self, day: date) -> bool:
         return self.effective_from <= day and (self.effective_to is None or day < self.effective_to)
