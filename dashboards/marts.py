@@ -1,0 +1,106 @@
+"""Reads from the published marts, scoped by audience.
+
+A tenant's reads open that tenant's own mart file, read-only, at the path derived from the
+tenant name of the authenticated identity; no other file can be named from a tenant page.
+Cached functions take the tenant (or audience) as a named argument, part of the cache key, and
+the file's modification time, so a republished mart is read afresh."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from models import warehouse
+from models.marts import finance_mart_path, operator_mart_path, tenant_mart_path
+
+
+class MartMissing(LookupError):
+    pass
+
+
+class IsolationError(PermissionError):
+    pass
+
+
+TENANT_TABLES = frozenset({
+    "meta", "usage_hourly", "usage_daily", "cost_daily", "periods", "invoices", "invoice_lines",
+    "reservations", "usage_shifts", "tier_change_recommendations",
+    "reservation_recommendations", "scheduler_quota_changes"})
+FINANCE_TABLES = frozenset({
+    "meta", "invoices", "invoice_lines", "periods", "revenue", "revenue_vs_capacity",
+    "coverage_daily", "node_days"})
+OPERATOR_TABLES = frozenset({
+    "meta", "utilization_hourly", "demand_hour_of_day", "node_days", "usage_shifts",
+    "tier_change_recommendations", "reservation_recommendations", "scheduler_quota_changes"})
+
+
+def home() -> Path:
+    return Path(os.environ.get("CHARGEBACK_HOME", Path(__file__).resolve().parents[1] / "var"))
+
+
+def marts_dir() -> Path:
+    return Path(os.environ.get("CHARGEBACK_MARTS", home() / "marts"))
+
+
+def exports_dir() -> Path:
+    return Path(os.environ.get("CHARGEBACK_EXPORTS", home() / "exports"))
+
+
+def _version(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        raise MartMissing(f"{path}: no mart published yet; run the pipeline "
+                          "(its tenant_marts asset publishes the marts)") from None
+
+
+def _read(path: Path, table: str, allowed: frozenset[str], expect: tuple[str, str | None]
+          ) -> pd.DataFrame:
+    if table not in allowed:
+        raise ValueError(f"table {table!r} is not published to this audience")
+    con = warehouse.connect(path, read_only=True)
+    try:
+        meta = con.cursor().execute("SELECT kind, tenant FROM meta").fetchone()
+        if meta != expect:
+            raise IsolationError(f"{path}: holds {meta}, expected {expect}")
+        present = con.cursor().execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
+            [table]).fetchone()
+        if not present or not present[0]:
+            return pd.DataFrame()
+        return con.cursor().execute(f"SELECT * FROM {table}").df()
+    finally:
+        con.close()
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def _tenant_table(*, tenant: str, table: str, marts: str, version: int) -> pd.DataFrame:
+    return _read(tenant_mart_path(Path(marts), tenant), table, TENANT_TABLES,
+                 ("tenant", tenant))
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def _audience_table(*, audience: str, table: str, marts: str, version: int) -> pd.DataFrame:
+    if audience == "finance":
+        return _read(finance_mart_path(Path(marts)), table, FINANCE_TABLES, ("finance", None))
+    return _read(operator_mart_path(Path(marts)), table, OPERATOR_TABLES, ("operator", None))
+
+
+def tenant_table(*, tenant: str, table: str) -> pd.DataFrame:
+    """One table of the tenant's own mart (a copy: callers may change it)."""
+    root = marts_dir()
+    version = _version(tenant_mart_path(root, tenant))
+    return _tenant_table(tenant=tenant, table=table, marts=str(root), version=version).copy()
+
+
+def audience_table(*, audience: str, table: str) -> pd.DataFrame:
+    """One table of the finance or operator mart."""
+    if audience not in ("finance", "operator"):
+        raise ValueError(f"audience must be finance or operator, got {audience!r}")
+    root = marts_dir()
+    path = finance_mart_path(root) if audience == "finance" else operator_mart_path(root)
+    return _audience_table(audience=audience, table=table, marts=str(root),
+                           version=_version(path)).copy()

@@ -1,0 +1,32 @@
+"""Finance: data-quality coverage: GPU-seconds attributed, nodes with missing days."""
+
+import streamlit as st
+
+from dashboards import gate, ui
+
+gate.require("finance")
+
+st.title("Data quality")
+coverage = ui.audience_data(audience="finance", table="coverage_daily")
+if coverage.empty:
+    st.info("No usage has been ingested yet.")
+    st.stop()
+coverage = ui.as_float(coverage, "capacity_gpu_hours", "tenant_gpu_hours",
+                       "unattributed_gpu_hours")
+allocated = coverage["tenant_gpu_hours"].sum() + coverage["unattributed_gpu_hours"].sum()
+nodes = ui.audience_data(audience="finance", table="node_days")
+gaps = nodes[nodes["hours_reported"] < 24]
+a, b, c = st.columns(3)
+a.metric("GPU-seconds attributed to a tenant",
+         f"{coverage['tenant_gpu_hours'].sum() / allocated:.2%}" if allocated else "-")
+b.metric("Rows without utilization", f"{int(coverage['rows_without_utilization'].sum()):,}")
+c.metric("Node-days with missing hours", f"{len(gaps):,}")
+st.subheader("Share attributed, by day")
+st.line_chart(coverage.set_index("day")[["attributed_share"]], y_label="share")
+st.subheader("Nodes with missing hours")
+if gaps.empty:
+    st.caption("Every node reported every hour of every day in range.")
+else:
+    st.dataframe(gaps, hide_index=True, width="stretch")
+st.subheader("Daily coverage")
+st.dataframe(coverage, hide_index=True, width="stretch")

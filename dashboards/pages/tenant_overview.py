@@ -1,0 +1,65 @@
+"""Tenant: month-to-date cost, forecast, and cost and GPU-hours by day, model, size and tier."""
+
+import pandas as pd
+import streamlit as st
+
+from dashboards import gate, ui
+
+tenant = gate.require("tenant").role.tenant
+assert tenant is not None
+
+st.title("Costs and usage")
+periods = ui.tenant_data(tenant=tenant, table="periods")
+if periods.empty:
+    st.info("No bill has been computed for you yet.")
+    st.stop()
+period = st.selectbox("Billing month", list(periods["period"])[::-1])
+row = periods[periods["period"] == period].iloc[0]
+currency = row["currency"]
+open_month = row["elapsed_hours"] < row["period_hours"]
+
+usage = ui.tenant_data(tenant=tenant, table="usage_daily")
+usage = usage[pd.to_datetime(usage["day"]).dt.strftime("%Y-%m") == period]
+costs = ui.tenant_data(tenant=tenant, table="cost_daily")
+costs = costs[costs["period"] == period]
+
+first, second, third, fourth = st.columns(4)
+first.metric("Month to date" if open_month else "Billed for the month",
+             ui.money(row["billed_total"], currency))
+second.metric("Forecast to month end", ui.money(row["forecast_total"], currency),
+              help="On-demand charges continue at the month-to-date rate; reservations, "
+              "plan fees, minimum commitment and credit as billed.")
+third.metric("GPU-hours", f"{usage['allocated_gpu_hours'].astype(float).sum():,.1f}")
+fourth.metric("Data through", f"{row['elapsed_hours'] / 24:.1f} of "
+              f"{row['period_hours'] / 24:.0f} days")
+st.caption("Daily costs are estimates that add up to the month's bill: each tier's on-demand "
+           "charge spread over its GPU-hours, fixed charges (reservations, base fee, minimum) "
+           "evenly over the month's hours.")
+
+costs = ui.as_float(costs, "cost", "gpu_hours")
+costs["tier"] = costs["hardware_tier"].fillna("fixed charges")
+st.subheader("Cost by day")
+by_day = costs.pivot_table(index="day", columns="tier", values="cost", aggfunc="sum")
+st.bar_chart(by_day, y_label=f"cost ({currency})")
+
+usage = ui.as_float(usage, "allocated_gpu_hours")
+st.subheader("GPU-hours by day")
+st.bar_chart(usage.pivot_table(index="day", columns="hardware_tier",
+                               values="allocated_gpu_hours", aggfunc="sum"),
+             y_label="GPU-hours")
+
+on_demand = costs[costs["charge"] == "on-demand"]
+columns = st.columns(3)
+for column, field, label in zip(columns, ("model", "size_class", "hardware_tier"),
+                                ("model", "model-size class", "hardware tier"), strict=True):
+    with column:
+        st.subheader(f"By {label}")
+        grouped = on_demand.groupby(field)[["gpu_hours", "cost"]].sum().sort_values(
+            "cost", ascending=False)
+        st.bar_chart(grouped["gpu_hours"], y_label="GPU-hours", horizontal=True)
+        st.dataframe(grouped.rename(columns={"gpu_hours": "GPU-hours",
+                                             "cost": f"on-demand cost ({currency})"}),
+                     width="stretch", column_config={
+                         f"on-demand cost ({currency})": st.column_config.NumberColumn(
+                             format="%.2f"),
+                         "GPU-hours": st.column_config.NumberColumn(format="%.1f")})

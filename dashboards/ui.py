@@ -1,0 +1,77 @@
+"""Small helpers the pages share: reading a mart or saying why not, money, documents."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from dashboards.marts import IsolationError, MartMissing, audience_table, tenant_table
+from models.exports import file_stem, lines_csv
+from models.invoice_pdf import render_pdf
+from models.invoices import canonical_json
+
+
+def _guard(read: Callable[[], pd.DataFrame]) -> pd.DataFrame:
+    try:
+        return read()
+    except MartMissing as error:
+        st.info(str(error))
+        st.stop()
+    except IsolationError:
+        # A mart whose contents do not match its name: never show it, whatever it holds.
+        st.error("This data is not available. The incident has been logged.")
+        raise
+
+
+def tenant_data(*, tenant: str, table: str) -> pd.DataFrame:
+    return _guard(lambda: tenant_table(tenant=tenant, table=table))
+
+
+def audience_data(*, audience: str, table: str) -> pd.DataFrame:
+    return _guard(lambda: audience_table(audience=audience, table=table))
+
+
+def money(value: Any, currency: str) -> str:
+    return f"{Decimal(str(value)):,.2f} {currency}"
+
+
+def export_document(row: pd.Series) -> dict[str, Any]:
+    """The stored invoice document with its status, number and hashes (as models.exports)."""
+    doc: dict[str, Any] = json.loads(row["document"])
+    doc.update(invoice_id=row["invoice_id"], number=row["number"], kind=row["kind"],
+               status=row["status"], adjusts=row["adjusts"], content_hash=row["content_hash"],
+               inputs_hash=row["inputs_hash"])
+    return doc
+
+
+def as_float(frame: pd.DataFrame, *columns: str) -> pd.DataFrame:
+    """Decimal columns as floats, for charts only (tables keep the exact decimals)."""
+    for column in columns:
+        frame[column] = frame[column].astype(float)
+    return frame
+
+
+def invoice_downloads(row: pd.Series, *, key: str) -> None:
+    doc = export_document(row)
+    stem = file_stem(doc)
+    left, middle, right = st.columns(3)
+    left.download_button("PDF", render_pdf(doc), file_name=f"{stem}.pdf",
+                         mime="application/pdf", key=f"{key}-pdf", icon=":material/download:")
+    middle.download_button("CSV", lines_csv(doc), file_name=f"{stem}.csv", mime="text/csv",
+                           key=f"{key}-csv", icon=":material/download:")
+    right.download_button("JSON", canonical_json(doc), file_name=f"{stem}.json",
+                          mime="application/json", key=f"{key}-json",
+                          icon=":material/download:")
+
+
+def invoice_table(invoices: pd.DataFrame) -> pd.DataFrame:
+    shown = invoices[["number", "kind", "display_status", "tenant", "period", "plan", "total",
+                      "currency", "adjusts", "finalized_at"]].copy()
+    shown["number"] = shown["number"].fillna("(draft)")
+    shown["total"] = shown["total"].map(lambda v: f"{Decimal(str(v)):,.2f}")
+    return shown.rename(columns={"display_status": "status"})

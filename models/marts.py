@@ -1,0 +1,493 @@
+"""Published data marts: one read-only DuckDB file per tenant, one for finance, one for operators.
+
+The dashboards never open the warehouse (DuckDB allows one writer, and a tenant session must
+not be able to reach other tenants' rows by any query). After each pipeline run the warehouse
+connection copies exactly each audience's rows into its own file: a tenant's file holds nothing
+but that tenant's rows, so isolation does not depend on a WHERE clause in the dashboard.
+
+Cost by day is an estimate: invoices price a month, not a day. Each tier's on-demand charge
+(after the plan discount) is spread over the tenant's GPU-hours of that tier, and the fixed
+charges (reservations, base fee, true-up, credits) evenly over the period's hours, so a closed
+month's daily costs add up to its invoice total (to rounding). The forecast to month end scales
+the on-demand part by period hours / hours elapsed and keeps the fixed part, the minimum
+commitment and the credit."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from models.rate_cards import Tenant, month_bounds
+from models.usage import IDLE_TENANT, RESERVED_TENANTS, SHARED_IDLE_TENANT, UNATTRIBUTED_TENANT
+
+FINANCE = "finance"
+OPERATOR = "operator"
+TENANTS_DIR = "tenants"
+
+# Written by the analytics assets when they run; published when present, skipped otherwise.
+ANALYTICS_TABLES = ("usage_shifts", "tier_change_recommendations", "reservation_recommendations",
+                    "scheduler_quota_changes")
+
+VARIABLE_KINDS = ("usage", "band_fee", "discount")
+HOUR = timedelta(hours=1)
+ZERO = Decimal(0)
+
+
+def safe_name(tenant: str) -> str:
+    """A file name for a tenant: a readable slug plus a hash of the exact name.
+
+    The hash keeps two names that slug alike (`a.b`, `a-b`) apart, and nothing a tenant is
+    called (`../x'; DROP`) can leave the marts folder or reach SQL."""
+    slug = re.sub(r"[^a-z0-9]+", "-", tenant.lower()).strip("-")[:40] or "tenant"
+    return f"{slug}-{hashlib.sha256(tenant.encode()).hexdigest()[:16]}"
+
+
+def tenant_mart_path(marts_dir: Path, tenant: str) -> Path:
+    return marts_dir / TENANTS_DIR / f"{safe_name(tenant)}.duckdb"
+
+
+def finance_mart_path(marts_dir: Path) -> Path:
+    return marts_dir / f"{FINANCE}.duckdb"
+
+
+def operator_mart_path(marts_dir: Path) -> Path:
+    return marts_dir / f"{OPERATOR}.duckdb"
+
+
+@dataclass(frozen=True)
+class _Horizon:
+    data_from: datetime | None
+    data_to: datetime | None
+    """Exclusive: the hour after the last hour with any data in the warehouse."""
+
+
+def publish_marts(
+    con: duckdb.DuckDBPyConnection,
+    marts_dir: Path,
+    tenants: Mapping[str, Tenant] | Iterable[str],
+    *,
+    now: datetime | None = None,
+) -> list[Path]:
+    """Write every tenant's mart, the finance mart and the operator mart; returns their paths.
+
+    `con` is the warehouse connection (models.warehouse.connect). With Tenant objects,
+    tenant marts also hold reserved vs used GPUs per hour; with bare names they do not."""
+    published_at = now or datetime.now(UTC)
+    configs = dict(tenants) if isinstance(tenants, Mapping) else {t: None for t in tenants}
+    for name in configs:
+        if name in RESERVED_TENANTS:
+            raise ValueError(f"tenant {name!r}: reserved names have no mart of their own")
+    (marts_dir / TENANTS_DIR).mkdir(parents=True, exist_ok=True)
+    horizon = _horizon(con)
+    present = _present_tables(con)
+    _stage(con, configs, horizon)
+    try:
+        paths = [
+            _publish(con, tenant_mart_path(marts_dir, name), "tenant", name, horizon,
+                     published_at, lambda: _tenant_tables(present))
+            for name in sorted(configs)
+        ]
+        paths.append(_publish(con, finance_mart_path(marts_dir), FINANCE, None, horizon,
+                              published_at, _finance_tables))
+        paths.append(_publish(con, operator_mart_path(marts_dir), OPERATOR, None, horizon,
+                              published_at, lambda: _operator_tables(present)))
+    finally:
+        for table in ("mart_invoices", "mart_rates", "mart_reservations", "mart_periods"):
+            con.execute(f"DROP TABLE IF EXISTS {table}")
+    return paths
+
+
+def _horizon(con: duckdb.DuckDBPyConnection) -> _Horizon:
+    row = con.execute("SELECT min(hour), max(hour) FROM usage_hourly").fetchone()
+    if not row or row[0] is None:
+        return _Horizon(None, None)
+    return _Horizon(row[0].astimezone(UTC), row[1].astimezone(UTC) + HOUR)
+
+
+def _present_tables(con: duckdb.DuckDBPyConnection) -> dict[str, bool]:
+    """Analytics tables that exist -> whether they have a `tenant` column."""
+    rows = con.execute(
+        "SELECT table_name, bool_or(column_name = 'tenant') FROM information_schema.columns "
+        "WHERE table_schema = current_schema() AND table_catalog = current_database() "
+        "GROUP BY table_name").fetchall()
+    return {name: bool(has_tenant) for name, has_tenant in rows if name in ANALYTICS_TABLES}
+
+
+def _stage(con: duckdb.DuckDBPyConnection, configs: Mapping[str, Tenant | None],
+           horizon: _Horizon) -> None:
+    """Temp tables shared by every mart: invoices with display status, cost rates, periods."""
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE mart_invoices AS
+        SELECT i.invoice_id, i.number, i.kind, i.status,
+               CASE WHEN i.status = 'final' AND i.kind = 'invoice' AND EXISTS (
+                        SELECT 1 FROM invoices a WHERE a.kind = 'adjustment'
+                        AND a.adjusts = i.number) THEN 'adjusted'
+                    ELSE i.status END AS display_status,
+               i.tenant, i.period, i.plan, i.currency, i.total, i.credit_applied, i.adjusts,
+               i.rate_card_version, i.content_hash, i.inputs_hash, i.finalized_at, i.document
+        FROM invoices i""")
+    rates: list[tuple[Any, ...]] = []
+    periods: list[tuple[Any, ...]] = []
+    # An invoice and its adjustments together are what the period was billed.
+    billed: dict[tuple[str, str], dict[str, Any]] = {}
+    for tenant, period, text in con.execute(
+            "SELECT tenant, period, document FROM invoices ORDER BY tenant, period, "
+            "kind DESC, invoice_id").fetchall():
+        doc = json.loads(text)
+        if (tenant, period) in billed:
+            first = billed[(tenant, period)]
+            first["lines"] = first["lines"] + doc["lines"]
+            first["total"] = str(Decimal(first["total"]) + Decimal(doc["total"]))
+        else:
+            billed[(tenant, period)] = doc
+    for (tenant, period), doc in billed.items():
+        hours_by_tier = _tier_hours(con, tenant, period, doc["basis"])
+        split = _split_charges(doc, hours_by_tier)
+        start, end = month_bounds(period)
+        for tier, rate in split.rate_per_gpu_hour.items():
+            rates.append((tenant, period, doc["basis"], tier, rate))
+        period_hours = Decimal((end - start) // HOUR)
+        elapsed = _elapsed_hours(start, end, horizon)
+        periods.append((tenant, period, doc["currency"], start, end, int(period_hours),
+                        int(elapsed), split.fixed / period_hours, Decimal(doc["total"]),
+                        split.variable, split.fixed, _forecast(doc, split, period_hours,
+                                                               elapsed)))
+    con.execute("CREATE OR REPLACE TEMP TABLE mart_rates (tenant VARCHAR, period VARCHAR, "
+                "basis VARCHAR, hardware_tier VARCHAR, cost_per_gpu_hour DECIMAL(38, 12))")
+    con.execute("CREATE OR REPLACE TEMP TABLE mart_periods (tenant VARCHAR, period VARCHAR, "
+                "currency VARCHAR, period_start TIMESTAMPTZ, period_end TIMESTAMPTZ, "
+                "period_hours INTEGER, elapsed_hours INTEGER, "
+                "fixed_per_hour DECIMAL(38, 12), billed_total DECIMAL(18, 4), "
+                "on_demand_amount DECIMAL(18, 4), fixed_amount DECIMAL(18, 4), "
+                "forecast_total DECIMAL(18, 4))")
+    if rates:
+        con.executemany("INSERT INTO mart_rates VALUES (?, ?, ?, ?, ?)", rates)
+    if periods:
+        con.executemany("INSERT INTO mart_periods VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        periods)
+    con.execute("CREATE OR REPLACE TEMP TABLE mart_reservations (tenant VARCHAR, "
+                "hardware_tier VARCHAR, gpus DECIMAL(18, 6), starts TIMESTAMPTZ, "
+                "ends TIMESTAMPTZ)")
+    reservations = [(name, r.tier, r.gpus, r.start, r.end)
+                    for name, config in configs.items() if config is not None
+                    for r in config.reservations]
+    if reservations:
+        con.executemany("INSERT INTO mart_reservations VALUES (?, ?, ?, ?, ?)", reservations)
+
+
+def _tier_hours(con: duckdb.DuckDBPyConnection, tenant: str, period: str, basis: str
+                ) -> dict[str, Decimal]:
+    column = "used_gpu_seconds" if basis == "usage" else "allocated_gpu_seconds"
+    start, end = month_bounds(period)
+    rows = con.execute(
+        f"SELECT hardware_tier, coalesce(sum({column}), 0) / 3600 FROM usage_hourly "
+        "WHERE tenant = ? AND hour >= ? AND hour < ? GROUP BY 1", [tenant, start, end]
+    ).fetchall()
+    return {tier: Decimal(hours) for tier, hours in rows}
+
+
+@dataclass(frozen=True)
+class _Split:
+    rate_per_gpu_hour: dict[str, Decimal]
+    variable: Decimal
+    """On-demand charges after the discount: what grows with usage."""
+    fixed: Decimal
+    """Everything else on the invoice (reservations, base fee, true-up, credit)."""
+
+
+def _split_charges(doc: Mapping[str, Any], hours_by_tier: Mapping[str, Decimal]) -> _Split:
+    on_demand: dict[str, Decimal] = {}
+    discount = ZERO
+    for line in doc["lines"]:
+        if line["kind"] in ("usage", "band_fee"):
+            tier = line["hardware_tier"]
+            on_demand[tier] = on_demand.get(tier, ZERO) + Decimal(line["amount"])
+        elif line["kind"] == "discount":
+            discount += Decimal(line["amount"])
+    gross = sum(on_demand.values(), ZERO)
+    # The discount is one line over all tiers; each tier carries its share of it.
+    keep = (gross + discount) / gross if gross else Decimal(1)
+    rates = {tier: amount * keep / hours_by_tier[tier]
+             for tier, amount in on_demand.items() if amount and hours_by_tier.get(tier)}
+    variable = gross + discount
+    return _Split(rates, variable, Decimal(doc["total"]) - variable)
+
+
+def _elapsed_hours(start: datetime, end: datetime, horizon: _Horizon) -> int:
+    if horizon.data_to is None or horizon.data_to <= start:
+        return 0
+    return (min(end, horizon.data_to) - start) // HOUR
+
+
+def _forecast(doc: Mapping[str, Any], split: _Split, period_hours: Decimal, elapsed: int
+              ) -> Decimal:
+    """The month's total if on-demand usage continues at its month-to-date rate."""
+    total = Decimal(doc["total"])
+    if elapsed <= 0 or elapsed >= period_hours:
+        return total
+    amounts: dict[str, Decimal] = {}
+    for line in doc["lines"]:
+        amounts[line["kind"]] = amounts.get(line["kind"], ZERO) + Decimal(line["amount"])
+    reservation = amounts.get("reservation", ZERO)
+    committed = split.variable * period_hours / elapsed + reservation
+    if "true_up" in amounts:
+        # A true-up line reveals the (prorated) minimum the committed charges are raised to.
+        committed = max(committed, split.variable + reservation + amounts["true_up"])
+    subtotal = committed + amounts.get("base_fee", ZERO)
+    credit = min(Decimal(doc.get("credit_available", 0)), max(subtotal, ZERO))
+    exponent = Decimal(1).scaleb(total.as_tuple().exponent)  # type: ignore[arg-type]
+    return (subtotal - credit).quantize(exponent, rounding=ROUND_HALF_UP)
+
+
+def _publish(con: duckdb.DuckDBPyConnection, path: Path, kind: str, tenant: str | None,
+             horizon: _Horizon, published_at: datetime, tables: Any) -> Path:
+    """Fill a new file under a temporary name beside `path`, then move it into place."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".duckdb")
+    os.close(fd)
+    os.unlink(tmp)  # DuckDB creates the file itself; an empty file is not a database
+    quoted = tmp.replace("'", "''")
+    # Small blocks: a tenant's mart is mostly small tables, and 200 tenants' files add up.
+    con.execute(f"ATTACH '{quoted}' AS mart (BLOCK_SIZE 16384)")
+    try:
+        con.execute("CREATE TABLE mart.meta (kind VARCHAR, tenant VARCHAR, "
+                    "published_at TIMESTAMPTZ, data_from TIMESTAMPTZ, data_to TIMESTAMPTZ)")
+        con.execute("INSERT INTO mart.meta VALUES (?, ?, ?, ?, ?)",
+                    [kind, tenant, published_at, horizon.data_from, horizon.data_to])
+        for name, query in tables():
+            params = [tenant] * query.count("$tenant") if tenant is not None else []
+            con.execute(f"CREATE TABLE mart.{name} AS {query.replace('$tenant', '?')}", params)
+        con.execute("DETACH mart")
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, path)
+    except BaseException:
+        con.execute("DETACH DATABASE IF EXISTS mart")
+        for leftover in (Path(tmp), Path(tmp + ".wal")):
+            leftover.unlink(missing_ok=True)
+        raise
+    return path
+
+
+_USAGE_HOURLY = """
+    SELECT hour, hardware_tier, size_class, coalesce(model, '(unknown)') AS model, mig_profile,
+           workload_kind,
+           (sum(allocated_gpu_seconds) / 3600)::DECIMAL(38, 6) AS allocated_gpu_hours,
+           (sum(used_gpu_seconds) / 3600)::DECIMAL(38, 6) AS used_gpu_hours,
+           sum(peak_gpus) AS peak_gpus
+    FROM usage_hourly WHERE tenant = $tenant GROUP BY ALL ORDER BY ALL"""
+
+_USAGE_DAILY = """
+    WITH per_hour AS (
+        SELECT day, hour, hardware_tier, size_class, coalesce(model, '(unknown)') AS model,
+               sum(allocated_gpu_seconds) AS allocated, sum(used_gpu_seconds) AS used,
+               sum(peak_gpus) AS gpus
+        FROM usage_hourly WHERE tenant = $tenant GROUP BY ALL)
+    SELECT day, hardware_tier, size_class, model,
+           (sum(allocated) / 3600)::DECIMAL(38, 6) AS allocated_gpu_hours,
+           (sum(used) / 3600)::DECIMAL(38, 6) AS used_gpu_hours,
+           max(gpus) AS peak_gpus
+    FROM per_hour GROUP BY ALL ORDER BY ALL"""
+
+# Usage rows priced at their tier's rate of the month, plus one row a day of fixed charges.
+_COST_DAILY = """
+    WITH usage AS (
+        SELECT u.day, strftime(u.hour, '%Y-%m') AS period, u.hardware_tier, u.size_class,
+               coalesce(u.model, '(unknown)') AS model,
+               sum(CASE WHEN r.basis = 'usage' THEN u.used_gpu_seconds
+                        ELSE u.allocated_gpu_seconds END) / 3600 AS gpu_hours,
+               any_value(r.cost_per_gpu_hour) AS rate
+        FROM usage_hourly u
+        LEFT JOIN mart_rates r ON r.tenant = u.tenant AND r.hardware_tier = u.hardware_tier
+             AND r.period = strftime(u.hour, '%Y-%m')
+        WHERE u.tenant = $tenant GROUP BY ALL),
+    fixed AS (
+        SELECT d::DATE AS day, p.period,
+               p.fixed_per_hour * least(24, p.elapsed_hours
+                   - datediff('hour', p.period_start, d)) AS cost
+        FROM mart_periods p,
+             range(p.period_start, p.period_start + to_hours(p.elapsed_hours),
+                   INTERVAL 1 DAY) AS t(d)
+        WHERE p.tenant = $tenant AND p.fixed_per_hour <> 0)
+    SELECT day, period, 'on-demand' AS charge, hardware_tier, size_class, model,
+           gpu_hours::DECIMAL(38, 6) AS gpu_hours,
+           coalesce(gpu_hours * rate, 0)::DECIMAL(18, 4) AS cost
+    FROM usage
+    UNION ALL
+    SELECT day, period, 'fixed', NULL, NULL, NULL, 0, cost::DECIMAL(18, 4) FROM fixed
+    ORDER BY ALL"""
+
+_RESERVATIONS = """
+    WITH hours AS (
+        SELECT h AS hour FROM (SELECT min(hour) AS lo, max(hour) AS hi FROM usage_hourly),
+             range(lo, hi + INTERVAL 1 HOUR, INTERVAL 1 HOUR) AS t(h)),
+    reserved AS (
+        SELECT h.hour, r.hardware_tier, sum(r.gpus) AS reserved_gpus
+        FROM hours h JOIN mart_reservations r
+          ON r.tenant = $tenant AND r.starts <= h.hour AND (r.ends IS NULL OR h.hour < r.ends)
+        GROUP BY ALL),
+    used AS (
+        SELECT hour, hardware_tier, sum(allocated_gpu_seconds) / 3600 AS used_gpus
+        FROM usage_hourly WHERE tenant = $tenant GROUP BY ALL)
+    SELECT r.hour, r.hardware_tier, r.reserved_gpus::DOUBLE AS reserved_gpus,
+           coalesce(u.used_gpus, 0)::DOUBLE AS used_gpus,
+           least(r.reserved_gpus, coalesce(u.used_gpus, 0))::DOUBLE AS covered_gpus
+    FROM reserved r LEFT JOIN used u USING (hour, hardware_tier)
+    ORDER BY ALL"""
+
+_PERIODS = """
+    SELECT period, currency, period_start, period_end, period_hours, elapsed_hours,
+           billed_total, on_demand_amount, fixed_amount, forecast_total
+    FROM mart_periods WHERE tenant = $tenant ORDER BY period"""
+
+_INVOICES = "SELECT * FROM mart_invoices WHERE tenant = $tenant ORDER BY period, invoice_id"
+_LINES = """
+    SELECT l.* FROM invoice_lines l JOIN invoices i USING (invoice_id)
+    WHERE i.tenant = $tenant ORDER BY l.invoice_id, l.line_no"""
+
+
+def _tenant_tables(present: Mapping[str, bool]) -> list[tuple[str, str]]:
+    tables = [("usage_hourly", _USAGE_HOURLY), ("usage_daily", _USAGE_DAILY),
+              ("cost_daily", _COST_DAILY), ("periods", _PERIODS), ("invoices", _INVOICES),
+              ("invoice_lines", _LINES), ("reservations", _RESERVATIONS)]
+    tables += [(name, f"SELECT * FROM {name} WHERE tenant = $tenant")
+               for name, has_tenant in present.items() if has_tenant]
+    return tables
+
+
+_CAPACITY = f"""
+    SELECT strftime(hour, '%Y-%m') AS period, hardware_tier,
+           sum(allocated_gpu_seconds) / 3600 AS capacity_gpu_hours,
+           sum(allocated_gpu_seconds) FILTER (WHERE tenant NOT IN
+               ('{IDLE_TENANT}', '{SHARED_IDLE_TENANT}', '{UNATTRIBUTED_TENANT}')) / 3600
+               AS tenant_gpu_hours,
+           coalesce(sum(allocated_gpu_seconds) FILTER (WHERE tenant = '{IDLE_TENANT}'), 0)
+               / 3600 AS idle_gpu_hours,
+           coalesce(sum(allocated_gpu_seconds) FILTER (WHERE tenant = '{SHARED_IDLE_TENANT}'),
+                    0) / 3600 AS shared_idle_gpu_hours,
+           coalesce(sum(allocated_gpu_seconds) FILTER (WHERE tenant = '{UNATTRIBUTED_TENANT}'),
+                    0) / 3600 AS unattributed_gpu_hours
+    FROM usage_hourly GROUP BY ALL"""
+
+# Idle and unattributed GPU-hours are valued at the tier's realized price (revenue per
+# attributed GPU-hour): what the capacity would have earned had it been billed.
+_REVENUE_VS_CAPACITY = f"""
+    WITH capacity AS ({_CAPACITY}),
+    revenue AS (
+        SELECT r.period, r.hardware_tier,
+               sum(r.cost_per_gpu_hour * t.hours) AS on_demand_revenue
+        FROM mart_rates r JOIN (
+            SELECT tenant, strftime(hour, '%Y-%m') AS period, hardware_tier,
+                   sum(allocated_gpu_seconds) / 3600 AS hours
+            FROM usage_hourly GROUP BY ALL) t USING (tenant, period, hardware_tier)
+        GROUP BY ALL)
+    SELECT c.period, c.hardware_tier,
+           c.capacity_gpu_hours::DECIMAL(38, 6) AS capacity_gpu_hours,
+           coalesce(c.tenant_gpu_hours, 0)::DECIMAL(38, 6) AS tenant_gpu_hours,
+           c.idle_gpu_hours::DECIMAL(38, 6) AS idle_gpu_hours,
+           c.shared_idle_gpu_hours::DECIMAL(38, 6) AS shared_idle_gpu_hours,
+           c.unattributed_gpu_hours::DECIMAL(38, 6) AS unattributed_gpu_hours,
+           coalesce(r.on_demand_revenue, 0)::DECIMAL(18, 2) AS on_demand_revenue,
+           (coalesce(r.on_demand_revenue, 0) / nullif(c.tenant_gpu_hours, 0))
+               ::DECIMAL(18, 4) AS realized_price_per_gpu_hour,
+           ((c.idle_gpu_hours + c.shared_idle_gpu_hours) * coalesce(r.on_demand_revenue, 0)
+               / nullif(c.tenant_gpu_hours, 0))::DECIMAL(18, 2) AS idle_value,
+           (c.unattributed_gpu_hours * coalesce(r.on_demand_revenue, 0)
+               / nullif(c.tenant_gpu_hours, 0))::DECIMAL(18, 2) AS unattributed_value
+    FROM capacity c LEFT JOIN revenue r USING (period, hardware_tier)
+    ORDER BY ALL"""
+
+_REVENUE = """
+    SELECT period, currency, count(*) FILTER (WHERE kind = 'invoice') AS invoices,
+           count(*) FILTER (WHERE kind = 'adjustment') AS adjustments,
+           bool_and(status = 'final') AS closed,
+           sum(total) AS billed_total,
+           sum(total) FILTER (WHERE kind = 'adjustment') AS adjustments_total,
+           sum(credit_applied) AS credit_applied
+    FROM invoices GROUP BY ALL ORDER BY ALL"""
+
+_COVERAGE = f"""
+    SELECT day,
+           (sum(allocated_gpu_seconds) / 3600)::DECIMAL(38, 6) AS capacity_gpu_hours,
+           (coalesce(sum(allocated_gpu_seconds) FILTER (WHERE tenant NOT IN
+               ('{IDLE_TENANT}', '{SHARED_IDLE_TENANT}', '{UNATTRIBUTED_TENANT}')), 0) / 3600)
+               ::DECIMAL(38, 6) AS tenant_gpu_hours,
+           (coalesce(sum(allocated_gpu_seconds) FILTER (WHERE tenant = '{UNATTRIBUTED_TENANT}'),
+               0) / 3600)::DECIMAL(38, 6) AS unattributed_gpu_hours,
+           (coalesce(sum(allocated_gpu_seconds) FILTER (WHERE tenant IN
+               ('{IDLE_TENANT}', '{SHARED_IDLE_TENANT}')), 0) / 3600)
+               ::DECIMAL(38, 6) AS idle_gpu_hours,
+           (1 - coalesce(sum(allocated_gpu_seconds) FILTER (WHERE tenant = '{UNATTRIBUTED_TENANT}'),
+               0) / nullif(sum(allocated_gpu_seconds) FILTER (WHERE tenant NOT IN
+               ('{IDLE_TENANT}', '{SHARED_IDLE_TENANT}')), 0))::DOUBLE AS attributed_share,
+           sum(used_missing_rows) AS rows_without_utilization,
+           sum(ledger_rows) AS ledger_rows
+    FROM usage_hourly GROUP BY day ORDER BY day"""
+
+# Every node seen in the warehouse against every day in its range: a node that reported on
+# some days and not others has a collector to look at.
+_NODE_DAYS = """
+    WITH days AS (
+        SELECT d::DATE AS day FROM (SELECT min(day) AS lo, max(day) AS hi FROM usage_hourly),
+             range(lo, hi + INTERVAL 1 DAY, INTERVAL 1 DAY) AS t(d)),
+    seen AS (
+        SELECT cluster, node, day, count(DISTINCT hour) AS hours_reported
+        FROM usage_hourly GROUP BY ALL)
+    SELECT n.cluster, n.node, d.day, coalesce(s.hours_reported, 0) AS hours_reported
+    FROM (SELECT DISTINCT cluster, node FROM usage_hourly) n CROSS JOIN days d
+    LEFT JOIN seen s ON s.cluster = n.cluster AND s.node = n.node AND s.day = d.day
+    ORDER BY ALL"""
+
+
+def _finance_tables() -> list[tuple[str, str]]:
+    return [
+        ("invoices", "SELECT * FROM mart_invoices ORDER BY period, tenant, invoice_id"),
+        ("invoice_lines", "SELECT i.tenant, i.period, l.* FROM invoice_lines l "
+                          "JOIN invoices i USING (invoice_id) ORDER BY l.invoice_id, l.line_no"),
+        ("periods", "SELECT * FROM mart_periods ORDER BY period, tenant"),
+        ("revenue", _REVENUE),
+        ("revenue_vs_capacity", _REVENUE_VS_CAPACITY),
+        ("coverage_daily", _COVERAGE),
+        ("node_days", _NODE_DAYS),
+    ]
+
+
+_UTILIZATION = f"""
+    SELECT hour, hardware_tier,
+           (sum(allocated_gpu_seconds) / 3600)::DOUBLE AS capacity_gpus,
+           (coalesce(sum(allocated_gpu_seconds) FILTER (WHERE tenant NOT IN
+               ('{IDLE_TENANT}', '{SHARED_IDLE_TENANT}')), 0) / 3600)::DOUBLE AS allocated_gpus,
+           (coalesce(sum(used_gpu_seconds) FILTER (WHERE tenant NOT IN
+               ('{IDLE_TENANT}', '{SHARED_IDLE_TENANT}')), 0) / 3600)::DOUBLE AS used_gpus,
+           (coalesce(sum(allocated_gpu_seconds) FILTER (WHERE tenant = '{IDLE_TENANT}'), 0)
+               / 3600)::DOUBLE AS idle_gpus,
+           (coalesce(sum(allocated_gpu_seconds) FILTER (WHERE tenant = '{SHARED_IDLE_TENANT}'),
+               0) / 3600)::DOUBLE AS shared_idle_gpus
+    FROM usage_hourly GROUP BY ALL ORDER BY ALL"""
+
+_HOUR_OF_DAY = f"""
+    WITH per_hour AS (
+        SELECT tenant, hour, sum(allocated_gpu_seconds) / 3600 AS gpus
+        FROM usage_hourly
+        WHERE tenant NOT IN ('{IDLE_TENANT}', '{SHARED_IDLE_TENANT}')
+        GROUP BY ALL)
+    SELECT tenant, hour(hour) AS hour_of_day, avg(gpus)::DOUBLE AS mean_gpus,
+           max(gpus)::DOUBLE AS peak_gpus
+    FROM per_hour GROUP BY ALL ORDER BY ALL"""
+
+
+def _operator_tables(present: Mapping[str, bool]) -> list[tuple[str, str]]:
+    # Operators run capacity, not billing: their mart has GPU-hours and recommendations, and
+    # no invoice, line or revenue figure.
+    return [("utilization_hourly", _UTILIZATION), ("demand_hour_of_day", _HOUR_OF_DAY),
+            ("node_days", _NODE_DAYS),
+            *[(name, f"SELECT * FROM {name}") for name in present]]

@@ -1,0 +1,98 @@
+"""A small real warehouse for the dashboard tests: DESIGN.md's worked example (October 2026),
+closed, plus idle and unattributed capacity, a tenant whose name is an attack string, and late
+usage that yields an adjustment after close. Built with the same functions the pipeline uses.
+
+Figures a test may rely on, each reasoned from DESIGN.md rather than read from the code:
+- acme INV total 10,252.15 USD and zen 25,000.00 USD (DESIGN.md's worked example).
+- EVIL (plan growth, 24 L4 GPU-hours of an 8B model): 24 x 0.60 = 14.40, discount 5% -0.72,
+  base fee 500.00 -> 513.68.
+- acme's late usage (10 L4 GPU-hours, 8B, after close): 6.00 - 5% = adjustment 5.70."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from models import lifecycle, warehouse
+from models.marts import publish_marts
+from models.pricing import price_invoice
+from models.rate_cards import Tenant, load_rate_cards, load_tenants, month_bounds, rate_card_for
+from models.usage import IDLE_TENANT, UNATTRIBUTED_TENANT, ledger_table, make_sample_id
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "design-example"
+PERIOD = "2026-10"
+EVIL = "../x'; DROP TABLE invoices; --"
+TOTALS = {"acme": "10252.15", "zen": "25000.00", EVIL: "513.68"}
+ADJUSTMENT_TOTAL = "5.70"
+
+
+def _rows(tenant: str, product: str, gpus: int, first_hour: int, hours: int,
+          model: str | None, params: float | None, node: str) -> list[dict[str, object]]:
+    start = datetime(2026, 10, 1, tzinfo=UTC)
+    out = []
+    for hour in range(first_hour, first_hour + hours):
+        moment = start + timedelta(hours=hour)
+        for gpu in range(gpus):
+            uuid = f"GPU-{node}-{gpu}"
+            out.append({
+                "sample_id": make_sample_id("example", node, uuid, tenant, moment.isoformat()),
+                "window_start": moment, "duration_s": 3600.0, "cluster": "example",
+                "node": node, "gpu_uuid": uuid, "gpu_product": product, "mig_profile": None,
+                "gpu_equivalents": 1.0, "tenant": tenant, "namespace": None, "pod": None,
+                "pod_uid": None,
+                "workload_kind": "idle" if tenant == IDLE_TENANT else "inference",
+                "model": model, "model_params_b": params, "allocated_gpu_seconds": 3600.0,
+                "used_gpu_seconds": 0.0 if tenant == IDLE_TENANT else 3600.0 * 0.5,
+                "memory_used_bytes": None, "source": "example",
+            })
+    return out
+
+
+def _load(con, rows, card) -> None:  # type: ignore[no-untyped-def]
+    con.register("extra_rows", ledger_table(rows))
+    con.execute("CREATE OR REPLACE TEMP TABLE staged AS SELECT * FROM extra_rows")
+    con.unregister("extra_rows")
+    warehouse.stage_requests(con, [])
+    assert not warehouse.classify(con, card)
+    warehouse.build_ledger(con)
+    days = warehouse.insert_all_days(con)
+    for day in days:
+        warehouse.rollup_daily(con, day)
+
+
+def _bill(con, tenants: dict[str, Tenant], card, now: datetime) -> None:  # type: ignore[no-untyped-def]
+    start, end = month_bounds(PERIOD)
+    invoices = [price_invoice(t, card, PERIOD, warehouse.tenant_usage_hours(con, t, start, end))
+                for _, t in sorted(tenants.items())]
+    lifecycle.write_drafts(con, PERIOD, invoices, "test-inputs", now)
+
+
+def build(home: Path) -> dict[str, Tenant]:
+    """var-like folder: home/warehouse.duckdb, home/marts. Returns the tenants."""
+    cards = load_rate_cards(EXAMPLE / "rate-card.yaml")
+    card = rate_card_for(cards, month_bounds(PERIOD)[0].date())
+    tenants = load_tenants(EXAMPLE / "tenants.yaml", cards)
+    tenants[EVIL] = replace(tenants["acme"], name=EVIL, reservations=(), namespaces=(),
+                            display_name=EVIL)
+    home.mkdir(parents=True, exist_ok=True)
+    con = warehouse.connect(home / "warehouse.duckdb")
+    warehouse.create_schema(con)
+    design = pq.read_table(EXAMPLE / "usage.parquet").to_pylist()
+    extra = (_rows(IDLE_TENANT, "NVIDIA H100 80GB HBM3", 1, 0, 744, None, None, "spare-h100")
+             + _rows(UNATTRIBUTED_TENANT, "NVIDIA L4", 1, 48, 24, "mystery", 3.0, "l4-pool")
+             + _rows(EVIL, "NVIDIA L4", 1, 100, 24, "llama-3.1-8b", 8.0, "l4-pool"))
+    _load(con, design + extra, card)
+    closed_at = datetime(2026, 11, 1, 6, tzinfo=UTC)
+    _bill(con, tenants, card, closed_at)
+    lifecycle.close_period(con, PERIOD, closed_at)
+    # Late usage for the closed month: the next run issues an adjustment to acme's invoice.
+    # A rerun rewrites whole days, so it reloads everything with the late rows added.
+    late = _rows("acme", "NVIDIA L4", 1, 480, 10, "llama-3.1-8b", 8.0, "l4-late")
+    _load(con, design + extra + late, card)
+    _bill(con, tenants, card, closed_at + timedelta(days=1))
+    publish_marts(con, home / "marts", tenants, now=closed_at + timedelta(days=1))
+    con.close()
+    return tenants
