@@ -412,22 +412,14 @@ def nvml_command(spool: Path, once: bool, metrics_port: int | None, metrics_addr
 def pods_command(spool: Path, once: bool, metrics_port: int | None, metrics_address: str,
                  node: str, cluster: str, interval_s: float, kubeconfig: str | None) -> None:
     """List and watch GPU pods through the Kubernetes API (one replica per cluster)."""
-    from kubernetes import client as k8s
-    from kubernetes import config as k8s_config
-
-    from collectors.pods import PodCollector
+    from collectors.pods import KubeConfigError, PodCollector, api_client_from_environment
 
     try:
-        if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-            k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
-        else:
-            k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=kubeconfig)
-    except k8s_config.ConfigException as exc:
-        raise click.ClickException(f"no Kubernetes credentials: {exc}; run in-cluster or "
-                                   "pass --kubeconfig") from exc
+        api_client = api_client_from_environment(kubeconfig)
+    except KubeConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
     # The watch runs on every tick and must return before the next one.
-    collector = PodCollector(k8s.ApiClient(), cluster=cluster,
+    collector = PodCollector(api_client, cluster=cluster,
                              watch_timeout_s=max(1, int(interval_s // 2)))
 
     class Synced:
