@@ -343,8 +343,9 @@ class Alibaba2023:
     notes. Placement replays the trace in time order (at equal times, departures first) with
     first-fit over devices in node-list order: a one-GPU pod takes the first device of an
     allowed model with `gpu_milli` free; a multi-GPU pod takes the first node with `num_gpu`
-    such devices. A pod that fits nowhere gets its own device(s) on the synthetic node
-    `alibaba-2023-overflow` (also given `__idle__` rows, so conservation still holds) and is
+    such devices. A pod that fits nowhere is packed the same way onto devices of the synthetic
+    node `alibaba-2023-overflow`, opened as needed (they get `__idle__` rows too, so
+    conservation still holds, and count as capacity the node list does not have) and is
     reported in the notes; on the real default trace none overflow.
 
     Tenants: the trace has none; its QoS class stands in (`qos-ls`, `qos-be`, `qos-burstable`,
@@ -519,13 +520,19 @@ class Alibaba2023:
                 if len(roomy):
                     chosen = [int(d) for d in np.flatnonzero(fits & (node_ids == roomy[0]))[:gpus]]
             if not chosen:
-                # Overflow devices stay out of `models`, so no later pod is packed onto them.
+                # First fit again over the overflow node's devices (all on one node), opening
+                # new ones only when those are full; they carry the model of the pod that
+                # opened them.
                 overflowed.append(str(pods["name"][i]))
-                model = allowed[0] if allowed else "G2"
-                chosen = list(range(len(dev_node), len(dev_node) + gpus))
-                dev_node += [OVERFLOW_NODE] * gpus
-                dev_model += [model] * gpus
-                free = np.append(free, np.full(gpus, MILLI, dtype=np.int64))
+                spare = len(models) + np.flatnonzero(free[len(models):] >= milli)
+                if len(spare) >= gpus:
+                    chosen = [int(d) for d in spare[:gpus]]
+                else:
+                    model = allowed[0] if allowed else "G2"
+                    chosen = list(range(len(dev_node), len(dev_node) + gpus))
+                    dev_node += [OVERFLOW_NODE] * gpus
+                    dev_model += [model] * gpus
+                    free = np.append(free, np.full(gpus, MILLI, dtype=np.int64))
             for d in chosen:
                 free[d] -= milli
                 placements.append(_Placement(i, d))
