@@ -119,11 +119,14 @@ def price_file(usage: Path, rate_card: Path, tenants_file: Path, period: str
         active = tenant.start < end and (tenant.end is None or tenant.end > start)
         if not active and name not in billed:
             continue
-        hours = warehouse.tenant_usage_hours(con, tenant, start, end)
         try:
+            # A usage-metered tenant with rows lacking utilization is the operator's to fix.
+            hours = warehouse.tenant_usage_hours(con, tenant, start, end)
             invoices.append(price_invoice(tenant, card, period, hours))
         except ConfigError as error:
             raise BadInput("\n".join(error.problems)) from None
+        except ValueError as error:
+            raise BadInput(f"{usage}: {error}") from None
     return invoices
 
 

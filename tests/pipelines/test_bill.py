@@ -285,3 +285,17 @@ def test_console_script_exits_2_on_a_broken_rate_card(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
     assert "6 problems in the configuration" in done.stderr
     assert not out.exists()
+
+
+def test_usage_basis_without_utilization_is_refused_not_a_traceback(tmp_path: Path) -> None:
+    rows = example_rows()
+    for row in rows[:3]:
+        row["used_gpu_seconds"] = None  # allowed in the ledger: no utilization source
+    usage = write_parquet(tmp_path / "usage.parquet", rows)
+    tenants = tmp_path / "tenants.yaml"
+    tenants.write_text((EXAMPLE / "tenants.yaml").read_text().replace(
+        "basis: allocation", "basis: usage"))
+    out = tmp_path / "out"
+    output = assert_refused(bill(out, usage=usage, tenants=tenants), out)
+    assert "metered on usage" in output
+    assert "3 ledger rows" in output
