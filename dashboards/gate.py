@@ -11,15 +11,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import os
 import secrets
-from pathlib import Path
 from typing import Any, NoReturn
 
 import streamlit as st
 
 from dashboards.auth import User, UsersFileError, authenticate, load_users, user_for_email
-from dashboards.marts import home
+from dashboards.config import users_path
 
 log = logging.getLogger("dashboards.access")
 
@@ -29,10 +27,6 @@ AUTH_KEY = "chargeback_auth"
 TENANT_KEYS = ("tenant", "tenant_id", "tenant_name")
 # Lives as long as the server process: restarting the dashboard signs every local user out.
 _SESSION_KEY = secrets.token_bytes(32)
-
-
-def users_path() -> Path:
-    return Path(os.environ.get("CHARGEBACK_USERS", home() / "users.yaml"))
 
 
 def oidc_configured() -> bool:

@@ -7,12 +7,12 @@ the file's modification time, so a republished mart is read afresh."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
+from dashboards.config import marts_dir
 from models import warehouse
 from models.marts import finance_mart_path, operator_mart_path, tenant_mart_path
 
@@ -35,18 +35,6 @@ FINANCE_TABLES = frozenset({
 OPERATOR_TABLES = frozenset({
     "meta", "utilization_hourly", "demand_hour_of_day", "node_days", "usage_shifts",
     "tier_change_recommendations", "reservation_recommendations", "scheduler_quota_changes"})
-
-
-def home() -> Path:
-    return Path(os.environ.get("CHARGEBACK_HOME", Path(__file__).resolve().parents[1] / "var"))
-
-
-def marts_dir() -> Path:
-    return Path(os.environ.get("CHARGEBACK_MARTS", home() / "marts"))
-
-
-def exports_dir() -> Path:
-    return Path(os.environ.get("CHARGEBACK_EXPORTS", home() / "exports"))
 
 
 def _version(path: Path) -> int:

@@ -5,7 +5,7 @@ from decimal import Decimal
 import streamlit as st
 
 from dashboards import gate, ui
-from dashboards.marts import exports_dir
+from dashboards.config import exports_dir
 
 gate.require("finance")
 

@@ -8,6 +8,7 @@ from tests.dashboards.demo_warehouse import EVIL, build
 PASSWORD = "correct horse battery staple"
 USERS = {"alice": "tenant:acme", "zed": "tenant:zen", "eve": f"tenant:{EVIL}",
          "fiona": "finance", "oscar": "operator"}
+OIDC_FINANCE = "fin@example.com"
 
 
 @pytest.fixture(scope="session")
@@ -16,8 +17,9 @@ def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("home")
     build(home)
     digest = hash_password(PASSWORD)
-    save_users(home / "users.yaml",
-               {name: User(name, parse_role(role), digest) for name, role in USERS.items()})
+    users = {name: User(name, parse_role(role), digest) for name, role in USERS.items()}
+    users[OIDC_FINANCE] = User(OIDC_FINANCE, parse_role("finance"), None)
+    save_users(home / "users.yaml", users)
     return home
 
 

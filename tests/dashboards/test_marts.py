@@ -1,0 +1,228 @@
+"""The published marts: contents per audience, isolation by file, atomic publish, estimates."""
+
+import os
+import stat
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from models import lifecycle, marts, warehouse
+from models.marts import (
+    finance_mart_path,
+    operator_mart_path,
+    publish_marts,
+    safe_name,
+    tenant_mart_path,
+)
+from models.pricing import price_invoice
+from models.rate_cards import load_rate_cards, load_tenants, month_bounds
+from models.usage import ledger_table, make_sample_id
+from tests.dashboards.demo_warehouse import ADJUSTMENT_TOTAL, EVIL, TOTALS
+
+
+def _open(path: Path) -> duckdb.DuckDBPyConnection:
+    return warehouse.connect(path, read_only=True)
+
+
+def _all_text(con: duckdb.DuckDBPyConnection) -> str:
+    """Every value of every table, as text: what a query on this file could ever return."""
+    parts = []
+    for (table,) in con.execute("SHOW TABLES").fetchall():
+        for row in con.execute(f"SELECT * FROM {table}").fetchall():
+            parts.append(" ".join(str(v) for v in row))
+    return "\n".join(parts)
+
+
+def test_finance_mart_holds_the_design_example_invoices(demo_home):
+    con = _open(finance_mart_path(demo_home / "marts"))
+    rows = con.execute("SELECT tenant, kind, display_status, total FROM invoices").fetchall()
+    invoices = {t: (status, total) for t, kind, status, total in rows if kind == "invoice"}
+    assert {t: str(total.quantize(Decimal("0.01"))) for t, (_, total) in invoices.items()} \
+        == TOTALS
+    assert invoices["acme"][0] == "adjusted"
+    assert invoices["zen"][0] == "final"
+    (adjustment,) = [(t, total) for t, kind, _, total in rows if kind == "adjustment"]
+    assert adjustment == ("acme", Decimal(ADJUSTMENT_TOTAL))
+
+
+@pytest.mark.parametrize("tenant", ["acme", "zen", EVIL])
+def test_a_tenant_mart_holds_only_that_tenant(demo_home, tenant):
+    con = _open(tenant_mart_path(demo_home / "marts", tenant))
+    assert con.execute("SELECT kind, tenant FROM meta").fetchone() == ("tenant", tenant)
+    tables = [t for (t,) in con.execute("SHOW TABLES").fetchall()]
+    for table in tables:
+        columns = [c[0] for c in con.execute(f"DESCRIBE {table}").fetchall()]
+        assert "node" not in columns
+        assert "cluster" not in columns
+        if "tenant" in columns:
+            others = con.execute(f"SELECT DISTINCT tenant FROM {table} WHERE tenant <> ?",
+                                 [tenant]).fetchall()
+            assert others == [], table
+    finance = _open(finance_mart_path(demo_home / "marts"))
+    foreign = finance.execute("SELECT number, total FROM invoices WHERE tenant <> ?",
+                              [tenant]).fetchall()
+    text = _all_text(con)
+    for number, total in foreign:
+        assert number not in text
+        assert f"{total:.2f}" not in text
+    for other in {"acme", "zen", EVIL} - {tenant}:
+        assert other not in text
+
+
+def test_tenant_file_names_are_safe_and_distinct(tmp_path):
+    evil = tenant_mart_path(tmp_path, EVIL)
+    assert evil.parent == tmp_path / "tenants"
+    assert set(evil.name) <= set("abcdefghijklmnopqrstuvwxyz0123456789-.")
+    assert safe_name("a.b") != safe_name("a-b")
+    assert safe_name("..") .startswith("tenant-")
+    assert tenant_mart_path(tmp_path, "/etc/passwd").resolve().is_relative_to(tmp_path)
+
+
+def test_marts_are_read_only_files(demo_home):
+    path = tenant_mart_path(demo_home / "marts", "acme")
+    assert not os.stat(path).st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
+    con = _open(path)
+    with pytest.raises(duckdb.Error):
+        con.execute("DELETE FROM invoices")
+    assert not list((demo_home / "marts").rglob(".tmp-*"))
+
+
+def test_daily_cost_estimates_add_up_to_what_was_billed(demo_home):
+    con = _open(tenant_mart_path(demo_home / "marts", "acme"))
+    (estimated,) = con.execute("SELECT sum(cost) FROM cost_daily").fetchone()
+    billed = Decimal(TOTALS["acme"]) + Decimal(ADJUSTMENT_TOTAL)
+    assert abs(estimated - billed) < Decimal("0.05")
+    (period_billed, forecast) = con.execute(
+        "SELECT billed_total, forecast_total FROM periods").fetchone()
+    # A complete month: nothing to extrapolate.
+    assert period_billed == billed == forecast
+
+
+def test_reservation_use_per_hour(demo_home):
+    # DESIGN.md: 2 reserved premium GPUs all October, 3 used every hour -> 1,488 covered.
+    con = _open(tenant_mart_path(demo_home / "marts", "acme"))
+    row = con.execute("SELECT count(*), sum(reserved_gpus), sum(used_gpus), sum(covered_gpus) "
+                      "FROM reservations WHERE hardware_tier = 'premium'").fetchone()
+    assert row == (744, 1488.0, 2232.0, 1488.0)
+    con = _open(tenant_mart_path(demo_home / "marts", "zen"))
+    assert con.execute("SELECT count(*) FROM reservations").fetchone() == (0,)
+
+
+def test_operator_mart_has_no_money(demo_home):
+    con = _open(operator_mart_path(demo_home / "marts"))
+    tables = {t for (t,) in con.execute("SHOW TABLES").fetchall()}
+    assert not tables & {"invoices", "invoice_lines", "revenue", "periods", "cost_daily"}
+    for table in tables:
+        columns = " ".join(c[0] for c in con.execute(f"DESCRIBE {table}").fetchall())
+        assert "total" not in columns
+        assert "revenue" not in columns
+        assert "cost" not in columns
+
+
+def test_coverage_counts_unattributed_gpu_seconds(demo_home):
+    con = _open(finance_mart_path(demo_home / "marts"))
+    # 3 October: acme 6 GPUs and zen 2 all day (192 GPU-h) and one unattributed L4 (24 GPU-h).
+    share = con.execute("SELECT attributed_share FROM coverage_daily "
+                        "WHERE day = DATE '2026-10-03'").fetchone()[0]
+    assert share == pytest.approx(192 / 216)
+    # l4-pool reported on 3 October (unattributed, hours 48-71) and on 5-6 October (EVIL,
+    # hours 100-123): the other 28 days of the month are listed as missing.
+    missing = con.execute("SELECT count(*) FROM node_days WHERE node = 'l4-pool' "
+                          "AND hours_reported = 0").fetchone()[0]
+    assert missing == 28
+
+
+def _flat_warehouse(tmp_path: Path, days: int) -> tuple[duckdb.DuckDBPyConnection, dict]:
+    """One tenant on a flat 0.60 tier with no fees: 1 L4 GPU all day for `days` days."""
+    (tmp_path / "rate-card.yaml").write_text("""
+version: t
+effective_from: 2026-01-01
+currency: USD
+tiers:
+  economy: {products: ["L4"], mode: flat, price: "0.60"}
+size_classes:
+  - {name: small, multiplier: "1.00"}
+unknown_size_multiplier: "1.00"
+plans:
+  plain: {usage_range_gpu_hours: [0, null]}
+""")
+    (tmp_path / "tenants.yaml").write_text(
+        "tenants:\n  solo: {plan: plain, start: 2026-01-01}\n")
+    cards = load_rate_cards(tmp_path / "rate-card.yaml")
+    tenants = load_tenants(tmp_path / "tenants.yaml", cards)
+    start = datetime(2026, 10, 1, tzinfo=UTC)
+    rows = [{"sample_id": make_sample_id(h), "window_start": start + timedelta(hours=h),
+             "duration_s": 3600.0, "cluster": "c", "node": "n", "gpu_uuid": "GPU-1",
+             "gpu_product": "NVIDIA L4", "mig_profile": None, "gpu_equivalents": 1.0,
+             "tenant": "solo", "namespace": None, "pod": None, "pod_uid": None,
+             "workload_kind": "batch", "model": "m", "model_params_b": 1.0,
+             "allocated_gpu_seconds": 3600.0, "used_gpu_seconds": 1800.0,
+             "memory_used_bytes": None, "source": "test"} for h in range(24 * days)]
+    con = warehouse.connect(tmp_path / "w.duckdb")
+    warehouse.create_schema(con)
+    con.register("rows", ledger_table(rows))
+    con.execute("CREATE TEMP TABLE staged AS SELECT * FROM rows")
+    warehouse.stage_requests(con, [])
+    warehouse.classify(con, cards[0])
+    warehouse.build_ledger(con)
+    warehouse.insert_all_days(con)
+    lo, hi = month_bounds("2026-10")
+    invoice = price_invoice(tenants["solo"], cards[0], "2026-10",
+                            warehouse.tenant_usage_hours(con, tenants["solo"], lo, hi))
+    lifecycle.write_drafts(con, "2026-10", [invoice], "x", lo)
+    return con, tenants
+
+
+def test_forecast_extrapolates_month_to_date_usage(tmp_path):
+    con, tenants = _flat_warehouse(tmp_path, days=10)
+    publish_marts(con, tmp_path / "marts", tenants)
+    mart = _open(tenant_mart_path(tmp_path / "marts", "solo"))
+    row = mart.execute("SELECT billed_total, forecast_total, elapsed_hours, period_hours "
+                       "FROM periods").fetchone()
+    # 240 GPU-hours x 0.60 = 144.00 so far; at that rate, 744 hours -> 446.40.
+    assert row == (Decimal("144.00"), Decimal("446.40"), 240, 744)
+
+
+def test_publish_replaces_atomically_and_keeps_the_old_mart_on_failure(tmp_path, monkeypatch):
+    con, tenants = _flat_warehouse(tmp_path, days=2)
+    root = tmp_path / "marts"
+    publish_marts(con, root, tenants)
+    path = tenant_mart_path(root, "solo")
+    before = path.read_bytes()
+
+    def broken(present):
+        return [("usage_hourly", "SELECT * FROM no_such_table WHERE tenant = $tenant")]
+
+    monkeypatch.setattr(marts, "_tenant_tables", broken)
+    with pytest.raises(duckdb.Error):
+        publish_marts(con, root, tenants)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in (root / "tenants").iterdir()) == [path.name]
+
+
+def test_analytics_tables_are_published_filtered_when_present(tmp_path):
+    con, tenants = _flat_warehouse(tmp_path, days=2)
+    con.execute("CREATE TABLE usage_shifts AS SELECT * FROM (VALUES "
+                "('solo', DATE '2026-10-02', 1.0, 3.0), ('other', DATE '2026-10-02', 2.0, 1.0))"
+                " t(tenant, change_day, before_gpu_hours, after_gpu_hours)")
+    con.execute("CREATE TABLE scheduler_quota_changes AS SELECT 'ns-other' AS namespace, "
+                "'applied' AS status")
+    publish_marts(con, tmp_path / "marts", tenants)
+    mart = _open(tenant_mart_path(tmp_path / "marts", "solo"))
+    assert mart.execute("SELECT tenant FROM usage_shifts").fetchall() == [("solo",)]
+    tables = {t for (t,) in mart.execute("SHOW TABLES").fetchall()}
+    assert "scheduler_quota_changes" not in tables  # no tenant column: operators only
+    operator = _open(operator_mart_path(tmp_path / "marts"))
+    assert operator.execute("SELECT count(*) FROM usage_shifts").fetchone() == (2,)
+    assert operator.execute("SELECT status FROM scheduler_quota_changes").fetchone() == (
+        "applied",)
+
+
+def test_reserved_names_have_no_mart(tmp_path):
+    con = warehouse.connect()
+    warehouse.create_schema(con)
+    with pytest.raises(ValueError, match="reserved"):
+        publish_marts(con, tmp_path, ["__idle__"])
