@@ -1,10 +1,10 @@
 """Benchmark: price a month of hourly usage for many tenants with models.pricing.
 
 Synthetic and seeded: each tenant uses 1-3 hardware tiers x 1-2 size classes every hour of
-October 2026 (744 hours), at its own level with hourly noise and idle hours; about a third
-hold reservations, some have prepaid credit. Only `price_invoice` is timed; building the usage
-rows is reported apart, and the floor it is compared with is one pass of Decimal additions
-over the same rows (what any exact-money engine must at least do).
+October 2026 (744 hours), at its own level with hourly noise and idle hours; about two fifths
+hold reservations, a fifth have prepaid credit. Only `price_invoice` is timed; building the
+usage rows is reported apart, and the floor it is compared with is one pass of Decimal
+additions over the same rows (what any exact-money engine must at least do).
 
 Run: .venv/bin/python -m bench.pricing [--tenants 10000] [--seed 7]"""
 
