@@ -22,6 +22,7 @@ from models.invoices import canonical_json, content_hash, invoice_document
 from models.pricing import Invoice
 
 ZERO = Decimal(0)
+ADJUSTMENT_PREFIX = "adjustment: "
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,8 @@ def _insert(con: duckdb.DuckDBPyConnection, *, invoice_id: str, number: str | No
          doc["rate_card_version"], content_hash(doc), inputs, canonical_json(doc),
          finalized_at],
     )
+    if not doc["lines"]:
+        return
     con.executemany(
         "INSERT INTO invoice_lines VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [[invoice_id, n, line["kind"], line["description"], line["hardware_tier"],
@@ -141,8 +144,9 @@ def _delta_lines(new: dict[str, Any], billed: Sequence[dict[str, Any]]) -> list[
     Lines are matched by (kind, description, tier, size class, unit, unit price); a line
     whose amount or quantity changed yields one delta line with the differences."""
     def key(line: dict[str, Any]) -> tuple[Any, ...]:
-        return (line["kind"], line["description"], line["hardware_tier"], line["size_class"],
-                line["unit"], line["unit_price"])
+        # An earlier adjustment's lines carry the prefix; they net against the same line.
+        return (line["kind"], line["description"].removeprefix(ADJUSTMENT_PREFIX),
+                line["hardware_tier"], line["size_class"], line["unit"], line["unit_price"])
 
     totals: dict[tuple[Any, ...], list[Decimal]] = defaultdict(lambda: [ZERO, ZERO])
     for doc in billed:
@@ -155,7 +159,7 @@ def _delta_lines(new: dict[str, Any], billed: Sequence[dict[str, Any]]) -> list[
     delta = []
     for (kind, description, tier, size, unit, price), (qty, amount) in totals.items():
         if qty or amount:
-            delta.append({"kind": kind, "description": f"adjustment: {description}",
+            delta.append({"kind": kind, "description": ADJUSTMENT_PREFIX + description,
                           "hardware_tier": tier, "size_class": size, "quantity": str(qty),
                           "unit": unit, "unit_price": price, "amount": str(amount)})
     return sorted(delta, key=lambda line: (line["kind"], line["description"]))

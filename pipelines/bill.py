@@ -122,11 +122,14 @@ def price_file(usage: Path, rate_card: Path, tenants_file: Path, period: str
         try:
             # A usage-metered tenant with rows lacking utilization is the operator's to fix.
             hours = warehouse.tenant_usage_hours(con, tenant, start, end)
-            invoices.append(price_invoice(tenant, card, period, hours))
+            invoice = price_invoice(tenant, card, period, hours)
         except ConfigError as error:
             raise BadInput("\n".join(error.problems)) from None
         except ValueError as error:
             raise BadInput(f"{usage}: {error}") from None
+        # A tenant with nothing to bill (no usage, no fees) gets no empty invoice.
+        if invoice.lines:
+            invoices.append(invoice)
     return invoices
 
 

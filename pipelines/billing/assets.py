@@ -8,6 +8,7 @@ import dagster as dg
 
 from models import lifecycle, warehouse
 from models.exports import write_invoice_files
+from models.focus import FOCUS_VERSION, write_focus_export
 from models.pricing import price_invoice
 from models.rate_cards import month_bounds
 from pipelines.ingest.assets import gpu_usage_hourly
@@ -67,7 +68,10 @@ def tenant_bills(
             credit = tenant.credit_granted_before(end) - lifecycle.credit_spent_before(
                 con, name, period)
             hours = warehouse.tenant_usage_hours(con, tenant, start, end)
-            invoices.append(price_invoice(tenant, card, period, hours, credit_available=credit))
+            invoice = price_invoice(tenant, card, period, hours, credit_available=credit)
+            # A tenant with nothing to bill (no usage, no fees) gets no empty invoice.
+            if invoice.lines:
+                invoices.append(invoice)
         digest = hashlib.sha256(billing.digest().encode()).hexdigest()
         inputs = lifecycle.inputs_hash(con, start, end, digest)
         counts = lifecycle.write_drafts(con, period, invoices, inputs, _now())
@@ -107,3 +111,21 @@ def invoice_exports(
     with warehouse_db.connect() as con:
         written = write_invoice_files(con, period, folder)
     return dg.MaterializeResult(metadata={"files": len(written), "folder": str(folder)})
+
+
+@dg.asset(partitions_def=MONTHLY, group_name="billing", deps=[invoices])
+def focus_export(
+    context: dg.AssetExecutionContext,
+    warehouse_db: WarehouseResource,
+    billing: BillingConfigResource,
+    outputs: OutputsResource,
+) -> dg.MaterializeResult:
+    """The month's cost-and-usage export in the FinOps FOCUS columns (Parquet and CSV)."""
+    period = _period(context)
+    folder = Path(outputs.exports_path) / period
+    with warehouse_db.connect() as con:
+        written = write_focus_export(con, period, folder, tenants=billing.tenants())
+    return dg.MaterializeResult(metadata={
+        "files": ", ".join(p.name for p in written), "folder": str(folder),
+        "focus_version": FOCUS_VERSION,
+    })
