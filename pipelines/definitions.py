@@ -2,6 +2,9 @@
 
 import dagster as dg
 
+from pipelines.analytics import assets as analytics_assets
+from pipelines.analytics import checks as analytics_checks
+from pipelines.analytics.schedules import daily_analytics
 from pipelines.billing import assets as billing_assets
 from pipelines.billing import checks as billing_checks
 from pipelines.billing.schedules import monthly_close
@@ -13,14 +16,15 @@ from pipelines.ingest.schedules import (
     late_spool_files,
     rebill_after_ingest,
 )
-from pipelines.jobs import daily_usage_job, monthly_billing_job
+from pipelines.jobs import daily_analytics_job, daily_usage_job, monthly_billing_job
 from pipelines.resources import default_resources
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([ingest_assets, billing_assets]),
-    asset_checks=dg.load_asset_checks_from_modules([ingest_checks, billing_checks]),
-    jobs=[daily_usage_job, monthly_billing_job],
-    schedules=[hourly_ingest, daily_aggregation, monthly_close],
+    assets=dg.load_assets_from_modules([ingest_assets, billing_assets, analytics_assets]),
+    asset_checks=dg.load_asset_checks_from_modules([ingest_checks, billing_checks,
+                                                    analytics_checks]),
+    jobs=[daily_usage_job, monthly_billing_job, daily_analytics_job],
+    schedules=[hourly_ingest, daily_aggregation, monthly_close, daily_analytics],
     sensors=[late_spool_files, rebill_after_ingest],
     resources=default_resources(),
 )

@@ -19,3 +19,12 @@ monthly_billing_job = dg.define_asset_job(
     executor_def=dg.in_process_executor,
     description="Drafts (or adjustments after close), exports and marts for one month.",
 )
+
+daily_analytics_job = dg.define_asset_job(
+    "daily_analytics_job",
+    selection=dg.AssetSelection.groups("analytics"),
+    partitions_def=DAILY,
+    executor_def=dg.in_process_executor,
+    description="Usage shifts, tier-change and reservation recommendations, scheduler quotas "
+    "for the look-back window ending one UTC day.",
+)

@@ -83,13 +83,15 @@ def days_between(first: date, last: date) -> Iterator[date]:
 
 
 def run_range(first: date, last: date, *, quiet: bool = False) -> list[str]:
-    """Ingest every day, then bill every month touched; returns the months billed."""
+    """Ingest every day, bill every month touched, then analyse the last day (shifts,
+    recommendations, quota manifests); returns the months billed."""
     days = list(days_between(first, last))
     for day in tqdm(days, desc="ingest days", unit="day", disable=quiet):
         execute("daily_usage_job", f"{day}")
     months = sorted({f"{d:%Y-%m}" for d in days})
     for period in tqdm(months, desc="bill months", unit="month", disable=quiet):
         execute("monthly_billing_job", f"{period}-01")
+    execute("daily_analytics_job", f"{last}")
     return months
 
 
@@ -207,11 +209,12 @@ def export_invoices(period: str, fmt: str, out: Path) -> None:
     """Write the period's invoices (or its FOCUS export) into OUT."""
     out.mkdir(parents=True, exist_ok=True)
     if fmt == "focus":
+        from models.focus import write_focus_export
+
+        tenants = default_resources()["billing"].tenants()  # type: ignore[attr-defined]
         con = warehouse.connect(_warehouse_path(), read_only=True)
         try:
-            from models.focus import write_focus_export
-
-            paths = write_focus_export(con, period, out)
+            paths = write_focus_export(con, period, out, tenants=tenants)
         finally:
             con.close()
     else:
