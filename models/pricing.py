@@ -161,9 +161,11 @@ def price_invoice(
 
     totals: dict[tuple[str, str], list[Decimal]] = defaultdict(lambda: [ZERO, ZERO])
     for (hour, tier_name), sizes in by_hour.items():
+        # A reservation active for part of the hour (starting or ending at 10:30) covers that
+        # part of R, as it is charged for that part of the hour.
         reserved = sum(
-            (r.gpus for r in tenant.reservations
-             if r.tier == tier_name and r.start <= hour and (r.end is None or hour < r.end)),
+            (r.gpus * active_hours(r.start, r.end, hour, hour + HOUR)
+             for r in tenant.reservations if r.tier == tier_name),
             ZERO,
         )
         used = sum(sizes.values(), ZERO)

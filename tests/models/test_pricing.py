@@ -455,3 +455,17 @@ def test_active_hours() -> None:
     assert active_hours(datetime(2026, 10, 31, 23, 30, tzinfo=UTC), None, OCT, NOV) == D("0.5")
     assert active_hours(NOV, None, OCT, NOV) == 0
     assert active_hours(datetime(2026, 1, 1, tzinfo=UTC), OCT, OCT, NOV) == 0
+
+
+def test_reservation_active_for_part_of_an_hour_covers_that_part() -> None:
+    card = card_with(flat("4.00", reserved="2.60"))
+    # 2 GPUs reserved from 00:30 to 02:30; 3 GPUs used in hours 0, 1 and 2. Charged
+    # 2 x 2 h = 4 GPU-hours; covered 2 x 0.5 in hour 0, 2 in hour 1, 2 x 0.5 in hour 2.
+    held = Reservation("gpu", D(2), OCT + timedelta(minutes=30),
+                       OCT + timedelta(hours=2, minutes=30))
+    invoice = price_invoice(tenant(reservations=(held,)), card, "2026-10",
+                            hours("gpu", "small", 3, 3))
+    (u,) = invoice.usage
+    assert (u.covered_gpu_hours, u.overflow_gpu_hours) == (D(4), D(5))
+    assert amounts(invoice, LineKind.RESERVATION) == [D("10.40")]  # 4 x 2.60
+    assert amounts(invoice, LineKind.USAGE) == [D("20.00")]  # 5 x 4.00
