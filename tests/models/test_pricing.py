@@ -51,7 +51,7 @@ def design_tenants(design_card: RateCard) -> dict[str, Tenant]:
     return load_tenants(EXAMPLE / "tenants.yaml", [design_card])
 
 
-def hours(tier: str, size: str, gpus: str | int, count: int, start: datetime = OCT
+def hours(tier: str, size: str, gpus: str | int | Decimal, count: int, start: datetime = OCT
           ) -> list[UsageHour]:
     return [UsageHour(start + timedelta(hours=h), tier, size, D(gpus)) for h in range(count)]
 

@@ -54,8 +54,8 @@ def band_lists(draw: st.DrawFn, *, falling: bool = False, fees: bool = True
     if falling:
         prices = sorted(prices, reverse=True)
     fee = cents if fees else st.just(D(0))
-    return tuple(Band(D(up) if i < len(bounds) else None, price, draw(fee))
-                 for i, (up, price) in enumerate(zip([*bounds, None], prices, strict=True)))
+    uppers: list[Decimal | None] = [*map(D, bounds), None]
+    return tuple(Band(up, price, draw(fee)) for up, price in zip(uppers, prices, strict=True))
 
 
 @st.composite

@@ -20,6 +20,7 @@ from models.rate_cards import (
 ROOT = Path(__file__).resolve().parents[2]
 CARDS = ROOT / "tests" / "fixtures" / "rate-cards"
 EXAMPLE = ROOT / "examples" / "design-example"
+D0 = Decimal(0)
 
 
 def problems_of(path: Path, tenants: Path | None = None) -> list[str]:
@@ -64,7 +65,7 @@ def test_good_card_loads_every_version_with_exact_decimals() -> None:
     assert growth.usage_range_gpu_hours == (Decimal(500), None)
     # Plan fields left out are zero, never a guessed price.
     basic = october.plans["basic"]
-    assert (basic.base_fee, basic.discount_pct, basic.minimum) == (0, 0, 0)
+    assert (basic.base_fee, basic.discount_pct, basic.minimum) == (D0, D0, D0)
 
 
 def test_rate_card_for_picks_the_version_in_effect() -> None:

@@ -47,7 +47,8 @@ def assert_refused(result: Result, out: Path, *, before: dict[str, bytes] | None
 
 
 def example_rows() -> list[dict[str, Any]]:
-    return pq.read_table(EXAMPLE / "usage.parquet").to_pylist()
+    rows: list[dict[str, Any]] = pq.read_table(EXAMPLE / "usage.parquet").to_pylist()
+    return rows
 
 
 def write_parquet(path: Path, rows: list[dict[str, Any]], schema: pa.Schema = LEDGER_SCHEMA
