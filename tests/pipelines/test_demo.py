@@ -1,0 +1,69 @@
+"""`chargeback demo` as a user runs it, on a small cluster: two days at five-minute samples."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+TENANTS = ("acme", "zen", "orbit", "nimbus", "helix", "quanta", "lumen", "vega", "kite",
+           "pixel", "sable", "terra")
+
+
+@pytest.mark.slow
+def test_demo_prints_invoices_and_writes_files(tmp_path: Path) -> None:
+    env = {**os.environ, "CHARGEBACK_HOME": str(tmp_path / "home"),
+           "DAGSTER_HOME": str(tmp_path / "dagster")}
+    for name in ("CHARGEBACK_WAREHOUSE", "CHARGEBACK_SPOOL", "CHARGEBACK_EXPORTS",
+                 "CHARGEBACK_MARTS"):
+        env.pop(name, None)
+
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("chargeback")), "demo", "--days", "2",
+         "--interval", "300"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    rows = {m["tenant"]: m for m in re.finditer(
+        r"^(?P<tenant>[a-z]+)\s+(?P<plan>starter|growth|enterprise)\s+.*?"
+        r"(?P<total>[\d,]+\.\d\d)\s+(?P<number>INV-2026-09-\d{4})$", out, re.MULTILINE)}
+    assert sorted(rows) == sorted(TENANTS)
+    assert rows["zen"]["plan"] == "enterprise"
+    # zen's usage is far below its plan's 25,000.00 minimum: the true-up makes it exactly that.
+    assert rows["zen"]["total"] == "25,000.00"
+    summary = re.search(r"^12 invoices, ([\d,]+\.\d\d) USD$", out, re.MULTILINE)
+    assert summary is not None
+    assert Decimal(summary[1].replace(",", "")) == sum(
+        Decimal(m["total"].replace(",", "")) for m in rows.values())
+
+    exports = tmp_path / "home" / "exports" / "2026-09"
+    assert f"{exports}/" in out
+    for m in rows.values():
+        for ext in ("pdf", "csv", "json"):
+            assert (exports / f"{m['number']}.{ext}").stat().st_size > 0
+        doc = json.loads((exports / f"{m['number']}.json").read_text())
+        assert doc["status"] == "final"
+        assert f"{Decimal(doc['total']):,.2f}" == m["total"]
+        assert (exports / f"{m['number']}.pdf").read_bytes().startswith(b"%PDF-")
+    assert "Dagster UI:" in out
+    assert "chargeback dashboard" in out
+    # Everything went through Dagster, on its instance: one run per day, then billing + close.
+    con = sqlite3.connect(tmp_path / "dagster" / "history" / "runs.db")
+    try:
+        runs = con.execute("SELECT pipeline_name, status, count(*) FROM runs "
+                           "GROUP BY 1, 2").fetchall()
+    finally:
+        con.close()
+    counts = {(job, status): n for job, status, n in runs}
+    assert counts[("daily_usage_job", "SUCCESS")] == 2
+    assert counts[("monthly_billing_job", "SUCCESS")] == 2
+    assert all(status == "SUCCESS" for _, status, _ in runs), runs
