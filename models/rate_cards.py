@@ -393,14 +393,20 @@ def _tier(p: _Problems, at: str, name: str, raw: Any) -> Tier | None:
     ):
         p.add(f"{at}.products", "must list GPU product names or patterns (e.g. H100*)")
         products = []
-    mode = _enum(p, f"{at}.mode", doc.get("mode"), PricingMode, PricingMode.FLAT)
     if doc.get("mode") is None:
         p.add(f"{at}.mode", "missing: graduated, volume or flat")
+        return None
+    before = len(p.items)
+    mode = _enum(p, f"{at}.mode", doc.get("mode"), PricingMode, PricingMode.FLAT)
+    if len(p.items) > before:
+        return None  # prices cannot be checked against a mode we do not know
     bands: list[Band] = []
     if mode is PricingMode.FLAT:
         if "bands" in doc:
             p.add(f"{at}.bands", "a flat tier has one `price`, not bands")
-        price = _decimal(p, f"{at}.price", doc.get("price"))
+        if "price" not in doc:
+            p.add(f"{at}.price", "missing: a flat tier needs its price per unit")
+        price = _decimal(p, f"{at}.price", doc["price"]) if "price" in doc else None
         if price is not None:
             bands.append(Band(None, price))
     else:

@@ -55,8 +55,8 @@ def normalize_product(name: str) -> str:
     older boards are `Tesla-T4` / `Tesla T4`. All become upper case words joined by `-`,
     vendor prefix dropped: `H100-80GB-HBM3`, `A100-SXM4-40GB`, `T4`."""
     text = name.strip().upper().replace("_", "-")
-    text = re.sub(r"-MIG-\d+C?\.?\d*G\.\d+GB.*$", "", text)
     text = re.sub(r"[\s-]+", "-", text)
+    text = re.sub(r"-MIG-(?:\d+C\.)?\d+G\.\d+GB.*$", "", text)
     for prefix in ("NVIDIA-", "TESLA-", "GEFORCE-", "QUADRO-"):
         text = text.removeprefix(prefix)
     return text.strip("-")
