@@ -65,7 +65,7 @@ _RESERVED = ", ".join(f"'{t}'" for t in sorted(RESERVED_TENANTS))
 
 
 def _frame(con: duckdb.DuckDBPyConnection, query: str, params: list[Any]) -> pl.DataFrame:
-    frame = pl.from_arrow(con.execute(query, params).to_arrow_table())
+    frame = pl.from_arrow(con.sql(query, params=params).to_arrow_table())
     assert isinstance(frame, pl.DataFrame)
     return frame
 
@@ -220,7 +220,11 @@ def reservation_recommendations(
         demand = _frame(
             con,
             "SELECT tenant, hardware_tier, mig_profile, hour, "
-            "(sum(allocated_gpu_seconds) / 3600)::DOUBLE AS demand_gpus FROM usage_hourly "
+            # At the ledger's 6 decimals of a GPU-hour: one 2g.20gb instance for an hour is
+            # 0.285714 GPU-hours, not 0.2857143 (a sum of rounded seconds), which the
+            # recommender would read as a hair over one instance and round up to two.
+            "round(sum(allocated_gpu_seconds) / 3600, 6)::DOUBLE AS demand_gpus "
+            "FROM usage_hourly "
             f"WHERE hour >= ? AND hour < ? AND tenant NOT IN ({_RESERVED}) "
             "GROUP BY ALL ORDER BY ALL",
             [start, as_of],
