@@ -16,15 +16,24 @@ from pipelines.ingest.schedules import (
     late_spool_files,
     rebill_after_ingest,
 )
-from pipelines.jobs import daily_analytics_job, daily_usage_job, monthly_billing_job
+from pipelines.jobs import (
+    daily_analytics_job,
+    daily_usage_job,
+    monthly_billing_job,
+    publish_marts_job,
+)
+from pipelines.publish import assets as publish_assets
+from pipelines.publish.schedules import publish_after_runs
 from pipelines.resources import default_resources
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([ingest_assets, billing_assets, analytics_assets]),
+    assets=dg.load_assets_from_modules(
+        [ingest_assets, billing_assets, analytics_assets, publish_assets]
+    ),
     asset_checks=dg.load_asset_checks_from_modules([ingest_checks, billing_checks,
                                                     analytics_checks]),
-    jobs=[daily_usage_job, monthly_billing_job, daily_analytics_job],
+    jobs=[daily_usage_job, monthly_billing_job, daily_analytics_job, publish_marts_job],
     schedules=[hourly_ingest, daily_aggregation, monthly_close, daily_analytics],
-    sensors=[late_spool_files, rebill_after_ingest],
+    sensors=[late_spool_files, rebill_after_ingest, publish_after_runs],
     resources=default_resources(),
 )

@@ -28,3 +28,10 @@ daily_analytics_job = dg.define_asset_job(
     description="Usage shifts, tier-change and reservation recommendations, scheduler quotas "
     "for the look-back window ending one UTC day.",
 )
+
+publish_marts_job = dg.define_asset_job(
+    "publish_marts_job",
+    selection=dg.AssetSelection.groups("publish"),
+    executor_def=dg.in_process_executor,
+    description="Publish the read-only tenant, finance and operator marts for the dashboards.",
+)

@@ -60,7 +60,8 @@ def _failure_text(result: Any) -> str:
     return "\n".join(dict.fromkeys(lines)) or "see the run in the Dagster UI"
 
 
-def execute(job_name: str, partition_key: str, run_config: dict[str, Any] | None = None) -> Any:
+def execute(job_name: str, partition_key: str | None,
+            run_config: dict[str, Any] | None = None) -> Any:
     from pipelines.definitions import defs
 
     job = defs.resolve_job_def(job_name)
@@ -92,6 +93,7 @@ def run_range(first: date, last: date, *, quiet: bool = False) -> list[str]:
     for period in tqdm(months, desc="bill months", unit="month", disable=quiet):
         execute("monthly_billing_job", f"{period}-01")
     execute("daily_analytics_job", f"{last}")
+    execute("publish_marts_job", None)
     return months
 
 
@@ -99,6 +101,7 @@ def close(period: str) -> None:
     month_bounds(period)
     execute("monthly_billing_job", f"{period}-01",
             {"ops": {"invoices": {"config": {"close": True}}}})
+    execute("publish_marts_job", None)
 
 
 def _warehouse_path() -> Path:
