@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -70,11 +69,8 @@ def dashboard(port: int, users_file: Path | None, marts: Path | None) -> None:
                # Reloading modules would rotate the key that seals local sessions.
                "--server.fileWatcherType", "none"]
     click.echo(f"dashboard on http://127.0.0.1:{port}/ (Ctrl-C stops it)", err=True)
-    try:
-        code = subprocess.call(command, env=env)
-    except KeyboardInterrupt:
-        code = 0
-    sys.exit(code)
+    # Replace this process, so the PID the caller holds is the server's and signals reach it.
+    os.execve(sys.executable, command, env)
 
 
 @click.group()

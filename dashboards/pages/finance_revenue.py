@@ -27,19 +27,27 @@ a, b, c, d = st.columns(4)
 a.metric("GPU capacity (GPU-hours)", f"{totals['capacity_gpu_hours']:,.0f}")
 idle = totals["idle_gpu_hours"] + totals["shared_idle_gpu_hours"]
 b.metric("Idle", f"{idle:,.0f} GPU-h",
-         f"{idle / totals['capacity_gpu_hours']:.1%} of capacity", delta_color="off")
+         f"{idle / totals['capacity_gpu_hours']:.1%} of capacity",
+         delta_color="off", delta_arrow="off")
 c.metric("Unattributed", f"{totals['unattributed_gpu_hours']:,.0f} GPU-h",
-         f"{totals['unattributed_value']:,.2f} at realized price", delta_color="off")
+         f"{totals['unattributed_value']:,.2f} at realized price",
+         delta_color="off", delta_arrow="off")
 d.metric("On-demand revenue", f"{totals['on_demand_revenue']:,.2f}",
-         f"idle worth {totals['idle_value']:,.2f}", delta_color="off")
+         f"idle worth {totals['idle_value']:,.2f}",
+         delta_color="off", delta_arrow="off")
 st.subheader("Where the GPU-hours went, by hardware tier")
-st.bar_chart(shown.set_index("hardware_tier")[["tenant_gpu_hours", "idle_gpu_hours",
-                                               "shared_idle_gpu_hours",
-                                               "unattributed_gpu_hours"]],
-             y_label="GPU-hours")
+st.bar_chart(shown.set_index("hardware_tier")[[
+    "tenant_gpu_hours", "idle_gpu_hours", "shared_idle_gpu_hours", "unattributed_gpu_hours",
+]].rename(columns={"tenant_gpu_hours": "billed to tenants", "idle_gpu_hours": "idle",
+                   "shared_idle_gpu_hours": "shared endpoint idle",
+                   "unattributed_gpu_hours": "unattributed"}),
+             y_label="GPU-hours", x_label="hardware tier")
 st.subheader("Revenue against the value of idle and unattributed capacity")
-st.bar_chart(shown.set_index("hardware_tier")[["on_demand_revenue", "idle_value",
-                                               "unattributed_value"]], stack=False)
+st.bar_chart(shown.set_index("hardware_tier")[[
+    "on_demand_revenue", "idle_value", "unattributed_value",
+]].rename(columns={"on_demand_revenue": "on-demand revenue", "idle_value": "idle capacity",
+                   "unattributed_value": "unattributed usage"}),
+             stack=False, y_label="amount", x_label="hardware tier")
 st.caption("Idle (`__idle__`, `__shared_idle__`) and unattributed GPU-hours are valued at the "
            "tier's realized price: on-demand revenue per billed GPU-hour. Fixed charges "
            "(reservations, plan fees, minimum commitments) are in the monthly totals above.")

@@ -15,12 +15,15 @@ if hourly.empty:
     st.stop()
 tiers = sorted(hourly["hardware_tier"].unique())
 tier = st.selectbox("Hardware tier", tiers)
-shown = hourly[hourly["hardware_tier"] == tier].set_index("hour")
-days = shown.index.normalize().nunique() if isinstance(shown.index, pd.DatetimeIndex) else 0
-# A year of hours is more points than a chart can show; daily means keep the shape.
+shown = hourly[hourly["hardware_tier"] == tier].set_index("hour").sort_index()
+# Hours with no rows at all (a collector gap) are drawn as zero, not bridged by a line.
+full = pd.date_range(shown.index.min(), shown.index.max(), freq="h")
 series = shown[["capacity_gpus", "allocated_gpus", "used_gpus", "idle_gpus",
-                "shared_idle_gpus"]]
-if days > 62:
+                "shared_idle_gpus"]].reindex(full, fill_value=0.0)
+series.columns = ["capacity", "allocated to tenants", "used (SM activity)", "idle",
+                  "shared endpoint idle"]
+# A year of hours is more points than a chart can show; daily means keep the shape.
+if len(series) > 62 * 24:
     series = series.resample("D").mean()
 capacity = shown["capacity_gpus"].sum()
 a, b, c = st.columns(3)

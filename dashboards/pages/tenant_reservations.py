@@ -25,6 +25,7 @@ a, b, c = st.columns(3)
 a.metric("Reserved GPU-hours", f"{reserved:,.0f}")
 b.metric("Used within the reservation", f"{covered:,.0f}")
 c.metric("Reservation use", f"{covered / reserved:.1%}" if reserved else "-")
-st.line_chart(shown.set_index("hour")[["reserved_gpus", "used_gpus"]], y_label="GPUs")
+st.line_chart(shown.set_index("hour")[["reserved_gpus", "used_gpus"]].rename(
+    columns={"reserved_gpus": "reserved", "used_gpus": "used"}), y_label="GPUs")
 st.caption("Used GPUs above the reserved line overflow to on-demand prices; reserved GPUs "
            "above the used line are paid for and idle.")
