@@ -1,0 +1,166 @@
+"""Tenant-page first render time in a real browser, with a year of data for 200 tenants.
+
+Builds a synthetic warehouse (hourly usage of 200 tenants over 365 days, two hardware tiers and
+two models each, idle capacity, 12 monthly invoices per tenant), publishes the marts with
+models.marts.publish_marts, starts `chargeback dashboard`, and times in headless Chromium, from
+pressing "Sign in" to the overview page fully drawn (metrics and all five charts, script run
+finished):
+- cold: each load a different tenant, so nothing of theirs is in the server's cache;
+- warm: the same tenant again in new browser sessions (the server's cache holds its tables).
+Run: .venv/bin/python -m bench.dashboard_render [--tenants 200] [--days 365] [--loads 20]"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+
+from dashboards.auth import User, hash_password, parse_role, save_users
+from models import warehouse
+from models.invoices import canonical_json, content_hash
+from models.marts import publish_marts
+from tests.dashboards.browser import CHROMIUM, CHROMIUM_ARGS, dashboard_server
+
+PASSWORD = "benchmark password"
+PRICES = {"premium": Decimal("3.50"), "standard": Decimal("1.90")}
+END = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def build(home: Path, tenants: int, days: int) -> tuple[list[str], dict[str, float]]:
+    timings = {}
+    start = END - timedelta(days=days)
+    con = warehouse.connect(home / "warehouse.duckdb")
+    warehouse.create_schema(con)
+    clock = time.perf_counter()
+    # Each tenant: a steady premium model with a daily cycle and a bursty standard one;
+    # the premium pool's spare GPUs are idle rows, as conservation writes them.
+    con.execute("""
+        INSERT INTO usage_hourly
+        WITH hours AS (SELECT h AS hour FROM range(?::TIMESTAMPTZ, ?::TIMESTAMPTZ,
+                                                   INTERVAL 1 HOUR) t(h)),
+        tenants AS (SELECT i, printf('t%03d', i) AS tenant FROM range(?) t(i)),
+        usage AS (
+            SELECT hour, tenant, 'premium' AS tier, 'large' AS size, 'llama-70b' AS model,
+                   'H100' AS product,
+                   (1 + i % 4) * (0.6 + 0.4 * sin(2 * pi() * hour(hour) / 24 + i)) AS gpus
+            FROM hours, tenants
+            UNION ALL
+            SELECT hour, tenant, 'standard', 'medium', 'llama-13b', 'A100',
+                   CASE WHEN hash(tenant, hour) % 5 = 0 THEN 1 + i % 3 ELSE 0 END
+            FROM hours, tenants)
+        SELECT hour::DATE, hour, 'bench', 'node-' || (hash(tenant) % 50), tenant, tier, size,
+               product, NULL, model, 'inference', (gpus * 3600)::DECIMAL(38, 6),
+               (gpus * 3600 * 0.7)::DECIMAL(38, 6), 0, gpus, 60
+        FROM usage WHERE gpus > 0
+        UNION ALL
+        SELECT hour::DATE, hour, 'bench', 'spare', '__idle__', 'premium', 'unknown', 'H100',
+               NULL, NULL, 'idle', (20 * 3600)::DECIMAL(38, 6), 0, 0, 20, 60
+        FROM hours""", [start, END, tenants])
+    timings["usage rows"] = con.execute("SELECT count(*) FROM usage_hourly").fetchone()[0]
+    timings["build usage_hourly (s)"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    rows = con.execute(
+        "SELECT tenant, strftime(hour, '%Y-%m'), hardware_tier, "
+        "sum(allocated_gpu_seconds) / 3600 FROM usage_hourly WHERE tenant <> '__idle__' "
+        "GROUP BY ALL ORDER BY ALL").fetchall()
+    docs: dict[tuple[str, str], dict] = {}
+    for tenant, period, tier, hours in rows:
+        doc = docs.setdefault((tenant, period), {
+            "tenant": tenant, "period": period, "plan": "growth", "currency": "USD",
+            "rate_card_version": "bench", "basis": "allocation", "active_fraction": "1",
+            "lines": [], "usage": [], "credit_available": "0", "credit_applied": "0"})
+        quantity = Decimal(hours).quantize(Decimal("0.000001"))
+        amount = (quantity * PRICES[tier]).quantize(Decimal("0.01"), ROUND_HALF_UP)
+        doc["lines"].append({"kind": "usage", "description": f"{tier} on-demand",
+                             "hardware_tier": tier, "size_class": None,
+                             "quantity": str(quantity), "unit": "unit",
+                             "unit_price": str(PRICES[tier]), "amount": str(amount)})
+    invoices, lines = [], []
+    for n, ((tenant, period), doc) in enumerate(sorted(docs.items()), start=1):
+        doc["total"] = str(sum((Decimal(x["amount"]) for x in doc["lines"]), Decimal(0)))
+        number = f"INV-{period}-{n:05d}"
+        doc.update(number=number, kind="invoice")
+        invoices.append([number, number, "invoice", "final", tenant, period, "growth", "USD",
+                         Decimal(doc["total"]), Decimal(0), None, "bench", content_hash(doc),
+                         "bench", canonical_json(doc), END])
+        lines += [[number, i, x["kind"], x["description"], x["hardware_tier"], None,
+                   Decimal(x["quantity"]), x["unit"], Decimal(x["unit_price"]),
+                   Decimal(x["amount"])] for i, x in enumerate(doc["lines"], start=1)]
+    con.executemany("INSERT INTO invoices VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    invoices)
+    con.executemany("INSERT INTO invoice_lines VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", lines)
+    timings["invoices"] = len(invoices)
+    timings["build invoices (s)"] = time.perf_counter() - clock
+
+    names = [f"t{i:03d}" for i in range(tenants)]
+    clock = time.perf_counter()
+    publish_marts(con, home / "marts", names)
+    timings["publish_marts (s)"] = time.perf_counter() - clock
+    con.close()
+    timings["tenant mart size (MB)"] = sum(
+        p.stat().st_size for p in (home / "marts" / "tenants").iterdir()) / len(names) / 1e6
+    return names, timings
+
+
+def measure(base: str, users: list[str], chromium) -> list[float]:  # type: ignore[no-untyped-def]
+    seconds = []
+    for user in users:
+        context = chromium.new_context(viewport={"width": 1400, "height": 1000})
+        page = context.new_page()
+        page.goto(base)
+        page.get_by_role("textbox", name="User name").fill(user)
+        page.get_by_role("textbox", name="Password").fill(PASSWORD)
+        clock = time.perf_counter()
+        page.get_by_role("button", name="Sign in").click()
+        page.get_by_text("Billed for the month").wait_for(timeout=120_000)
+        page.locator(".vega-embed canvas, .vega-embed svg").nth(4).wait_for(timeout=120_000)
+        page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden",
+                                                                 timeout=120_000)
+        seconds.append(time.perf_counter() - clock)
+        context.close()
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tenants", type=int, default=200)
+    parser.add_argument("--days", type=int, default=365)
+    parser.add_argument("--loads", type=int, default=20)
+    args = parser.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory(prefix="dashboard-bench-") as tmp:
+        home = Path(tmp)
+        names, timings = build(home, args.tenants, args.days)
+        digest = hash_password(PASSWORD)
+        save_users(home / "users.yaml", {
+            name: User(name, parse_role(f"tenant:{name}"), digest) for name in names})
+        cold_users = names[: args.loads]
+        warm_user = names[-1]
+        with dashboard_server(home) as base, sync_playwright() as playwright:
+            chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            measure(base, [warm_user], chromium)  # first ever load: imports, caches
+            cold = measure(base, cold_users, chromium)
+            warm = measure(base, [warm_user] * args.loads, chromium)
+            chromium.close()
+
+    print(f"\nSynthetic data: {args.tenants} tenants x {args.days} days, hourly")
+    for key, value in timings.items():
+        print(f"  {key:<24} {value:,.2f}" if isinstance(value, float) else
+              f"  {key:<24} {value:,}")
+    print(f"\nTenant overview, 'Sign in' to fully drawn, {args.loads} loads each (seconds)")
+    print(f"{'case':<44} {'median':>8} {'p95':>8} {'min':>8} {'max':>8}")
+    for label, values in (("cold (a different tenant each load)", cold),
+                          ("warm (same tenant, new browser session)", warm)):
+        p95 = statistics.quantiles(values, n=20, method="inclusive")[18]
+        print(f"{label:<44} {statistics.median(values):>8.2f} {p95:>8.2f} "
+              f"{min(values):>8.2f} {max(values):>8.2f}")
+
+
+if __name__ == "__main__":
+    main()
