@@ -881,6 +881,8 @@ class ReconcileLine:
     tenant: str
     expected_gpu_hours: float
     billed_gpu_hours: float
+    grain_gpu_hours: float = 0.0
+    """Rounding the bill is allowed: half a 6-decimal quantum per hour it rounded."""
 
     @property
     def difference_pct(self) -> float:
@@ -892,7 +894,9 @@ class ReconcileLine:
 
     @property
     def ok(self) -> bool:
-        return self.difference_pct <= RECONCILE_TOLERANCE_PCT
+        within_grain = (abs(self.billed_gpu_hours - self.expected_gpu_hours)
+                        <= self.grain_gpu_hours + 1e-12)
+        return self.difference_pct <= RECONCILE_TOLERANCE_PCT or within_grain
 
 
 @dataclass(frozen=True)
@@ -928,13 +932,19 @@ class ReconciliationError(AssertionError):
 
 
 def reconcile(
-    expected: Mapping[str, float], billed: Mapping[str, float], *, strict: bool = True
+    expected: Mapping[str, float], billed: Mapping[str, float], *, strict: bool = True,
+    billed_hours: Mapping[str, int] | None = None,
 ) -> ReconcileReport:
     """Per tenant and in total, expected against billed GPU-hours; raises
     ReconciliationError (after comparing everything) when any line differs by more than
     0.001%, unless `strict` is False, in which case the report says so (`report.ok`)."""
+    # Bills keep 6 decimals of a GPU-hour per tenant-hour (DESIGN.md), so a tenant billed in
+    # n hours may differ from the exact figure by up to n x 0.5e-6 GPU-hours: for a tenant of
+    # a few hundredths of a GPU-hour that grain exceeds 0.001%.
+    hours = billed_hours or {}
     lines = tuple(
-        ReconcileLine(t, float(expected.get(t, 0.0)), float(billed.get(t, 0.0)))
+        ReconcileLine(t, float(expected.get(t, 0.0)), float(billed.get(t, 0.0)),
+                      hours.get(t, 0) * 0.5e-6)
         for t in sorted(set(expected) | set(billed))
     )
     total = ReconcileLine("TOTAL", math.fsum(expected.values()), math.fsum(billed.values()))

@@ -28,6 +28,20 @@ def write_tenants(path: Path, tenants: list[str]) -> None:
     path.write_text(yaml.safe_dump(doc, sort_keys=True))
 
 
+def billed_hours(warehouse_path: Path) -> dict[str, int]:
+    """Per tenant, the hours its bills rounded to 6 decimals (one quantity per hour, tier and
+    size class)."""
+    from models import warehouse
+
+    con = warehouse.connect(warehouse_path, read_only=True)
+    try:
+        rows = con.execute("SELECT tenant, count(*) FROM (SELECT DISTINCT tenant, hour, "
+                           "hardware_tier, size_class FROM usage_hourly) GROUP BY 1").fetchall()
+    finally:
+        con.close()
+    return {tenant: int(n) for tenant, n in rows}
+
+
 def billed_gpu_hours(warehouse_path: Path, periods: list[str]) -> dict[str, float]:
     from models import warehouse
     from models.exports import invoice_documents
@@ -89,7 +103,8 @@ def replay(name: str, out: Path, data_dir: Path) -> None:
     periods = run_range(summary.start.date(), last)
     billed = billed_gpu_hours(out / "warehouse.duckdb", periods)
     wanted = {t: h for t, h in expected.items() if t not in RESERVED_TENANTS}
-    report = reconcile(wanted, billed, strict=False)
+    report = reconcile(wanted, billed, strict=False,
+                       billed_hours=billed_hours(out / "warehouse.duckdb"))
     click.echo(str(report))
     click.echo(f"replay of {name} took {time.monotonic() - started:.0f} s; invoices and "
                f"exports under {out / 'exports'}")
