@@ -66,3 +66,7 @@ def main() -> None:
 )
 def evaluate() -> None:
     """Evaluate the analytics on real public data (change points, reservations)."""
+
+
+if __name__ == "__main__":
+    main()
