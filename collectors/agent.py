@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from collectors.spool import write_batch
+from collectors.spool import SpoolLocation, SpoolLocationError, local_path, write_batch
 from models.tiers import normalize_product
 
 MAX_PENDING_BATCHES = 1000
@@ -102,9 +102,14 @@ class AgentMetrics:
             self.tenant_gpu_seconds.labels(*labels).inc(row["allocated_gpu_seconds_sum"] or 0.0)
             self.tenant_used_gpu_seconds.labels(*labels).inc(row["used_gpu_seconds_sum"] or 0.0)
 
-    def measure_spool(self, root: Path) -> None:
+    def measure_spool(self, root: SpoolLocation) -> None:
+        local = local_path(root)
+        if local is None:
+            # Listing a bucket every window would cost requests that grow with the whole
+            # fleet's spool; the object store reports its own size.
+            return
         total = 0
-        for folder, _dirs, files in os.walk(root):
+        for folder, _dirs, files in os.walk(local):
             for name in files:
                 if name.endswith(".parquet"):
                     # A file shipped or replaced while we walked is simply not counted.
@@ -124,7 +129,7 @@ class _Pending:
 @dataclass
 class Agent:
     collector: Collector
-    spool: Path
+    spool: SpoolLocation
     source: str
     """The spool's `source=` partition (nvml, pods, prometheus, simulator)."""
     node: str
@@ -240,7 +245,9 @@ def run_agent(agent: Agent, *, once: bool, metrics_port: int | None,
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    agent.spool.mkdir(parents=True, exist_ok=True)
+    local = local_path(agent.spool)
+    if local is not None:
+        local.mkdir(parents=True, exist_ok=True)
     if once:
         agent.once()
     else:
@@ -301,10 +308,25 @@ def _node_name() -> str:
     return os.environ.get("NODE_NAME") or socket.gethostname()
 
 
+SPOOL_HELP = ("Spool folder (created if missing), file:///folder, or s3://bucket/prefix "
+              "(credentials and endpoint from the AWS_* variables).")
+
+
+def _spool_option(_ctx: click.Context, _param: click.Parameter, value: str) -> SpoolLocation:
+    try:
+        local = local_path(value)
+    except SpoolLocationError as error:
+        raise click.BadParameter(str(error)) from error
+    if local is None:
+        return value
+    if local.exists() and not local.is_dir():
+        raise click.BadParameter(f"{local} is a file, not a folder")
+    return local
+
+
 def _common(function: Callable[..., Any]) -> Callable[..., Any]:
     options = [
-        click.option("--spool", type=click.Path(file_okay=False, path_type=Path),
-                     required=True, help="Spool folder (created if missing)."),
+        click.option("--spool", callback=_spool_option, required=True, help=SPOOL_HELP),
         click.option("--once", is_flag=True, help="Collect a single window and exit."),
         click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
                      help="Serve /metrics on this port (off by default; 9401 in the "
@@ -327,8 +349,7 @@ def collect() -> None:
 
 
 @collect.command("simulate")
-@click.option("--spool", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Spool folder (created if missing).")
+@click.option("--spool", callback=_spool_option, required=True, help=SPOOL_HELP)
 @click.option("--days", type=click.IntRange(1, 366), default=1, show_default=True)
 @click.option("--start", type=click.DateTime(["%Y-%m-%d"]), default=None,
               help="First UTC day (default: DAYS days before today, so all rows are past).")
@@ -343,7 +364,7 @@ def collect() -> None:
 @click.option("--once", is_flag=True, help="Live: write the current window and exit.")
 @click.option("--metrics-port", type=click.IntRange(1, 65535), default=None)
 @click.option("--metrics-address", default="127.0.0.1", show_default=True)
-def simulate_command(spool: Path, days: int, start: datetime | None, interval_s: int,
+def simulate_command(spool: SpoolLocation, days: int, start: datetime | None, interval_s: int,
                      seed: int, scale: int, live: bool, once: bool, metrics_port: int | None,
                      metrics_address: str) -> None:
     """Write the simulated cluster (collectors/simulate.py) to the spool."""
@@ -383,7 +404,7 @@ def simulate_command(spool: Path, days: int, start: datetime | None, interval_s:
 @click.option("--proc-root", type=click.Path(file_okay=False, path_type=Path),
               default=Path("/proc"), show_default=True,
               help="The host's /proc (PID -> pod); in the DaemonSet /host/proc.")
-def nvml_command(spool: Path, once: bool, metrics_port: int | None, metrics_address: str,
+def nvml_command(spool: SpoolLocation, once: bool, metrics_port: int | None, metrics_address: str,
                  node: str, cluster: str, interval_s: float, window_s: float,
                  proc_root: Path) -> None:
     """Sample this node's GPUs through NVML (run on every GPU node: the DaemonSet)."""
@@ -409,7 +430,7 @@ def nvml_command(spool: Path, once: bool, metrics_port: int | None, metrics_addr
               show_default=True, help="Seconds per spool batch; the watch runs in between.")
 @click.option("--kubeconfig", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Default: in-cluster service account, else ~/.kube/config.")
-def pods_command(spool: Path, once: bool, metrics_port: int | None, metrics_address: str,
+def pods_command(spool: SpoolLocation, once: bool, metrics_port: int | None, metrics_address: str,
                  node: str, cluster: str, interval_s: float, kubeconfig: str | None) -> None:
     """List and watch GPU pods through the Kubernetes API (one replica per cluster)."""
     from collectors.pods import KubeConfigError, PodCollector, api_client_from_environment
@@ -441,7 +462,7 @@ def pods_command(spool: Path, once: bool, metrics_port: int | None, metrics_addr
 @click.option("--delay", "delay_s", type=click.FloatRange(min=0), default=120.0,
               show_default=True, help="Read a window this long after it ends, so its scrapes "
                                       "have landed.")
-def prometheus_command(spool: Path, once: bool, metrics_port: int | None,
+def prometheus_command(spool: SpoolLocation, once: bool, metrics_port: int | None,
                        metrics_address: str, node: str, cluster: str, url: str,
                        interval_s: int, delay_s: float) -> None:
     """Read dcgm-exporter and inference-gateway metrics from Prometheus."""

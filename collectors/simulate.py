@@ -16,13 +16,12 @@ import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from collectors.spool import write_batch
+from collectors.spool import SpoolLocation, write_batch
 from models.tiers import mig_gpu_equivalents
 from models.usage import (
     IDLE_TENANT,
@@ -642,7 +641,7 @@ class SpoolSummary:
 
 
 def simulate_to_spool(
-    root: Path, start: datetime | date, days: int, interval_s: int = 60, seed: int = 7,
+    root: SpoolLocation, start: datetime | date, days: int, interval_s: int = 60, seed: int = 7,
     scale: int = 1, progress: Callable[[Batch], None] | None = None,
 ) -> SpoolSummary:
     """Write `simulate(...)` through the spool writer; `progress` is called after each batch."""

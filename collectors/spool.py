@@ -4,37 +4,121 @@ Layout (Hive-style, so DuckDB and object stores read it as partitions):
     <root>/<kind>/date=YYYY-MM-DD/hour=HH/source=<source>/node=<node>/<batch>.parquet
 `kind` is `usage` (LEDGER_SCHEMA) or `requests` (REQUEST_WORK_SCHEMA). A file's name is
 derived from what it holds, so writing the same batch again replaces the file rather than
-adding a second copy; readers only ever see complete files, because a file is written under a
-temporary name, fsynced, then renamed into place."""
+adding a second copy.
+
+`root` is a local folder (a path, or a `file:///...` URI) or an object-store prefix
+(`s3://bucket/prefix`, through pyarrow.fs: credentials, region and endpoint from the standard
+AWS variables such as AWS_ACCESS_KEY_ID, AWS_DEFAULT_REGION and AWS_ENDPOINT_URL, or in the URI's
+query: `s3://bucket/prefix?endpoint_override=minio:9000&scheme=http` for MinIO or Ceph).
+Readers only ever see complete files: a local file is written under a temporary name,
+fsynced, then renamed into place; an object is written in one PUT, which the store makes
+visible all at once or not at all, so no temporary keys exist to be listed."""
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from models.usage import LEDGER_SCHEMA, REQUEST_WORK_SCHEMA
 
 SCHEMAS = {"usage": LEDGER_SCHEMA, "requests": REQUEST_WORK_SCHEMA}
 TEMP_PREFIX = ".tmp-"
+REMOTE_SCHEMES = ("s3",)
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_LOCAL = pafs.LocalFileSystem()
+
+SpoolLocation = str | Path
+"""A spool root or file: a local path, a `file://` URI or an `s3://` URI."""
+
+
+class SpoolLocationError(ValueError):
+    """A spool location this code cannot open (unknown scheme, malformed URI)."""
 
 
 def _safe(part: str) -> str:
     return _SAFE.sub("_", part) or "_"
 
 
+def local_path(location: SpoolLocation) -> Path | None:
+    """The local path of `location`, or None when it is in an object store."""
+    if isinstance(location, Path):
+        return location
+    if "://" not in location:
+        return Path(location)
+    parts = urlsplit(location)
+    if parts.scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise SpoolLocationError(f"spool location {location!r}: a file:// URI names no "
+                                     "host; write file:///absolute/path")
+        return Path(unquote(parts.path))
+    if parts.scheme not in REMOTE_SCHEMES:
+        raise SpoolLocationError(
+            f"spool location {location!r}: scheme {parts.scheme!r} is not supported; use a "
+            "local path, file:///path or s3://bucket/prefix")
+    if not parts.netloc:
+        raise SpoolLocationError(f"spool location {location!r}: no bucket; write "
+                                 "s3://bucket/prefix")
+    return None
+
+
+def is_remote(location: SpoolLocation) -> bool:
+    return local_path(location) is None
+
+
+@dataclass(frozen=True)
+class _Remote:
+    """An object-store location split into the filesystem and the path inside it."""
+
+    fs: pafs.FileSystem
+    path: str
+    uri_prefix: str
+    """`s3://` (the bucket is part of `path`)."""
+    query: str
+    """The root URI's options (`?endpoint_override=...`), kept on every file URI so that a
+    file's URI alone opens it."""
+
+    def uri(self, path: str) -> str:
+        return f"{self.uri_prefix}{path}" + (f"?{self.query}" if self.query else "")
+
+
+@functools.cache
+def _filesystem(scheme: str, bucket: str, query: str) -> pafs.FileSystem:
+    # One client per store: from_uri looks the bucket's region up with a request when the
+    # region is not given, which must not happen once per file.
+    uri = f"{scheme}://{bucket}" + (f"?{query}" if query else "")
+    try:
+        fs, _ = pafs.FileSystem.from_uri(uri)
+    except (OSError, ValueError) as error:
+        raise SpoolLocationError(f"spool location {uri}: {error}") from error
+    return fs
+
+
+def _remote(location: str) -> _Remote:
+    local_path(location)  # validates the scheme and bucket
+    parts = urlsplit(location)
+    fs = _filesystem(parts.scheme, parts.netloc, parts.query)
+    path = (parts.netloc + unquote(parts.path)).rstrip("/")
+    return _Remote(fs, path, f"{parts.scheme}://", parts.query)
+
+
 def write_batch(
-    root: Path, table: pa.Table, *, kind: str, source: str, node: str, batch: str
-) -> list[Path]:
-    """Write `table` split by UTC hour of `window_start`; returns the files written.
+    root: SpoolLocation, table: pa.Table, *, kind: str, source: str, node: str, batch: str
+) -> list[SpoolLocation]:
+    """Write `table` split by UTC hour of `window_start`; returns the files written (local
+    paths, or URIs for an object store).
 
     `batch` names the batch (e.g. the collection window's start); the same batch written
     twice lands on the same paths."""
@@ -43,14 +127,18 @@ def write_batch(
     if table.num_rows == 0:
         return []
     hours = pc.floor_temporal(table["window_start"], unit="hour")
-    written = []
+    local = local_path(root)
+    remote = None if local is not None else _remote(str(root))
+    written: list[SpoolLocation] = []
     for hour in pc.unique(hours).to_pylist():
         part = table.filter(pc.equal(hours, pa.scalar(hour, type=hours.type)))
-        folder = (
-            Path(root) / kind / f"date={hour:%Y-%m-%d}" / f"hour={hour:%H}"
-            / f"source={_safe(source)}" / f"node={_safe(node)}"
-        )
-        written.append(write_atomic(folder / f"{_safe(batch)}.parquet", part))
+        relative = (f"{kind}/date={hour:%Y-%m-%d}/hour={hour:%H}/source={_safe(source)}"
+                    f"/node={_safe(node)}/{_safe(batch)}.parquet")
+        if local is not None:
+            written.append(write_atomic(local / relative, part))
+        else:
+            assert remote is not None
+            written.append(_put(remote, f"{remote.path}/{relative}", part))
     return written
 
 
@@ -70,6 +158,17 @@ def write_atomic(path: Path, table: pa.Table) -> Path:
     return path
 
 
+def _put(remote: _Remote, path: str, table: pa.Table) -> str:
+    # Encode fully in memory first, so a failure while encoding never starts an upload, and
+    # the object is sent as one body: stores publish an object only when its PUT (or a
+    # multipart upload's completion) succeeds, and a failed stream is aborted on close.
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    with remote.fs.open_output_stream(path) as out:
+        out.write(sink.getvalue())
+    return remote.uri(path)
+
+
 def _fsync_dir(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:
@@ -78,13 +177,76 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def day_files(root: Path, kind: str, day: date) -> list[Path]:
+@dataclass(frozen=True)
+class SpoolFile:
+    location: SpoolLocation
+    """A local Path, or the file's URI in an object store."""
+    mtime_s: float
+    """When the file (object) was last written, seconds since the epoch."""
+    size_bytes: int
+
+
+def list_day(root: SpoolLocation, kind: str, day: date) -> list[SpoolFile]:
+    """The complete files of one UTC day with their times and sizes, in a stable order."""
+    local = local_path(root)
+    if local is not None:
+        folder = local / kind / f"date={day:%Y-%m-%d}"
+        found = []
+        for p in sorted(folder.rglob("*.parquet")):
+            if p.name.startswith(TEMP_PREFIX):
+                continue
+            try:
+                stat = p.stat()
+            except FileNotFoundError:  # replaced between listing and stat: never half a file
+                continue
+            found.append(SpoolFile(p, stat.st_mtime, stat.st_size))
+        return found
+    remote = _remote(str(root))
+    selector = pafs.FileSelector(f"{remote.path}/{kind}/date={day:%Y-%m-%d}", recursive=True,
+                                 allow_not_found=True)
+    infos = sorted(
+        (i for i in remote.fs.get_file_info(selector)
+         if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")
+         and not i.base_name.startswith(TEMP_PREFIX)),
+        key=lambda i: i.path,
+    )
+    return [SpoolFile(remote.uri(i.path), i.mtime.timestamp() if i.mtime else 0.0,
+                      i.size or 0) for i in infos]
+
+
+def day_files(root: SpoolLocation, kind: str, day: date) -> list[SpoolLocation]:
     """The complete files of one UTC day, in a stable order (temporary files excluded)."""
-    folder = Path(root) / kind / f"date={day:%Y-%m-%d}"
-    return sorted(p for p in folder.rglob("*.parquet") if not p.name.startswith(TEMP_PREFIX))
+    return [f.location for f in list_day(root, kind, day)]
 
 
-def days(root: Path, kind: str = "usage") -> Iterator[date]:
+def days(root: SpoolLocation, kind: str = "usage") -> Iterator[date]:
     """The UTC days that have spool files."""
-    for folder in sorted((Path(root) / kind).glob("date=*")):
-        yield date.fromisoformat(folder.name.removeprefix("date="))
+    local = local_path(root)
+    if local is not None:
+        names = [folder.name for folder in (local / kind).glob("date=*")]
+    else:
+        remote = _remote(str(root))
+        selector = pafs.FileSelector(f"{remote.path}/{kind}", allow_not_found=True)
+        names = [i.base_name for i in remote.fs.get_file_info(selector)
+                 if i.type == pafs.FileType.Directory and i.base_name.startswith("date=")]
+    for name in sorted(names):
+        yield date.fromisoformat(name.removeprefix("date="))
+
+
+def read_batches(files: Sequence[SpoolLocation], schema: pa.Schema) -> pa.RecordBatchReader:
+    """Stream the rows of spool files in `schema` (missing columns as nulls), a few batches
+    in memory at a time; for object stores, where DuckDB cannot read without its httpfs
+    extension."""
+    groups: dict[int, tuple[pafs.FileSystem, list[str]]] = {}
+    for f in files:
+        local = local_path(f)
+        if local is not None:
+            fs, path = _LOCAL, str(local)
+        else:
+            remote = _remote(str(f))
+            fs, path = remote.fs, remote.path
+        groups.setdefault(id(fs), (fs, []))[1].append(path)
+    datasets = [ds.dataset(paths, schema=schema, format="parquet", filesystem=fs)
+                for fs, paths in groups.values()]
+    dataset = datasets[0] if len(datasets) == 1 else ds.dataset(datasets)
+    return dataset.scanner(columns=schema.names).to_reader()

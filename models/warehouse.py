@@ -11,10 +11,18 @@ from decimal import Decimal
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 
+from collectors.spool import SpoolLocation, local_path, read_batches
 from models.pricing import UsageHour, quantity
 from models.rate_cards import RateCard, Tenant, UnknownProduct
-from models.usage import GPU_SECONDS_TOLERANCE, LEDGER_COLUMNS, RESERVED_TENANTS
+from models.usage import (
+    GPU_SECONDS_TOLERANCE,
+    LEDGER_COLUMNS,
+    LEDGER_SCHEMA,
+    REQUEST_WORK_SCHEMA,
+    RESERVED_TENANTS,
+)
 
 SQL = Path(__file__).with_name("sql")
 
@@ -35,37 +43,52 @@ def create_schema(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(sql("schema"))
 
 
-def _file_list(files: Sequence[Path]) -> str:
+def _file_list(files: Sequence[SpoolLocation]) -> str:
     return "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in files) + "]"
 
 
-def stage_usage(con: duckdb.DuckDBPyConnection, files: Sequence[Path]) -> int:
-    """Load ledger files into the temp table `staged`, one row per sample_id."""
+def _stage(con: duckdb.DuckDBPyConnection, table: str, columns: str,
+           files: Sequence[SpoolLocation], schema: pa.Schema) -> None:
+    """`table` = the files' rows, one per sample_id. Local files are read by DuckDB itself;
+    object-store files stream through pyarrow (DuckDB would need its httpfs extension,
+    downloaded at run time), so memory holds the staged day plus a few record batches."""
+    dedup = "QUALIFY row_number() OVER (PARTITION BY sample_id ORDER BY window_start) = 1"
+    local = [local_path(f) for f in files]
+    if all(p is not None for p in local):
+        # Not hive_partitioning: DuckDB would replace the rows' own `source` and `node` by
+        # the folder names, which the spool writer sanitizes (`my source` -> `my_source`).
+        con.execute(f"CREATE TEMP TABLE {table} AS SELECT {columns} "
+                    f"FROM read_parquet({_file_list([p for p in local if p is not None])}, "
+                    f"union_by_name = true, hive_partitioning = false) {dedup}")
+        return
+    name = f"{table}_batches"
+    con.register(name, read_batches(files, schema))
+    try:
+        con.execute(f"CREATE TEMP TABLE {table} AS SELECT {columns} FROM {name} {dedup}")
+    finally:
+        con.unregister(name)
+
+
+def stage_usage(con: duckdb.DuckDBPyConnection, files: Sequence[SpoolLocation]) -> int:
+    """Load ledger files (local paths or object-store URIs) into the temp table `staged`,
+    one row per sample_id."""
     columns = ", ".join(LEDGER_COLUMNS)
     con.execute("DROP TABLE IF EXISTS staged")
     if not files:
         con.execute(f"CREATE TEMP TABLE staged AS SELECT {columns} FROM ledger LIMIT 0")
         return 0
-    con.execute(
-        f"CREATE TEMP TABLE staged AS SELECT {columns} "
-        f"FROM read_parquet({_file_list(files)}, union_by_name = true) "
-        "QUALIFY row_number() OVER (PARTITION BY sample_id ORDER BY window_start) = 1"
-    )
+    _stage(con, "staged", columns, files, LEDGER_SCHEMA)
     return _count(con, "staged")
 
 
-def stage_requests(con: duckdb.DuckDBPyConnection, files: Sequence[Path]) -> int:
+def stage_requests(con: duckdb.DuckDBPyConnection, files: Sequence[SpoolLocation]) -> int:
     con.execute("DROP TABLE IF EXISTS staged_requests")
     if not files:
         con.execute("CREATE TEMP TABLE staged_requests AS SELECT * EXCLUDE (day) "
                     "FROM request_work LIMIT 0")
         return 0
-    con.execute(
-        "CREATE TEMP TABLE staged_requests AS SELECT sample_id, window_start, duration_s, "
-        "cluster, namespace, model, tenant, request_seconds, tokens, source "
-        f"FROM read_parquet({_file_list(files)}, union_by_name = true) "
-        "QUALIFY row_number() OVER (PARTITION BY sample_id ORDER BY window_start) = 1"
-    )
+    _stage(con, "staged_requests", "sample_id, window_start, duration_s, cluster, namespace, "
+           "model, tenant, request_seconds, tokens, source", files, REQUEST_WORK_SCHEMA)
     return _count(con, "staged_requests")
 
 

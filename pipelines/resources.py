@@ -44,9 +44,12 @@ class WarehouseResource(dg.ConfigurableResource):
 
 
 class SpoolResource(dg.ConfigurableResource):
-    """The collectors' spool: a local folder of Parquet files (Hive-partitioned)."""
+    """The collectors' spool of Hive-partitioned Parquet files (collectors/spool.py)."""
 
     path: str
+    """A local folder, `file:///folder`, or `s3://bucket/prefix` (credentials, region and
+    endpoint from the AWS_* variables, or `?endpoint_override=host:port&scheme=http` for an
+    S3-compatible store): CHARGEBACK_SPOOL."""
 
 
 class BillingConfigResource(dg.ConfigurableResource):

@@ -1,7 +1,6 @@
 """Ingest: the day's spool files into the ledger, then hourly and daily usage."""
 
 from datetime import date
-from pathlib import Path
 
 import dagster as dg
 
@@ -24,8 +23,8 @@ def gpu_usage_ledger(
 ) -> dg.MaterializeResult:
     """One UTC day of GPU usage rows, shared endpoints apportioned, tier and size attached."""
     day = partition_day(context)
-    usage_files = day_files(Path(spool.path), "usage", day)
-    request_files = day_files(Path(spool.path), "requests", day)
+    usage_files = day_files(spool.path, "usage", day)
+    request_files = day_files(spool.path, "requests", day)
     card = billing.rate_card(day)
     with warehouse_db.connect() as con:
         staged = warehouse.stage_usage(con, usage_files)

@@ -2,11 +2,10 @@
 
 import json
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import dagster as dg
 
-from collectors.spool import day_files, days
+from collectors.spool import days, list_day
 from pipelines.jobs import daily_usage_job, monthly_billing_job
 from pipelines.resources import SpoolResource
 
@@ -32,11 +31,10 @@ def late_spool_files(context: dg.SensorEvaluationContext, spool: SpoolResource
     seen: dict[str, float] = json.loads(context.cursor) if context.cursor else {}
     today = datetime.now(UTC).date()
     requests = []
-    for day in days(Path(spool.path)):
+    for day in days(spool.path):
         if day >= today:
             continue
-        newest = max((f.stat().st_mtime for f in day_files(Path(spool.path), "usage", day)),
-                     default=0.0)
+        newest = max((f.mtime_s for f in list_day(spool.path, "usage", day)), default=0.0)
         key = f"{day}"
         if key in seen and newest > seen[key]:
             requests.append(dg.RunRequest(partition_key=key, run_key=f"late-{key}-{newest}"))
