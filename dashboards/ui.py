@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -15,6 +16,8 @@ from models.exports import file_stem, lines_csv
 from models.invoice_pdf import render_pdf
 from models.invoices import canonical_json
 
+log = logging.getLogger("dashboards.access")
+
 
 def _guard(read: Callable[[], pd.DataFrame]) -> pd.DataFrame:
     try:
@@ -22,10 +25,11 @@ def _guard(read: Callable[[], pd.DataFrame]) -> pd.DataFrame:
     except MartMissing as error:
         st.info(str(error))
         st.stop()
-    except IsolationError:
+    except IsolationError as error:
         # A mart whose contents do not match its name: never show it, whatever it holds.
+        log.error("mart isolation check failed: %s", error)
         st.error("This data is not available. The incident has been logged.")
-        raise
+        st.stop()
 
 
 def tenant_data(*, tenant: str, table: str) -> pd.DataFrame:

@@ -2,6 +2,7 @@
 through streamlit.testing.v1.AppTest (the real app script, no browser)."""
 
 import logging
+import shutil
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from dashboards import gate
 from dashboards.routes import PAGES
+from models.marts import tenant_mart_path
 from tests.dashboards.conftest import OIDC_FINANCE, PASSWORD
 from tests.dashboards.demo_warehouse import EVIL, TOTALS
 
@@ -183,3 +185,19 @@ def test_a_tenant_without_a_published_mart_is_told_so(dashboard_env, monkeypatch
     monkeypatch.setenv("CHARGEBACK_MARTS", str(tmp_path))
     at = signed_in("alice")
     assert "no mart published yet" in at.info[0].value
+
+
+def test_a_mart_holding_another_tenant_is_never_shown(dashboard_env, monkeypatch, tmp_path,
+                                                      caplog):
+    # As if a file had been copied over acme's: zen's mart under acme's name.
+    marts = tmp_path / "marts"
+    shutil.copytree(dashboard_env / "marts", marts)
+    acme = tenant_mart_path(marts, "acme")
+    acme.chmod(0o644)
+    shutil.copyfile(tenant_mart_path(marts, "zen"), acme)
+    monkeypatch.setenv("CHARGEBACK_MARTS", str(marts))
+    with caplog.at_level(logging.WARNING, logger="dashboards.access"):
+        at = signed_in("alice")
+    assert at.error[0].value == "This data is not available. The incident has been logged."
+    assert "25,000" not in _text(at)
+    assert "isolation check failed" in caplog.text
