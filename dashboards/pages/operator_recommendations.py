@@ -20,8 +20,13 @@ for table, title, empty in (
     frame = ui.audience_data(audience="operator", table=table)
     if frame.empty:
         st.caption(empty)
-    else:
-        st.dataframe(frame, hide_index=True, width="stretch")
+        continue
+    if "day" in frame.columns and table != "scheduler_quota_changes":
+        # The analytics rewrite one day's analysis per run: the latest day is the current one.
+        latest = frame["day"].max()
+        frame = frame[frame["day"] == latest]
+        st.caption(f"Analysis of {latest:%Y-%m-%d}")
+    st.dataframe(frame, hide_index=True, width="stretch")
 
 st.subheader("Collector coverage: nodes with missing hours")
 nodes = ui.audience_data(audience="operator", table="node_days")

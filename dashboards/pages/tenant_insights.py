@@ -19,6 +19,11 @@ for table, title, empty in (
     frame = ui.tenant_data(tenant=tenant, table=table)
     if frame.empty:
         st.caption(empty)
-    else:
-        st.dataframe(frame.drop(columns=["tenant"], errors="ignore"), hide_index=True,
-                     width="stretch")
+        continue
+    if "day" in frame.columns:
+        # The analytics rewrite one day's analysis per run: the latest day is the current one.
+        latest = frame["day"].max()
+        frame = frame[frame["day"] == latest]
+        st.caption(f"Analysis of {latest:%Y-%m-%d}")
+    st.dataframe(frame.drop(columns=["tenant"], errors="ignore"), hide_index=True,
+                 width="stretch")

@@ -93,6 +93,15 @@ def build(home: Path) -> dict[str, Tenant]:
     late = _rows("acme", "NVIDIA L4", 1, 480, 10, "llama-3.1-8b", 8.0, "l4-late")
     _load(con, design + extra + late, card)
     _bill(con, tenants, card, closed_at + timedelta(days=1))
+    # What the analytics assets write: one day's analysis per run, rewritten by day.
+    con.execute("""CREATE TABLE usage_shifts AS SELECT * FROM (VALUES
+        (DATE '2026-10-30', 'acme', 'premium', DATE '2026-10-20', 70.0, 72.0),
+        (DATE '2026-10-31', 'acme', 'premium', DATE '2026-10-21', 72.0, 96.0),
+        (DATE '2026-10-31', 'zen', 'premium', DATE '2026-10-21', 48.0, 0.0))
+        t(day, tenant, hardware_tier, change_day, before_gpu_hours, after_gpu_hours)""")
+    con.execute("""CREATE TABLE scheduler_quota_changes AS SELECT * FROM (VALUES
+        (DATE '2026-10-31', 'team-acme', 'requests.nvidia.com/gpu', 2, 3, 'dry-run'))
+        t(day, namespace, resource, current, target, outcome)""")
     publish_marts(con, home / "marts", tenants, now=closed_at + timedelta(days=1))
     con.close()
     return tenants

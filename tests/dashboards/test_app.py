@@ -201,3 +201,16 @@ def test_a_mart_holding_another_tenant_is_never_shown(dashboard_env, monkeypatch
     assert at.error[0].value == "This data is not available. The incident has been logged."
     assert "25,000" not in _text(at)
     assert "isolation check failed" in caplog.text
+
+
+def test_shifts_show_the_latest_analysis_of_the_own_tenant_only():
+    at = signed_in("alice")
+    at.switch_page("pages/tenant_insights.py").run()
+    (shifts,) = [d.value for d in at.dataframe]
+    assert list(shifts["after_gpu_hours"]) == [96.0]  # 31 October's analysis, acme's row
+    assert "tenant" not in shifts.columns
+    at = signed_in("oscar")
+    at.switch_page("pages/operator_recommendations.py").run()
+    frames = [d.value for d in at.dataframe]
+    assert sorted(frames[0]["tenant"]) == ["acme", "zen"]
+    assert list(frames[1]["outcome"]) == ["dry-run"]
