@@ -146,10 +146,13 @@ def _stage(con: duckdb.DuckDBPyConnection, configs: Mapping[str, Tenant | None],
     periods: list[tuple[Any, ...]] = []
     # An invoice and its adjustments together are what the period was billed.
     billed: dict[tuple[str, str], dict[str, Any]] = {}
-    for tenant, period, text in con.execute(
-            "SELECT tenant, period, document FROM invoices ORDER BY tenant, period, "
+    closed: set[tuple[str, str]] = set()
+    for tenant, period, status, text in con.execute(
+            "SELECT tenant, period, status, document FROM invoices ORDER BY tenant, period, "
             "kind DESC, invoice_id").fetchall():
         doc = json.loads(text)
+        if status == "final":
+            closed.add((tenant, period))
         if (tenant, period) in billed:
             first = billed[(tenant, period)]
             first["lines"] = first["lines"] + doc["lines"]
@@ -171,22 +174,25 @@ def _stage(con: duckdb.DuckDBPyConnection, configs: Mapping[str, Tenant | None],
             rates.append((tenant, period, doc["basis"], tier, rate))
         period_hours = Decimal((end - start) // HOUR)
         elapsed = _elapsed_hours(start, end, horizon)
+        final = (tenant, period) in closed
+        # A closed month's bill is what it is, however many hours had data.
+        forecast = Decimal(doc["total"]) if final else _forecast(doc, split, period_hours,
+                                                                   elapsed)
         periods.append((tenant, period, doc["currency"], start, end, int(period_hours),
-                        int(elapsed), split.fixed / period_hours, Decimal(doc["total"]),
-                        split.variable, split.fixed, _forecast(doc, split, period_hours,
-                                                               elapsed)))
+                        int(elapsed), final, split.fixed / period_hours,
+                        Decimal(doc["total"]), split.variable, split.fixed, forecast))
     con.execute("CREATE OR REPLACE TEMP TABLE mart_rates (tenant VARCHAR, period VARCHAR, "
                 "basis VARCHAR, hardware_tier VARCHAR, cost_per_gpu_hour DECIMAL(38, 12))")
     con.execute("CREATE OR REPLACE TEMP TABLE mart_periods (tenant VARCHAR, period VARCHAR, "
                 "currency VARCHAR, period_start TIMESTAMPTZ, period_end TIMESTAMPTZ, "
-                "period_hours INTEGER, elapsed_hours INTEGER, "
+                "period_hours INTEGER, elapsed_hours INTEGER, closed BOOLEAN, "
                 "fixed_per_hour DECIMAL(38, 12), billed_total DECIMAL(18, 4), "
                 "on_demand_amount DECIMAL(18, 4), fixed_amount DECIMAL(18, 4), "
                 "forecast_total DECIMAL(18, 4))")
     if rates:
         con.executemany("INSERT INTO mart_rates VALUES (?, ?, ?, ?, ?)", rates)
     if periods:
-        con.executemany("INSERT INTO mart_periods VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        con.executemany("INSERT INTO mart_periods VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         periods)
     con.execute("CREATE OR REPLACE TEMP TABLE mart_reservations (tenant VARCHAR, "
                 "hardware_tier VARCHAR, gpus DECIMAL(18, 6), starts TIMESTAMPTZ, "
@@ -311,14 +317,15 @@ _COST_DAILY = """
         LEFT JOIN mart_rates r ON r.tenant = u.tenant AND r.hardware_tier = u.hardware_tier
              AND r.period = strftime(u.hour, '%Y-%m')
         WHERE u.tenant = $tenant GROUP BY ALL),
+    spread AS (
+        SELECT *, CASE WHEN closed THEN period_hours ELSE elapsed_hours END AS hours
+        FROM mart_periods WHERE tenant = $tenant AND fixed_per_hour <> 0),
     fixed AS (
         SELECT d::DATE AS day, p.period,
-               p.fixed_per_hour * least(24, p.elapsed_hours
-                   - datediff('hour', p.period_start, d)) AS cost
-        FROM mart_periods p,
-             range(p.period_start, p.period_start + to_hours(p.elapsed_hours),
-                   INTERVAL 1 DAY) AS t(d)
-        WHERE p.tenant = $tenant AND p.fixed_per_hour <> 0)
+               p.fixed_per_hour * least(24, p.hours - datediff('hour', p.period_start, d))
+                   AS cost
+        FROM spread p,
+             range(p.period_start, p.period_start + to_hours(p.hours), INTERVAL 1 DAY) AS t(d))
     SELECT day, period, 'on-demand' AS charge, hardware_tier, size_class, model,
            gpu_hours::DECIMAL(38, 6) AS gpu_hours,
            coalesce(gpu_hours * rate, 0)::DECIMAL(18, 4) AS cost
@@ -346,7 +353,7 @@ _RESERVATIONS = """
     ORDER BY ALL"""
 
 _PERIODS = """
-    SELECT period, currency, period_start, period_end, period_hours, elapsed_hours,
+    SELECT period, currency, period_start, period_end, period_hours, elapsed_hours, closed,
            billed_total, on_demand_amount, fixed_amount, forecast_total
     FROM mart_periods WHERE tenant = $tenant ORDER BY period"""
 

@@ -16,7 +16,7 @@ if periods.empty:
 period = st.selectbox("Billing month", list(periods["period"])[::-1])
 row = periods[periods["period"] == period].iloc[0]
 currency = row["currency"]
-open_month = row["elapsed_hours"] < row["period_hours"]
+open_month = not row["closed"] and row["elapsed_hours"] < row["period_hours"]
 
 usage = ui.tenant_data(tenant=tenant, table="usage_daily")
 usage = usage[pd.to_datetime(usage["day"]).dt.strftime("%Y-%m") == period]

@@ -226,3 +226,12 @@ def test_reserved_names_have_no_mart(tmp_path):
     warehouse.create_schema(con)
     with pytest.raises(ValueError, match="reserved"):
         publish_marts(con, tmp_path, ["__idle__"])
+
+
+def test_a_closed_month_forecasts_its_bill(tmp_path):
+    con, tenants = _flat_warehouse(tmp_path, days=10)
+    lifecycle.close_period(con, "2026-10", datetime(2026, 11, 1, tzinfo=UTC))
+    publish_marts(con, tmp_path / "marts", tenants)
+    mart = _open(tenant_mart_path(tmp_path / "marts", "solo"))
+    assert mart.execute("SELECT closed, billed_total, forecast_total FROM periods").fetchone() \
+        == (True, Decimal("144.00"), Decimal("144.00"))
