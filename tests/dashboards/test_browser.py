@@ -1,6 +1,7 @@
 """The dashboard in a real browser: a tenant sees its own bill and PDF, and nothing of any other
 tenant by any route; finance sees all. Screenshots of the main pages go to docs/screenshots."""
 
+import os
 import re
 from pathlib import Path
 
@@ -12,7 +13,6 @@ from tests.dashboards.demo_warehouse import EVIL, TOTALS
 
 sync_api = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.slow
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 ACME_BILLED = "10,257.85 USD"  # DESIGN.md's 10,252.15 + the 5.70 adjustment
 
 
@@ -22,6 +22,13 @@ def base(demo_home):
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
     with dashboard_server(demo_home) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory):
+    """Where screenshots go: CHARGEBACK_SCREENSHOTS=docs/screenshots refreshes the docs' ones."""
+    folder = os.environ.get("CHARGEBACK_SCREENSHOTS")
+    return Path(folder) if folder else tmp_path_factory.mktemp("screenshots")
 
 
 @pytest.fixture(scope="module")
@@ -77,10 +84,10 @@ def signed_in_alice(page, base):
     return page
 
 
-def test_tenant_numbers_equal_its_invoice_and_the_pdf_downloads(signed_in_alice, base):
+def test_tenant_numbers_equal_its_invoice_and_the_pdf_downloads(signed_in_alice, shots):
     page = signed_in_alice
     settle(page)
-    page.screenshot(path=SCREENSHOTS / "tenant-overview.png", full_page=True)
+    page.screenshot(path=shots / "tenant-overview.png", full_page=True)
     page.get_by_role("link", name="Invoices").click()
     page.get_by_text("10,252.15 USD").wait_for()
     with page.expect_download() as info:
@@ -89,7 +96,7 @@ def test_tenant_numbers_equal_its_invoice_and_the_pdf_downloads(signed_in_alice,
     assert pdf.startswith(b"%PDF")
     assert b"INV-2026-10-0002" in pdf or b"ADJ-2026-10-acme-1" in pdf
     settle(page)
-    page.screenshot(path=SCREENSHOTS / "tenant-invoices.png", full_page=True)
+    page.screenshot(path=shots / "tenant-invoices.png", full_page=True)
     for link in ("Reservations", "Shifts and recommendations", "Costs and usage"):
         page.get_by_role("link", name=link).click()
         page.get_by_role("heading", name=link).wait_for()
@@ -139,11 +146,11 @@ def test_a_tenant_named_with_sql_and_path_characters_sees_only_itself(page, base
     _assert_nothing_of_others(page, EVIL)
 
 
-def test_finance_sees_every_tenant(page, base):
+def test_finance_sees_every_tenant(page, base, shots):
     sign_in(page, base, "fiona", PASSWORD)
     page.get_by_text("35,771.53 USD").wait_for()  # 513.68 + 10,252.15 + 5.70 + 25,000.00
     settle(page)
-    page.screenshot(path=SCREENSHOTS / "finance-invoices.png", full_page=True)
+    page.screenshot(path=shots / "finance-invoices.png", full_page=True)
     wire = b"".join(page.frames_received)
     for number in ("INV-2026-10-0001", "INV-2026-10-0002", "INV-2026-10-0003",
                    "ADJ-2026-10-acme-1"):
@@ -151,14 +158,14 @@ def test_finance_sees_every_tenant(page, base):
     page.get_by_role("link", name="Revenue and GPU capacity").click()
     page.get_by_role("heading", name="Where the GPU-hours went, by hardware tier").wait_for()
     settle(page)
-    page.screenshot(path=SCREENSHOTS / "finance-revenue.png", full_page=True)
+    page.screenshot(path=shots / "finance-revenue.png", full_page=True)
 
 
-def test_operator_pages_show_no_invoice_amounts(page, base):
+def test_operator_pages_show_no_invoice_amounts(page, base, shots):
     sign_in(page, base, "oscar", PASSWORD)
     page.get_by_role("heading", name="Demand by hour of day (UTC) and tenant").wait_for()
     settle(page)
-    page.screenshot(path=SCREENSHOTS / "operator-utilization.png", full_page=True)
+    page.screenshot(path=shots / "operator-utilization.png", full_page=True)
     text = page.inner_text("body")
     assert not re.search(r"\d USD", text)
     for total in TOTALS.values():
