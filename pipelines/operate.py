@@ -292,7 +292,8 @@ def _print_demo(period: str) -> None:
     focus = exports / "focus.parquet"
     if focus.exists():
         click.echo(f"FOCUS export:            {focus} (and focus.csv)")
-    click.echo("dashboard:               chargeback dashboard   (or: make dashboard)")
+    click.echo("dashboard:               chargeback users add alice --role tenant:acme; "
+               "chargeback users add fin --role finance; chargeback dashboard")
     click.echo("Dagster UI:              DAGSTER_HOME=" + os.environ.get("DAGSTER_HOME", "")
                + " .venv/bin/dagster dev   (from the repository root)")
     click.echo(f"generated at {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
