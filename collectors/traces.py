@@ -441,11 +441,15 @@ class Alibaba2023:
                                                        span_end)
             chosen = live[index]
             pod_ix, dev_ix, share = p_pod[chosen], p_dev[chosen], p_milli[chosen]
+            # Every row of a device-hour shares the hour's window and the device's 1.0
+            # GPU-equivalents; a pod's fraction and its part of the hour are in `allocated`.
+            window = day_start + HOUR_S * ((piece_start - day_start) // HOUR_S)
+            window_len = np.minimum(window + HOUR_S, span_end) - window
             pod_rows = _usage_table(
                 origin=self.start, source=source, cluster=self.name,
-                start_s=piece_start, duration_s=seconds,
+                start_s=window, duration_s=window_len,
                 node=list(nodes_arr[dev_ix]), gpu_uuid=list(uuids[dev_ix]),
-                gpu_product=list(products[dev_ix]), gpu_equivalents=share / MILLI,
+                gpu_product=list(products[dev_ix]), gpu_equivalents=np.ones(len(chosen)),
                 tenant=list(tenant_of[pod_ix]), namespace="openb",
                 pod=list(names[pod_ix]), workload_kind=list(kind_of[pod_ix]), model=None,
                 allocated=seconds * share / MILLI,

@@ -186,14 +186,20 @@ def test_openb_conserves_every_listed_gpu_every_hour(openb):
 def test_openb_shares_never_exceed_a_gpu_at_any_instant(openb):
     spool, _, pods, _ = openb
     share = {p["name"]: int(p["gpu_milli"]) for p in pods}
-    span: dict[tuple[str, str], list[datetime]] = {}
-    for _, uuid, _, start, duration, equivalents, _, pod, _ in ledger(
+    end = _openb_end(pods)
+    # Rows share their device-hour's window and the device's 1.0 GPU-equivalents; the pod's
+    # fraction of the GPU and of the hour is in its allocated seconds. The instants a pod
+    # held its devices come from the trace itself.
+    held = {p["name"]: (at(float(p["scheduled_time"])),
+                        at(float(p["deletion_time"]) if p["deletion_time"] else end))
+            for p in pods if p["scheduled_time"]}
+    span: dict[tuple[str, str], tuple[datetime, datetime]] = {}
+    for _, uuid, _, _start, duration, equivalents, allocated, pod, _ in ledger(
         spool, f"tenant != '{IDLE_TENANT}'"
     ):
-        assert equivalents == share[pod] / 1000
-        lo_hi = span.setdefault((uuid, pod), [start, start])
-        lo_hi[0] = min(lo_hi[0], start)
-        lo_hi[1] = max(lo_hi[1], start + timedelta(seconds=duration))
+        assert equivalents == 1.0
+        assert allocated <= duration * share[pod] / 1000 + 1e-6
+        span[(uuid, pod)] = held[pod]
     events: dict[str, list[tuple[datetime, int]]] = defaultdict(list)
     for (uuid, pod), (lo, hi) in span.items():
         events[uuid] += [(lo, share[pod]), (hi, -share[pod])]
