@@ -4,11 +4,16 @@ import dagster as dg
 
 from pipelines.partitions import DAILY, MONTHLY
 
+# DuckDB has one writer: the run queue admits one run with this tag at a time (dagster.yaml
+# and deploy/dagster-values.yaml), so runs wait instead of failing on the file lock.
+WRITES_WAREHOUSE = {"chargeback/warehouse": "write"}
+
 daily_usage_job = dg.define_asset_job(
     "daily_usage_job",
     selection=dg.AssetSelection.groups("ingest"),
     partitions_def=DAILY,
     executor_def=dg.in_process_executor,
+    tags=WRITES_WAREHOUSE,
     description="Spool -> ledger -> hourly and daily usage for one UTC day.",
 )
 
@@ -17,6 +22,7 @@ monthly_billing_job = dg.define_asset_job(
     selection=dg.AssetSelection.groups("billing"),
     partitions_def=MONTHLY,
     executor_def=dg.in_process_executor,
+    tags=WRITES_WAREHOUSE,
     description="Drafts (or adjustments after close), exports and marts for one month.",
 )
 
@@ -25,6 +31,7 @@ daily_analytics_job = dg.define_asset_job(
     selection=dg.AssetSelection.groups("analytics"),
     partitions_def=DAILY,
     executor_def=dg.in_process_executor,
+    tags=WRITES_WAREHOUSE,
     description="Usage shifts, tier-change and reservation recommendations, scheduler quotas "
     "for the look-back window ending one UTC day.",
 )
@@ -33,5 +40,6 @@ publish_marts_job = dg.define_asset_job(
     "publish_marts_job",
     selection=dg.AssetSelection.groups("publish"),
     executor_def=dg.in_process_executor,
+    tags=WRITES_WAREHOUSE,
     description="Publish the read-only tenant, finance and operator marts for the dashboards.",
 )

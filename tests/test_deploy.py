@@ -193,8 +193,6 @@ def test_every_job_partitioned_and_the_partitions_are_independent_runs():
         assert jobs[name].partitions_def is not None, name
 
 
-@pytest.mark.xfail(strict=True, reason="pipelines/jobs.py (the lead's) does not tag its jobs "
-                   "with chargeback/warehouse=write yet; the queue limit needs the tag")
 def test_every_job_that_opens_the_warehouse_carries_the_writer_tag():
     from pipelines.definitions import defs
     for job in defs.resolve_all_job_defs():
