@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import pytest
 import yaml
 
 from collectors import spool
