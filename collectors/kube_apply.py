@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from models.quotas import (
@@ -73,17 +73,10 @@ class ChangeRecord:
 
 
 def api_client(kubeconfig: str | None = None, context: str | None = None) -> client.ApiClient:
-    """A client from a kubeconfig file (or the default one), or in-cluster credentials."""
-    if kubeconfig is None and context is None:
-        try:
-            config.load_incluster_config()  # type: ignore[no-untyped-call]
-            return client.ApiClient()
-        except config.ConfigException:
-            pass
-    api: client.ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
-        config_file=kubeconfig, context=context
-    )
-    return api
+    """In-cluster credentials, else the kubeconfig: the same rules as the pod collector."""
+    from collectors.pods import api_client_from_environment
+
+    return api_client_from_environment(kubeconfig, context)
 
 
 def apply_quotas(
