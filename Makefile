@@ -6,7 +6,7 @@ UV_VERSION := 0.13.9
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export CHARGEBACK_HOME ?= $(CURDIR)/var
 
-.PHONY: venv demo test test-system-deps lint bench dashboard clean
+.PHONY: venv demo test test-system-deps bench dashboard dagster clean
 
 $(BIN)/chargeback: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ bench: venv
 
 dashboard: venv
 	$(BIN)/chargeback dashboard
+
+# The Dagster UI (asset graph, checks, schedules, runs) on http://127.0.0.1:3000
+dagster: venv
+	@mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster dev -h 127.0.0.1 -p 3000
 
 clean:
 	rm -rf $(VENV) $(DAGSTER_HOME) var

@@ -294,6 +294,6 @@ def _print_demo(period: str) -> None:
         click.echo(f"FOCUS export:            {focus} (and focus.csv)")
     click.echo("dashboard:               chargeback users add alice --role tenant:acme; "
                "chargeback users add fin --role finance; chargeback dashboard")
-    click.echo("Dagster UI:              DAGSTER_HOME=" + os.environ.get("DAGSTER_HOME", "")
-               + " .venv/bin/dagster dev   (from the repository root)")
+    click.echo("Dagster UI:              make dagster   (or: DAGSTER_HOME="
+               + os.environ.get("DAGSTER_HOME", "") + " .venv/bin/dagster dev)")
     click.echo(f"generated at {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
