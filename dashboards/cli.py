@@ -67,7 +67,9 @@ def dashboard(port: int, users_file: Path | None, marts: Path | None) -> None:
                "--server.headless", "true", "--server.address", "127.0.0.1",
                "--server.port", str(port), "--browser.gatherUsageStats", "false",
                # Reloading modules would rotate the key that seals local sessions.
-               "--server.fileWatcherType", "none"]
+               "--server.fileWatcherType", "none",
+               # Tenants and finance need no developer menu ("Deploy", rerun settings).
+               "--client.toolbarMode", "viewer"]
     click.echo(f"dashboard on http://127.0.0.1:{port}/ (Ctrl-C stops it)", err=True)
     # Replace this process, so the PID the caller holds is the server's and signals reach it.
     os.execve(sys.executable, command, env)
