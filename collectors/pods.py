@@ -15,6 +15,7 @@ that allocated + idle equals capacity exactly rather than to float rounding.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -47,6 +48,7 @@ GPU_RESOURCE = "nvidia.com/gpu"
 MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
 PRODUCT_LABEL = "nvidia.com/gpu.product"
 REPLICAS_LABEL = "nvidia.com/gpu.replicas"
+COUNT_LABEL = "nvidia.com/gpu.count"
 TENANT_LABEL = "chargeback/tenant"
 MODEL_LABEL = "chargeback/model"
 MODEL_PARAMS_LABEL = "chargeback/model-params-b"
@@ -63,6 +65,9 @@ RUNAI_RESERVATION_APP = "runai-reservation"
 _BILLABLE_KINDS = frozenset(k.value for k in WorkloadKind if k is not WorkloadKind.IDLE)
 _SINGLE_MIG_PRODUCT = re.compile(r"-MIG-(?P<profile>(?:\d+c\.)?\d+g\.\d+gb)$", re.IGNORECASE)
 _WHOLE = "gpu"
+# Kind of the synthetic device holding a MIG-mode GPU's slices that no instance covers: no
+# pod's request has this kind, so nothing is ever placed there and it is all idle.
+_UNPARTITIONED = "unpartitioned"
 
 
 class PodSpecError(ValueError):
@@ -201,19 +206,37 @@ class NodeGpus:
     mig_strategy_single: bool = False
     created_at: datetime | None = None
     deleted_at: datetime | None = None
+    mig_gpus: int = 0
+    """Physical GPUs in MIG mode, when the node's labels say (0: as many as the instances
+    need at least)."""
 
     def devices(self) -> list[Device]:
+        """Whole GPUs, MIG instances, and per MIG-mode GPU the slices no instance covers.
+
+        The API does not say which GPU an instance is on, so the instances are taken to fill
+        the MIG-mode GPUs in order and the free slices to sit on the last ones: the node's
+        unpartitioned total is exact, its split over GPUs is a convention."""
         product = self.product or "UNKNOWN"
         devices = [
             Device(f"{self.name}/gpu{i}", _WHOLE, product, None, Fraction(1))
             for i in range(self.whole_gpus)
         ]
+        partitioned = Fraction(0)
         for profile, count in self.mig:
             equivalents = mig_gpu_equivalents(profile, self.product)
+            partitioned += equivalents * count
             devices += [
                 Device(f"{self.name}/mig-{profile}-{i}", profile, product, profile, equivalents)
                 for i in range(count)
             ]
+        if self.mig:
+            for j in range(max(self.mig_gpus, math.ceil(partitioned))):
+                free = 1 - min(max(partitioned - j, Fraction(0)), Fraction(1))
+                if free > 0:
+                    devices.append(Device(
+                        f"{self.name}/gpu{self.whole_gpus + j}-unpartitioned", _UNPARTITIONED,
+                        product, None, free,
+                    ))
         return devices
 
     def alive_during(self, start: datetime, end: datetime) -> bool:
@@ -257,13 +280,23 @@ def node_gpus(node: Mapping[str, Any]) -> NodeGpus:
             count = _count(value, f"{where}: allocatable {name}")
             if count:
                 mig[name.removeprefix(MIG_RESOURCE_PREFIX)] = count
+    mig_gpus = 0
     if single_profile is not None:
-        # `single` strategy: every nvidia.com/gpu unit is one MIG instance of that profile.
+        # `single` strategy: every nvidia.com/gpu unit is one MIG instance of that profile
+        # (and GPU feature discovery's gpu.count counts instances, not GPUs).
         mig[single_profile] = mig.get(single_profile, 0) + gpu_units
         whole = 0
         replicas = 1
     else:
         whole = gpu_units // replicas
+        if mig:
+            # `mixed` strategy: gpu.count is the physical GPUs, MIG mode or not.
+            try:
+                mig_gpus = max(0, int(labels.get(COUNT_LABEL) or 0) - whole)
+            except ValueError:
+                raise PodSpecError(
+                    f"{where}: label {COUNT_LABEL}: {labels[COUNT_LABEL]!r} is not an integer"
+                ) from None
     for profile in mig:
         try:
             mig_gpu_equivalents(profile, product)
@@ -277,6 +310,7 @@ def node_gpus(node: Mapping[str, Any]) -> NodeGpus:
         mig=tuple(sorted(mig.items())),
         mig_strategy_single=single_profile is not None,
         created_at=_time(meta.get("creationTimestamp")),
+        mig_gpus=mig_gpus,
     )
 
 

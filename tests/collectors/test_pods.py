@@ -126,18 +126,29 @@ def test_every_real_k8s_object_in_shared_data_parses(shared_data: Path) -> None:
 
 def test_real_mig_nodes_use_allocatable_not_stale_capacity(shared_data: Path) -> None:
     folder = shared_data / "telemetry" / "k8s"
-    total = {}
+    total, free = {}, {}
     for name in ("node_a100_mig_3_instances", "node_a100_mig_4_instances",
                  "node_a100_mig_7g40gb", "node_t4_fractional_1_workload"):
         node = node_gpus(json.loads((folder / f"{name}.json").read_text()))
         total[name] = sum((d.gpu_equivalents for d in node.devices()), Fraction(0))
-    # 2 x 1g.5gb + 2g.10gb; 3 x 1g.5gb + 2g.10gb (capacity also lists a 3g.20gb that would make
-    # 8 of 7 slices; allocatable says 0); one 7g.40gb; two whole T4s.
+        free[name] = {d.device_id: d.gpu_equivalents for d in node.devices()
+                      if d.device_id.endswith("-unpartitioned")}
+    # Every node's devices add up to its physical GPUs (gpu.count: 1 A100, 2 T4s).
     assert total == {
-        "node_a100_mig_3_instances": Fraction(4, 7),
-        "node_a100_mig_4_instances": Fraction(5, 7),
-        "node_a100_mig_7g40gb": Fraction(1),
-        "node_t4_fractional_1_workload": Fraction(2),
+        "node_a100_mig_3_instances": 1,
+        "node_a100_mig_4_instances": 1,
+        "node_a100_mig_7g40gb": 1,
+        "node_t4_fractional_1_workload": 2,
+    }
+    # 2 x 1g.5gb + 2g.10gb = 4 of 7 slices partitioned (its run.ai/mig.config annotation puts
+    # them at positions 0, 4 and 6: slices 2, 3 and 5 are free); 3 x 1g.5gb + 2g.10gb = 5 of 7
+    # (capacity also lists a 3g.20gb that would make 8 of 7 slices; allocatable says 0); one
+    # 7g.40gb covers the GPU; the T4s are not in MIG mode.
+    assert free == {
+        "node_a100_mig_3_instances": {"qa-mig-worker-gpu-a100/gpu0-unpartitioned": Fraction(3, 7)},
+        "node_a100_mig_4_instances": {"qa-mig-worker-gpu-a100/gpu0-unpartitioned": Fraction(2, 7)},
+        "node_a100_mig_7g40gb": {},
+        "node_t4_fractional_1_workload": {},
     }
 
 
@@ -253,10 +264,17 @@ def test_real_mig_pods_on_real_a100_nodes() -> None:
     assert len(mine) == 1
     assert mine[0]["allocated_gpu_seconds"] == pytest.approx(60 / 7)
     assert mine[0]["gpu_product"] == "A100-SXM4-40GB"
-    # 3 x 1g.5gb + 2g.10gb = 5/7 of a GPU for 60 s, one 1g.5gb of it held by the pod.
-    assert sum(r["allocated_gpu_seconds"] for r in rows) == pytest.approx(60 * 5 / 7)
+    # The node's one A100 for 60 s: 3 x 1g.5gb + 2g.10gb = 5/7 partitioned, one 1g.5gb of it
+    # held by the pod; the other 4/7 of the instances and the 2/7 no instance covers are idle.
+    assert sum(r["allocated_gpu_seconds"] for r in rows) == pytest.approx(60)
     assert sum(r["allocated_gpu_seconds"] for r in rows if r["tenant"] == IDLE_TENANT) == (
-        pytest.approx(60 * 4 / 7))
+        pytest.approx(60 * 6 / 7))
+    (free,) = [r for r in rows if r["gpu_uuid"].endswith("-unpartitioned")]
+    assert free["gpu_uuid"] == "qa-mig-worker-gpu-a100/gpu0-unpartitioned"
+    assert (free["tenant"], free["workload_kind"], free["pod"]) == (IDLE_TENANT, "idle", None)
+    assert free["gpu_equivalents"] == pytest.approx(2 / 7)
+    assert free["allocated_gpu_seconds"] == pytest.approx(60 * 2 / 7)
+    assert (free["gpu_product"], free["mig_profile"]) == ("A100-SXM4-40GB", None)
     assert_conserved(rows, state)
 
     # The 7g.40gb pod on the node as it was later reconfigured: it holds the whole GPU.
@@ -528,3 +546,67 @@ def test_pod_on_a_node_without_gpu_inventory_is_kept_with_unknown_product() -> N
     assert not validate_ledger(rows)
     assert [(r["pod"], r["gpu_product"], r["allocated_gpu_seconds"]) for r in rows] == [
         ("llm-0", "UNKNOWN", 60.0)]
+
+
+def _mig_node(labels: dict[str, str], allocatable: dict[str, str]) -> dict[str, Any]:
+    return {"kind": "Node", "metadata": {"name": "n", "labels": {
+        "nvidia.com/gpu.product": "NVIDIA-A100-SXM4-40GB", **labels}},
+        "status": {"allocatable": allocatable}}
+
+
+@pytest.mark.parametrize(
+    ("labels", "allocatable", "free", "gpus"),
+    [
+        # Mixed: 2 GPUs, one whole (not MIG) and one with a 3g.20gb: 4 of its 7 slices free.
+        ({"nvidia.com/gpu.count": "2"},
+         {"nvidia.com/gpu": "1", "nvidia.com/mig-3g.20gb": "1"},
+         {"n/gpu1-unpartitioned": Fraction(4, 7)}, 2),
+        # Mixed: 3 MIG GPUs holding 7 x 1g.5gb + 3g.20gb = 10/7: the instances fill GPU 0 and
+        # 3/7 of GPU 1, so 4/7 of GPU 1 and all of GPU 2 are unpartitioned.
+        ({"nvidia.com/gpu.count": "3"},
+         {"nvidia.com/gpu": "0", "nvidia.com/mig-1g.5gb": "7", "nvidia.com/mig-3g.20gb": "1"},
+         {"n/gpu1-unpartitioned": Fraction(4, 7), "n/gpu2-unpartitioned": Fraction(1)}, 3),
+        # No gpu.count label: as many GPUs as the instances need at least (one), 1/7 free.
+        ({}, {"nvidia.com/mig-2g.10gb": "3"}, {"n/gpu0-unpartitioned": Fraction(1, 7)}, 1),
+        # Single strategy: gpu.count counts the 3 instances, not GPUs; 3 x 2g.10gb = 6/7.
+        ({"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-40GB-MIG-2g.10gb",
+          "nvidia.com/mig.strategy": "single", "nvidia.com/gpu.count": "3"},
+         {"nvidia.com/gpu": "3"}, {"n/gpu0-unpartitioned": Fraction(1, 7)}, 1),
+        # No MIG at all: nothing unpartitioned.
+        ({"nvidia.com/gpu.count": "2"}, {"nvidia.com/gpu": "2"}, {}, 2),
+    ],
+)
+def test_unpartitioned_mig_slices_per_gpu(labels, allocatable, free, gpus) -> None:
+    node = node_gpus(_mig_node(labels, allocatable))
+    devices = node.devices()
+    assert {d.device_id: d.gpu_equivalents for d in devices
+            if d.device_id.endswith("-unpartitioned")} == free
+    assert sum(d.gpu_equivalents for d in devices) == gpus
+
+
+def test_unpartitioned_slices_are_idle_and_never_hold_a_pod() -> None:
+    # One A100 with a single 3g.20gb instance: two pods ask for one each. The first gets the
+    # instance; the second cannot run in the free slices (they are no instance), so it is kept
+    # on a device of its own, and the 4/7 stays idle.
+    state = CollectorState()
+    state.nodes["n"] = node_gpus(_mig_node({"nvidia.com/gpu.count": "1"},
+                                           {"nvidia.com/mig-3g.20gb": "1"}))
+    for i in range(2):
+        pod = by_name("llm-0")
+        pod["metadata"].update(name=f"mig-{i}", uid=f"uid-mig-{i}")
+        pod["spec"]["nodeName"] = "n"
+        pod["spec"]["containers"][0]["resources"] = {"limits": {"nvidia.com/mig-3g.20gb": "1"}}
+        state.upsert_pod(pod, observed_at=WINDOW)
+    rows = state.rows(WINDOW, 60, cluster="c")
+    assert not validate_ledger(rows)
+    where = {r["pod"]: r["gpu_uuid"] for r in rows if r["pod"]}
+    assert where["mig-0"] == "n/mig-3g.20gb-0"
+    assert where["mig-1"].startswith("n/unplaced-uid-mig-1")
+    idle = [(r["gpu_uuid"], r["allocated_gpu_seconds"]) for r in rows
+            if r["tenant"] == IDLE_TENANT]
+    assert idle == [("n/gpu0-unpartitioned", pytest.approx(60 * 4 / 7))]
+
+
+def test_bad_gpu_count_label_names_the_node() -> None:
+    with pytest.raises(PodSpecError, match=r"Node n: label nvidia.com/gpu.count: 'two'"):
+        node_gpus(_mig_node({"nvidia.com/gpu.count": "two"}, {"nvidia.com/mig-1g.5gb": "1"}))
