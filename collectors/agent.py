@@ -454,6 +454,32 @@ def pods_command(spool: SpoolLocation, once: bool, metrics_port: int | None, met
     run_agent(agent, once=once, metrics_port=metrics_port, metrics_address=metrics_address)
 
 
+def _namespace_tenants(tenants_file: Path | None, pairs: tuple[str, ...]) -> dict[str, str]:
+    """The configured namespace -> tenant map: the tenants file's `namespaces`, then
+    `--namespace-tenant NS=TENANT` pairs (which win over the file)."""
+    from models.rate_cards import ConfigError, load_tenants
+
+    mapping: dict[str, str] = {}
+    if tenants_file is not None:
+        try:
+            tenants = load_tenants(tenants_file)
+        except ConfigError as exc:
+            raise click.BadParameter(str(exc), param_hint="--tenants") from exc
+        mapping = {ns: t.name for t in tenants.values() for ns in t.namespaces}
+    for pair in pairs:
+        namespace, _, tenant = pair.partition("=")
+        namespace, tenant = namespace.strip(), tenant.strip()
+        if not namespace or not tenant:
+            raise click.BadParameter(f"expected NAMESPACE=TENANT, got {pair!r}",
+                                     param_hint="--namespace-tenant")
+        if tenant.startswith("__"):
+            raise click.BadParameter(
+                f"{pair!r}: tenant names starting with __ are reserved (__idle__, "
+                "__unattributed__, ...)", param_hint="--namespace-tenant")
+        mapping[namespace] = tenant
+    return mapping
+
+
 @collect.command("prometheus")
 @_common
 @click.option("--url", required=True, help="Prometheus (or Thanos/Mimir) base URL.")
@@ -462,18 +488,28 @@ def pods_command(spool: SpoolLocation, once: bool, metrics_port: int | None, met
 @click.option("--delay", "delay_s", type=click.FloatRange(min=0), default=120.0,
               show_default=True, help="Read a window this long after it ends, so its scrapes "
                                       "have landed.")
+@click.option("--tenants", "tenants_file", default=None,
+              type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Tenants YAML: a pod-labelled series in one of a tenant's `namespaces` is "
+                   "charged to that tenant (else __unattributed__).")
+@click.option("--namespace-tenant", "namespace_tenant", multiple=True, metavar="NS=TENANT",
+              help="Charge pod-labelled series of namespace NS to TENANT (repeatable; wins "
+                   "over --tenants).")
 def prometheus_command(spool: SpoolLocation, once: bool, metrics_port: int | None,
                        metrics_address: str, node: str, cluster: str, url: str,
-                       interval_s: int, delay_s: float) -> None:
+                       interval_s: int, delay_s: float, tenants_file: Path | None,
+                       namespace_tenant: tuple[str, ...]) -> None:
     """Read dcgm-exporter and inference-gateway metrics from Prometheus."""
     from collectors.prometheus import PrometheusReader
 
+    namespace_tenants = _namespace_tenants(tenants_file, namespace_tenant)
     reader = PrometheusReader(url, cluster=cluster)
 
     class Windows:
         def rows(self, window_start: datetime, duration_s: float) -> pa.Table:
             end = window_start + timedelta(seconds=duration_s)
-            return reader.usage_rows(window_start, end, interval_s)
+            return reader.usage_rows(window_start, end, interval_s,
+                                     namespace_tenants=namespace_tenants)
 
         def request_rows(self, window_start: datetime, duration_s: float) -> pa.Table:
             end = window_start + timedelta(seconds=duration_s)

@@ -230,10 +230,12 @@ class PrometheusReader:
         *,
         pods: Mapping[tuple[str, str], PodAttribution] | None = None,
         mig_allocations: Mapping[MigKey, PodAttribution] | None = None,
+        namespace_tenants: Mapping[str, str] | None = None,
     ) -> pa.Table:
         """Ledger rows (LEDGER_SCHEMA) of `[start, end)`; see `read_usage`."""
         return self.read_usage(
-            start, end, step_s, pods=pods, mig_allocations=mig_allocations
+            start, end, step_s, pods=pods, mig_allocations=mig_allocations,
+            namespace_tenants=namespace_tenants,
         ).table
 
     def read_usage(
@@ -244,12 +246,15 @@ class PrometheusReader:
         *,
         pods: Mapping[tuple[str, str], PodAttribution] | None = None,
         mig_allocations: Mapping[MigKey, PodAttribution] | None = None,
+        namespace_tenants: Mapping[str, str] | None = None,
         expected_devices: Iterable[str] = (),
     ) -> UsageRead:
         """Ledger rows per (interval, device or MIG instance, pod) of `[start, end)`.
 
-        `pods` resolves a pod-labelled series' (namespace, pod) to its tenant; a pod it does not
-        know is `__unattributed__`. `mig_allocations` names the pod holding a MIG instance whose
+        `pods` resolves a pod-labelled series' (namespace, pod) to its tenant (the pod
+        collector's resolution: namespace label, then pod label, then the map); a pod it does
+        not know falls back to `namespace_tenants` (the configured namespace -> tenant map),
+        else it is `__unattributed__`. `mig_allocations` names the pod holding a MIG instance whose
         series carry no pod labels; an instance it does not name is `__unattributed__` (dcgm
         cannot tell a free instance from an unlabelled busy one). A whole GPU whose series carry
         no pod is `__idle__`. Only whole intervals are read: a trailing partial step is left for
@@ -257,6 +262,7 @@ class PrometheusReader:
         intervals = _interval_count(start, end, step_s)
         pods = pods or {}
         mig_allocations = mig_allocations or {}
+        namespace_tenants = namespace_tenants or {}
         devices: dict[str, _Device] = {}
         for metric, query, target in (
             (GR_ENGINE_ACTIVE, INTERVAL_MEAN_QUERY, "gr"),
@@ -284,7 +290,8 @@ class PrometheusReader:
         without_activity = 0
         for device in devices.values():
             without_activity += self._device_rows(
-                rows, device, start, step_s, intervals, pods, mig_allocations
+                rows, device, start, step_s, intervals, pods, mig_allocations,
+                namespace_tenants,
             )
         seen_parents = {d.gpu_uuid.split("/gi", 1)[0] for d in devices.values()}
         missing = tuple(sorted(set(expected_devices) - seen_parents - set(devices)))
@@ -350,6 +357,7 @@ class PrometheusReader:
         intervals: int,
         pods: Mapping[tuple[str, str], PodAttribution],
         mig_allocations: Mapping[MigKey, PodAttribution],
+        namespace_tenants: Mapping[str, str],
     ) -> int:
         """Append the device's rows; returns how many intervals had no activity data."""
         with_data = sorted(device.present)
@@ -376,7 +384,8 @@ class PrometheusReader:
                 memory = None if gap else device.memory_mib.get(k, {}).get(who)
                 rows.append(self._row(
                     device, window_start, step_s, share, activity, memory,
-                    self._attribution(device, who, pods, mig_allocations), who,
+                    self._attribution(device, who, pods, mig_allocations, namespace_tenants),
+                    who,
                 ))
         return without_activity
 
@@ -386,10 +395,15 @@ class PrometheusReader:
         who: tuple[str, str],
         pods: Mapping[tuple[str, str], PodAttribution],
         mig_allocations: Mapping[MigKey, PodAttribution],
+        namespace_tenants: Mapping[str, str],
     ) -> PodAttribution | str:
         """The pod's attribution, or the reserved tenant when there is none."""
         if who != _NO_POD:
-            return pods.get(who, UNATTRIBUTED_TENANT)
+            known = pods.get(who)
+            if known is not None:
+                return known
+            tenant = namespace_tenants.get(who[0], "").strip()
+            return PodInfo(*who, tenant=tenant) if tenant else UNATTRIBUTED_TENANT
         if device.mig_key is not None:
             return mig_allocations.get(device.mig_key, UNATTRIBUTED_TENANT)
         return IDLE_TENANT

@@ -365,3 +365,35 @@ def test_rejected_query_is_a_query_error(prometheus_url):
 def test_bad_windows_are_refused(reader, start, end, step, message):
     with pytest.raises(ValueError, match=message):
         reader.usage_rows(start, end, step)
+
+
+def test_namespace_map_attributes_pods_the_pod_lookup_does_not_know(reader):
+    # `ml` is mapped: trainer-0/1 (pod-labelled, unknown to PODS) go to its tenant. The T4 pod
+    # is known to PODS, whose resolution wins over the map; MIG series have no namespace.
+    mapped = reader.read_usage(
+        T0, END, STEP, pods=PODS, mig_allocations=MIG_ALLOCATIONS,
+        namespace_tenants={"ml": "ml-team", "runai-reservation": "not-this-one"},
+    ).table.to_pylist()
+    trainers = [r for r in mapped if r["gpu_uuid"] == UTIL_GPU]
+    assert len(trainers) == 15  # trainer-0 in 10 intervals, trainer-1 in 5
+    for row in trainers:
+        assert (row["tenant"], row["namespace"]) == ("ml-team", "ml")
+        assert row["pod"] in {"trainer-0", "trainer-1"}
+        assert (row["pod_uid"], row["workload_kind"], row["model"]) == (None, "unknown", None)
+    assert {r["tenant"] for r in mapped if r["gpu_uuid"] == T4_POD_GPU} == {"team-a"}
+    assert {r["tenant"] for r in mapped if r["gpu_uuid"] == T4_IDLE_GPU} == {IDLE_TENANT}
+    for instance in ("7", "9"):
+        assert {r["tenant"] for r in _rows_of(mapped, mig_device_id(MIG_GPU, instance))} == {
+            UNATTRIBUTED_TENANT}
+    assert validate_ledger(mapped) == []
+
+
+def test_namespace_map_without_the_namespace_leaves_pods_unattributed(reader):
+    table = reader.usage_rows(T0, END, STEP, namespace_tenants={"other": "x"})
+    tenants = {r["tenant"] for r in table.to_pylist() if r["pod"] is not None}
+    # Without PODS the T4 pod is unknown too: neither namespace is mapped.
+    assert tenants == {UNATTRIBUTED_TENANT}
+
+
+def _rows_of(rows: list[dict], gpu_uuid: str) -> list[dict]:
+    return [r for r in rows if r["gpu_uuid"] == gpu_uuid]
