@@ -7,7 +7,8 @@ intervals into one row per (window, device, pod) plus `__idle__` rows for the ca
 holds, so that GPU-seconds are conserved per device.
 
 The API does not say which physical GPU a pod got, so devices are synthetic and stable per
-node (`<node>/gpu<i>`, `<node>/mig-<profile>-<i>`) and pods are packed onto them
+node (`<node>/gpu<i>`, `<node>/mig-<profile>-<i>`, and `<node>/gpu<i>-unpartitioned` for the
+slices of a MIG-mode GPU that no instance covers, always idle) and pods are packed onto them
 deterministically. GPU-equivalents are kept as exact fractions until the row is written, so
 that allocated + idle equals capacity exactly rather than to float rounding.
 """

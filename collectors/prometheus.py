@@ -5,8 +5,10 @@ Two products, both read with the sampling step `step_s` over `[start, end)`:
 - `PrometheusReader.usage_rows`: ledger rows (`source = "dcgm"`) per (interval, device or MIG
   instance, pod). A pod-labelled dcgm-exporter series means the pod holds the device in that
   interval; devices without a pod become `__idle__` rows, so GPU-seconds are conserved per
-  device and interval. MIG series, which real dcgm-exporter emits with empty pod labels, are
-  attributed through the pod collector's MIG allocation, else to `__unattributed__`.
+  device and interval. A pod is attributed through the pod collector's view of it, else
+  through the configured namespace -> tenant map, else to `__unattributed__`. MIG series,
+  which real dcgm-exporter emits with empty pod labels, are attributed through the pod
+  collector's MIG allocation, else to `__unattributed__`.
 - `PrometheusReader.request_rows`: REQUEST_WORK_SCHEMA rows (`source = "gateway"`) per
   (interval, namespace, model, tenant) from the inference gateway's counters, computed from the
   raw counter samples (exact increases with reset handling, no PromQL extrapolation), so that
