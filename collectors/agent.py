@@ -424,14 +424,30 @@ def nvml_command(spool: SpoolLocation, once: bool, metrics_port: int | None, met
         run_agent(agent, once=once, metrics_port=metrics_port, metrics_address=metrics_address)
 
 
+def _tenant_options(command: Any) -> Any:
+    """--tenants FILE and --namespace-tenant NS=TENANT: the configured namespace -> tenant map
+    of DESIGN.md's tenant resolution (after namespace and pod labels)."""
+    command = click.option(
+        "--namespace-tenant", "namespace_tenant", multiple=True, metavar="NS=TENANT",
+        help="Charge namespace NS to TENANT when no label names a tenant (repeatable; wins "
+             "over --tenants).")(command)
+    return click.option(
+        "--tenants", "tenants_file", default=None,
+        type=click.Path(dir_okay=False, exists=True, path_type=Path),
+        help="Tenants YAML: a pod in one of a tenant's `namespaces` is charged to that tenant "
+             "when no label names one (else __unattributed__).")(command)
+
+
 @collect.command("pods")
 @_common
 @click.option("--interval", "interval_s", type=click.FloatRange(min=1), default=60.0,
               show_default=True, help="Seconds per spool batch; the watch runs in between.")
 @click.option("--kubeconfig", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Default: in-cluster service account, else ~/.kube/config.")
+@_tenant_options
 def pods_command(spool: SpoolLocation, once: bool, metrics_port: int | None, metrics_address: str,
-                 node: str, cluster: str, interval_s: float, kubeconfig: str | None) -> None:
+                 node: str, cluster: str, interval_s: float, kubeconfig: str | None,
+                 tenants_file: Path | None, namespace_tenant: tuple[str, ...]) -> None:
     """List and watch GPU pods through the Kubernetes API (one replica per cluster)."""
     from collectors.pods import KubeConfigError, PodCollector, api_client_from_environment
 
@@ -441,6 +457,7 @@ def pods_command(spool: SpoolLocation, once: bool, metrics_port: int | None, met
         raise click.ClickException(str(exc)) from exc
     # The watch runs on every tick and must return before the next one.
     collector = PodCollector(api_client, cluster=cluster,
+                             namespace_tenants=_namespace_tenants(tenants_file, namespace_tenant),
                              watch_timeout_s=max(1, int(interval_s // 2)))
 
     class Synced:
@@ -488,13 +505,7 @@ def _namespace_tenants(tenants_file: Path | None, pairs: tuple[str, ...]) -> dic
 @click.option("--delay", "delay_s", type=click.FloatRange(min=0), default=120.0,
               show_default=True, help="Read a window this long after it ends, so its scrapes "
                                       "have landed.")
-@click.option("--tenants", "tenants_file", default=None,
-              type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              help="Tenants YAML: a pod-labelled series in one of a tenant's `namespaces` is "
-                   "charged to that tenant (else __unattributed__).")
-@click.option("--namespace-tenant", "namespace_tenant", multiple=True, metavar="NS=TENANT",
-              help="Charge pod-labelled series of namespace NS to TENANT (repeatable; wins "
-                   "over --tenants).")
+@_tenant_options
 def prometheus_command(spool: SpoolLocation, once: bool, metrics_port: int | None,
                        metrics_address: str, node: str, cluster: str, url: str,
                        interval_s: int, delay_s: float, tenants_file: Path | None,
