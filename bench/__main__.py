@@ -21,6 +21,7 @@ OTHERS = {
     "spool": "Spool write throughput: atomic write_batch against plain Parquet writes",
     "pricing": "Pricing a month of hourly usage for 10,000 tenants against a Decimal floor",
     "dashboard_render": "Dashboard page rendering",
+    "marts": "Mart publishing with 4,000 tenants against the per-tenant-query baseline",
 }
 OTHER_TIMEOUT_S = 600
 
