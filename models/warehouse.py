@@ -5,7 +5,7 @@ happens to add rows in, and reruns give byte-identical invoices."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -172,32 +172,41 @@ def conservation_violations(
     return con.execute(sql("conservation"), [day, GPU_SECONDS_TOLERANCE, limit]).fetchall()
 
 
+def usage_hours(
+    con: duckdb.DuckDBPyConnection, tenants: Mapping[str, Tenant], start: datetime,
+    end: datetime,
+) -> dict[str, list[UsageHour]]:
+    """Each tenant's hourly GPU-hours per tier and size class under its metering basis, read
+    in one query (billing thousands of tenants must not scan the rollup once per tenant)."""
+    rows = con.execute(
+        "SELECT tenant, hour, hardware_tier, size_class, sum(allocated_gpu_seconds), "
+        "sum(used_gpu_seconds), sum(used_missing_rows) FROM usage_hourly "
+        "WHERE hour >= ? AND hour < ? AND list_contains(?, tenant) GROUP BY ALL ORDER BY ALL",
+        [start, end, sorted(tenants)],
+    ).fetchall()
+    hours: dict[str, list[UsageHour]] = {name: [] for name in tenants}
+    missing: dict[str, int] = {}
+    for name, hour, tier, size, allocated, used, used_missing in rows:
+        on_usage = tenants[name].basis.value == "usage"
+        if on_usage and used_missing:
+            missing[name] = missing.get(name, 0) + int(used_missing)
+        seconds = used if on_usage else allocated
+        if seconds:
+            hours[name].append(UsageHour(hour, tier, size, quantity(Decimal(seconds) / 3600)))
+    for name in sorted(missing):
+        raise ValueError(
+            f"tenant {name} is metered on usage, but {missing[name]} ledger rows in "
+            f"[{start:%Y-%m-%d}, {end:%Y-%m-%d}) have no utilization (used_gpu_seconds "
+            "is null): add a utilization source or switch the tenant to allocation"
+        )
+    return hours
+
+
 def tenant_usage_hours(
     con: duckdb.DuckDBPyConnection, tenant: Tenant, start: datetime, end: datetime
 ) -> list[UsageHour]:
-    """The tenant's hourly GPU-hours per tier and size class under its metering basis."""
-    column = "used_gpu_seconds" if tenant.basis.value == "usage" else "allocated_gpu_seconds"
-    if column == "used_gpu_seconds":
-        missing = con.execute(
-            "SELECT coalesce(sum(used_missing_rows), 0) FROM usage_hourly "
-            "WHERE tenant = ? AND hour >= ? AND hour < ?", [tenant.name, start, end]
-        ).fetchone()
-        if missing and missing[0]:
-            raise ValueError(
-                f"tenant {tenant.name} is metered on usage, but {missing[0]} ledger rows in "
-                f"[{start:%Y-%m-%d}, {end:%Y-%m-%d}) have no utilization (used_gpu_seconds "
-                "is null): add a utilization source or switch the tenant to allocation"
-            )
-    rows = con.execute(
-        f"SELECT hour, hardware_tier, size_class, sum({column}) FROM usage_hourly "
-        "WHERE tenant = ? AND hour >= ? AND hour < ? GROUP BY ALL ORDER BY ALL",
-        [tenant.name, start, end],
-    ).fetchall()
-    return [
-        UsageHour(hour, tier, size, quantity(Decimal(seconds) / 3600))
-        for hour, tier, size, seconds in rows
-        if seconds
-    ]
+    """One tenant's hourly GPU-hours per tier and size class under its metering basis."""
+    return usage_hours(con, {tenant.name: tenant}, start, end)[tenant.name]
 
 
 def billable_tenants(con: duckdb.DuckDBPyConnection, start: datetime, end: datetime) -> list[str]:

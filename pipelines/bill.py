@@ -11,8 +11,9 @@ import click
 import duckdb
 
 from models import warehouse
+from models.billing import UnknownTenants, price_period
 from models.invoices import LINE_COLUMNS, canonical_json, invoice_document, line_rows
-from models.pricing import Invoice, price_invoice
+from models.pricing import Invoice
 from models.rate_cards import (
     ConfigError,
     load_rate_cards,
@@ -109,27 +110,16 @@ def price_file(usage: Path, rate_card: Path, tenants_file: Path, period: str
     warehouse.build_ledger(con)
     warehouse.insert_all_days(con)
 
-    billed = set(warehouse.billable_tenants(con, start, end))
-    strangers = sorted(billed - set(tenants))
-    if strangers:
+    try:
+        invoices = price_period(con, card, tenants, period)
+    except UnknownTenants as error:
         raise BadInput(f"{usage}: usage of tenants missing from {tenants_file}: "
-                       f"{', '.join(strangers)}")
-    invoices = []
-    for name, tenant in sorted(tenants.items()):
-        active = tenant.start < end and (tenant.end is None or tenant.end > start)
-        if not active and name not in billed:
-            continue
-        try:
-            # A usage-metered tenant with rows lacking utilization is the operator's to fix.
-            hours = warehouse.tenant_usage_hours(con, tenant, start, end)
-            invoice = price_invoice(tenant, card, period, hours)
-        except ConfigError as error:
-            raise BadInput("\n".join(error.problems)) from None
-        except ValueError as error:
-            raise BadInput(f"{usage}: {error}") from None
-        # A tenant with nothing to bill (no usage, no fees) gets no empty invoice.
-        if invoice.lines:
-            invoices.append(invoice)
+                       f"{error}") from None
+    except ConfigError as error:
+        raise BadInput("\n".join(error.problems)) from None
+    except ValueError as error:
+        # A usage-metered tenant with rows lacking utilization is the operator's to fix.
+        raise BadInput(f"{usage}: {error}") from None
     return invoices
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import dagster as dg
 
 from models import lifecycle, warehouse
+from models.billing import UnknownTenants, price_period
 from models.exports import write_invoice_files
 from models.focus import FOCUS_VERSION, write_focus_export
-from models.pricing import price_invoice
 from models.rate_cards import month_bounds
 from pipelines.ingest.assets import gpu_usage_hourly
 from pipelines.partitions import MONTHLY
@@ -53,25 +53,17 @@ def tenant_bills(
                 "until the broken days are fixed and re-ingested",
                 metadata={"first_violations": "\n".join(map(str, violations[:10]))},
             )
-        billed = set(warehouse.billable_tenants(con, start, end))
-        unknown = sorted(billed - set(tenants))
-        if unknown:
+        try:
+            invoices = price_period(
+                con, card, tenants, period,
+                credit_available=lambda tenant: tenant.credit_granted_before(end)
+                - lifecycle.credit_spent_before(con, tenant.name, period),
+            )
+        except UnknownTenants as error:
             raise dg.Failure(
                 description=f"usage of tenants missing from {billing.tenants_path}",
-                metadata={"tenants": ", ".join(unknown)},
-            )
-        invoices = []
-        for name, tenant in sorted(tenants.items()):
-            active = tenant.start < end and (tenant.end is None or tenant.end > start)
-            if not active and name not in billed:
-                continue
-            credit = tenant.credit_granted_before(end) - lifecycle.credit_spent_before(
-                con, name, period)
-            hours = warehouse.tenant_usage_hours(con, tenant, start, end)
-            invoice = price_invoice(tenant, card, period, hours, credit_available=credit)
-            # A tenant with nothing to bill (no usage, no fees) gets no empty invoice.
-            if invoice.lines:
-                invoices.append(invoice)
+                metadata={"tenants": str(error)},
+            ) from None
         digest = hashlib.sha256(billing.digest().encode()).hexdigest()
         inputs = lifecycle.inputs_hash(con, start, end, digest)
         counts = lifecycle.write_drafts(con, period, invoices, inputs, _now())
