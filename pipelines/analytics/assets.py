@@ -46,8 +46,8 @@ from models.tier_changes import (
     recommend_tier_changes,
 )
 from models.usage import RESERVED_TENANTS
-from pipelines.ingest.assets import gpu_usage_hourly, partition_day, tenant_usage_daily
-from pipelines.partitions import DAILY
+from pipelines.ingest.assets import gpu_usage_hourly, tenant_usage_daily
+from pipelines.partitions import DAILY, partition_day
 from pipelines.resources import (
     BillingConfigResource,
     KubernetesResource,

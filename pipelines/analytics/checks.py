@@ -1,6 +1,6 @@
 """Checks on each day's analytics: each tests one property."""
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
@@ -9,11 +9,8 @@ from pipelines.analytics.assets import (
     scheduler_quotas,
     tier_change_recommendations,
 )
+from pipelines.partitions import partition_day
 from pipelines.resources import WarehouseResource
-
-
-def _day(context: dg.AssetCheckExecutionContext) -> date:
-    return date.fromisoformat(context.run.tags["dagster/partition"])
 
 
 @dg.asset_check(asset=tier_change_recommendations)
@@ -21,7 +18,7 @@ def every_tier_change_has_a_confirmed_shift(
     context: dg.AssetCheckExecutionContext, warehouse_db: WarehouseResource
 ) -> dg.AssetCheckResult:
     """Each recommendation's evidence is a confirmed shift of the same day's usage_shifts."""
-    day = _day(context)
+    day = partition_day(context)
     with warehouse_db.connect() as con:
         orphans = con.execute(
             "SELECT r.tenant, r.series_name, r.change_date FROM tier_change_recommendations r "
@@ -39,7 +36,7 @@ def quotas_never_drop_below_use(
     context: dg.AssetCheckExecutionContext, warehouse_db: WarehouseResource
 ) -> dg.AssetCheckResult:
     """No written quota is lowered below what the tenant uses now."""
-    day = _day(context)
+    day = partition_day(context)
     as_of = datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC)
     with warehouse_db.connect() as con:
         bad = con.execute(

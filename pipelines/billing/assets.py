@@ -12,17 +12,13 @@ from models.exports import write_invoice_files
 from models.focus import FOCUS_VERSION, write_focus_export
 from models.rate_cards import month_bounds
 from pipelines.ingest.assets import gpu_usage_hourly
-from pipelines.partitions import MONTHLY
+from pipelines.partitions import MONTHLY, partition_period
 from pipelines.resources import BillingConfigResource, OutputsResource, WarehouseResource
 
 
 class InvoicesConfig(dg.Config):
     close: bool = False
     """Finalize the period: numbers and hashes; the invoices never change afterwards."""
-
-
-def _period(context: dg.AssetExecutionContext) -> str:
-    return str(context.partition_key)[:7]
 
 
 def _now() -> datetime:
@@ -36,7 +32,7 @@ def tenant_bills(
     billing: BillingConfigResource,
 ) -> dg.MaterializeResult:
     """Draft invoices for the month (or adjustment notes once it is closed)."""
-    period = _period(context)
+    period = partition_period(context)
     start, end = month_bounds(period)
     card = billing.rate_card(start.date())
     tenants = billing.tenants()
@@ -79,7 +75,7 @@ def invoices(
     context: dg.AssetExecutionContext, config: InvoicesConfig, warehouse_db: WarehouseResource
 ) -> dg.MaterializeResult:
     """The month's invoices; with `close`, drafts become final invoices with numbers."""
-    period = _period(context)
+    period = partition_period(context)
     with warehouse_db.connect() as con:
         finalized = lifecycle.close_period(con, period, _now()) if config.close else []
         closed = lifecycle.is_closed(con, period)
@@ -98,7 +94,7 @@ def invoice_exports(
     context: dg.AssetExecutionContext, warehouse_db: WarehouseResource, outputs: OutputsResource
 ) -> dg.MaterializeResult:
     """PDF, CSV and JSON per invoice of the month, under exports/<period>/."""
-    period = _period(context)
+    period = partition_period(context)
     folder = Path(outputs.exports_path) / period
     with warehouse_db.connect() as con:
         written = write_invoice_files(con, period, folder)
@@ -113,7 +109,7 @@ def focus_export(
     outputs: OutputsResource,
 ) -> dg.MaterializeResult:
     """The month's cost-and-usage export in the FinOps FOCUS columns (Parquet and CSV)."""
-    period = _period(context)
+    period = partition_period(context)
     folder = Path(outputs.exports_path) / period
     with warehouse_db.connect() as con:
         written = write_focus_export(con, period, folder, tenants=billing.tenants())

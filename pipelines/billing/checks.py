@@ -6,6 +6,7 @@ import dagster as dg
 
 from models.rate_cards import month_bounds
 from pipelines.billing.assets import invoices, tenant_bills
+from pipelines.partitions import partition_period
 from pipelines.resources import WarehouseResource
 
 
@@ -14,7 +15,7 @@ def invoice_total_equals_lines(
     context: dg.AssetCheckExecutionContext, warehouse_db: WarehouseResource
 ) -> dg.AssetCheckResult:
     """Every invoice's total is exactly the sum of its rounded lines."""
-    period = context.run.tags["dagster/partition"][:7]
+    period = partition_period(context)
     with warehouse_db.connect() as con:
         mismatches = con.execute(
             "SELECT i.invoice_id, i.total, coalesce(sum(l.amount), 0) FROM invoices i "
@@ -32,7 +33,7 @@ def month_complete(
     context: dg.AssetCheckExecutionContext, warehouse_db: WarehouseResource
 ) -> dg.AssetCheckResult:
     """Every day of the month has usage, and every node that reported reported every day."""
-    period = context.run.tags["dagster/partition"][:7]
+    period = partition_period(context)
     start, end = month_bounds(period)
     with warehouse_db.connect() as con:
         days = {d for (d,) in con.execute(

@@ -1,17 +1,12 @@
 """Ingest: the day's spool files into the ledger, then hourly and daily usage."""
 
-from datetime import date
 
 import dagster as dg
 
 from collectors.spool import day_files
 from models import warehouse
-from pipelines.partitions import DAILY
+from pipelines.partitions import DAILY, partition_day
 from pipelines.resources import BillingConfigResource, SpoolResource, WarehouseResource
-
-
-def partition_day(context: dg.AssetExecutionContext) -> date:
-    return date.fromisoformat(context.partition_key)
 
 
 @dg.asset(partitions_def=DAILY, group_name="ingest")

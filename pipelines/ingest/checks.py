@@ -1,12 +1,12 @@
 """Checks on each ingested day: each tests one property."""
 
-from datetime import date
 
 import dagster as dg
 
 from models import warehouse
 from models.usage import UNATTRIBUTED_TENANT
 from pipelines.ingest.assets import gpu_usage_hourly, gpu_usage_ledger
+from pipelines.partitions import partition_day
 from pipelines.resources import WarehouseResource
 
 UNATTRIBUTED_WARNING_SHARE = 0.05
@@ -18,7 +18,7 @@ def gpu_seconds_conserved(
     context: dg.AssetCheckExecutionContext, warehouse_db: WarehouseResource
 ) -> dg.AssetCheckResult:
     """Per device and interval, allocated + idle GPU-seconds equal duration x GPU-equivalents."""
-    day = date.fromisoformat(context.run.tags["dagster/partition"])
+    day = partition_day(context)
     with warehouse_db.connect() as con:
         violations = warehouse.conservation_violations(con, day)
     return dg.AssetCheckResult(
@@ -38,7 +38,7 @@ def every_row_has_a_tenant(
     context: dg.AssetCheckExecutionContext, warehouse_db: WarehouseResource
 ) -> dg.AssetCheckResult:
     """Share of allocated GPU-seconds that could not be attributed to a tenant."""
-    day = date.fromisoformat(context.run.tags["dagster/partition"])
+    day = partition_day(context)
     with warehouse_db.connect() as con:
         row = con.execute(
             "SELECT coalesce(sum(allocated_gpu_seconds) FILTER (WHERE tenant = ?), 0), "
@@ -60,7 +60,7 @@ def hourly_totals_equal_ledger(
     context: dg.AssetCheckExecutionContext, warehouse_db: WarehouseResource
 ) -> dg.AssetCheckResult:
     """The hourly rollup holds exactly the ledger's GPU-seconds, tenant by tenant."""
-    day = date.fromisoformat(context.run.tags["dagster/partition"])
+    day = partition_day(context)
     with warehouse_db.connect() as con:
         differences = con.execute(
             "WITH l AS (SELECT tenant, sum(allocated_gpu_seconds::DECIMAL(38, 6)) AS s "
