@@ -131,9 +131,7 @@ class KubeAPI:
 
     @property
     def url(self) -> str:
-        assert self._server is not None
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return url_of(self._server)
 
     def start(self) -> KubeAPI:
         api = self
@@ -141,18 +139,11 @@ class KubeAPI:
         class Handler(_Handler):
             server_api = api
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+        self._server, self._thread = start_http(Handler)
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        stop_http(self._server, self._thread)
 
     def requests_to(self, collection: str) -> list[dict[str, str]]:
         return [q for path, q in self.requests if path.rstrip("/").endswith(f"/{collection}")]
@@ -174,16 +165,39 @@ def serve(*, idle_close_s: float = 0.2) -> Iterator[KubeAPI]:
         api.stop()
 
 
-def _status(code: int, reason: str, message: str) -> dict[str, Any]:
-    return {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-        "code": code,
-    }
+def status(code: int, reason: str, message: str, details: dict[str, Any] | None = None,
+           ) -> dict[str, Any]:
+    """A Kubernetes `Status` failure object, as the API server sends with error codes."""
+    body: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {},
+                            "status": "Failure", "message": message, "reason": reason,
+                            "code": code}
+    if details:
+        body["details"] = details
+    return body
+
+
+def start_http(handler: type[BaseHTTPRequestHandler]
+               ) -> tuple[ThreadingHTTPServer, threading.Thread]:
+    """A threaded HTTP server on 127.0.0.1 and a free port, serving in a daemon thread."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return server, thread
+
+
+def stop_http(server: ThreadingHTTPServer | None, thread: threading.Thread | None) -> None:
+    if server is not None:
+        server.shutdown()
+        server.server_close()
+    if thread is not None:
+        thread.join(timeout=5)
+
+
+def url_of(server: ThreadingHTTPServer | None) -> str:
+    assert server is not None
+    host, port = server.server_address[:2]
+    return f"http://{host!s}:{port}"
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -211,7 +225,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         segments = parts.path.strip("/").split("/")
         if segments[:2] != ["api", "v1"] or len(segments) != 3 or segments[2] not in COLLECTIONS:
-            self._json(404, _status(404, "NotFound", f"the server could not find {parts.path}"))
+            self._json(404, status(404, "NotFound", f"the server could not find {parts.path}"))
             return
         collection = segments[2]
         if query.get("watch") in ("true", "1"):
@@ -227,7 +241,7 @@ class _Handler(BaseHTTPRequestHandler):
                 state = json.loads(base64.b64decode(token))
                 version, offset = int(state["rv"]), int(state["start"])
                 if version not in cluster.snapshots:
-                    self._json(410, _status(410, "Expired",
+                    self._json(410, status(410, "Expired",
                                             "The provided continue parameter is too old"))
                     return
             else:
@@ -269,7 +283,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         if since and since < cluster.compacted:
-            self._chunk({"type": "ERROR", "object": _status(
+            self._chunk({"type": "ERROR", "object": status(
                 410, "Expired", f"too old resource version: {since} ({cluster.compacted})")})
             self.wfile.write(b"0\r\n\r\n")
             return

@@ -19,6 +19,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
+from tests.kube_api import start_http, status, stop_http, url_of
+
 RQ_PREFIX = "/api/v1/namespaces/"
 CQ_PREFIX = "/apis/kueue.x-k8s.io/v1beta2/clusterqueues/"
 
@@ -45,9 +47,7 @@ class LoopbackApiServer:
 
     @property
     def url(self) -> str:
-        assert self._server is not None
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return url_of(self._server)
 
     def start(self) -> LoopbackApiServer:
         owner = self
@@ -62,17 +62,11 @@ class LoopbackApiServer:
             def do_PATCH(self) -> None:
                 owner._handle(self, "PATCH")
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+        self._server, self._thread = start_http(Handler)
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        stop_http(self._server, self._thread)
 
     def put_resource_quota(self, namespace: str, name: str, hard: dict[str, str],
                            used: dict[str, str], manager: str = "gpu-chargeback") -> str:
@@ -118,26 +112,26 @@ class LoopbackApiServer:
         self.requests.append(Request(method, parts.path, query, content_type, body))
         path = parts.path
         if not (path.startswith(CQ_PREFIX) or "/resourcequotas/" in path):
-            return self._reply(handler, 404, _status(404, "NotFound", f"no route {path}"))
+            return self._reply(handler, 404, status(404, "NotFound", f"no route {path}"))
         stored = self.objects.get(path)
         if method == "GET":
             if stored is None:
-                return self._reply(handler, 404, _status(404, "NotFound", f"{path} not found"))
+                return self._reply(handler, 404, status(404, "NotFound", f"{path} not found"))
             return self._reply(handler, 200, stored)
         if content_type != "application/apply-patch+yaml":
-            return self._reply(handler, 415, _status(415, "UnsupportedMediaType",
+            return self._reply(handler, 415, status(415, "UnsupportedMediaType",
                                                     f"unsupported patch type {content_type}"))
         manager = query.get("fieldManager")
         if not manager:
-            return self._reply(handler, 422, _status(422, "Invalid",
+            return self._reply(handler, 422, status(422, "Invalid",
                                                     "fieldManager is required for apply"))
         if query.get("dryRun") not in (None, "All"):
-            return self._reply(handler, 400, _status(400, "BadRequest", "invalid dryRun"))
+            return self._reply(handler, 400, status(400, "BadRequest", "invalid dryRun"))
         current_owner = self.owners.get(path)
         if (stored is not None and current_owner not in (None, manager)
                 and query.get("force") != "true"):
             kind = "ResourceQuota" if "/resourcequotas/" in path else "ClusterQueue"
-            return self._reply(handler, 409, _status(
+            return self._reply(handler, 409, status(
                 409, "Conflict",
                 f'Apply failed with 1 conflict: conflict with "{current_owner}": .spec',
                 details={"name": path.rsplit("/", 1)[-1], "kind": kind.lower() + "s"},
@@ -165,12 +159,3 @@ class LoopbackApiServer:
         handler.send_header("Content-Length", str(len(data)))
         handler.end_headers()
         handler.wfile.write(data)
-
-
-def _status(code: int, reason: str, message: str, details: dict[str, Any] | None = None,
-            ) -> dict[str, Any]:
-    status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-              "message": message, "reason": reason, "code": code}
-    if details:
-        status["details"] = details
-    return status
