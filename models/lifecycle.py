@@ -35,6 +35,7 @@ class StoredInvoice:
     period: str
     total: Decimal
     adjusts: str | None
+    inputs_hash: str
     document: dict[str, Any]
 
 
@@ -53,8 +54,8 @@ def inputs_hash(con: duckdb.DuckDBPyConnection, start: datetime, end: datetime,
 
 def stored(con: duckdb.DuckDBPyConnection, period: str, status: str | None = None
            ) -> list[StoredInvoice]:
-    query = ("SELECT invoice_id, number, kind, status, tenant, period, total, adjusts, document "
-             "FROM invoices WHERE period = ?")
+    query = ("SELECT invoice_id, number, kind, status, tenant, period, total, adjusts, "
+             "inputs_hash, document FROM invoices WHERE period = ?")
     params: list[object] = [period]
     if status:
         query += " AND status = ?"
@@ -62,7 +63,7 @@ def stored(con: duckdb.DuckDBPyConnection, period: str, status: str | None = Non
     return [
         StoredInvoice(invoice_id=row[0], number=row[1], kind=row[2], status=row[3],
                       tenant=row[4], period=row[5], total=row[6], adjusts=row[7],
-                      document=json.loads(row[8]))
+                      inputs_hash=row[8], document=json.loads(row[9]))
         for row in con.execute(query + " ORDER BY invoice_id", params).fetchall()
     ]
 
@@ -176,13 +177,10 @@ def close_period(con: duckdb.DuckDBPyConnection, period: str, now: datetime) -> 
     for sequence, draft in enumerate(sorted(drafts, key=lambda d: d.tenant), start=1):
         number = f"INV-{period}-{sequence:04d}"
         doc = dict(draft.document, number=number, kind="invoice")
-        row = con.execute("SELECT inputs_hash FROM invoices WHERE invoice_id = ?",
-                          [draft.invoice_id]).fetchone()
-        assert row is not None
         con.execute("DELETE FROM invoice_lines WHERE invoice_id = ?", [draft.invoice_id])
         con.execute("DELETE FROM invoices WHERE invoice_id = ?", [draft.invoice_id])
         _insert(con, invoice_id=number, number=number, kind="invoice", status="final", doc=doc,
-                inputs=row[0], adjusts=None, finalized_at=now)
+                inputs=draft.inputs_hash, adjusts=None, finalized_at=now)
         numbers.append(number)
     con.execute("INSERT INTO period_closes VALUES (?, ?)", [period, now])
     return numbers

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
 
 import dagster as dg
@@ -61,8 +62,8 @@ class BillingConfigResource(dg.ConfigurableResource):
     def rate_cards(self) -> list[RateCard]:
         return load_rate_cards(Path(self.rate_card_path))
 
-    def rate_card(self, day: object) -> RateCard:
-        return rate_card_for(self.rate_cards(), day)  # type: ignore[arg-type]
+    def rate_card(self, day: date) -> RateCard:
+        return rate_card_for(self.rate_cards(), day)
 
     def tenants(self) -> dict[str, Tenant]:
         return load_tenants(Path(self.tenants_path), self.rate_cards())
