@@ -292,8 +292,9 @@ def _print_demo(period: str) -> None:
     focus = exports / "focus.parquet"
     if focus.exists():
         click.echo(f"FOCUS export:            {focus} (and focus.csv)")
-    click.echo("dashboard:               chargeback users add alice --role tenant:acme; "
-               "chargeback users add fin --role finance; chargeback dashboard")
+    click.echo("dashboard:               .venv/bin/chargeback users add alice --role tenant:acme "
+               "(asks for a password; --role finance or operator for the other views), then "
+               ".venv/bin/chargeback dashboard")
     click.echo("Dagster UI:              make dagster   (or: DAGSTER_HOME="
                + os.environ.get("DAGSTER_HOME", "") + " .venv/bin/dagster dev)")
     click.echo(f"generated at {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
