@@ -20,8 +20,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 from dashboards.auth import User, hash_password, parse_role, save_users
-from models import warehouse
-from models.invoices import canonical_json, content_hash
+from models.billing.invoices import canonical_json, content_hash
+from models.ledger import warehouse
 from models.marts import publish_marts
 from tests.dashboards.browser import CHROMIUM, CHROMIUM_ARGS, dashboard_server
 

@@ -49,7 +49,7 @@ BASELINE = "14a64cb"
 def build(home: Path, count: int) -> dict[str, Any]:
     """The demo warehouse plus `count` copies of its smallest tenant; returns the tenants."""
     sys.path.insert(0, str(ROOT))
-    from models import warehouse
+    from models.ledger import warehouse
     from tests.dashboards import demo_warehouse
 
     tenants = demo_warehouse.build(home)
@@ -98,7 +98,8 @@ def main() -> None:
                         help="git revision of models/marts.py to compare with ('' to skip)")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    from models import marts, warehouse
+    from models import marts
+    from models.ledger import warehouse
 
     old = baseline(args.baseline) if args.baseline else None
     rows: list[tuple[int, str, float]] = []

@@ -96,8 +96,8 @@ def measure_pipeline(root: Path, days: int) -> dict[str, Any]:
     import dagster as dg
 
     from collectors.spool import day_files
-    from models import warehouse
-    from models.rate_cards import load_rate_cards, rate_card_for
+    from models.billing.rate_cards import load_rate_cards, rate_card_for
+    from models.ledger import warehouse
     from pipelines.billing import assets as billing
     from pipelines.resources import BillingConfigResource, OutputsResource, WarehouseResource
 

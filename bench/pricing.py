@@ -1,4 +1,4 @@
-"""Benchmark: price a month of hourly usage for many tenants with models.pricing.
+"""Benchmark: price a month of hourly usage for many tenants with models.billing.pricing.
 
 Synthetic and seeded: each tenant uses 1-3 hardware tiers x 1-2 size classes every hour of
 October 2026 (744 hours), at its own level with hourly noise and idle hours; about two fifths
@@ -19,8 +19,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-from models.pricing import UsageHour, price_invoice
-from models.rate_cards import (
+from models.billing.pricing import UsageHour, price_invoice
+from models.billing.rate_cards import (
     Basis,
     CreditGrant,
     Isolation,

@@ -19,7 +19,7 @@ import duckdb
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from models.quotas import (
+from models.planning.quotas import (
     KUEUE_GROUP,
     KUEUE_VERSION,
     MANAGER,

@@ -37,8 +37,8 @@ import pyarrow as pa
 import pynvml
 
 from collectors.cgroups import ProcessGone, pod_of_pid
-from models.tiers import UnknownMigProfile, mig_gpu_equivalents
-from models.usage import (
+from models.ledger.tiers import UnknownMigProfile, mig_gpu_equivalents
+from models.ledger.usage import (
     IDLE_TENANT,
     UNATTRIBUTED_TENANT,
     WorkloadKind,

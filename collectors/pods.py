@@ -32,8 +32,8 @@ from kubernetes import config as k8s_config
 from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 
-from models.tiers import UnknownMigProfile, mig_gpu_equivalents, normalize_product
-from models.usage import (
+from models.ledger.tiers import UnknownMigProfile, mig_gpu_equivalents, normalize_product
+from models.ledger.usage import (
     IDLE_TENANT,
     SHARED_TENANT,
     UNATTRIBUTED_TENANT,
@@ -199,7 +199,8 @@ class NodeGpus:
 
     name: str
     product: str | None
-    """Normalized (models.tiers.normalize_product); None when the node has no product label."""
+    """Normalized (models.ledger.tiers.normalize_product); None when the node has no product
+    label."""
     whole_gpus: int
     replicas: int
     """Time-slicing replicas per GPU: each `nvidia.com/gpu` unit is 1/replicas of a GPU."""

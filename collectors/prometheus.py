@@ -37,8 +37,8 @@ from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
-from models.tiers import UnknownMigProfile, mig_gpu_equivalents
-from models.usage import (
+from models.ledger.tiers import UnknownMigProfile, mig_gpu_equivalents
+from models.ledger.usage import (
     IDLE_TENANT,
     LEDGER_SCHEMA,
     REQUEST_WORK_SCHEMA,

@@ -22,8 +22,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from collectors.spool import SpoolLocation, write_batch
-from models.tiers import mig_gpu_equivalents
-from models.usage import (
+from models.ledger.tiers import mig_gpu_equivalents
+from models.ledger.usage import (
     IDLE_TENANT,
     LEDGER_SCHEMA,
     REQUEST_WORK_SCHEMA,

@@ -32,7 +32,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from models.usage import LEDGER_SCHEMA, REQUEST_WORK_SCHEMA
+from models.ledger.usage import LEDGER_SCHEMA, REQUEST_WORK_SCHEMA
 
 SCHEMAS = {"usage": LEDGER_SCHEMA, "requests": REQUEST_WORK_SCHEMA}
 TEMP_PREFIX = ".tmp-"

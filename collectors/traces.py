@@ -34,7 +34,7 @@ import pyarrow.csv as pacsv
 from tqdm import tqdm
 
 from collectors.spool import write_batch
-from models.usage import (
+from models.ledger.usage import (
     IDLE_TENANT,
     LEDGER_SCHEMA,
     REQUEST_WORK_SCHEMA,

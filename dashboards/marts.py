@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboards.config import marts_dir
-from models import warehouse
+from models.ledger import warehouse
 from models.marts import finance_mart_path, operator_mart_path, tenant_mart_path
 
 

@@ -12,9 +12,9 @@ import pandas as pd
 import streamlit as st
 
 from dashboards.marts import IsolationError, MartMissing, audience_table, tenant_table
-from models.exports import file_stem, lines_csv
-from models.invoice_pdf import render_pdf
-from models.invoices import canonical_json
+from models.billing.exports import file_stem, lines_csv
+from models.billing.invoice_pdf import render_pdf
+from models.billing.invoices import canonical_json
 
 log = logging.getLogger("dashboards.access")
 
@@ -45,7 +45,8 @@ def money(value: Any, currency: str) -> str:
 
 
 def export_document(row: pd.Series) -> dict[str, Any]:
-    """The stored invoice document with its status, number and hashes (as models.exports)."""
+    """The stored invoice document with its status, number and hashes (as
+    models.billing.exports)."""
     doc: dict[str, Any] = json.loads(row["document"])
     doc.update(invoice_id=row["invoice_id"], number=row["number"], kind=row["kind"],
                status=row["status"], adjusts=row["adjusts"], content_hash=row["content_hash"],

@@ -31,8 +31,13 @@ from typing import Any
 
 import duckdb
 
-from models.rate_cards import Tenant, month_bounds
-from models.usage import IDLE_TENANT, RESERVED_TENANTS, SHARED_IDLE_TENANT, UNATTRIBUTED_TENANT
+from models.billing.rate_cards import Tenant, month_bounds
+from models.ledger.usage import (
+    IDLE_TENANT,
+    RESERVED_TENANTS,
+    SHARED_IDLE_TENANT,
+    UNATTRIBUTED_TENANT,
+)
 
 FINANCE = "finance"
 OPERATOR = "operator"
@@ -92,7 +97,7 @@ def publish_marts(
 ) -> list[Path]:
     """Write every tenant's mart, the finance mart and the operator mart; returns their paths.
 
-    `con` is the warehouse connection (models.warehouse.connect). With Tenant objects,
+    `con` is the warehouse connection (models.ledger.warehouse.connect). With Tenant objects,
     tenant marts also hold reserved vs used GPUs per hour; with bare names they do not.
     `workers` tenant files are written at once, each on its own cursor of `con` (default:
     PUBLISH_WORKERS)."""

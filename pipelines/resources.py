@@ -14,8 +14,8 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from models import warehouse
-from models.rate_cards import RateCard, Tenant, load_rate_cards, load_tenants, rate_card_for
+from models.billing.rate_cards import RateCard, Tenant, load_rate_cards, load_tenants, rate_card_for
+from models.ledger import warehouse
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from models.usage import ledger_table, make_sample_id
+from models.ledger.usage import ledger_table, make_sample_id
 
 START = datetime(2026, 10, 1, tzinfo=UTC)
 WORKLOADS = [

@@ -16,8 +16,10 @@ import duckdb
 import polars as pl
 import yaml
 
-from models.pricing import price_bands
-from models.quotas import (
+from models.billing.pricing import price_bands
+from models.billing.rate_cards import ConfigError, RateCard, Tenant, month_bounds, rate_card_for
+from models.ledger.usage import RESERVED_TENANTS
+from models.planning.quotas import (
     DEFAULT_MAX_STEP,
     Recommendation,
     cluster_queue_manifests,
@@ -27,8 +29,7 @@ from models.quotas import (
     plan_resource_quotas,
     resource_quota_manifests,
 )
-from models.rate_cards import ConfigError, RateCard, Tenant, month_bounds, rate_card_for
-from models.reservations import (
+from models.planning.reservations import (
     DEFAULT_HALF_LIFE_HOURS,
     DEFAULT_LOOKBACK_HOURS,
     MONTH_HOURS,
@@ -38,14 +39,13 @@ from models.reservations import (
     overflow_pools,
     recommend_reservations,
 )
-from models.shifts import DEFAULT_CONFIRM_DAYS, SHIFTS_SCHEMA
-from models.tier_changes import (
+from models.planning.shifts import DEFAULT_CONFIRM_DAYS, SHIFTS_SCHEMA
+from models.planning.tier_changes import (
     daily_series,
     detect_usage_shifts,
     next_period,
     recommend_tier_changes,
 )
-from models.usage import RESERVED_TENANTS
 from pipelines.ingest.assets import gpu_usage_hourly, tenant_usage_daily
 from pipelines.partitions import DAILY, partition_day
 from pipelines.resources import (

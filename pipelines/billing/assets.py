@@ -6,11 +6,12 @@ from pathlib import Path
 
 import dagster as dg
 
-from models import lifecycle, warehouse
-from models.billing import UnknownTenants, price_period
-from models.exports import write_invoice_files
-from models.focus import FOCUS_VERSION, write_focus_export
-from models.rate_cards import month_bounds
+from models.billing import lifecycle
+from models.billing.exports import write_invoice_files
+from models.billing.focus import FOCUS_VERSION, write_focus_export
+from models.billing.period import UnknownTenants, price_period
+from models.billing.rate_cards import month_bounds
+from models.ledger import warehouse
 from pipelines.ingest.assets import gpu_usage_hourly
 from pipelines.partitions import MONTHLY, partition_period
 from pipelines.resources import BillingConfigResource, OutputsResource, WarehouseResource

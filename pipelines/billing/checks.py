@@ -4,7 +4,7 @@ from datetime import timedelta
 
 import dagster as dg
 
-from models.rate_cards import month_bounds
+from models.billing.rate_cards import month_bounds
 from pipelines.billing.assets import invoices, tenant_bills
 from pipelines.partitions import partition_period
 from pipelines.resources import WarehouseResource

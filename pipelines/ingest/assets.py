@@ -4,7 +4,7 @@
 import dagster as dg
 
 from collectors.spool import day_files
-from models import warehouse
+from models.ledger import warehouse
 from pipelines.partitions import DAILY, partition_day
 from pipelines.resources import BillingConfigResource, SpoolResource, WarehouseResource
 

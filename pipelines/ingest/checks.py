@@ -3,8 +3,8 @@
 
 import dagster as dg
 
-from models import warehouse
-from models.usage import UNATTRIBUTED_TENANT
+from models.ledger import warehouse
+from models.ledger.usage import UNATTRIBUTED_TENANT
 from pipelines.ingest.assets import gpu_usage_hourly, gpu_usage_ledger
 from pipelines.partitions import partition_day
 from pipelines.resources import WarehouseResource

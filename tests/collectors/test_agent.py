@@ -16,12 +16,13 @@ import requests
 from click.testing import CliRunner
 from prometheus_client import start_http_server
 
+from cli.collect import collect
 from collectors import spool
-from collectors.agent import Agent, SimulatorCollector, collect
-from models.usage import GPU_SECONDS_TOLERANCE, LEDGER_SCHEMA, validate_ledger
+from collectors.agent import Agent, SimulatorCollector
+from models.ledger.usage import GPU_SECONDS_TOLERANCE, LEDGER_SCHEMA, validate_ledger
 
 ROOT = Path(__file__).resolve().parents[2]
-CLI = [sys.executable, "-c", "from pipelines.cli import main; main()"]
+CLI = [sys.executable, "-c", "from cli.main import main; main()"]
 
 
 def free_port() -> int:

@@ -29,7 +29,7 @@ from collectors.nvml import (
     ProcessSample,
     collect_interval,
 )
-from models.usage import (
+from models.ledger.usage import (
     GPU_SECONDS_TOLERANCE,
     IDLE_TENANT,
     UNATTRIBUTED_TENANT,

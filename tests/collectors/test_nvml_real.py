@@ -18,8 +18,8 @@ import pynvml
 import pytest
 
 from collectors.nvml import NoNvidiaDriver, NvmlCollector
-from models.tiers import mig_gpu_equivalents
-from models.usage import GPU_SECONDS_TOLERANCE, validate_ledger
+from models.ledger.tiers import mig_gpu_equivalents
+from models.ledger.usage import GPU_SECONDS_TOLERANCE, validate_ledger
 
 
 def _no_driver() -> NoNvidiaDriver | None:

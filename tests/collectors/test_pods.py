@@ -28,7 +28,7 @@ from collectors.pods import (
     node_gpus,
     resolve_tenant,
 )
-from models.usage import (
+from models.ledger.usage import (
     GPU_SECONDS_TOLERANCE,
     IDLE_TENANT,
     SHARED_TENANT,

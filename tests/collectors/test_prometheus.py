@@ -30,7 +30,7 @@ from collectors.prometheus import (
     PrometheusUnavailable,
     mig_device_id,
 )
-from models.usage import (
+from models.ledger.usage import (
     IDLE_TENANT,
     LEDGER_SCHEMA,
     REQUEST_WORK_SCHEMA,

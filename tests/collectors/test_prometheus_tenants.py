@@ -16,9 +16,9 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from collectors.agent import collect
+from cli.collect import collect
 from collectors.prometheus import FB_USED, GPU_UTIL, GR_ENGINE_ACTIVE
-from models.usage import IDLE_TENANT, UNATTRIBUTED_TENANT, validate_ledger
+from models.ledger.usage import IDLE_TENANT, UNATTRIBUTED_TENANT, validate_ledger
 from tests.prometheus_server import (
     Series,
     parse_exposition,

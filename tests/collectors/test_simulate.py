@@ -20,7 +20,7 @@ from collectors.simulate import (
     simulate,
     simulate_to_spool,
 )
-from models.usage import (
+from models.ledger.usage import (
     GPU_SECONDS_TOLERANCE,
     IDLE_TENANT,
     LEDGER_SCHEMA,

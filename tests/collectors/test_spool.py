@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from collectors import spool
-from models.usage import LEDGER_SCHEMA
+from models.ledger.usage import LEDGER_SCHEMA
 
 ROOT = Path(__file__).resolve().parents[2]
 START = datetime(2026, 10, 1, 22, tzinfo=UTC)
@@ -23,7 +23,7 @@ ROWS_PER_BATCH = 4000
 BATCH_SOURCE = f"""
 from datetime import datetime, timedelta, UTC
 import pyarrow as pa
-from models.usage import LEDGER_SCHEMA
+from models.ledger.usage import LEDGER_SCHEMA
 
 START = datetime.fromisoformat({START.isoformat()!r})
 ROWS = {ROWS_PER_BATCH}

@@ -20,12 +20,12 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
+from cli.collect import collect
 from collectors import spool
-from collectors.agent import collect
 from collectors.simulate import SOURCE, Batch, simulate
-from models import warehouse
-from models.rate_cards import load_rate_cards, rate_card_for
-from models.usage import LEDGER_SCHEMA
+from models.billing.rate_cards import load_rate_cards, rate_card_for
+from models.ledger import warehouse
+from models.ledger.usage import LEDGER_SCHEMA
 from pipelines.ingest.assets import gpu_usage_ledger
 from pipelines.ingest.schedules import late_spool_files
 from pipelines.resources import BillingConfigResource, SpoolResource, WarehouseResource
@@ -70,7 +70,7 @@ def ledger_rows(root: spool.SpoolLocation) -> tuple[list[tuple[object, ...]], in
 
 def assert_same_rows(a: list[tuple[object, ...]], b: list[tuple[object, ...]]) -> None:
     # Shared-endpoint shares are float sums that DuckDB adds in thread order
-    # (models/sql/apportion.sql), so the last bit differs between any two runs, even over
+    # (models/ledger/sql/apportion.sql), so the last bit differs between any two runs, even over
     # the same folder; everything else must be equal.
     assert len(a) == len(b)
     for row_a, row_b in zip(a, b, strict=True):

@@ -1,7 +1,7 @@
 """Trace importers on small real slices (tests/fixtures/traces) and on the full shared files.
 
 Expected figures come from the CSV rows themselves, read here with the csv module and
-models.usage.split_by_hour, never from the importer's own output."""
+models.ledger.usage.split_by_hour, never from the importer's own output."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from collectors.traces import (
     reconcile,
     spool_gpu_hours,
 )
-from models.usage import (
+from models.ledger.usage import (
     IDLE_TENANT,
     SHARED_IDLE_TENANT,
     SHARED_TENANT,

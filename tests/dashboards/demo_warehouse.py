@@ -16,11 +16,18 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from models import lifecycle, warehouse
+from models.billing import lifecycle
+from models.billing.pricing import price_invoice
+from models.billing.rate_cards import (
+    Tenant,
+    load_rate_cards,
+    load_tenants,
+    month_bounds,
+    rate_card_for,
+)
+from models.ledger import warehouse
+from models.ledger.usage import IDLE_TENANT, UNATTRIBUTED_TENANT, ledger_table, make_sample_id
 from models.marts import publish_marts
-from models.pricing import price_invoice
-from models.rate_cards import Tenant, load_rate_cards, load_tenants, month_bounds, rate_card_for
-from models.usage import IDLE_TENANT, UNATTRIBUTED_TENANT, ledger_table, make_sample_id
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "design-example"
 PERIOD = "2026-10"

@@ -5,6 +5,7 @@ import stat
 import pytest
 from click.testing import CliRunner
 
+from cli.main import main
 from dashboards.auth import (
     User,
     UsersFileError,
@@ -16,7 +17,6 @@ from dashboards.auth import (
     user_for_email,
     verify_password,
 )
-from pipelines.cli import main
 
 
 def test_hashes_are_salted_scrypt_and_verify():

@@ -9,7 +9,12 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from models import lifecycle, marts, warehouse
+from models import marts
+from models.billing import lifecycle
+from models.billing.pricing import price_invoice
+from models.billing.rate_cards import load_rate_cards, load_tenants, month_bounds
+from models.ledger import warehouse
+from models.ledger.usage import ledger_table, make_sample_id
 from models.marts import (
     finance_mart_path,
     operator_mart_path,
@@ -17,9 +22,6 @@ from models.marts import (
     safe_name,
     tenant_mart_path,
 )
-from models.pricing import price_invoice
-from models.rate_cards import load_rate_cards, load_tenants, month_bounds
-from models.usage import ledger_table, make_sample_id
 from tests.dashboards.demo_warehouse import ADJUSTMENT_TOTAL, EVIL, TOTALS
 
 

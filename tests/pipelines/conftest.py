@@ -14,8 +14,8 @@ import dagster as dg
 import pytest
 
 from collectors.simulate import simulate_to_spool
-from models import warehouse
-from models.exports import invoice_documents
+from models.billing.exports import invoice_documents
+from models.ledger import warehouse
 from pipelines.resources import (
     BillingConfigResource,
     OutputsResource,

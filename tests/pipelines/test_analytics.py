@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from collectors.simulate import INJECTED_SHIFTS, STEADY_TENANTS, simulate_to_spool
-from models.shifts import DEFAULT_CONFIRM_DAYS
-from models.tier_changes import gpu_hours_series
+from models.planning.shifts import DEFAULT_CONFIRM_DAYS
+from models.planning.tier_changes import gpu_hours_series
 from pipelines.analytics import assets as analytics_assets
 from pipelines.analytics import checks as analytics_checks
 from pipelines.ingest import assets as ingest_assets

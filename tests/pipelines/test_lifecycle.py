@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from collectors.spool import write_batch
-from models.usage import LEDGER_SCHEMA, make_sample_id
+from models.ledger.usage import LEDGER_SCHEMA, make_sample_id
 from tests.pipelines.conftest import DAYS, INTERVAL_S, PERIOD, Pipeline, hours_of
 
 LATE_HOURS = 10

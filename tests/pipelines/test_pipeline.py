@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from collectors.spool import day_files, write_batch
-from models.usage import make_sample_id
+from models.ledger.usage import make_sample_id
 from pipelines.billing import assets as billing_assets
 from pipelines.billing import checks as billing_checks
 from pipelines.ingest import assets as ingest_assets

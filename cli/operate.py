@@ -1,0 +1,300 @@
+"""Operating the pipeline from the command line: run, close, invoices, demo.
+
+Every command goes through Dagster (in-process, on the instance in $DAGSTER_HOME), so what
+the CLI does is exactly what a schedule would do, and the runs show in the Dagster UI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import click
+from tqdm import tqdm
+
+from models.billing.exports import file_stem, invoice_documents, lines_csv
+from models.billing.invoice_pdf import render_pdf
+from models.billing.invoices import canonical_json
+from models.billing.rate_cards import month_bounds
+from models.ledger import warehouse
+from pipelines.resources import ROOT, default_resources, home
+
+DEMO_PERIOD = "2026-09"
+"""The demo simulates one whole 30-day month, fixed so that its figures are reproducible."""
+
+
+class CommandError(click.ClickException):
+    exit_code = 1
+
+
+def _instance() -> Any:
+    import dagster as dg
+
+    if not os.environ.get("DAGSTER_HOME"):
+        os.environ["DAGSTER_HOME"] = str(home() / "dagster")
+    dagster_home = Path(os.environ["DAGSTER_HOME"])
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    if not (dagster_home / "dagster.yaml").exists():
+        shutil.copy(ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+    return dg.DagsterInstance.get()
+
+
+def _failure_text(result: Any) -> str:
+    lines = []
+    for event in result.all_events:
+        if event.event_type_value in ("STEP_FAILURE", "RUN_FAILURE") and event.message:
+            lines.append(event.message)
+        data = getattr(event, "event_specific_data", None)
+        error = getattr(data, "error", None)
+        if error is not None:
+            lines.append(error.message.strip())
+    for evaluation in result.get_asset_check_evaluations():
+        if not evaluation.passed:
+            lines.append(f"check {evaluation.check_name} failed on "
+                         f"{evaluation.asset_key.to_user_string()}: "
+                         + "; ".join(f"{k}={v.value}" for k, v in evaluation.metadata.items()))
+    return "\n".join(dict.fromkeys(lines)) or "see the run in the Dagster UI"
+
+
+def execute(job_name: str, partition_key: str | None,
+            run_config: dict[str, Any] | None = None) -> Any:
+    from pipelines.definitions import defs
+
+    job = defs.resolve_job_def(job_name)
+    # The CLI shows progress bars; Dagster's step-by-step log stays in the run's event log.
+    quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+    result = job.execute_in_process(
+        partition_key=partition_key, instance=_instance(),
+        run_config={**quiet, **(run_config or {})}, raise_on_error=False,
+    )
+    if not result.success:
+        raise CommandError(f"{job_name} failed for {partition_key}:\n{_failure_text(result)}")
+    return result
+
+
+def days_between(first: date, last: date) -> Iterator[date]:
+    day = first
+    while day <= last:
+        yield day
+        day += timedelta(days=1)
+
+
+def run_range(first: date, last: date, *, quiet: bool = False) -> list[str]:
+    """Ingest every day, bill every month touched, then analyse the last day (shifts,
+    recommendations, quota manifests); returns the months billed."""
+    days = list(days_between(first, last))
+    for day in tqdm(days, desc="ingest days", unit="day", disable=quiet):
+        execute("daily_usage_job", f"{day}")
+    months = sorted({f"{d:%Y-%m}" for d in days})
+    for period in tqdm(months, desc="bill months", unit="month", disable=quiet):
+        execute("monthly_billing_job", f"{period}-01")
+    execute("daily_analytics_job", f"{last}")
+    execute("publish_marts_job", None)
+    return months
+
+
+def close(period: str) -> None:
+    month_bounds(period)
+    execute("monthly_billing_job", f"{period}-01",
+            {"ops": {"invoices": {"config": {"close": True}}}})
+    execute("publish_marts_job", None)
+
+
+def _warehouse_path() -> Path:
+    return Path(default_resources()["warehouse_db"].path)  # type: ignore[attr-defined]
+
+
+def _exports_path() -> Path:
+    return Path(default_resources()["outputs"].exports_path)  # type: ignore[attr-defined]
+
+
+def _documents(period: str) -> list[dict[str, Any]]:
+    path = _warehouse_path()
+    if not path.exists():
+        raise CommandError(f"no warehouse at {path}: run `chargeback run` or `chargeback demo`")
+    con = warehouse.connect(path, read_only=True)
+    try:
+        return invoice_documents(con, period)
+    finally:
+        con.close()
+
+
+def _parse_day(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"expected YYYY-MM-DD, got {value!r}") from None
+
+
+def _period(value: str) -> str:
+    try:
+        month_bounds(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+    return value
+
+
+@click.command()
+@click.option("--from", "first", required=True, help="First UTC day, YYYY-MM-DD.")
+@click.option("--to", "last", required=True, help="Last UTC day (inclusive), YYYY-MM-DD.")
+def run(first: str, last: str) -> None:
+    """Materialize ingest for every day in [FROM, TO], then billing for their months.
+
+    Each day is one Dagster run of `daily_usage_job`, each month one of
+    `monthly_billing_job`; reruns replace exactly their partitions."""
+    start, end = _parse_day(first), _parse_day(last)
+    if end < start:
+        raise click.BadParameter("--to is before --from")
+    months = run_range(start, end)
+    click.echo(f"ingested {(end - start).days + 1} days, billed {', '.join(months)}")
+
+
+@click.command("close")
+@click.option("--period", required=True, callback=lambda c, p, v: _period(v),
+              help="Billing month to close, YYYY-MM.")
+def close_command(period: str) -> None:
+    """Finalize a month: drafts become numbered, hashed invoices that never change.
+
+    Usage arriving later for the month produces adjustment notes on the next run."""
+    close(period)
+    finals = [d for d in _documents(period) if d["status"] == "final"]
+    click.echo(f"{period} closed: {len(finals)} final invoices and adjustments")
+
+
+@click.group()
+def invoices() -> None:
+    """List, show and export invoices (reads the warehouse; run while no pipeline writes)."""
+
+
+@invoices.command("list")
+@click.option("--period", required=True, callback=lambda c, p, v: _period(v),
+              help="Billing month, YYYY-MM.")
+def list_invoices(period: str) -> None:
+    """One line per invoice or adjustment of the period."""
+    docs = _documents(period)
+    if not docs:
+        click.echo(f"no invoices for {period}")
+        return
+    click.echo(f"{'number':<24} {'status':<6} {'tenant':<14} {'plan':<11} {'total':>14}")
+    for doc in docs:
+        click.echo(f"{file_stem(doc):<24} {doc['status']:<6} {doc['tenant']:<14} "
+                   f"{doc['plan']:<11} {Decimal(doc['total']):>14,.2f} {doc['currency']}")
+
+
+@invoices.command("show")
+@click.argument("number")
+@click.option("--period", required=True, callback=lambda c, p, v: _period(v),
+              help="Billing month, YYYY-MM.")
+def show_invoice(number: str, period: str) -> None:
+    """Lines of one invoice (its number, or DRAFT-<period>-<tenant>)."""
+    doc = next((d for d in _documents(period) if file_stem(d) == number), None)
+    if doc is None:
+        raise CommandError(f"no invoice {number} in {period}: see `chargeback invoices list`")
+    click.echo(f"{file_stem(doc)}  {doc['tenant']}  {doc['period']}  plan {doc['plan']}  "
+               f"status {doc['status']}")
+    for line in doc["lines"]:
+        click.echo(f"  {line['description']:<58} {Decimal(line['amount']):>14,.2f}")
+    click.echo(f"  {'total':<58} {Decimal(doc['total']):>14,.2f} {doc['currency']}")
+
+
+@invoices.command("export")
+@click.option("--period", required=True, callback=lambda c, p, v: _period(v),
+              help="Billing month, YYYY-MM.")
+@click.option("--format", "fmt", type=click.Choice(["pdf", "csv", "json", "focus"]),
+              required=True, help="pdf/csv/json: one file per invoice; focus: the period's "
+              "FOCUS cost-and-usage export (Parquet and CSV).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder.")
+def export_invoices(period: str, fmt: str, out: Path) -> None:
+    """Write the period's invoices (or its FOCUS export) into OUT."""
+    out.mkdir(parents=True, exist_ok=True)
+    if fmt == "focus":
+        from models.billing.focus import write_focus_export
+
+        tenants = default_resources()["billing"].tenants()  # type: ignore[attr-defined]
+        con = warehouse.connect(_warehouse_path(), read_only=True)
+        try:
+            paths = write_focus_export(con, period, out, tenants=tenants)
+        finally:
+            con.close()
+    else:
+        paths = []
+        for doc in tqdm(_documents(period), desc=f"export {fmt}", unit="invoice"):
+            path = out / f"{file_stem(doc)}.{fmt}"
+            data = {"pdf": lambda d: render_pdf(d),
+                    "csv": lambda d: lines_csv(d).encode(),
+                    "json": lambda d: canonical_json(d).encode()}[fmt](doc)
+            path.write_bytes(data)
+            paths.append(path)
+    for path in paths:
+        click.echo(str(path))
+
+
+@click.command()
+@click.option("--period", default=DEMO_PERIOD, show_default=True, callback=lambda c, p, v:
+              _period(v), help="Month to simulate and bill.")
+@click.option("--scale", default=1, show_default=True, help="Copies of the 64-GPU cluster.")
+@click.option("--days", type=int, default=None,
+              help="Simulate only the first DAYS days of the month (tests use 2).")
+@click.option("--interval", default=60, show_default=True, help="Sampling interval, seconds.")
+def demo(period: str, scale: int, days: int | None, interval: int) -> None:
+    """Simulate a month of the default cluster, run the pipeline through Dagster, close the
+    month and print the invoices."""
+    from collectors.simulate import simulate_to_spool
+
+    start, end = month_bounds(period)
+    n_days = days or (end - start).days
+    spool = Path(default_resources()["spool"].path)  # type: ignore[attr-defined]
+    click.echo(f"simulating {n_days} days of the default cluster (x{scale}) into {spool}")
+    with tqdm(total=n_days, desc="simulate", unit="day") as bar:
+        seen: set[str] = set()
+
+        def tick(batch: Any) -> None:
+            day = batch.batch[4:12]
+            if day not in seen:
+                seen.add(day)
+                bar.update(1 if len(seen) > 1 else 0)
+
+        simulate_to_spool(spool, start, n_days, interval_s=interval, scale=scale,
+                          progress=tick)
+        bar.update(bar.total - bar.n)
+    last = (start + timedelta(days=n_days - 1)).date()
+    run_range(start.date(), last)
+    close(period)
+    _print_demo(period)
+
+
+def _print_demo(period: str) -> None:
+    path = _warehouse_path()
+    con = warehouse.connect(path, read_only=True)
+    try:
+        start, end = month_bounds(period)
+        hours = {(t, tier): h for t, tier, h in con.execute(
+            "SELECT tenant, hardware_tier, sum(allocated_gpu_seconds) / 3600 FROM usage_hourly "
+            "WHERE hour >= ? AND hour < ? GROUP BY ALL", [start, end]).fetchall()}
+        docs = invoice_documents(con, period)
+    finally:
+        con.close()
+    tiers = sorted({tier for _, tier in hours})
+    header = f"{'tenant':<10} {'plan':<11}" + "".join(f"{t + ' GPU-h':>16}" for t in tiers)
+    click.echo("\n" + header + f"{'total':>15}  number")
+    for doc in docs:
+        cells = "".join(f"{hours.get((doc['tenant'], t), 0):>16,.1f}" for t in tiers)
+        click.echo(f"{doc['tenant']:<10} {doc['plan']:<11}{cells}"
+                   f"{Decimal(doc['total']):>15,.2f}  {file_stem(doc)}")
+    exports = _exports_path() / period
+    total = sum((Decimal(d["total"]) for d in docs), Decimal(0))
+    click.echo(f"\n{len(docs)} invoices, {total:,.2f} {docs[0]['currency'] if docs else ''}")
+    click.echo(f"invoice PDFs, CSV, JSON: {exports}/")
+    focus = exports / "focus.parquet"
+    if focus.exists():
+        click.echo(f"FOCUS export:            {focus} (and focus.csv)")
+    click.echo("dashboard:               .venv/bin/chargeback users add alice --role tenant:acme "
+               "(asks for a password; --role finance or operator for the other views), then "
+               ".venv/bin/chargeback dashboard")
+    click.echo("Dagster UI:              make dagster   (or: DAGSTER_HOME="
+               + os.environ.get("DAGSTER_HOME", "") + " .venv/bin/dagster dev)")
+    click.echo(f"generated at {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")

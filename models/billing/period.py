@@ -1,0 +1,52 @@
+"""A month's invoices from the warehouse: which tenants are billed, each priced once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+
+import duckdb
+
+from models.billing.pricing import Invoice, price_invoice
+from models.billing.rate_cards import RateCard, Tenant, month_bounds
+from models.ledger import warehouse
+
+
+class UnknownTenants(ValueError):
+    """Usage of tenants the tenants file does not define: it cannot be priced."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        super().__init__(", ".join(names))
+
+
+def price_period(
+    con: duckdb.DuckDBPyConnection,
+    card: RateCard,
+    tenants: Mapping[str, Tenant],
+    period: str,
+    *,
+    credit_available: Callable[[Tenant], Decimal] | None = None,
+) -> list[Invoice]:
+    """Invoices of every tenant active in `period` or with usage in it, in tenant order.
+
+    `credit_available(tenant)` gives the prepaid balance at the period's start (default: every
+    grant before the period ends). A tenant with nothing to bill (no usage, no fees) gets no
+    empty invoice."""
+    start, end = month_bounds(period)
+    billed = set(warehouse.billable_tenants(con, start, end))
+    unknown = sorted(billed - set(tenants))
+    if unknown:
+        raise UnknownTenants(unknown)
+    priced = {
+        name: tenant for name, tenant in sorted(tenants.items())
+        if name in billed or (tenant.start < end and (tenant.end is None or tenant.end > start))
+    }
+    hours = warehouse.usage_hours(con, priced, start, end)
+    invoices = []
+    for name, tenant in priced.items():
+        credit = credit_available(tenant) if credit_available else None
+        invoice = price_invoice(tenant, card, period, hours[name], credit_available=credit)
+        if invoice.lines:
+            invoices.append(invoice)
+    return invoices

@@ -1,0 +1,551 @@
+"""Rate cards and tenants: versioned YAML documents, validated as a whole.
+
+Loading reports every problem at once, each with its file and key, and never falls back to a
+default price: a rate card that does not say what something costs is an error."""
+
+from __future__ import annotations
+
+import fnmatch
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from models.ledger.tiers import normalize_product
+
+
+class PricingMode(StrEnum):
+    GRADUATED = "graduated"
+    VOLUME = "volume"
+    FLAT = "flat"
+
+
+class Basis(StrEnum):
+    ALLOCATION = "allocation"
+    USAGE = "usage"
+
+
+class Isolation(StrEnum):
+    POOL = "pool"
+    BRIDGE = "bridge"
+    SILO = "silo"
+
+
+class SlaClass(StrEnum):
+    STANDARD = "standard"
+    LATENCY_SENSITIVE = "latency-sensitive"
+
+
+# ISO 4217 minor units of the currencies we have been asked for; others must be declared
+# with `minor_unit` in the rate card rather than guessed.
+MINOR_UNITS = {"USD": 2, "EUR": 2, "GBP": 2, "CHF": 2, "CAD": 2, "AUD": 2, "CNY": 2, "JPY": 0}
+
+UNKNOWN_SIZE = "unknown"
+
+
+class ConfigError(ValueError):
+    """A rate card or tenants file is invalid; `problems` lists every one of them."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class UnknownProduct(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Band:
+    up_to: Decimal | None
+    """Inclusive upper bound in billable units; None for the last, open band."""
+    price: Decimal
+    flat_fee: Decimal = Decimal(0)
+
+
+@dataclass(frozen=True)
+class Tier:
+    name: str
+    products: tuple[str, ...]
+    """Glob patterns over normalized product names (models.ledger.tiers.normalize_product)."""
+    mode: PricingMode
+    bands: tuple[Band, ...]
+    reserved_price: Decimal | None
+
+
+@dataclass(frozen=True)
+class SizeClass:
+    name: str
+    below_params_b: Decimal | None
+    """Exclusive upper bound in billions of parameters; None for the largest class."""
+    multiplier: Decimal
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    base_fee: Decimal
+    discount_pct: Decimal
+    minimum: Decimal
+    usage_range_gpu_hours: tuple[Decimal, Decimal | None]
+    """The monthly GPU-hours the plan is meant for: [low, high), high None for open."""
+
+
+@dataclass(frozen=True)
+class RateCard:
+    version: str
+    effective_from: date
+    effective_to: date | None
+    """Exclusive end; None while the card is current."""
+    currency: str
+    minor_unit: int
+    tiers: tuple[Tier, ...]
+    size_classes: tuple[SizeClass, ...]
+    unknown_size_multiplier: Decimal
+    plans: Mapping[str, Plan]
+    source: str = ""
+
+    def tier_of(self, product: str) -> str:
+        name = normalize_product(product)
+        for tier in self.tiers:
+            if any(fnmatch.fnmatchcase(name, pattern) for pattern in tier.products):
+                return tier.name
+        raise UnknownProduct(
+            f"{self.source}: GPU product {product!r} (normalized {name!r}) matches no tier; "
+            "add it to a tier's `products` in the rate card"
+        )
+
+    def size_class_of(self, params_b: float | Decimal | None) -> str:
+        if params_b is None:
+            return UNKNOWN_SIZE
+        value = Decimal(str(params_b))
+        for size in self.size_classes:
+            if size.below_params_b is None or value < size.below_params_b:
+                return size.name
+        raise AssertionError("validated rate cards end with an open size class")
+
+    def multiplier(self, size_class: str) -> Decimal:
+        if size_class == UNKNOWN_SIZE:
+            return self.unknown_size_multiplier
+        return next(s.multiplier for s in self.size_classes if s.name == size_class)
+
+    def tier(self, name: str) -> Tier:
+        for tier in self.tiers:
+            if tier.name == name:
+                return tier
+        raise ValueError(
+            f"{self.source}: rate card {self.version} has no hardware tier {name!r}; "
+            f"its tiers are {', '.join(t.name for t in self.tiers)}"
+        )
+
+    def covers(self, day: date) -> bool:
+        return self.effective_from <= day and (self.effective_to is None or day < self.effective_to)
+
+
+@dataclass(frozen=True)
+class Reservation:
+    tier: str
+    gpus: Decimal
+    start: datetime
+    end: datetime | None
+
+
+@dataclass(frozen=True)
+class CreditGrant:
+    amount: Decimal
+    granted: datetime
+
+
+@dataclass(frozen=True)
+class Tenant:
+    name: str
+    plan: str
+    basis: Basis
+    isolation: Isolation
+    sla_class: SlaClass
+    start: datetime
+    end: datetime | None
+    namespaces: tuple[str, ...]
+    reservations: tuple[Reservation, ...] = ()
+    credits: tuple[CreditGrant, ...] = ()
+    display_name: str = ""
+
+    def credit_granted_before(self, moment: datetime) -> Decimal:
+        return sum((c.amount for c in self.credits if c.granted < moment), Decimal(0))
+
+
+@dataclass
+class _Problems:
+    source: str
+    items: list[str] = field(default_factory=list)
+
+    def add(self, key: str, message: str) -> None:
+        self.items.append(f"{self.source}: {key}: {message}")
+
+
+def _decimal(p: _Problems, key: str, value: Any, *, minimum: Decimal | None = Decimal(0),
+             maximum: Decimal | None = None) -> Decimal | None:
+    # Floats in YAML (`price: 4.1`) would carry binary error into money; only exact text counts.
+    if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
+        p.add(key, f"must be a decimal number written as a string or integer, got {value!r}")
+        return None
+    try:
+        number = Decimal(str(value).replace("_", "").replace(",", ""))
+    except InvalidOperation:
+        p.add(key, f"not a decimal number: {value!r}")
+        return None
+    if not number.is_finite():
+        p.add(key, f"must be finite, got {value!r}")
+        return None
+    if minimum is not None and number < minimum:
+        p.add(key, f"must be at least {minimum}, got {number}")
+    if maximum is not None and number > maximum:
+        p.add(key, f"must be at most {maximum}, got {number}")
+    return number
+
+
+def _moment(p: _Problems, key: str, value: Any, *, required: bool = True) -> datetime | None:
+    if value is None:
+        if required:
+            p.add(key, "missing")
+        return None
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, date):
+        moment = datetime(value.year, value.month, value.day, tzinfo=UTC)
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            p.add(key, f"not an ISO 8601 date or time: {value!r}")
+            return None
+    else:
+        p.add(key, f"not a date: {value!r}")
+        return None
+    if moment.tzinfo is None:
+        # A bare date or time in these files means UTC, as DESIGN.md's periods do.
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def _day(p: _Problems, key: str, value: Any, *, required: bool = True) -> date | None:
+    moment = _moment(p, key, value, required=required)
+    if moment is None:
+        return None
+    if moment.time() != datetime.min.time():
+        p.add(key, f"must be a date (midnight UTC), got {value!r}")
+    return moment.date()
+
+
+def _mapping(p: _Problems, key: str, value: Any) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        p.add(key, f"must be a mapping, got {type(value).__name__}")
+        return {}
+    return value
+
+
+def _unknown_keys(p: _Problems, key: str, doc: Mapping[str, Any], allowed: Iterable[str]) -> None:
+    for extra in sorted(set(doc) - set(allowed)):
+        p.add(f"{key}.{extra}" if key else extra, "unknown key (a typo?)")
+
+
+def _enum(p: _Problems, key: str, value: Any, kind: type[StrEnum], default: StrEnum) -> Any:
+    if value is None:
+        return default
+    try:
+        return kind(value)
+    except ValueError:
+        p.add(key, f"must be one of {', '.join(k.value for k in kind)}, got {value!r}")
+        return default
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: file not found"]) from None
+    except yaml.YAMLError as error:
+        raise ConfigError([f"{path}: not valid YAML: {error}"]) from None
+
+
+def load_rate_cards(path: Path) -> list[RateCard]:
+    """All versions in a rate-card file (a `rate_cards:` list, or one card), validated."""
+    doc = _read_yaml(path)
+    p = _Problems(str(path))
+    if isinstance(doc, Mapping) and "rate_cards" in doc:
+        entries = doc["rate_cards"]
+        if not isinstance(entries, list) or not entries:
+            raise ConfigError([f"{path}: rate_cards: must be a non-empty list"])
+        cards = [_rate_card(p, f"rate_cards[{i}]", e) for i, e in enumerate(entries)]
+    else:
+        cards = [_rate_card(p, "", doc)]
+    valid = [c for c in cards if c is not None]
+    ordered = sorted(valid, key=lambda c: c.effective_from)
+    for a, b in itertools.pairwise(ordered):
+        if a.effective_to is None or a.effective_to > b.effective_from:
+            p.add(f"version {b.version}", f"effective range overlaps version {a.version}")
+    if p.items:
+        raise ConfigError(p.items)
+    return valid
+
+
+def rate_card_for(cards: Sequence[RateCard], period_start: date) -> RateCard:
+    for card in cards:
+        if card.covers(period_start):
+            return card
+    versions = ", ".join(f"{c.version} [{c.effective_from}, {c.effective_to or '...'})"
+                         for c in cards)
+    raise ConfigError([f"no rate card is in effect on {period_start}; versions: {versions}"])
+
+
+def _rate_card(p: _Problems, at: str, raw: Any) -> RateCard | None:
+    def key(name: str) -> str:
+        return f"{at}.{name}" if at else name
+
+    doc = _mapping(p, at or "(top level)", raw)
+    before = len(p.items)
+    _unknown_keys(p, at, doc, ["version", "effective_from", "effective_to", "currency",
+                               "minor_unit", "tiers", "size_classes",
+                               "unknown_size_multiplier", "plans"])
+    version = doc.get("version")
+    if not isinstance(version, str | int) or not str(version):
+        p.add(key("version"), "missing (a name for this version, e.g. 2026-10)")
+    effective_from = _day(p, key("effective_from"), doc.get("effective_from"))
+    effective_to = _day(p, key("effective_to"), doc.get("effective_to"), required=False)
+    if effective_from and effective_to and effective_to <= effective_from:
+        p.add(key("effective_to"), f"must be after effective_from {effective_from}")
+    currency = doc.get("currency")
+    minor_unit = doc.get("minor_unit", MINOR_UNITS.get(str(currency)))
+    if not isinstance(currency, str) or len(currency) != 3 or not currency.isupper():
+        p.add(key("currency"), f"must be an ISO 4217 code such as USD, got {currency!r}")
+    elif not isinstance(minor_unit, int) or not 0 <= minor_unit <= 4:
+        p.add(key("minor_unit"), f"currency {currency}: declare its minor unit (0-4 decimals)")
+
+    tiers: list[Tier] = []
+    raw_tiers = _mapping(p, key("tiers"), doc.get("tiers"))
+    if not raw_tiers:
+        p.add(key("tiers"), "at least one hardware tier is needed")
+    for name, raw_tier in raw_tiers.items():
+        tier = _tier(p, key(f"tiers.{name}"), str(name), raw_tier)
+        if tier:
+            tiers.append(tier)
+
+    sizes: list[SizeClass] = []
+    raw_sizes = doc.get("size_classes")
+    if not isinstance(raw_sizes, list) or not raw_sizes:
+        p.add(key("size_classes"), "must be a non-empty list from smallest to largest")
+        raw_sizes = []
+    bound: Decimal | None = Decimal(0)
+    for i, raw_size in enumerate(raw_sizes):
+        k = key(f"size_classes[{i}]")
+        size_doc = _mapping(p, k, raw_size)
+        _unknown_keys(p, k, size_doc, ["name", "below_params_b", "multiplier"])
+        size_name = size_doc.get("name")
+        if not isinstance(size_name, str) or not size_name or size_name == UNKNOWN_SIZE:
+            p.add(f"{k}.name", f"must be a name other than {UNKNOWN_SIZE!r}")
+            size_name = "?"
+        below = None
+        last = i == len(raw_sizes) - 1
+        if last and "below_params_b" in size_doc:
+            p.add(f"{k}.below_params_b", "the last size class is open-ended: remove the bound")
+        elif not last:
+            below = _decimal(p, f"{k}.below_params_b", size_doc.get("below_params_b"))
+            if below is not None and bound is not None and below <= bound:
+                p.add(f"{k}.below_params_b", f"must be above the previous bound {bound}")
+            bound = below
+        multiplier = _decimal(p, f"{k}.multiplier", size_doc.get("multiplier"))
+        if multiplier is not None:
+            sizes.append(SizeClass(size_name, below, multiplier))
+    unknown_multiplier = _decimal(p, key("unknown_size_multiplier"),
+                                  doc.get("unknown_size_multiplier"))
+
+    plans: dict[str, Plan] = {}
+    for name, raw_plan in _mapping(p, key("plans"), doc.get("plans")).items():
+        plan = _plan(p, key(f"plans.{name}"), str(name), raw_plan)
+        if plan:
+            plans[str(name)] = plan
+    if not plans:
+        p.add(key("plans"), "at least one plan is needed")
+
+    if len(p.items) > before or effective_from is None or unknown_multiplier is None:
+        return None
+    assert isinstance(currency, str)
+    assert isinstance(minor_unit, int)
+    return RateCard(
+        version=str(version), effective_from=effective_from, effective_to=effective_to,
+        currency=currency, minor_unit=minor_unit, tiers=tuple(tiers), size_classes=tuple(sizes),
+        unknown_size_multiplier=unknown_multiplier, plans=plans, source=p.source,
+    )
+
+
+def _tier(p: _Problems, at: str, name: str, raw: Any) -> Tier | None:
+    doc = _mapping(p, at, raw)
+    _unknown_keys(p, at, doc, ["products", "mode", "bands", "price", "reserved_price"])
+    products = doc.get("products")
+    if not isinstance(products, list) or not products or not all(
+        isinstance(x, str) for x in products
+    ):
+        p.add(f"{at}.products", "must list GPU product names or patterns (e.g. H100*)")
+        products = []
+    if doc.get("mode") is None:
+        p.add(f"{at}.mode", "missing: graduated, volume or flat")
+        return None
+    before = len(p.items)
+    mode = _enum(p, f"{at}.mode", doc.get("mode"), PricingMode, PricingMode.FLAT)
+    if len(p.items) > before:
+        return None  # prices cannot be checked against a mode we do not know
+    bands: list[Band] = []
+    if mode is PricingMode.FLAT:
+        if "bands" in doc:
+            p.add(f"{at}.bands", "a flat tier has one `price`, not bands")
+        if "price" not in doc:
+            p.add(f"{at}.price", "missing: a flat tier needs its price per unit")
+        price = _decimal(p, f"{at}.price", doc["price"]) if "price" in doc else None
+        if price is not None:
+            bands.append(Band(None, price))
+    else:
+        raw_bands = doc.get("bands")
+        if not isinstance(raw_bands, list) or not raw_bands:
+            p.add(f"{at}.bands", f"a {mode.value} tier needs a list of bands")
+            raw_bands = []
+        previous = Decimal(0)
+        for i, raw_band in enumerate(raw_bands):
+            k = f"{at}.bands[{i}]"
+            band_doc = _mapping(p, k, raw_band)
+            _unknown_keys(p, k, band_doc, ["up_to", "price", "flat_fee"])
+            last = i == len(raw_bands) - 1
+            up_to = None
+            if band_doc.get("up_to") is not None:
+                if last:
+                    p.add(f"{k}.up_to", "the last band is open-ended: leave out up_to")
+                up_to = _decimal(p, f"{k}.up_to", band_doc["up_to"])
+                if up_to is not None and up_to <= previous:
+                    p.add(f"{k}.up_to", f"must be above the previous band's {previous}")
+                previous = up_to if up_to is not None else previous
+            elif not last:
+                p.add(f"{k}.up_to", "missing: only the last band is open-ended")
+            price = _decimal(p, f"{k}.price", band_doc.get("price"))
+            fee = _decimal(p, f"{k}.flat_fee", band_doc.get("flat_fee", 0))
+            if price is not None and fee is not None:
+                bands.append(Band(up_to, price, fee))
+    reserved = doc.get("reserved_price")
+    reserved_price = None if reserved is None else _decimal(p, f"{at}.reserved_price", reserved)
+    if not bands:
+        return None
+    return Tier(name, tuple(products), mode, tuple(bands), reserved_price)
+
+
+def _plan(p: _Problems, at: str, name: str, raw: Any) -> Plan | None:
+    doc = _mapping(p, at, raw)
+    _unknown_keys(p, at, doc, ["base_fee", "discount_pct", "minimum", "usage_range_gpu_hours"])
+    base_fee = _decimal(p, f"{at}.base_fee", doc.get("base_fee", 0))
+    discount = _decimal(p, f"{at}.discount_pct", doc.get("discount_pct", 0),
+                        maximum=Decimal(100))
+    minimum = _decimal(p, f"{at}.minimum", doc.get("minimum", 0))
+    raw_range = doc.get("usage_range_gpu_hours")
+    if not isinstance(raw_range, list) or len(raw_range) != 2:
+        p.add(f"{at}.usage_range_gpu_hours", "must be [low, high] GPU-hours a month "
+              "(high may be null for open-ended)")
+        return None
+    low = _decimal(p, f"{at}.usage_range_gpu_hours[0]", raw_range[0])
+    high = (None if raw_range[1] is None
+            else _decimal(p, f"{at}.usage_range_gpu_hours[1]", raw_range[1]))
+    if low is not None and high is not None and high <= low:
+        p.add(f"{at}.usage_range_gpu_hours", f"high {high} must be above low {low}")
+    if base_fee is None or discount is None or minimum is None or low is None:
+        return None
+    return Plan(name, base_fee, discount, minimum, (low, high))
+
+
+def load_tenants(path: Path, cards: Sequence[RateCard] = ()) -> dict[str, Tenant]:
+    """Tenants by name; plans and tiers are checked against the rate cards when given."""
+    doc = _read_yaml(path)
+    p = _Problems(str(path))
+    raw_tenants = _mapping(p, "tenants", (doc or {}).get("tenants") if isinstance(doc, Mapping)
+                           else doc)
+    if not raw_tenants:
+        p.add("tenants", "no tenants defined")
+    plans = {name for card in cards for name in card.plans}
+    tiers = {tier.name for card in cards for tier in card.tiers}
+    tenants: dict[str, Tenant] = {}
+    namespaces: dict[str, str] = {}
+    for name, raw in raw_tenants.items():
+        at = f"tenants.{name}"
+        if str(name).startswith("__"):
+            p.add(at, "names starting with __ are reserved (__idle__, __unattributed__, ...)")
+        t = _mapping(p, at, raw)
+        _unknown_keys(p, at, t, ["plan", "basis", "isolation", "sla_class", "start", "end",
+                                 "namespaces", "reservations", "credits", "display_name"])
+        plan = t.get("plan")
+        if not isinstance(plan, str):
+            p.add(f"{at}.plan", "missing")
+        elif cards and plan not in plans:
+            p.add(f"{at}.plan", f"unknown plan {plan!r}; the rate cards define "
+                  f"{', '.join(sorted(plans))}")
+        start = _moment(p, f"{at}.start", t.get("start"))
+        end = _moment(p, f"{at}.end", t.get("end"), required=False)
+        if start and end and end <= start:
+            p.add(f"{at}.end", "must be after start")
+        ns = t.get("namespaces", [])
+        if not isinstance(ns, list) or not all(isinstance(x, str) for x in ns):
+            p.add(f"{at}.namespaces", "must be a list of namespace names")
+            ns = []
+        for namespace in ns:
+            if namespace in namespaces:
+                p.add(f"{at}.namespaces", f"{namespace!r} already belongs to "
+                      f"{namespaces[namespace]}")
+            namespaces[namespace] = str(name)
+        reservations = []
+        raw_res = t.get("reservations", [])
+        for i, r in enumerate(raw_res if isinstance(raw_res, list) else []):
+            k = f"{at}.reservations[{i}]"
+            rd = _mapping(p, k, r)
+            _unknown_keys(p, k, rd, ["tier", "gpus", "start", "end"])
+            tier = rd.get("tier")
+            if not isinstance(tier, str) or (cards and tier not in tiers):
+                p.add(f"{k}.tier", f"unknown hardware tier {tier!r}")
+            gpus = _decimal(p, f"{k}.gpus", rd.get("gpus"))
+            r_start = _moment(p, f"{k}.start", rd.get("start"))
+            r_end = _moment(p, f"{k}.end", rd.get("end"), required=False)
+            if gpus is not None and r_start is not None and isinstance(tier, str):
+                reservations.append(Reservation(tier, gpus, r_start, r_end))
+        credits = []
+        raw_credits = t.get("credits", [])
+        for i, c in enumerate(raw_credits if isinstance(raw_credits, list) else []):
+            k = f"{at}.credits[{i}]"
+            cd = _mapping(p, k, c)
+            _unknown_keys(p, k, cd, ["amount", "granted"])
+            amount = _decimal(p, f"{k}.amount", cd.get("amount"))
+            granted = _moment(p, f"{k}.granted", cd.get("granted"))
+            if amount is not None and granted is not None:
+                credits.append(CreditGrant(amount, granted))
+        if isinstance(plan, str) and start is not None:
+            tenants[str(name)] = Tenant(
+                name=str(name), plan=plan,
+                basis=_enum(p, f"{at}.basis", t.get("basis"), Basis, Basis.ALLOCATION),
+                isolation=_enum(p, f"{at}.isolation", t.get("isolation"), Isolation,
+                                Isolation.POOL),
+                sla_class=_enum(p, f"{at}.sla_class", t.get("sla_class"), SlaClass,
+                                SlaClass.STANDARD),
+                start=start, end=end, namespaces=tuple(ns), reservations=tuple(reservations),
+                credits=tuple(credits), display_name=str(t.get("display_name", name)),
+            )
+    if p.items:
+        raise ConfigError(p.items)
+    return tenants
+
+
+def month_bounds(period: str) -> tuple[datetime, datetime]:
+    """`2026-10` -> [2026-10-01T00:00Z, 2026-11-01T00:00Z)."""
+    try:
+        start = datetime.strptime(period, "%Y-%m").replace(tzinfo=UTC)
+    except ValueError:
+        raise ValueError(f"period must be YYYY-MM, got {period!r}") from None
+    end = (start + timedelta(days=32)).replace(day=1)
+    return start, end
