@@ -63,12 +63,18 @@ def _failure_text(result: Any) -> str:
 def execute(job_name: str, partition_key: str | None,
             run_config: dict[str, Any] | None = None) -> Any:
     from pipelines.definitions import defs
+    from pipelines.run_workers import fail_dead_runs
 
     job = defs.resolve_job_def(job_name)
+    instance = _instance()
+    # A `chargeback run` or a daemon's run killed mid-way is still STARTED and holds the
+    # daemon's one writer place (dagster.yaml): fail it now rather than wait for the sensor.
+    for line in fail_dead_runs(instance):
+        click.echo(f"marked failed: {line}", err=True)
     # The CLI shows progress bars; Dagster's step-by-step log stays in the run's event log.
     quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
     result = job.execute_in_process(
-        partition_key=partition_key, instance=_instance(),
+        partition_key=partition_key, instance=instance,
         run_config={**quiet, **(run_config or {})}, raise_on_error=False,
     )
     if not result.success:
