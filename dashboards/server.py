@@ -12,6 +12,8 @@ that does what the script cannot, because it happens outside any script run.
 - `/_stcore/metrics` is not served: its counters are not for tenants.
 - Websocket messages a viewer has no business sending (clear the shared cache, run on save,
   read git information) are dropped and logged.
+- Streamlit tells every browser the absolute path of the app script (the frontend only hashes
+  it); the server's paths are nobody's business, so the browser gets `app.py`.
 
 `chargeback dashboard` runs `streamlit run dashboards/server.py` with the options below."""
 
@@ -30,6 +32,7 @@ from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from streamlit import config, runtime
 from streamlit.proto.BackMsg_pb2 import BackMsg
+from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from streamlit.starlette import App
 
 from dashboards.sessions import STORE, browser_tag
@@ -42,6 +45,7 @@ CLIENT_HEADER = "x-chargeback-client"
 TRUSTED_USER_HEADERS = {BROWSER_HEADER: "chargeback_browser", CLIENT_HEADER: "chargeback_client"}
 """`server.trustedUserHeaders`: headers this middleware sets, and their names in `st.user`."""
 REFUSED_MESSAGES = frozenset({"clear_cache", "set_run_on_save", "load_git_info"})
+HERE = str(Path(__file__).resolve().parent).encode()
 
 
 def _cookie(scope: Scope, name: str) -> str | None:
@@ -94,6 +98,7 @@ class Guard:
             scope = {**scope, "headers": headers}
             if path.endswith("/_stcore/stream"):
                 receive = self._filtered(receive, client)
+                send = self._without_paths(send)
             await self.app(scope, receive, send)
             return
         if path.rstrip("/").endswith("/_stcore/metrics"):
@@ -136,6 +141,19 @@ class Guard:
             if message["type"] == "http.response.start":
                 message = {**message,
                            "headers": [*message.get("headers", []), (b"set-cookie", value)]}
+            await send(message)
+
+        return sending
+
+    @staticmethod
+    def _without_paths(send: Send) -> Send:
+        async def sending(message: Message) -> None:
+            data = message.get("bytes") if message["type"] == "websocket.send" else None
+            if data and HERE in data:  # a cheap test first: only new_session names the path
+                forward = ForwardMsg.FromString(data)
+                if forward.WhichOneof("type") == "new_session":
+                    forward.new_session.main_script_path = "app.py"
+                    message = {**message, "bytes": forward.SerializeToString()}
             await send(message)
 
         return sending

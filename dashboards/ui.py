@@ -28,7 +28,9 @@ def _guard(read: Callable[[], pd.DataFrame]) -> pd.DataFrame:
     try:
         return read()
     except MartMissing as error:
-        st.info(str(error))
+        # The path stays in the server log: a browser is never shown one.
+        log.warning("%s", error)
+        st.info("No mart published yet: the data appears after the pipeline's next run.")
         st.stop()
     except IsolationError as error:
         # A mart whose contents do not match its name: never show it, whatever it holds.

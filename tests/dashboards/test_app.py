@@ -227,7 +227,9 @@ def test_broken_oidc_settings_stop_the_app_instead_of_falling_back(missing, capl
 def test_a_tenant_without_a_published_mart_is_told_so(dashboard_env, monkeypatch, tmp_path):
     monkeypatch.setenv("CHARGEBACK_MARTS", str(tmp_path))
     at = signed_in("alice")
-    assert "no mart published yet" in at.info[0].value
+    assert at.info[0].value == ("No mart published yet: the data appears after the "
+                                "pipeline's next run.")
+    assert str(tmp_path) not in _text(at)
 
 
 def test_a_mart_holding_another_tenant_is_never_shown(dashboard_env, monkeypatch, tmp_path,
