@@ -66,14 +66,17 @@ def oidc_configured() -> bool:
         return False
     auth = st.secrets["auth"]
     missing = [key for key in OIDC_KEYS if not str(auth.get(key, "")).strip()]
-    urls = [key for key in ("redirect_uri", "server_metadata_url")
-            if key not in missing and not str(auth[key]).startswith(("http://", "https://"))]
-    problem = (f"missing {', '.join(missing)}." if missing
-               else f"{', '.join(urls)} must be absolute http(s) URLs." if urls
-               else "redirect_uri must end with /oauth2callback."
-               if not str(auth["redirect_uri"]).endswith("/oauth2callback")
-               else "Authlib is not installed (reinstall from requirements.lock)."
-               if not is_authlib_installed() else None)
+    relative = [key for key in ("redirect_uri", "server_metadata_url") if key not in missing
+                and not str(auth[key]).startswith(("http://", "https://"))]
+    problem = None
+    if missing:
+        problem = f"missing {', '.join(missing)}."
+    elif relative:
+        problem = f"{', '.join(relative)} must be absolute http(s) URLs."
+    elif not str(auth["redirect_uri"]).endswith("/oauth2callback"):
+        problem = "redirect_uri must end with /oauth2callback."
+    elif not is_authlib_installed():
+        problem = "Authlib is not installed (reinstall from requirements.lock)."
     if problem:
         log.error("identity provider settings are broken: %s", problem)
         stop_with("Sign-in is not configured correctly",
