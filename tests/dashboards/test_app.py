@@ -39,7 +39,7 @@ BROWSER_B = {gate.BROWSER: "b" * 64, gate.CLIENT: "198.51.100.7"}
 
 def new_app(browser: dict | None = None) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=30)
-    at.user = dict(browser or BROWSER_A)
+    at.user = dict(BROWSER_A if browser is None else browser)
     return at
 
 
