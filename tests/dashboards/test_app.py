@@ -347,3 +347,23 @@ def test_brute_force_locks_the_name_then_the_client(monkeypatch, caplog):
     now[0] += 15 * 60 + 1
     assert attempt("alice", PASSWORD) == "Costs and usage"
 
+
+
+def test_an_oidc_session_ends_when_the_users_entry_changes(dashboard_env, monkeypatch,
+                                                           tmp_path):
+    users_file = tmp_path / "users.yaml"
+    shutil.copyfile(dashboard_env / "users.yaml", users_file)
+    monkeypatch.setenv("CHARGEBACK_USERS", str(users_file))
+    at = new_app()
+    at.secrets["auth"] = OIDC_SETTINGS
+    at.user = {"is_logged_in": True, "email": OIDC_FINANCE, **BROWSER_A}
+    at.run()
+    assert at.title[0].value == "Invoices and exports"
+    users = load_users(users_file)
+    users[OIDC_FINANCE] = replace(users[OIDC_FINANCE], role=parse_role("tenant:zen"))
+    save_users(users_file, users)
+    at.run()
+    # Signed out of the provider's cookie too: the next step is the sign-in button.
+    assert [b.label for b in at.button] == ["Sign in"]
+    assert "25,000" not in _text(at)
+    assert at.user.get("is_logged_in") is False
