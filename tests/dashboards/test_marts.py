@@ -1,6 +1,7 @@
 """The published marts: contents per audience, isolation by file, atomic publish, estimates."""
 
-import os
+import hashlib
+import re
 import stat
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -19,7 +20,6 @@ from models.marts import (
     finance_mart_path,
     operator_mart_path,
     publish_marts,
-    safe_name,
     tenant_mart_path,
 )
 from tests.dashboards.demo_warehouse import ADJUSTMENT_TOTAL, EVIL, TOTALS
@@ -74,22 +74,41 @@ def test_a_tenant_mart_holds_only_that_tenant(demo_home, tenant):
         assert other not in text
 
 
-def test_tenant_file_names_are_safe_and_distinct(tmp_path):
-    evil = tenant_mart_path(tmp_path, EVIL)
-    assert evil.parent == tmp_path / "tenants"
-    assert set(evil.name) <= set("abcdefghijklmnopqrstuvwxyz0123456789-.")
-    assert safe_name("a.b") != safe_name("a-b")
-    assert safe_name("..") .startswith("tenant-")
-    assert tenant_mart_path(tmp_path, "/etc/passwd").resolve().is_relative_to(tmp_path)
+def test_tenant_file_names_are_keyed_and_not_guessable(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder in (first, second):
+        folder.mkdir()
+        marts._names_key(folder, create=True)
+    evil = tenant_mart_path(first, EVIL)
+    assert evil.parent == first / "tenants"
+    assert re.fullmatch(r"[0-9a-f]{32}\.duckdb", evil.name)
+    assert tenant_mart_path(first, "/etc/passwd").parent == first / "tenants"
+    assert tenant_mart_path(first, "a.b") != tenant_mart_path(first, "a-b")
+    assert tenant_mart_path(first, "acme") == tenant_mart_path(first, "acme")
+    # The name is an HMAC under the secret beside the marts: nothing of the tenant's name,
+    # nor of its plain hash, and another key gives another name.
+    name = tenant_mart_path(first, "acme").name
+    assert "acme" not in name
+    assert hashlib.sha256(b"acme").hexdigest()[:16] not in name
+    assert tenant_mart_path(second, "acme").name != name
+    with pytest.raises(FileNotFoundError):
+        tenant_mart_path(tmp_path / "never-published", "acme")
 
 
-def test_marts_are_read_only_files(demo_home):
-    path = tenant_mart_path(demo_home / "marts", "acme")
-    assert not os.stat(path).st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
+def test_marts_are_readable_by_their_owner_only(demo_home):
+    root = demo_home / "marts"
+    path = tenant_mart_path(root, "acme")
+    modes = {p.relative_to(root): stat.S_IMODE(p.stat().st_mode) for p in root.rglob("*")}
+    modes[Path(".")] = stat.S_IMODE(root.stat().st_mode)
+    assert modes[Path(".")] == modes[Path("tenants")] == 0o700
+    assert modes[Path(marts.NAMES_KEY)] == 0o600
+    files = [p for p in modes if p.suffix == ".duckdb"]
+    assert len(files) == 5  # three tenants, finance, operator
+    assert {modes[p] for p in files} == {0o400}
     con = _open(path)
     with pytest.raises(duckdb.Error):
         con.execute("DELETE FROM invoices")
-    assert not list((demo_home / "marts").rglob(".tmp-*"))
+    assert not list(root.rglob(".tmp-*"))
 
 
 def test_daily_cost_estimates_add_up_to_what_was_billed(demo_home):
