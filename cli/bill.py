@@ -101,14 +101,12 @@ def price_file(usage: Path, rate_card: Path, tenants_file: Path, period: str
     warehouse.create_schema(con)
     read_usage(con, usage)
     validate_rows(con, usage)
-    con.execute("CREATE OR REPLACE TEMP TABLE staged AS SELECT * FROM raw_usage "
-                "WHERE window_start >= ? AND window_start < ?", [start, end])
-    warehouse.stage_requests(con, [])
-    unknown = warehouse.classify(con, card)
-    if unknown:
-        raise BadInput("\n".join(unknown))
-    warehouse.build_ledger(con)
-    warehouse.insert_all_days(con)
+    rows = con.sql("SELECT * FROM raw_usage WHERE window_start >= ? AND window_start < ?",
+                   params=[start, end]).to_arrow_table()
+    try:
+        warehouse.load_rows(con, card, rows)
+    except warehouse.UnknownProducts as error:
+        raise BadInput(str(error)) from None
 
     try:
         invoices = price_period(con, card, tenants, period)

@@ -601,6 +601,7 @@ def _finance_tables() -> list[tuple[str, str]]:
         ("revenue_vs_capacity", _REVENUE_VS_CAPACITY),
         ("coverage_daily", _COVERAGE),
         ("node_days", _NODE_DAYS),
+        ("spool_quarantine", "SELECT * FROM spool_quarantine ORDER BY day, quarantined_at, file"),
     ]
 
 

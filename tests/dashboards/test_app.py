@@ -252,7 +252,7 @@ def test_shifts_show_the_latest_analysis_of_the_own_tenant_only():
     at = signed_in("alice")
     at.switch_page("pages/tenant_insights.py").run()
     (shifts,) = [d.value for d in at.dataframe]
-    assert list(shifts["after_gpu_hours"]) == [96.0]  # 31 October's analysis, acme's row
+    assert list(shifts["level_after"]) == [96.0]  # 31 October's analysis, acme's row
     assert "tenant" not in shifts.columns
     at = signed_in("oscar")
     at.switch_page("pages/operator_recommendations.py").run()
