@@ -16,8 +16,8 @@ import duckdb
 import polars as pl
 import yaml
 
-from models.billing.pricing import price_bands
-from models.billing.rate_cards import ConfigError, RateCard, Tenant, month_bounds, rate_card_for
+from models.billing.pricing import on_demand_price
+from models.billing.rate_cards import ConfigError, Tenant, month_bounds, rate_card_for
 from models.ledger.usage import RESERVED_TENANTS
 from models.planning.quotas import (
     DEFAULT_MAX_STEP,
@@ -183,19 +183,6 @@ def tier_change_recommendations(
             f"{r['current_plan_total']} -> {r['recommended_plan_total']} {r['currency']})"
             for r in changes.iter_rows(named=True)) or "none",
     })
-
-
-def on_demand_price(card: RateCard, tier: str, monthly_gpu_hours: Decimal,
-                    multiplier: Decimal, discount_pct: Decimal) -> Decimal:
-    """What one more on-demand GPU-hour of `tier` costs the tenant: the price of the band its
-    month's billable units reach (the marginal band under graduated pricing, the band the total
-    falls in under volume), times its size multiplier, less its plan's discount. A reserved GPU
-    saves exactly this for each hour it is used, so it is the price the break-even compares."""
-    spec = card.tier(tier)
-    units = monthly_gpu_hours * multiplier
-    bands = price_bands(spec.mode, spec.bands, units)
-    band_price = bands[-1][2] if bands else spec.bands[0].price
-    return band_price * multiplier * (100 - discount_pct) / 100
 
 
 class ReservationsConfig(dg.Config):

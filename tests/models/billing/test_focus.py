@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from models.billing import lifecycle
-from models.billing.focus import FOCUS_VERSION, allocate, focus_table, write_focus_export
-from models.billing.pricing import price_invoice
+from models.billing.focus import FOCUS_VERSION, focus_table, write_focus_export
+from models.billing.pricing import allocate, price_invoice
 from models.billing.rate_cards import (
     CreditGrant,
     Reservation,
