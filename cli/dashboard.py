@@ -18,7 +18,7 @@ from dashboards.auth import (
 )
 from dashboards.config import marts_dir, users_path
 
-APP = Path(__file__).with_name("app.py")
+APP = Path(__file__).resolve().parents[1] / "dashboards" / "app.py"
 MIN_PASSWORD = 12
 
 
