@@ -47,7 +47,6 @@ from models.files import atomic_open, atomic_write
 FOCUS_VERSION = "1.4"
 """The newest released FOCUS version (ratified June 2026; 1.5 is due December 2026)."""
 
-HOUR = timedelta(hours=1)
 ZERO = Decimal(0)
 COST_SCALE = 12
 """Decimal places of money columns: a unit price (6) times a quantity (6) is exact in 12."""
