@@ -93,6 +93,19 @@ CREATE TABLE IF NOT EXISTS invoice_lines (
     amount DECIMAL(18, 4) NOT NULL
 );
 
+-- The hourly netting of each invoice (models.billing.pricing.NettedHour), written with it:
+-- per hour and tier, on_demand and covered GPU-hours per size class (covered per
+-- reservation), and each reservation's unused GPU-hours (size_class null).
+CREATE TABLE IF NOT EXISTS invoice_hours (
+    invoice_id VARCHAR NOT NULL,
+    hour TIMESTAMPTZ NOT NULL,
+    hardware_tier VARCHAR NOT NULL,
+    size_class VARCHAR,
+    reservation_id VARCHAR,
+    hour_use VARCHAR NOT NULL,        -- on_demand | covered | unused
+    gpu_hours DECIMAL(24, 6) NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS period_closes (
     period VARCHAR PRIMARY KEY,
     closed_at TIMESTAMPTZ NOT NULL
