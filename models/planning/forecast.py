@@ -5,8 +5,10 @@ exponential-smoothing model (statsmodels' Holt-Winters `ExponentialSmoothing`, a
 errors), chosen by AICc among: level only, damped trend, and a weekly season once two weeks of
 history exist. The intervals are quantiles of the month's total over `SIMULATIONS` sample paths
 simulated from the fitted model's state-space form (`HoltWintersResults.simulate`), each day
-floored at zero: an interval
-of a *sum* of days, which per-day intervals (added up) or per-step conformal intervals are not.
+floored at zero: an interval of a *sum* of days, which per-day intervals (added up) or
+per-step conformal intervals are not. The model's interval is then widened, never narrowed,
+where the tenant's own recent days fell further from the model than it expected
+(`_calibration`: normalised split conformal prediction over in-sample origins).
 
 Daily seasonality: a forecast day is spread over its hours by the tenant's own hour-of-week
 profile (hour-of-day before two weeks of history), so the hourly quantities that the pricing
@@ -160,7 +162,6 @@ def forecast_daily(history: Sequence[float] | Floats, days: int, *,
     return DailyForecast(name, int(y.size), point, cumulative)
 
 
-CALIBRATION_ANCHORS = 14
 CALIBRATION_SIMULATIONS = 200
 MIN_CALIBRATION_DAYS = 3
 
@@ -170,17 +171,16 @@ def _calibration(fitted: HoltWintersResults, y: Floats, days: int,
     """Level -> how much to widen the model's interval so that it would have held the
     history's own sums: normalised split conformal prediction over in-sample origins.
 
-    From each of the last `CALIBRATION_ANCHORS` days t (with at least `MIN_CALIBRATION_DAYS`
-    before it), the fitted model simulates the next k = min(days, n - t) days given the history
-    before t; the score is the actual k-day sum's distance from the model's median over the
-    model's own half-interval on that side. The factor is the conformal quantile of the
-    scores (the largest when too few), never below 1: history can widen the model's interval,
-    not narrow it. Origins in the history share the fitted parameters (not refitted per
-    origin): cheap, and a little optimistic, which the floor of 1 bounds."""
+    From each day t of the history with at least `MIN_CALIBRATION_DAYS` before it (the
+    look-back bounds how many), the fitted model simulates the next k = min(days, n - t) days
+    given the history before t; the score is the actual k-day sum's distance from the model's
+    median over the model's own half-interval on that side. The factor is the conformal
+    quantile of the scores (the largest when too few), never below 1: history can widen the
+    model's interval, not narrow it. Origins in the history share the fitted parameters (not
+    refitted per origin): cheap, and a little optimistic, which the floor of 1 bounds."""
     n = y.size
-    anchors = list(range(max(MIN_CALIBRATION_DAYS, n - CALIBRATION_ANCHORS), n))
     scores: dict[int, list[float]] = {level: [] for level in LEVELS}
-    for t in anchors:
+    for t in range(MIN_CALIBRATION_DAYS, n):
         k = min(days, n - t)
         sims = np.asarray(fitted.simulate(k, anchor=t, repetitions=CALIBRATION_SIMULATIONS,
                                           rng=rng), dtype=float).reshape(k, -1)
@@ -301,7 +301,7 @@ def forecast_tenant(
     starts: list[date] = []
     for series in history:
         n_days = series.gpu_hours.size // 24
-        if series.first_hour + timedelta(days=n_days) != as_of:
+        if n_days == 0 or series.first_hour + timedelta(days=n_days) != as_of:
             raise ForecastInputError(
                 f"tenant {tenant.name}, tier {series.hardware_tier}: history ends at "
                 f"{series.first_hour + timedelta(days=n_days)}, not at as_of {as_of}")
