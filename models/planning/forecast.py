@@ -55,6 +55,9 @@ WEEK = 7
 MIN_SEASONAL_DAYS = 2 * WEEK
 """A weekly season needs two weeks to be told from a level (ETS initialises it from them)."""
 MIN_TREND_DAYS = 4
+MIN_MODEL_DAYS = 4
+"""Fewer days than this are not fitted (a level and its noise from 2 or 3 points give NaN or
+nonsense): the forecast is the mean day and the range of the days seen."""
 DEFAULT_LOOKBACK_DAYS = 56
 """Eight weeks: enough to estimate a weekly season, short enough to follow a tenant's change."""
 SCENARIOS = ("point", "lo80", "hi80", "lo95", "hi95")
@@ -119,12 +122,25 @@ def _fit(y: Floats) -> tuple[str, HoltWintersResults]:
     return name, best
 
 
+def _range_forecast(y: Floats, days: int, name: str) -> DailyForecast:
+    """Too little history for a model: the mean day, and every interval the range between the
+    lowest and the highest day seen, repeated."""
+    mean, low, high = float(np.mean(y)), float(np.min(y)), float(np.max(y))
+    steps = np.arange(1, days + 1, dtype=float)
+    cumulative = {"point": mean * steps}
+    for level in LEVELS:
+        cumulative[_quantile_name(level, False)] = low * steps
+        cumulative[_quantile_name(level, True)] = high * steps
+    return DailyForecast(name, int(y.size), np.full(days, mean), cumulative)
+
+
 def forecast_daily(history: Sequence[float] | Floats, days: int, *,
                    simulations: int = SIMULATIONS, seed: int = SEED) -> DailyForecast:
     """Forecast the next `days` days of a daily GPU-hours series (oldest first, no gaps).
 
     A history of zeros only (or a constant) has no variation to model: its forecast is that
-    constant with an interval of zero width, and the model says so."""
+    constant with an interval of zero width, and the model says so. Fewer than
+    `MIN_MODEL_DAYS` days, or a fit whose simulation is not finite, give `_range_forecast`."""
     y = np.asarray(history, dtype=float)
     if y.ndim != 1 or y.size == 0:
         raise ForecastInputError(f"history must be a non-empty daily series, got shape {y.shape}")
@@ -134,12 +150,12 @@ def forecast_daily(history: Sequence[float] | Floats, days: int, *,
                                  f"{y[bad]}")
     if days < 0:
         raise ForecastInputError(f"days must be >= 0, got {days}")
-    if days == 0 or y.size < 2 or np.ptp(y) == 0:
-        flat = np.full(days, y[-1] if np.ptp(y) == 0 else float(np.mean(y)))
+    if days == 0 or np.ptp(y) == 0:
+        flat = np.full(days, y[-1])
         path = np.cumsum(flat)
-        name = "constant" if np.ptp(y) == 0 else "mean of too short a history"
-        return DailyForecast(name, int(y.size), flat,
-                             {s: path for s in SCENARIOS})
+        return DailyForecast("constant", int(y.size), flat, {s: path for s in SCENARIOS})
+    if y.size < MIN_MODEL_DAYS:
+        return _range_forecast(y, days, "range of a short history")
     # The fits are many tiny optimisations: BLAS threads only contend for the cores (on a
     # busy 2-core machine a forecast took 1.2 s with them, 0.33 s without).
     with threadpool_limits(limits=1, user_api="blas"):
@@ -149,6 +165,8 @@ def forecast_daily(history: Sequence[float] | Floats, days: int, *,
         paths = np.asarray(fitted.simulate(days, anchor="end", repetitions=simulations,
                                            rng=rng), dtype=float).reshape(days, simulations)
         scale = _calibration(fitted, y, days, rng)
+    if not (np.isfinite(paths).all() and np.isfinite(point).all()):
+        return _range_forecast(y, days, f"range of the history ({name} did not simulate)")
     sums = np.cumsum(np.maximum(paths, 0.0), axis=0)
     point_sums = np.cumsum(point)
     cumulative: dict[str, Floats] = {"point": point_sums}
@@ -270,6 +288,8 @@ class TenantForecast:
 
 
 def _gpu_hours(value: float) -> Decimal:
+    if not math.isfinite(value):
+        raise ForecastInputError(f"a forecast quantity is not a number: {value}")
     return quantity(Decimal(repr(max(float(value), 0.0))))
 
 

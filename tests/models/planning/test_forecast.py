@@ -93,6 +93,13 @@ def test_a_constant_history_is_forecast_exactly_with_no_spread():
         assert path.tolist() == [72.0, 144.0, 216.0, 288.0, 360.0]
 
 
+def test_a_short_history_gives_its_mean_and_its_range():
+    fc = forecast_daily([40.0, 60.0], 3)
+    assert fc.model == "range of a short history"
+    assert fc.totals == {"point": 150.0, "lo80": 120.0, "hi80": 180.0, "lo95": 120.0,
+                         "hi95": 180.0}
+
+
 @pytest.mark.parametrize("bad", [[1.0, float("nan")], [3.0, -1.0], []])
 def test_unusable_history_is_refused_with_the_day(bad):
     with pytest.raises(ForecastInputError, match="history"):
