@@ -71,28 +71,12 @@ def _series(hours: list[UsageHour], first_hour: datetime, as_of: datetime
 def _confirmed_shifts(con: duckdb.DuckDBPyConnection, day: date
                       ) -> dict[str, dict[str, list[date]]]:
     """tenant -> series name -> change dates of the confirmed shifts of the day's analysis."""
-    # fetchall: DuckDB 2 keeps a result open after fetchone, and `register` then refuses.
-    ((exists,),) = con.execute("SELECT count(*) FROM information_schema.tables "
-                               "WHERE table_name = 'usage_shifts'").fetchall()
-    if not exists:
-        return {}
     out: dict[str, dict[str, list[date]]] = {}
     for tenant, series, change in con.execute(
         "SELECT tenant, series_name, change_date FROM usage_shifts "
         "WHERE day = ? AND confirmed ORDER BY ALL", [day]).fetchall():
         out.setdefault(tenant, {}).setdefault(series, []).append(change)
     return out
-
-
-def _replace_day(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame, day: date
-                 ) -> None:
-    con.register("forecast_rows", frame.to_arrow())
-    try:
-        con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM forecast_rows LIMIT 0")
-        con.execute(f"DELETE FROM {table} WHERE day = ?", [day])
-        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM forecast_rows")
-    finally:
-        con.unregister("forecast_rows")
 
 
 GPU_HOURS = pl.Decimal(18, 6)
@@ -179,8 +163,8 @@ def tenant_forecasts(
                 lookback_days=config.lookback_days,
             ))
         frame, days = _frames(day, forecasts)
-        _replace_day(con, FORECASTS_TABLE, frame, day)
-        _replace_day(con, FORECAST_DAYS_TABLE, days, day)
+        warehouse.replace_analysis(con, FORECASTS_TABLE, frame.drop("day"), day)
+        warehouse.replace_analysis(con, FORECAST_DAYS_TABLE, days.drop("day"), day)
     return dg.MaterializeResult(metadata={
         "rows": frame.height,
         "period": period,
@@ -207,7 +191,7 @@ def forecast_interval_covers_month_to_date(
             f"FROM {FORECAST_DAYS_TABLE} d JOIN {FORECASTS_TABLE} f "
             "ON f.day = d.forecast_day AND f.tenant = d.tenant AND f.period = d.period "
             "WHERE d.day = ? AND d.forecast_day = ? ORDER BY d.tenant",
-            [day - timedelta(days=1), day]).fetchall() if _exists(con) else []
+            [day - timedelta(days=1), day]).fetchall()
     misses = [r for r in rows if not r[2] <= r[1] <= r[3]]
     inside_80 = sum(1 for r in rows if r[4] <= r[1] <= r[5])
     allowed = int(binom.ppf(1 - ALLOWED_MISS_PROBABILITY, len(rows), 1 - CHECK_LEVEL / 100))
@@ -224,9 +208,3 @@ def forecast_interval_covers_month_to_date(
         },
     )
 
-
-def _exists(con: duckdb.DuckDBPyConnection) -> bool:
-    ((count,),) = con.execute("SELECT count(*) FROM information_schema.tables "
-                              "WHERE table_name IN (?, ?)",
-                              [FORECASTS_TABLE, FORECAST_DAYS_TABLE]).fetchall()
-    return bool(count == 2)

@@ -126,10 +126,10 @@ def test_a_confirmed_shift_cuts_the_history(home):
     write_usage(home / "warehouse.duckdb", date(2026, 10, 14))
     con = warehouse.connect(home / "warehouse.duckdb")
     try:
-        con.execute("CREATE TABLE usage_shifts (day DATE, tenant VARCHAR, series_name VARCHAR, "
-                    "change_date DATE, confirmed BOOLEAN)")
-        con.execute("INSERT INTO usage_shifts VALUES ('2026-10-14', 'zen', "
-                    "'gpu_hours[standard]', '2026-10-01', true)")
+        con.execute("INSERT INTO usage_shifts BY NAME SELECT '2026-10-14' AS day, 'zen' AS tenant, "
+                    "'gpu_hours[standard]' AS series_name, '2026-10-01' AS change_date, "
+                    "1.0 AS level_before, 3.0 AS level_after, 0.9 AS confidence, "
+                    "true AS confirmed, 13 AS days_at_new_level")
     finally:
         con.close()
     assert materialize(home, date(2026, 10, 14)).success

@@ -228,3 +228,41 @@ CREATE TABLE IF NOT EXISTS spool_quarantine (
     reason VARCHAR NOT NULL,
     quarantined_at TIMESTAMPTZ NOT NULL
 );
+
+-- Month-end forecasts (models/planning/forecast.py), one row per analytics day and tenant:
+-- GPU-hours and the invoice total with 80% and 95% intervals, priced by the pricing engine.
+CREATE TABLE IF NOT EXISTS tenant_forecasts (
+    day DATE NOT NULL,
+    tenant VARCHAR NOT NULL,
+    period VARCHAR NOT NULL,
+    as_of TIMESTAMPTZ NOT NULL,
+    history_start DATE,
+    models VARCHAR,
+    currency VARCHAR NOT NULL,
+    rate_card_version VARCHAR NOT NULL,
+    actual_gpu_hours DECIMAL(18, 6) NOT NULL,
+    gpu_hours DECIMAL(18, 6) NOT NULL,
+    gpu_hours_lo80 DECIMAL(18, 6) NOT NULL,
+    gpu_hours_hi80 DECIMAL(18, 6) NOT NULL,
+    gpu_hours_lo95 DECIMAL(18, 6) NOT NULL,
+    gpu_hours_hi95 DECIMAL(18, 6) NOT NULL,
+    amount DECIMAL(18, 4) NOT NULL,
+    amount_lo80 DECIMAL(18, 4) NOT NULL,
+    amount_hi80 DECIMAL(18, 4) NOT NULL,
+    amount_lo95 DECIMAL(18, 4) NOT NULL,
+    amount_hi95 DECIMAL(18, 4) NOT NULL
+);
+
+-- The expected month-to-date GPU-hours at the end of each remaining day of the month (the fan
+-- chart, and what the next day's check compares its actuals with).
+CREATE TABLE IF NOT EXISTS tenant_forecast_days (
+    day DATE NOT NULL,
+    tenant VARCHAR NOT NULL,
+    period VARCHAR NOT NULL,
+    forecast_day DATE NOT NULL,
+    gpu_hours DECIMAL(18, 6) NOT NULL,
+    gpu_hours_lo80 DECIMAL(18, 6) NOT NULL,
+    gpu_hours_hi80 DECIMAL(18, 6) NOT NULL,
+    gpu_hours_lo95 DECIMAL(18, 6) NOT NULL,
+    gpu_hours_hi95 DECIMAL(18, 6) NOT NULL
+);
