@@ -18,11 +18,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-import duckdb
 import pyarrow as pa
 
 from models.ledger.usage import UTC_TIMESTAMP, make_sample_id
+
+if TYPE_CHECKING:  # the collectors write gaps without the warehouse's engine
+    import duckdb
 
 
 class GapReason(StrEnum):
