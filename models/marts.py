@@ -32,6 +32,7 @@ from typing import Any
 import duckdb
 
 from models.billing.rate_cards import Tenant, month_bounds
+from models.ledger.gaps import GAP_RANGES
 from models.ledger.usage import (
     IDLE_TENANT,
     RESERVED_TENANTS,
@@ -577,6 +578,8 @@ def _finance_tables() -> list[tuple[str, str]]:
         ("revenue_vs_capacity", _REVENUE_VS_CAPACITY),
         ("coverage_daily", _COVERAGE),
         ("node_days", _NODE_DAYS),
+        # What collectors could not read: no rows exist for it (models/ledger/gaps.py).
+        ("collection_gaps", GAP_RANGES.format(where="true")),
     ]
 
 

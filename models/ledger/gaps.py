@@ -198,6 +198,11 @@ class GapRange:
     detail: str
     """The first record's detail."""
 
+    def describe(self) -> str:
+        gap = Gap(self.source, self.cluster, self.node, self.gpu_uuid, self.start, self.end,
+                  GapReason(self.reason), self.detail)
+        return gap.describe() + (f" ({self.records} records)" if self.records > 1 else "")
+
 
 def day_ranges(con: duckdb.DuckDBPyConnection, day: date) -> list[GapRange]:
     """The day's gaps as ranges of consecutive windows."""

@@ -3,8 +3,8 @@
 
 import dagster as dg
 
-from collectors.spool import day_files
-from models.ledger import warehouse
+from collectors.spool import day_files, read_batches
+from models.ledger import gaps, warehouse
 from pipelines.partitions import DAILY, partition_day
 from pipelines.resources import BillingConfigResource, SpoolResource, WarehouseResource
 
@@ -16,10 +16,12 @@ def gpu_usage_ledger(
     spool: SpoolResource,
     billing: BillingConfigResource,
 ) -> dg.MaterializeResult:
-    """One UTC day of GPU usage rows, shared endpoints apportioned, tier and size attached."""
+    """One UTC day of GPU usage rows, shared endpoints apportioned, tier and size attached, and
+    the day's collection gaps (what collectors could not read, so has no rows)."""
     day = partition_day(context)
     usage_files = day_files(spool.path, "usage", day)
     request_files = day_files(spool.path, "requests", day)
+    gap_files = day_files(spool.path, "gaps", day)
     card = billing.rate_card(day)
     with warehouse_db.connect() as con:
         staged = warehouse.stage_usage(con, usage_files)
@@ -32,6 +34,8 @@ def gpu_usage_ledger(
             )
         warehouse.build_ledger(con)
         rows = warehouse.replace_day(con, day)
+        gap_records = gaps.replace_day(
+            con, day, read_batches(gap_files, gaps.GAP_SCHEMA) if gap_files else None)
         tenants = con.execute(
             "SELECT count(DISTINCT tenant) FROM ledger WHERE day = ?", [day]).fetchone()
     return dg.MaterializeResult(metadata={
@@ -39,6 +43,7 @@ def gpu_usage_ledger(
         "request_files": len(request_files),
         "staged_rows": staged,
         "ledger_rows": rows,
+        "collection_gaps": gap_records,
         "tenants": tenants[0] if tenants else 0,
         "rate_card_version": card.version,
     })
