@@ -744,12 +744,14 @@ class CollectorState:
         self, device: Device, slots: list[_Slot], window_start: datetime, duration: Fraction,
         duration_s: float, node: str, cluster: str, tenants: Mapping[str, str], *, idle: bool,
     ) -> list[dict[str, Any]]:
-        held: dict[str, tuple[PodAllocation, Fraction, Fraction]] = {}
+        held: dict[str, tuple[PodAllocation, Fraction]] = {}
         for slot in slots:
             seconds = _seconds(slot.start, slot.end) * slot.equivalents
-            _, eq, total = held.get(slot.allocation.uid, (slot.allocation, Fraction(0),
-                                                         Fraction(0)))
-            held[slot.allocation.uid] = (slot.allocation, eq + slot.equivalents, total + seconds)
+            _, total = held.get(slot.allocation.uid, (slot.allocation, Fraction(0)))
+            held[slot.allocation.uid] = (slot.allocation, total + seconds)
+        # Every row carries the device's GPU-equivalents, as the other sources write them: the
+        # pod's share is in its GPU-seconds, and conservation reads the device's capacity
+        # from any row of it (a quarter of a time-sliced L4 is 15 of its 60 GPU-seconds).
         base = {
             "window_start": window_start,
             "duration_s": float(duration_s),
@@ -758,13 +760,14 @@ class CollectorState:
             "gpu_uuid": device.device_id,
             "gpu_product": device.gpu_product,
             "mig_profile": device.mig_profile,
+            "gpu_equivalents": float(device.gpu_equivalents),
             "used_gpu_seconds": None,
             "memory_used_bytes": None,
             "source": SOURCE,
         }
         rows = []
         allocated = Fraction(0)
-        for uid, (allocation, eq, seconds) in sorted(held.items()):
+        for uid, (allocation, seconds) in sorted(held.items()):
             allocated += seconds
             tenant = allocation.tenant(self.namespace_labels.get(allocation.namespace, {}),
                                        tenants)
@@ -772,7 +775,6 @@ class CollectorState:
                 **base,
                 "sample_id": make_sample_id(SOURCE, cluster, window_start.isoformat(),
                                             duration_s, node, device.device_id, uid),
-                "gpu_equivalents": float(eq),
                 "tenant": tenant,
                 "namespace": allocation.namespace,
                 "pod": allocation.name,
@@ -788,7 +790,6 @@ class CollectorState:
                 **base,
                 "sample_id": make_sample_id(SOURCE, cluster, window_start.isoformat(),
                                             duration_s, node, device.device_id, IDLE_TENANT),
-                "gpu_equivalents": float(device.gpu_equivalents),
                 "tenant": IDLE_TENANT,
                 "namespace": None,
                 "pod": None,
