@@ -13,7 +13,9 @@ writes that window.
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -23,8 +25,10 @@ from kubernetes import client as k8s
 
 from collectors.agent import Agent
 from collectors.pods import PodCollector
+from collectors.spool import write_batch
 from dashboards.auth import User, hash_password, parse_role, save_users
 from models.ledger import warehouse
+from models.ledger.gaps import Gap, GapReason, gap_table
 from models.marts import finance_mart_path
 from tests.collectors.test_pods import NAMESPACE_TENANTS, WINDOW, Clock, by_name, cluster_objects
 from tests.dashboards.conftest import PASSWORD
@@ -159,3 +163,25 @@ def test_without_its_gap_records_the_same_day_fails_conservation(home: Path,
                if e.check_name == "gpu_seconds_conserved"]
     assert not check.passed
     assert "gpu-l4-ts/gpu0" in check.metadata["first_violations"].value
+
+
+def test_a_late_gap_file_alone_re_ingests_its_day(home: Path, tmp_path: Path) -> None:
+    from pipelines.ingest.schedules import late_spool_files
+    from pipelines.resources import SpoolResource
+
+    spool_root = tmp_path / "spool"
+    shutil.copytree(home / "spool", spool_root)
+    resources = {"spool": SpoolResource(path=str(spool_root))}
+    first = late_spool_files(dg.build_sensor_context(resources=resources))
+    assert first.run_requests == []
+    # An agent that could not write its spool for a while uploads a window it could not read:
+    # a gap file, and no usage file, for that day.
+    write_batch(spool_root, gap_table([Gap(
+        "pods", "test", None, None, WINDOW + timedelta(hours=5),
+        WINDOW + timedelta(hours=5, minutes=1), GapReason.SOURCE_UNREADABLE, "HTTP 503")]),
+        kind="gaps", source="pods", node="pods-collector", batch="late")
+    later = time.time() + 60
+    for path in spool_root.rglob("late.parquet"):
+        os.utime(path, (later, later))
+    result = late_spool_files(dg.build_sensor_context(cursor=first.cursor, resources=resources))
+    assert [r.partition_key for r in result.run_requests] == [f"{DAY}"]
