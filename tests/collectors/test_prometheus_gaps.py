@@ -27,12 +27,19 @@ from click.testing import CliRunner
 
 from cli.collect import collect
 from collectors import spool
-from collectors.prometheus import FB_USED, GPU_UTIL, GR_ENGINE_ACTIVE, PrometheusReader
+from collectors.prometheus import (
+    FB_USED,
+    GPU_UTIL,
+    GR_ENGINE_ACTIVE,
+    PrometheusCollector,
+    PrometheusReader,
+)
 from models.ledger.gaps import GapReason
 from models.ledger.usage import IDLE_TENANT, validate_ledger
 from tests.kube_api import start_http, stop_http, url_of
 from tests.prometheus_server import (
     Series,
+    free_port,
     parse_exposition,
     prometheus_with_history,
     to_openmetrics,
@@ -134,6 +141,24 @@ def test_each_malformed_series_is_a_gap_of_its_own_place(read):
     assert "no UUID label" in details[HOST, None]
     assert "no UUID label" in details[None, None]
     assert {g.source for g in read.gaps} == {"dcgm"}
+
+
+def test_prometheus_down_is_a_cluster_wide_gap_for_both_products() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    reader = PrometheusReader(url, cluster="qa", retries=0, timeout_s=2)
+    collector = PrometheusCollector(reader, STEP)
+    try:
+        assert collector.rows(T0, STEP).num_rows == 0
+        assert collector.request_rows(T0, STEP).num_rows == 0
+        gaps = collector.gaps(T0, STEP)
+    finally:
+        reader.close()
+    assert [(g.source, g.node, g.gpu_uuid, g.reason) for g in gaps] == [
+        ("dcgm", None, None, GapReason.SOURCE_UNREADABLE),
+        ("gateway", None, None, GapReason.SOURCE_UNREADABLE)]
+    assert all(url in g.detail and (g.window_start, g.window_end) ==
+               (T0, T0 + timedelta(seconds=STEP)) for g in gaps)
+    assert collector.gaps(T0, STEP) == []  # handed to the agent once
 
 
 # -- live scrapes ------------------------------------------------------------------------------
