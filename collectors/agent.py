@@ -177,7 +177,7 @@ class Agent:
                 tables.append(request_rows(window_start, self.interval_s))
             gaps = list(getattr(self.collector, "gaps", lambda *_: [])(window_start,
                                                                         self.interval_s))
-        except Exception as exc:  # a failing source must not stop the agent; it retries
+        except Exception as exc:  # a failing source must not stop the agent: a gap, go on
             self.metrics.errors.labels("collect").inc()
             self.log(f"collecting {self.source} window {window_start.isoformat()} failed: "
                      f"{type(exc).__name__}: {exc}")
