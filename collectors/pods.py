@@ -4,7 +4,9 @@ Lists and watches pods, nodes and namespaces through the kubernetes client (the 
 that imports it, besides the scheduler-quota write-back). A pod holds GPUs from the moment it
 is scheduled to a node until it terminates; `PodCollector.rows` turns those allocation
 intervals into one row per (window, device, pod) plus `__idle__` rows for the capacity no pod
-holds, so that GPU-seconds are conserved per device.
+holds, so that GPU-seconds are conserved per device. What it cannot read (an answer that is
+not a readable list or watch, a pod or node with unreadable fields) has no rows and is
+reported by `PodCollector.gaps` instead: never idle.
 
 The API does not say which physical GPU a pod got, so devices are synthetic and stable per
 node (`<node>/gpu<i>`, `<node>/mig-<profile>-<i>`, and `<node>/gpu<i>-unpartitioned` for the
