@@ -594,7 +594,7 @@ class NvmlCollector:
                      GapReason.NOT_SAMPLED, f"{device.product} {device.uuid}: no NVML "
                      "snapshot in the window (sampling failed or stalled)")
                  for device in self.inventory.devices if device.uuid not in sampled]
-        self._gaps[window_start] = gaps
+        self._gaps = {window_start: gaps}  # only the window just read waits for `gaps`
         self._samples = [s for s in self._samples if s.time > window_start]
         return ledger_table(rows)
 

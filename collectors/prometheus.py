@@ -715,9 +715,10 @@ class PrometheusCollector:
             read = self.reader.read_usage(window_start, end, self.step_s,
                                           namespace_tenants=self.namespace_tenants)
         except PrometheusError as exc:
+            self._gaps = {}
             self._failed(DCGM_SOURCE, window_start, end, exc)
             return pa.Table.from_pylist([], schema=LEDGER_SCHEMA)
-        self._gaps.setdefault(window_start, []).extend(read.gaps)
+        self._gaps = {window_start: list(read.gaps)}  # only this window waits for `gaps`
         return read.table
 
     def request_rows(self, window_start: datetime, duration_s: float) -> pa.Table:
