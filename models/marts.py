@@ -37,6 +37,7 @@ from models.billing import lifecycle
 from models.billing.invoices import DocumentKind, Status, StoredInvoice
 from models.billing.pricing import LineKind, forecast_total, on_demand_by_tier
 from models.billing.rate_cards import Tenant, month_bounds
+from models.ledger.gaps import GAP_RANGES
 from models.ledger.usage import (
     IDLE_TENANT,
     RESERVED_TENANTS,
@@ -541,6 +542,8 @@ def _finance_tables() -> list[tuple[str, str]]:
         ("coverage_daily", _COVERAGE),
         ("node_days", _NODE_DAYS),
         ("spool_quarantine", "SELECT * FROM spool_quarantine ORDER BY day, quarantined_at, file"),
+        # What collectors could not read: no rows exist for it (models/ledger/gaps.py).
+        ("collection_gaps", GAP_RANGES.format(where="true")),
     ]
 
 

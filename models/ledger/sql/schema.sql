@@ -40,6 +40,21 @@ CREATE TABLE IF NOT EXISTS request_work (
     day DATE NOT NULL
 );
 
+-- What collectors could not read (models/ledger/gaps.py): no ledger rows exist for it, and
+-- conservation lets a device-interval inside a gap of its source hold less than capacity.
+CREATE TABLE IF NOT EXISTS collection_gaps (
+    gap_id VARCHAR NOT NULL,
+    window_start TIMESTAMPTZ NOT NULL,
+    window_end TIMESTAMPTZ NOT NULL,
+    cluster VARCHAR NOT NULL,
+    node VARCHAR,                     -- NULL: every node of the cluster
+    gpu_uuid VARCHAR,                 -- NULL: every device of the node
+    source VARCHAR NOT NULL,
+    reason VARCHAR NOT NULL,
+    detail VARCHAR NOT NULL,
+    day DATE NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS usage_hourly (
     day DATE NOT NULL,
     hour TIMESTAMPTZ NOT NULL,
