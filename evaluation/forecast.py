@@ -6,7 +6,10 @@ of day 7, 14 and 21, knowing only the hours before, and compare with what happen
 
 - `ours`: models.planning.forecast.forecast_daily, fitted from the latest confirmed usage
   shift (models.planning.shifts.detect_shifts on the daily history) and at most
-  DEFAULT_LOOKBACK_DAYS back, intervals from simulated sample paths;
+  DEFAULT_LOOKBACK_DAYS back, intervals from simulated sample paths, calibrated by
+  models.planning.forecast.pool_intervals over the forecasts of all the trace's tenants made
+  at the same hour (as the pipeline pools all tenants of a day);
+- `ours-own`: the same forecast before pooling, intervals from the tenant's history alone;
 - `seasonal-naive`: the last 7 days repeated (for whole-day totals the same as repeating the
   last 168 hours); interval per day from the spread of week-on-week differences, sigma_h =
   sigma * sqrt(weeks ahead), the days' bounds added up; none before two weeks of history;
@@ -48,13 +51,20 @@ import statsmodels.api as sm
 from scipy.stats import norm
 
 from collectors.traces import TRACE_START
-from models.planning.forecast import DEFAULT_LOOKBACK_DAYS, LEVELS, forecast_daily, history_start
+from models.planning.forecast import (
+    DEFAULT_LOOKBACK_DAYS,
+    LEVELS,
+    DailyForecast,
+    forecast_daily,
+    history_start,
+    pool_intervals,
+)
 from models.planning.shifts import detect_shifts
 
 Floats = npt.NDArray[np.float64]
 
 TRACES = ("alibaba-2025", "helios", "alibaba-2023")
-METHODS = ("ours", "seasonal-naive", "linear-trend")
+METHODS = ("ours", "ours-own", "seasonal-naive", "linear-trend")
 ORIGIN_DAYS = (7, 14, 21)
 DEFAULT_TOP = 40
 KOKU_WINDOW_DAYS = 30
@@ -224,11 +234,14 @@ def periods(series: Series) -> list[tuple[str, int, int]]:
     return out
 
 
-def ours(daily: Floats, first_day: date, days: int) -> Forecast:
+def ours(daily: Floats, first_day: date, days: int) -> DailyForecast:
     dates = [first_day + timedelta(days=i) for i in range(daily.size)]
     confirmed = [s.change_date for s in detect_shifts(daily, dates) if s.confirmed]
     first = max(history_start(dates, confirmed), daily.size - DEFAULT_LOOKBACK_DAYS)
-    fc = forecast_daily(daily[first:], days)
+    return forecast_daily(daily[first:], days)
+
+
+def _forecast(fc: DailyForecast) -> Forecast:
     totals = fc.totals
     return Forecast(totals["point"], {lv: (totals[f"lo{lv}"], totals[f"hi{lv}"]) for lv in LEVELS})
 
@@ -270,7 +283,10 @@ def linear_trend(daily: Floats, days: int) -> Forecast:
 
 def backtest(series: Iterable[Series], *, origin_days: Sequence[int] = ORIGIN_DAYS,
              progress: Callable[[Series], None] | None = None) -> list[Case]:
-    cases = []
+    """Every case of every series; `ours` pooled, as the pipeline pools all tenants of one
+    day, over the forecasts of all series of the trace made at the same hour."""
+    cases: list[Case] = []
+    pools: dict[tuple[str, datetime], list[tuple[Case, DailyForecast, float]]] = {}
     for s in series:
         if progress:
             progress(s)
@@ -288,15 +304,24 @@ def backtest(series: Iterable[Series], *, origin_days: Sequence[int] = ORIGIN_DA
                 part = (hi - origin) / DAY_HOURS / rest_days
                 case = Case(s.trace, s.tenant, period, day, actual,
                             float(s.gpu_hours[lo:origin].sum()))
-                for name, fc in (("ours", ours(daily, first_day, rest_days)),
+                own = ours(daily, first_day, rest_days)
+                pools.setdefault((s.trace, s.first_hour + timedelta(hours=origin)), []).append(
+                    (case, own, part))
+                for name, fc in (("ours-own", _forecast(own)),
                                  ("seasonal-naive", seasonal_naive(daily, rest_days)),
                                  ("linear-trend", linear_trend(daily, rest_days))):
-                    case.forecasts[name] = Forecast(
-                        fc.total * part,
-                        None if fc.intervals is None else
-                        {lv: (a * part, b * part) for lv, (a, b) in fc.intervals.items()})
+                    case.forecasts[name] = _part(fc, part)
                 cases.append(case)
+    for pool in pools.values():
+        for (case, _, part), pooled in zip(pool, pool_intervals([fc for _, fc, _ in pool]),
+                                           strict=True):
+            case.forecasts["ours"] = _part(_forecast(pooled), part)
     return cases
+
+
+def _part(fc: Forecast, part: float) -> Forecast:
+    return Forecast(fc.total * part, None if fc.intervals is None else
+                    {lv: (a * part, b * part) for lv, (a, b) in fc.intervals.items()})
 
 
 @dataclass(frozen=True)

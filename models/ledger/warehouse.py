@@ -18,7 +18,7 @@ from dataclasses import astuple, dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 import duckdb
 import polars as pl
@@ -329,6 +329,12 @@ def tenant_usage_hours(
     return usage_hours(con, {tenant.name: tenant}, start, end)[tenant.name]
 
 
+def first_usage_hour(con: duckdb.DuckDBPyConnection) -> datetime | None:
+    """The first hour of `usage_hourly` (None when empty): hours before it are unknown."""
+    ((first,),) = con.execute("SELECT min(hour) FROM usage_hourly").fetchall()
+    return cast(datetime | None, first)
+
+
 def billable_tenants(con: duckdb.DuckDBPyConnection, start: datetime, end: datetime) -> list[str]:
     return [
         t for (t,) in con.execute(
@@ -398,6 +404,17 @@ def daily_peaks(con: duckdb.DuckDBPyConnection, first: date, last: date) -> pl.D
 def shifts_of(con: duckdb.DuckDBPyConnection, day: date) -> pl.DataFrame:
     """The usage shifts found by the analysis of `day` (without the `day` column)."""
     return _frame(con, "SELECT * EXCLUDE (day) FROM usage_shifts WHERE day = ?", [day])
+
+
+def confirmed_shifts(con: duckdb.DuckDBPyConnection, day: date
+                     ) -> dict[str, dict[str, list[date]]]:
+    """tenant -> series name -> change dates of the confirmed shifts of the analysis of `day`."""
+    out: dict[str, dict[str, list[date]]] = {}
+    for tenant, series, change in con.execute(
+        "SELECT tenant, series_name, change_date FROM usage_shifts "
+        "WHERE day = ? AND confirmed ORDER BY ALL", [day]).fetchall():
+        out.setdefault(tenant, {}).setdefault(series, []).append(change)
+    return out
 
 
 def tier_changes_without_shift(con: duckdb.DuckDBPyConnection, day: date

@@ -8,7 +8,12 @@ simulated from the fitted model's state-space form (`HoltWintersResults.simulate
 floored at zero: an interval of a *sum* of days, which per-day intervals (added up) or
 per-step conformal intervals are not. The model's interval is then widened, never narrowed,
 where the tenant's own recent days fell further from the model than it expected
-(`_calibration`: normalised split conformal prediction over in-sample origins).
+(`_calibration`: normalised split conformal prediction over in-sample origins), and again
+where the platform's forecasts missed by more (`pool_intervals`: global split conformal
+prediction over every tenant's rolling-origin errors, in units of each tenant's own mean day,
+so that a tenant whose history is flat inherits the platform's typical steps; only the spread
+of relative errors crosses tenants). `forecast_tenants` forecasts all tenants of a day at once
+for that reason.
 
 Daily seasonality: a forecast day is spread over its hours by the tenant's own hour-of-week
 profile (hour-of-day before two weeks of history), so the hourly quantities that the pricing
@@ -30,8 +35,8 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import numpy as np
@@ -42,6 +47,7 @@ from threadpoolctl import threadpool_limits
 
 from models.billing.pricing import HOUR, UsageHour, price_invoice, quantity
 from models.billing.rate_cards import RateCard, Tenant, month_bounds
+from models.planning.tier_changes import gpu_hours_series
 
 Floats = npt.NDArray[np.float64]
 
@@ -61,6 +67,16 @@ nonsense): the forecast is the mean day and the range of the days seen."""
 DEFAULT_LOOKBACK_DAYS = 56
 """Eight weeks: enough to estimate a weekly season, short enough to follow a tenant's change."""
 SCENARIOS = ("point", "lo80", "hi80", "lo95", "hi95")
+POOL_LAGS = (7, 14, 21, 28, 35, 42, 49)
+"""Rolling origins of the pooled calibration, in days before the end of the history: weekly
+back through the look-back. Windows shorter than a week are ruled by day-to-day noise and the
+weekly season, which do not grow as a level's drift does (scaled by k^1.5 they made 95%
+intervals six times wider on alibaba-2025 for 3 points of coverage)..."""
+SHORT_LAG = 3
+"""...so a 3-day window is used only by a history too short for a week's."""
+HORIZON_EXPONENT = 1.5
+"""A k-day sum's error grows as k^1.5 when the level walks at random (a step of any size on
+any day): k days times a level drift that grows as sqrt(k). Fixed in advance, not fitted."""
 
 
 class ForecastInputError(ValueError):
@@ -79,7 +95,12 @@ class DailyForecast:
     """Expected GPU-hours of each future day (floored at zero)."""
     cumulative: Mapping[str, Floats]
     """Scenario -> cumulative GPU-hours by the end of each future day: `point` is the point
-    forecast, `lo80`/`hi80`/`lo95`/`hi95` quantiles of the simulated cumulative sums."""
+    forecast, `lo80`/`hi80`/`lo95`/`hi95` quantiles of the simulated cumulative sums (widened
+    by `pool_intervals` where the platform's errors say so)."""
+    level: float = 0.0
+    """Mean daily GPU-hours of the history: the unit of `errors` and of the pooled widening."""
+    errors: Floats = field(default_factory=lambda: np.zeros(0))
+    """This series' rolling-origin errors (`rolling_origin_errors`), to pool with others'."""
 
     @property
     def totals(self) -> dict[str, float]:
@@ -150,12 +171,15 @@ def forecast_daily(history: Sequence[float] | Floats, days: int, *,
                                  f"{y[bad]}")
     if days < 0:
         raise ForecastInputError(f"days must be >= 0, got {days}")
+    mean_day, errors = float(np.mean(y)), rolling_origin_errors(y, days)
     if days == 0 or np.ptp(y) == 0:
         flat = np.full(days, y[-1])
         path = np.cumsum(flat)
-        return DailyForecast("constant", int(y.size), flat, {s: path for s in SCENARIOS})
+        return DailyForecast("constant", int(y.size), flat, {s: path for s in SCENARIOS},
+                             mean_day, errors)
     if y.size < MIN_MODEL_DAYS:
-        return _range_forecast(y, days, "range of a short history")
+        return replace(_range_forecast(y, days, "range of a short history"), level=mean_day,
+                       errors=errors)
     # The fits are many tiny optimisations: BLAS threads only contend for the cores (on a
     # busy 2-core machine a forecast took 1.2 s with them, 0.33 s without).
     with threadpool_limits(limits=1, user_api="blas"):
@@ -166,7 +190,8 @@ def forecast_daily(history: Sequence[float] | Floats, days: int, *,
                                            rng=rng), dtype=float).reshape(days, simulations)
         scale = _calibration(fitted, y, days, rng)
     if not (np.isfinite(paths).all() and np.isfinite(point).all()):
-        return _range_forecast(y, days, f"range of the history ({name} did not simulate)")
+        return replace(_range_forecast(y, days, f"range of the history ({name} did not "
+                                       "simulate)"), level=mean_day, errors=errors)
     sums = np.cumsum(np.maximum(paths, 0.0), axis=0)
     point_sums = np.cumsum(point)
     cumulative: dict[str, Floats] = {"point": point_sums}
@@ -177,7 +202,85 @@ def forecast_daily(history: Sequence[float] | Floats, days: int, *,
         cumulative[_quantile_name(level, False)] = np.maximum(point_sums - scale[level] * below,
                                                               0.0)
         cumulative[_quantile_name(level, True)] = point_sums + scale[level] * above
-    return DailyForecast(name, int(y.size), point, cumulative)
+    return DailyForecast(name, int(y.size), point, cumulative, mean_day, errors)
+
+
+def _point_sum(y: Floats, days: int) -> float:
+    """GPU-hours of the next `days` days by forecast_daily's point forecast, without its
+    intervals (a rolling origin needs only the point)."""
+    if np.ptp(y) == 0:
+        return float(y[-1]) * days
+    if y.size < MIN_MODEL_DAYS:
+        return float(np.mean(y)) * days
+    with threadpool_limits(limits=1, user_api="blas"):
+        _, fitted = _fit(y)
+        point = np.asarray(fitted.forecast(days), dtype=float)
+    return float(np.maximum(point, 0.0).sum()) if np.isfinite(point).all() else \
+        float(np.mean(y)) * days
+
+
+def rolling_origin_errors(y: Floats, days: int) -> Floats:
+    """How far the forecast of a `days`-day sum missed inside this history: from each origin
+    `POOL_LAGS` days before its end (`SHORT_LAG` when none fits) with at least
+    `MIN_CALIBRATION_DAYS` days before it, the model is refitted on the days before the origin
+    alone and its point forecast of the next k = min(days, lag) days compared with what
+    happened. Each error is in units of the
+    history's mean day before the origin and of k^HORIZON_EXPONENT, so that tenants of any
+    size and windows of any length pool; origins with no usage before them have no unit and
+    are left out."""
+    errors = []
+    lags = [lag for lag in POOL_LAGS if y.size - lag >= MIN_CALIBRATION_DAYS] or \
+        [lag for lag in (SHORT_LAG,) if y.size - lag >= MIN_CALIBRATION_DAYS]
+    for lag in lags if days else ():
+        t = y.size - lag
+        k = min(days, lag)
+        level = float(np.mean(y[:t]))
+        if level > 0:
+            actual = float(y[t:t + k].sum())
+            errors.append((actual - _point_sum(y[:t], k)) / (level * k ** HORIZON_EXPONENT))
+    return np.asarray(errors, dtype=float)
+
+
+def _conformal_quantile(values: Floats, tail: float, upper: bool) -> float:
+    """The split-conformal quantile of `values` for one tail: rank ceil((n + 1)(1 - tail))
+    from below (from above for the lower tail); the extreme value when n is too small for
+    the rank (a conformal interval would be unbounded there)."""
+    ordered = np.sort(values)
+    n = ordered.size
+    if upper:
+        return float(ordered[min(math.ceil((n + 1) * (1 - tail)), n) - 1])
+    return float(ordered[max(math.floor((n + 1) * tail), 1) - 1])
+
+
+def pool_intervals(forecasts: Sequence[DailyForecast]) -> list[DailyForecast]:
+    """Each forecast's intervals widened (never narrowed) to the platform's pooled
+    rolling-origin errors: global split conformal prediction over every series' `errors`.
+
+    For a forecast j days ahead the bounds are at least point + q x level x j^1.5, q the
+    conformal quantile of the pooled errors for each tail. Only the spread of relative errors
+    crosses tenants, never a tenant's usage. A series with no usage in its history has no
+    unit and keeps its own interval."""
+    pooled = np.concatenate([f.errors for f in forecasts]) if forecasts else np.zeros(0)
+    if pooled.size == 0:
+        return list(forecasts)
+    out = []
+    for f in forecasts:
+        days = f.point.size
+        if f.level <= 0 or days == 0:
+            out.append(f)
+            continue
+        unit = f.level * np.arange(1, days + 1, dtype=float) ** HORIZON_EXPONENT
+        point = f.cumulative["point"]
+        cumulative = dict(f.cumulative)
+        for level in LEVELS:
+            tail = (1 - level / 100) / 2
+            lo, hi = _quantile_name(level, False), _quantile_name(level, True)
+            below = np.maximum(point + _conformal_quantile(pooled, tail, False) * unit, 0.0)
+            above = point + _conformal_quantile(pooled, tail, True) * unit
+            cumulative[lo] = np.minimum(f.cumulative[lo], below)
+            cumulative[hi] = np.maximum(f.cumulative[hi], above)
+        out.append(replace(f, cumulative=cumulative))
+    return out
 
 
 CALIBRATION_SIMULATIONS = 200
@@ -293,47 +396,115 @@ def _gpu_hours(value: float) -> Decimal:
     return quantity(Decimal(repr(max(float(value), 0.0))))
 
 
-def forecast_tenant(
-    tenant: Tenant,
+def series_by_tier(hours: Sequence[UsageHour], first_hour: datetime, as_of: datetime
+                   ) -> list[SeriesHistory]:
+    """One dense hourly series per hardware tier from `first_hour` to `as_of` (hours before
+    `first_hour` left out), all size classes together, with the size mix of its last 7 days
+    (of all of it when those are empty)."""
+    n = (as_of - first_hour) // HOUR
+    recent_from = as_of - timedelta(days=7)
+    by_tier: dict[str, Floats] = {}
+    sizes: dict[str, dict[str, Decimal]] = {}
+    recent: dict[str, dict[str, Decimal]] = {}
+    for h in hours:
+        if h.hour < first_hour:
+            continue
+        if h.hour >= as_of:
+            raise ForecastInputError(f"usage hour {h.hour.isoformat()} is not before as_of "
+                                     f"{as_of.isoformat()}")
+        values = by_tier.setdefault(h.hardware_tier, np.zeros(n))
+        values[(h.hour - first_hour) // HOUR] += float(h.gpu_hours)
+        for bucket in (sizes, *((recent,) if h.hour >= recent_from else ())):
+            mix = bucket.setdefault(h.hardware_tier, {})
+            mix[h.size_class] = mix.get(h.size_class, Decimal(0)) + h.gpu_hours
+    out = []
+    for tier, values in sorted(by_tier.items()):
+        mix = recent.get(tier) or sizes[tier]
+        total = sum(mix.values(), Decimal(0))
+        out.append(SeriesHistory(tier, first_hour, values,
+                                 {size: float(v / total) for size, v in sorted(mix.items())}))
+    return out
+
+
+@dataclass(frozen=True)
+class _TierForecast:
+    series: SeriesHistory
+    first_day: date
+    """First day fitted (after a confirmed shift, within the look-back)."""
+    profile: Floats
+    forecast: DailyForecast
+
+
+def _midnight(t: datetime) -> datetime:
+    return t.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def forecast_tenants(
+    tenants: Mapping[str, Tenant],
     card: RateCard,
     as_of: datetime,
-    history: Sequence[SeriesHistory],
-    month_to_date: Sequence[UsageHour],
+    usage: Mapping[str, Sequence[UsageHour]],
     *,
-    shifts: Mapping[str, Sequence[date]] | None = None,
+    data_start: datetime | None,
+    shifts: Mapping[str, Mapping[str, Sequence[date]]] | None = None,
     lookback_days: int = DEFAULT_LOOKBACK_DAYS,
-) -> TenantForecast:
-    """The month-end forecast of `tenant` for the month that holds the hour before `as_of`.
+) -> list[TenantForecast]:
+    """The month-end forecasts of every tenant with usage in `usage` or a contract in the
+    month that holds the hour before `as_of`, with intervals calibrated on all of them
+    together (`pool_intervals`).
 
-    `history`: one series per hardware tier the tenant used in the look-back; `month_to_date`:
-    the period's actual usage before `as_of` (as billed); `shifts`: hardware tier -> change
-    dates of confirmed shifts of its GPU-hours series."""
-    if as_of.hour or as_of.minute or as_of.second or as_of.microsecond:
+    `usage`: tenant -> its hours (as billed) from the look-back's start or the month's start,
+    whichever is earlier, to `as_of`; `data_start`: the warehouse's first hour (None when it
+    is empty): hours before it are unknown, not idle, so no history starts earlier, nor
+    before a tenant's start; `shifts`: tenant -> series name (`gpu_hours[<tier>]`, as in
+    `usage_shifts`) -> change dates of its confirmed shifts."""
+    if as_of.tzinfo is None or as_of != _midnight(as_of):
         raise ForecastInputError(f"as_of must be a UTC midnight, got {as_of.isoformat()}")
-    last = as_of - HOUR
-    period = f"{last:%Y-%m}"
+    period = f"{as_of - HOUR:%Y-%m}"
+    start, end = month_bounds(period)
+    days_left = (end - as_of) // timedelta(days=1)
+    lookback = as_of - timedelta(days=lookback_days)
+    known_from = _midnight(data_start) if data_start is not None else as_of
+    planned: dict[str, list[_TierForecast]] = {}
+    for name, tenant in sorted(tenants.items()):
+        hours = usage.get(name, ())
+        if not hours and not (tenant.start < end and (tenant.end is None or tenant.end > start)):
+            continue
+        first_hour = min(max(lookback, known_from, _midnight(tenant.start)), as_of)
+        tiers = planned.setdefault(name, [])
+        for series in series_by_tier(hours, first_hour, as_of):
+            n_days = series.gpu_hours.size // 24
+            daily = series.gpu_hours.reshape(-1, 24).sum(axis=1)
+            days = [series.first_hour.date() + timedelta(days=i) for i in range(n_days)]
+            confirmed = (shifts or {}).get(name, {}).get(gpu_hours_series(series.hardware_tier),
+                                                         ())
+            first = max(history_start(days, confirmed), n_days - lookback_days)
+            tiers.append(_TierForecast(
+                series, days[first],
+                hour_profile(series.gpu_hours[first * 24:],
+                             series.first_hour + timedelta(days=first)),
+                forecast_daily(daily[first:], days_left)))
+    pooled = iter(pool_intervals([t.forecast for ts in planned.values() for t in ts]))
+    return [
+        _priced(tenants[name], card, as_of, period, [replace(t, forecast=next(pooled))
+                                                     for t in tiers],
+                [h for h in usage.get(name, ()) if h.hour >= start])
+        for name, tiers in planned.items()
+    ]
+
+
+def _priced(tenant: Tenant, card: RateCard, as_of: datetime, period: str,
+            tiers: Sequence[_TierForecast], month_to_date: Sequence[UsageHour]
+            ) -> TenantForecast:
+    """Every scenario of `tenant`'s month: month to date plus the scenario's forecast hours,
+    priced by the invoice engine."""
     _, end = month_bounds(period)
     days_left = (end - as_of) // timedelta(days=1)
     future_days = [as_of.date() + timedelta(days=i) for i in range(days_left)]
     scenario_hours: dict[str, list[UsageHour]] = {s: list(month_to_date) for s in SCENARIOS}
     cumulative = {s: np.zeros(days_left) for s in SCENARIOS}
-    models: dict[str, str] = {}
-    starts: list[date] = []
-    for series in history:
-        n_days = series.gpu_hours.size // 24
-        if n_days == 0 or series.first_hour + timedelta(days=n_days) != as_of:
-            raise ForecastInputError(
-                f"tenant {tenant.name}, tier {series.hardware_tier}: history ends at "
-                f"{series.first_hour + timedelta(days=n_days)}, not at as_of {as_of}")
-        daily = series.gpu_hours.reshape(-1, 24).sum(axis=1)
-        days = [series.first_hour.date() + timedelta(days=i) for i in range(n_days)]
-        first = max(history_start(days, (shifts or {}).get(series.hardware_tier, ())),
-                    n_days - lookback_days)
-        starts.append(days[first])
-        fc = forecast_daily(daily[first:], days_left)
-        models[series.hardware_tier] = fc.model
-        profile = hour_profile(series.gpu_hours[first * 24:],
-                               series.first_hour + timedelta(days=first))
+    for tier in tiers:
+        fc, series = tier.forecast, tier.series
         for scenario, path in fc.cumulative.items():
             cumulative[scenario] += path
             # The scenario's days keep the point forecast's shape, scaled to its total: a
@@ -348,7 +519,7 @@ def forecast_tenant(
                 if day_total <= 0:
                     continue
                 day_start = as_of + timedelta(days=i)
-                shares = profile[day_start.weekday() * 24:(day_start.weekday() + 1) * 24]
+                shares = tier.profile[day_start.weekday() * 24:(day_start.weekday() + 1) * 24]
                 for hour, share in enumerate(shares):
                     for size, size_share in series.size_shares.items():
                         gpu_hours = _gpu_hours(day_total * share * size_share)
@@ -367,8 +538,9 @@ def forecast_tenant(
                                   max(amount[lo], amount[hi], amount["point"]))
     return TenantForecast(
         tenant=tenant.name, period=period, as_of=as_of, currency=card.currency,
-        rate_card_version=card.version, models=models,
-        history_start=max(starts) if starts else None,
+        rate_card_version=card.version,
+        models={t.series.hardware_tier: t.forecast.model for t in tiers},
+        history_start=max((t.first_day for t in tiers), default=None),
         actual_gpu_hours=actual,
         # What was priced: month to date plus the scenario's hours, each at 6 decimals.
         gpu_hours={s: sum((h.gpu_hours for h in hours), Decimal(0))

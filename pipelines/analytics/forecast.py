@@ -8,25 +8,19 @@
   what the check compares the next day's actuals with)."""
 
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
 
 import dagster as dg
-import duckdb
-import numpy as np
 import polars as pl
 from scipy.stats import binom
 
-from models.billing.pricing import HOUR, UsageHour
-from models.billing.rate_cards import Tenant, month_bounds, rate_card_for
+from models.billing.rate_cards import month_bounds, rate_card_for
 from models.ledger import warehouse
 from models.planning.forecast import (
     DEFAULT_LOOKBACK_DAYS,
     SCENARIOS,
-    SeriesHistory,
     TenantForecast,
-    forecast_tenant,
+    forecast_tenants,
 )
-from models.planning.tier_changes import gpu_hours_series
 from pipelines.partitions import DAILY, partition_day
 from pipelines.resources import BillingConfigResource, WarehouseResource
 
@@ -40,43 +34,6 @@ let miss with probability 1%: a miss or two among many tenants is what 95% means
 
 def _column(prefix: str, scenario: str) -> str:
     return prefix if scenario == "point" else f"{prefix}_{scenario}"
-
-
-def _series(hours: list[UsageHour], first_hour: datetime, as_of: datetime
-            ) -> list[SeriesHistory]:
-    """One dense hourly series per hardware tier from `first_hour` to `as_of`, all size
-    classes together, with the size mix of its last 7 days (all of it when those are empty)."""
-    n = (as_of - first_hour) // HOUR
-    recent_from = as_of - timedelta(days=7)
-    by_tier: dict[str, np.ndarray] = {}
-    sizes: dict[str, dict[str, Decimal]] = {}
-    recent: dict[str, dict[str, Decimal]] = {}
-    for h in hours:
-        if h.hour < first_hour:
-            continue
-        values = by_tier.setdefault(h.hardware_tier, np.zeros(n))
-        values[(h.hour - first_hour) // HOUR] += float(h.gpu_hours)
-        for bucket in (sizes, *((recent,) if h.hour >= recent_from else ())):
-            mix = bucket.setdefault(h.hardware_tier, {})
-            mix[h.size_class] = mix.get(h.size_class, Decimal(0)) + h.gpu_hours
-    out = []
-    for tier, values in sorted(by_tier.items()):
-        mix = recent.get(tier) or sizes[tier]
-        total = sum(mix.values(), Decimal(0))
-        out.append(SeriesHistory(tier, first_hour, values,
-                                 {size: float(v / total) for size, v in sorted(mix.items())}))
-    return out
-
-
-def _confirmed_shifts(con: duckdb.DuckDBPyConnection, day: date
-                      ) -> dict[str, dict[str, list[date]]]:
-    """tenant -> series name -> change dates of the confirmed shifts of the day's analysis."""
-    out: dict[str, dict[str, list[date]]] = {}
-    for tenant, series, change in con.execute(
-        "SELECT tenant, series_name, change_date FROM usage_shifts "
-        "WHERE day = ? AND confirmed ORDER BY ALL", [day]).fetchall():
-        out.setdefault(tenant, {}).setdefault(series, []).append(change)
-    return out
 
 
 GPU_HOURS = pl.Decimal(18, 6)
@@ -131,37 +88,16 @@ def tenant_forecasts(
     day = partition_day(context)
     as_of = datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC)
     period = f"{day:%Y-%m}"
-    start, end = month_bounds(period)
+    start, _ = month_bounds(period)
     card = rate_card_for(billing.rate_cards(), start.date())
     tenants = billing.tenants()
-    lookback = as_of - timedelta(days=config.lookback_days)
+    history_from = min(as_of - timedelta(days=config.lookback_days), start)
     with warehouse_db.connect() as con:
-        ((first,),) = con.execute("SELECT min(hour) FROM usage_hourly").fetchall()
-        # Hours before the warehouse's first are unknown, not idle: history starts there.
-        data_start = first if first is not None else as_of
-        seen = set(warehouse.billable_tenants(con, min(lookback, start), as_of))
-        unknown = sorted(seen - set(tenants))
-        active: dict[str, Tenant] = {
-            name: t for name, t in sorted(tenants.items())
-            if name in seen or (t.start < end and (t.end is None or t.end > start))
-        }
-        history = warehouse.usage_hours(con, active, min(lookback, start), as_of)
-        shifts = _confirmed_shifts(con, day)
-        forecasts = []
-        for name, tenant in active.items():
-            tenant_start = tenant.start.replace(hour=0, minute=0, second=0, microsecond=0)
-            first_hour = max(lookback, data_start.astimezone(UTC).replace(
-                hour=0, minute=0, second=0, microsecond=0), tenant_start)
-            first_hour = min(first_hour, as_of)
-            tenant_shifts = shifts.get(name, {})
-            series = _series(history[name], first_hour, as_of)
-            forecasts.append(forecast_tenant(
-                tenant, card, as_of, series,
-                [h for h in history[name] if h.hour >= start],
-                shifts={s.hardware_tier: tenant_shifts.get(gpu_hours_series(s.hardware_tier), [])
-                        for s in series},
-                lookback_days=config.lookback_days,
-            ))
+        unknown = sorted(set(warehouse.billable_tenants(con, history_from, as_of)) - set(tenants))
+        forecasts = forecast_tenants(
+            tenants, card, as_of, warehouse.usage_hours(con, tenants, history_from, as_of),
+            data_start=warehouse.first_usage_hour(con),
+            shifts=warehouse.confirmed_shifts(con, day), lookback_days=config.lookback_days)
         frame, days = _frames(day, forecasts)
         warehouse.replace_analysis(con, FORECASTS_TABLE, frame.drop("day"), day)
         warehouse.replace_analysis(con, FORECAST_DAYS_TABLE, days.drop("day"), day)

@@ -98,12 +98,15 @@ def test_forecasts_are_written_priced_and_rerun_in_place(home):
                  "gpu_hours_hi95, amount, amount_lo95, amount_hi95, models, history_start "
                  "FROM tenant_forecasts ORDER BY tenant")
     acme, zen = rows
-    # acme is constant: 3 x 744 GPU-hours and DESIGN.md's acme premium bill (7,698.55: see
-    # tests/models/planning/test_forecast.py) in every scenario.
+    # acme is constant: its point is 3 x 744 GPU-hours and DESIGN.md's acme premium bill
+    # (7,698.55: see tests/models/planning/test_forecast.py). Its own history has no spread,
+    # but its interval is calibrated with zen's rolling-origin misses (pooled across tenants):
+    # a flat history is not a promise of a flat month. (Here the eight pooled misses, acme's
+    # four zeros and zen's four, include none above zero: the upper bound is the point.)
     assert acme[1] == "2026-10"
     assert acme[2] == Decimal(3 * 14 * 24)
-    assert acme[3] == acme[4] == acme[5] == Decimal(2232)
-    assert acme[6] == acme[7] == acme[8] == Decimal("7698.55")
+    assert acme[4] < acme[3] == Decimal(2232) <= acme[5]
+    assert acme[7] < acme[6] == Decimal("7698.55") <= acme[8]
     assert acme[10] == FIRST_DAY
     # zen: 6 +- GPUs of 13B on A100 is far below the enterprise minimum in every scenario.
     assert zen[4] < zen[3] < zen[5]
