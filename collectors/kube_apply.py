@@ -19,6 +19,7 @@ import duckdb
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from models.errors import UserError
 from models.planning.quotas import (
     KUEUE_GROUP,
     KUEUE_VERSION,
@@ -40,7 +41,7 @@ APPLY_PATCH = "application/apply-patch+yaml"
 CHANGES_TABLE = "scheduler_quota_changes"
 
 
-class ApplyError(RuntimeError):
+class ApplyError(UserError):
     """The API server refused an apply; the message says which object and what to do."""
 
     records: list[ChangeRecord]

@@ -32,6 +32,7 @@ from kubernetes import config as k8s_config
 from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 
+from models.errors import TransientError, UserError
 from models.ledger.tiers import UnknownMigProfile, mig_gpu_equivalents, normalize_product
 from models.ledger.usage import (
     IDLE_TENANT,
@@ -71,11 +72,11 @@ _WHOLE = "gpu"
 _UNPARTITIONED = "unpartitioned"
 
 
-class PodSpecError(ValueError):
+class PodSpecError(UserError):
     """A pod or node object whose GPU fields cannot be read; the message names object and field."""
 
 
-class KubeConfigError(RuntimeError):
+class KubeConfigError(UserError):
     """No way to reach the API server: neither in-cluster credentials nor a usable kubeconfig."""
 
 
@@ -701,7 +702,7 @@ def _as_dict(api_client: k8s.ApiClient, model: Any) -> dict[str, Any]:
     return data
 
 
-class WatchExpired(Exception):
+class WatchExpired(TransientError):
     """The API server no longer has history back to our resourceVersion (410 Gone)."""
 
 

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from models.errors import UserError
 from models.ledger.tiers import UnknownMigProfile, mig_gpu_equivalents
 from models.ledger.usage import RESERVED_TENANTS
 
@@ -54,12 +55,12 @@ _BINARY = {"Ki": 1, "Mi": 2, "Gi": 3, "Ti": 4, "Pi": 5, "Ei": 6}
 _DECIMAL = {"n": -9, "u": -6, "m": -3, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
 
 
-class RecommendationsError(ValueError):
+class RecommendationsError(UserError):
     """Every problem of a recommendations file, not only the first."""
 
     def __init__(self, path: str, problems: Sequence[str]) -> None:
+        super().__init__(f"{path}: " + "; ".join(problems))
         self.problems = list(problems)
-        super().__init__(f"{path}: " + "; ".join(self.problems))
 
 
 @dataclass(frozen=True)
