@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import csv
-import shutil
-import tempfile
+import io
+from datetime import datetime
 from pathlib import Path
 
 import click
 import duckdb
 
+from cli import options
 from models.billing.invoices import LINE_COLUMNS, canonical_json, invoice_document, line_rows
 from models.billing.period import UnknownTenants, price_period
 from models.billing.pricing import Invoice
@@ -20,20 +21,20 @@ from models.billing.rate_cards import (
     month_bounds,
     rate_card_for,
 )
+from models.errors import UserError
+from models.files import atomic_write, make_folder, safe_path
 from models.ledger import warehouse
 from models.ledger.usage import LEDGER_SCHEMA, validate_ledger
 
 MAX_REPORTED = 50
 
 
-class BadInput(click.ClickException):
-    exit_code = 2
-
-
 def read_usage(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     """Ledger rows from Parquet or CSV into the temp table `raw_usage`, typed as the schema."""
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, expected a usage file")
     if not path.is_file():
-        raise BadInput(f"{path}: usage file not found")
+        raise UserError(f"{path}: usage file not found")
     suffix = path.suffix.lower()
     quoted = "'" + str(path).replace("'", "''") + "'"
     if suffix == ".parquet":
@@ -43,15 +44,16 @@ def read_usage(con: duckdb.DuckDBPyConnection, path: Path) -> None:
         column_types = ", ".join(f"'{k}': '{v}'" for k, v in types.items())
         source = f"read_csv({quoted}, header = true, columns = {{{column_types}}})"
     else:
-        raise BadInput(f"{path}: usage must be a .parquet or .csv file")
+        raise UserError(f"{path}: usage must be a .parquet or .csv file")
     try:
         con.execute(f"CREATE OR REPLACE TEMP TABLE raw_usage AS SELECT * FROM {source}")
     except duckdb.Error as error:
-        raise BadInput(f"{path}: cannot read as ledger rows: {error}") from None
+        reason = " ".join(str(error).split())[:300]
+        raise UserError(f"{path}: cannot read as ledger rows: {reason}") from None
     present = {row[0] for row in con.execute("DESCRIBE raw_usage").fetchall()}
     missing = [name for name in LEDGER_SCHEMA.names if name not in present]
     if missing:
-        raise BadInput(f"{path}: missing ledger columns: {', '.join(missing)}")
+        raise UserError(f"{path}: missing ledger columns: {', '.join(missing)}")
 
 
 def _duck_type(arrow_type: object) -> str:
@@ -68,18 +70,35 @@ def validate_rows(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     rows = (dict(zip(names, values, strict=True)) for values in cursor.fetchall())
     problems = validate_ledger(rows)
     if problems:
-        shown = "\n".join(f"{path}: {p}" for p in problems[:MAX_REPORTED])
+        shown = [f"{path}: {p}" for p in problems[:MAX_REPORTED]]
         more = len(problems) - MAX_REPORTED
-        raise BadInput(f"{len(problems)} problems in the usage rows:\n{shown}"
-                       + (f"\n... and {more} more" if more > 0 else ""))
+        raise UserError([f"{len(problems)} problems in the usage rows:", *shown]
+                        + ([f"... and {more} more"] if more > 0 else []))
+
+
+def stage_period(con: duckdb.DuckDBPyConnection, path: Path, period: str, start: datetime,
+                 end: datetime) -> None:
+    """The period's rows into `staged`. None in the period is an error (docs/pricing.md: usage
+    outside the period is never silently billed or dropped); some outside is said on stderr."""
+    con.execute("CREATE OR REPLACE TEMP TABLE staged AS SELECT * FROM raw_usage "
+                "WHERE window_start >= ? AND window_start < ?", [start, end])
+    row = con.execute(
+        "SELECT count(*) FILTER (WHERE window_start >= ? AND window_start < ?), count(*), "
+        "min(window_start), max(window_start) FROM raw_usage", [start, end]).fetchone()
+    assert row is not None
+    inside, total, first, last = row
+    if total and not inside:
+        raise UserError(f"{path}: none of its {total:,} rows falls in --period {period} "
+                        f"(rows run from {first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} UTC): "
+                        "is this the right file or month?")
+    if inside < total:
+        click.echo(f"note: {path}: {total - inside:,} of {total:,} rows lie outside {period} "
+                   "and are not on these invoices", err=True)
 
 
 def price_file(usage: Path, rate_card: Path, tenants_file: Path, period: str
                ) -> list[Invoice]:
-    try:
-        start, end = month_bounds(period)
-    except ValueError as error:
-        raise BadInput(str(error)) from None
+    start, end = month_bounds(period)
     problems: list[str] = []
     cards = tenants = None
     try:
@@ -91,53 +110,55 @@ def price_file(usage: Path, rate_card: Path, tenants_file: Path, period: str
     except ConfigError as error:
         problems += error.problems
     if problems or cards is None or tenants is None:
-        raise BadInput(f"{len(problems)} problems in the configuration:\n" + "\n".join(problems))
-    try:
-        card = rate_card_for(cards, start.date())
-    except ConfigError as error:
-        raise BadInput(str(error)) from None
+        raise ConfigError([f"{len(problems)} problems in the configuration:", *problems])
+    card = rate_card_for(cards, start.date())
 
     con = warehouse.connect()
     warehouse.create_schema(con)
     read_usage(con, usage)
     validate_rows(con, usage)
-    con.execute("CREATE OR REPLACE TEMP TABLE staged AS SELECT * FROM raw_usage "
-                "WHERE window_start >= ? AND window_start < ?", [start, end])
+    stage_period(con, usage, period, start, end)
     warehouse.stage_requests(con, [])
     unknown = warehouse.classify(con, card)
     if unknown:
-        raise BadInput("\n".join(unknown))
+        raise UserError(unknown)
     warehouse.build_ledger(con)
     warehouse.insert_all_days(con)
 
     try:
-        invoices = price_period(con, card, tenants, period)
+        return price_period(con, card, tenants, period)
     except UnknownTenants as error:
-        raise BadInput(f"{usage}: usage of tenants missing from {tenants_file}: "
-                       f"{error}") from None
-    except ConfigError as error:
-        raise BadInput("\n".join(error.problems)) from None
+        raise UserError(f"{usage}: usage of tenants missing from {tenants_file}: "
+                        f"{error}") from None
     except ValueError as error:
         # A usage-metered tenant with rows lacking utilization is the operator's to fix.
-        raise BadInput(f"{usage}: {error}") from None
-    return invoices
+        raise UserError(f"{usage}: {error}") from None
 
 
-def write_invoices(invoices: list[Invoice], out: Path) -> None:
-    """All files or none: written in a temporary folder beside `out`, then moved in."""
-    out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as tmp:
-        staging = Path(tmp)
-        with (staging / "invoices.csv").open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=LINE_COLUMNS)
-            writer.writeheader()
-            for invoice in invoices:
-                writer.writerows(line_rows(invoice))
-        for invoice in invoices:
-            (staging / f"{invoice.tenant}.json").write_text(
-                canonical_json(invoice_document(invoice)))
-        for path in sorted(staging.iterdir()):
-            shutil.move(str(path), out / path.name)
+def invoice_files(invoices: list[Invoice], out: Path) -> dict[Path, bytes]:
+    """Every file's bytes, computed before anything is written; names made safe, so a tenant
+    called `../x` or `team/a` lands inside `out` like any other."""
+    lines = io.StringIO()
+    writer = csv.DictWriter(lines, fieldnames=LINE_COLUMNS)
+    writer.writeheader()
+    files: dict[Path, bytes] = {}
+    for invoice in invoices:
+        writer.writerows(line_rows(invoice))
+        files[safe_path(out, invoice.tenant, ".json")] = canonical_json(
+            invoice_document(invoice)).encode()
+    files[out / "invoices.csv"] = lines.getvalue().encode()
+    return files
+
+
+def write_files(files: dict[Path, bytes], out: Path) -> None:
+    make_folder(out, "--out")
+    for path, data in files.items():
+        try:
+            atomic_write(path, data)
+        except IsADirectoryError:
+            raise UserError(f"{path}: is a folder; remove it or choose another --out") from None
+        except OSError as error:
+            raise UserError(f"{path}: cannot be written: {error.strerror or error}") from None
 
 
 @click.command()
@@ -147,19 +168,24 @@ def write_invoices(invoices: list[Invoice], out: Path) -> None:
               help="Rate-card YAML (one or more versions).")
 @click.option("--tenants", "tenants_file", type=click.Path(path_type=Path), required=True,
               help="Tenants YAML: plan, basis, reservations, credits per tenant.")
-@click.option("--period", required=True, help="Billing month, YYYY-MM (UTC).")
-@click.option("--out", type=click.Path(path_type=Path), required=True,
+@click.option("--period", required=True, callback=options.period,
+              help="Billing month, YYYY-MM (UTC).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for <tenant>.json and invoices.csv.")
 def bill(usage: Path, rate_card: Path, tenants_file: Path, period: str, out: Path) -> None:
     """Price ledger rows for one month into invoices (no Dagster, no warehouse).
 
     Writes OUT/<tenant>.json (lines and total as exact decimal strings) and OUT/invoices.csv
     (one row per line). Bad input is reported with file, row and field; exit code 2 and
-    nothing is written."""
+    nothing is written. A tenant name that is not a plain file name (`team/a`) gets a file
+    name of its own, printed beside it."""
     invoices = price_file(usage, rate_card, tenants_file, period)
-    write_invoices(invoices, out)
+    files = invoice_files(invoices, out)
+    write_files(files, out)
     width = max((len(i.tenant) for i in invoices), default=6)
     for invoice in invoices:
+        path = safe_path(out, invoice.tenant, ".json")
+        renamed = "" if path.name == f"{invoice.tenant}.json" else f"  ({path.name})"
         click.echo(f"{invoice.tenant:<{width}}  {invoice.plan:<12} "
-                   f"{invoice.total:>14,} {invoice.currency}")
+                   f"{invoice.total:>14,} {invoice.currency}{renamed}")
     click.echo(f"wrote {len(invoices)} invoices to {out}")

@@ -8,6 +8,8 @@ from pathlib import Path
 import click
 import yaml
 
+from models.errors import UserError
+from models.files import atomic_write, safe_path
 from models.planning.quotas import (
     DEFAULT_MAX_STEP,
     QuotaChange,
@@ -68,7 +70,7 @@ def write(recommendations_path: Path, out_dir: Path, max_step: int, kueue: bool)
         for manifest in cq_manifests:
             problems = kueue_admission_problems(manifest)
             if problems:
-                raise click.ClickException(
+                raise UserError(
                     f"ClusterQueue {manifest['metadata']['name']}: Kueue would reject it: "
                     + "; ".join(problems)
                 )
@@ -78,8 +80,8 @@ def write(recommendations_path: Path, out_dir: Path, max_step: int, kueue: bool)
     for manifest in manifests:
         meta = manifest["metadata"]
         stem = f"{meta['namespace']}.{meta['name']}" if "namespace" in meta else meta["name"]
-        path = out_dir / f"{manifest['kind'].lower()}-{stem}.yaml"
-        path.write_text(yaml.safe_dump(manifest, sort_keys=False))
+        path = safe_path(out_dir, f"{manifest['kind'].lower()}-{stem}", ".yaml")
+        atomic_write(path, yaml.safe_dump(manifest, sort_keys=False))
     _print_changes(changes, verb="written")
     click.echo(f"{len(manifests)} manifest(s) in {out_dir}")
 
@@ -110,7 +112,7 @@ def apply(recommendations_path: Path, really: bool, max_step: int, kueue: bool,
     try:
         api = api_client(kubeconfig, context)
     except Exception as exc:  # the config loader raises several unrelated types
-        raise click.ClickException(f"cannot load Kubernetes credentials: {exc}") from exc
+        raise UserError(f"cannot load Kubernetes credentials: {exc}") from exc
     failure: ApplyError | None = None
     try:
         records = apply_quotas(api, recommendations, max_step=max_step, dry_run=not really,
@@ -131,7 +133,7 @@ def apply(recommendations_path: Path, really: bool, max_step: int, kueue: bool,
         finally:
             con.close()
     if failure is not None:
-        raise click.ClickException(str(failure))
+        raise UserError(str(failure))
     if not really:
         click.echo("dry run: nothing was changed; rerun with --apply to apply.")
 
@@ -140,11 +142,11 @@ def _load(path: Path) -> list[Recommendation]:
     try:
         recommendations = read_recommendations(path)
     except RecommendationsError as exc:
-        raise click.ClickException(
+        raise UserError(
             f"{path}: fix these rows and rerun:\n  " + "\n  ".join(exc.problems)
         ) from exc
     if not recommendations:
-        raise click.ClickException(f"{path}: no recommendations in the file")
+        raise UserError(f"{path}: no recommendations in the file")
     return recommendations
 
 

@@ -13,6 +13,7 @@ import contextlib
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -22,12 +23,12 @@ from datetime import UTC, date, datetime, timedelta
 from types import FrameType
 from typing import Protocol, runtime_checkable
 
-import click
 import pyarrow as pa
 import pyarrow.compute as pc
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 from collectors.spool import SpoolLocation, local_path, write_batch
+from models.errors import TransientError
 from models.ledger.tiers import normalize_product
 
 MAX_PENDING_BATCHES = 1000
@@ -139,7 +140,7 @@ class Agent:
     metrics: AgentMetrics = field(default_factory=AgentMetrics)
     stop: threading.Event = field(default_factory=threading.Event)
     clock: Callable[[], float] = time.time
-    log: Callable[[str], None] = lambda message: click.echo(message, err=True)
+    log: Callable[[str], None] = lambda message: print(message, file=sys.stderr, flush=True)
     _pending: deque[_Pending] = field(default_factory=deque)
     _next_window_end: float | None = None
 
@@ -252,7 +253,7 @@ def run_agent(agent: Agent, *, once: bool, metrics_port: int | None,
                   + (f"; metrics on :{metrics_port}/metrics" if metrics_port else ""))
         agent.run()
     if agent._pending:
-        raise click.ClickException(
+        raise TransientError(
             f"{len(agent._pending)} batches could not be written to {agent.spool}; see the "
             "errors above"
         )

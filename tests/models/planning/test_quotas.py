@@ -15,7 +15,7 @@ import yaml
 from click.testing import CliRunner
 from kubernetes import client
 
-from cli.quotas import quotas
+from cli.main import main
 from collectors.kube_apply import (
     APPLY_PATCH,
     ApplyConflict,
@@ -379,11 +379,11 @@ def test_conflict_gives_a_clear_error(server, tmp_path):
     runner = CliRunner()
     args = ["apply", "--recommendations", str(recs), "--no-kueue", "--apply",
             "--kubeconfig", str(kubeconfig), "--warehouse", str(tmp_path / "w.duckdb")]
-    result = runner.invoke(quotas, args)
-    assert result.exit_code == 1
+    result = runner.invoke(main, ["quotas", *args])
+    assert result.exit_code == 2
     assert "Traceback" not in result.output
     assert "--force-conflicts" in result.output
-    result = runner.invoke(quotas, [*args, "--force-conflicts"])
+    result = runner.invoke(main, ["quotas", *args, "--force-conflicts"])
     assert result.exit_code == 0, result.output
     assert "3 -> 2" in result.output
     assert server.objects[RQ_PATH]["spec"]["hard"] == {"requests.nvidia.com/gpu": "2"}
@@ -396,8 +396,8 @@ def test_cli_write_and_bad_input(tmp_path, resource_quota_schema, cluster_queue_
     recs = tmp_path / "recs.csv"
     recs.write_text("tenant,namespace,hardware_tier,mig_profile,recommended_gpus,current_gpus\n"
                     "acme,acme,premium,,9,2\nacme,acme,premium,3g.40gb,1,\n")
-    result = CliRunner().invoke(quotas, ["write", "--recommendations", str(recs),
-                                         "--out", str(tmp_path / "out"), "--max-step", "3"])
+    result = CliRunner().invoke(main, ["quotas", "write", "--recommendations", str(recs),
+                                       "--out", str(tmp_path / "out"), "--max-step", "3"])
     assert result.exit_code == 0, result.output
     files = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert files == ["clusterqueue-acme.yaml", "resourcequota-acme.gpu-chargeback.yaml"]
@@ -411,8 +411,8 @@ def test_cli_write_and_bad_input(tmp_path, resource_quota_schema, cluster_queue_
 
     bad = tmp_path / "bad.csv"
     bad.write_text("tenant,namespace\nacme,acme\n")
-    result = CliRunner().invoke(quotas, ["write", "--recommendations", str(bad),
-                                         "--out", str(tmp_path / "o2")])
-    assert result.exit_code == 1
+    result = CliRunner().invoke(main, ["quotas", "write", "--recommendations", str(bad),
+                                       "--out", str(tmp_path / "o2")])
+    assert result.exit_code == 2
     assert "missing column(s) hardware_tier" in result.output
     assert "Traceback" not in result.output
