@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -40,20 +41,39 @@ def read_usage(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     if suffix == ".parquet":
         source = f"read_parquet({quoted})"
     elif suffix in {".csv", ".gz"}:
-        types = {f.name: _duck_type(f.type) for f in LEDGER_SCHEMA}
-        column_types = ", ".join(f"'{k}': '{v}'" for k, v in types.items())
-        source = f"read_csv({quoted}, header = true, columns = {{{column_types}}})"
+        # Types by the header's names, so a file without the header line (or with columns in
+        # another order) is refused instead of losing its first row or mixing columns.
+        header = f"read_csv({quoted}, header = true, all_varchar = true)"
+        try:
+            present = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {header}"
+                                                     ).fetchall()}
+        except duckdb.Error as error:
+            raise UserError(f"{path}: cannot read as ledger rows: {_reason(error)}") from None
+        types = ", ".join(f"'{f.name}': '{_duck_type(f.type)}'" for f in LEDGER_SCHEMA
+                          if f.name in present)
+        source = f"read_csv({quoted}, header = true, types = {{{types}}})"
     else:
         raise UserError(f"{path}: usage must be a .parquet or .csv file")
     try:
         con.execute(f"CREATE OR REPLACE TEMP TABLE raw_usage AS SELECT * FROM {source}")
     except duckdb.Error as error:
-        reason = " ".join(str(error).split())[:300]
-        raise UserError(f"{path}: cannot read as ledger rows: {reason}") from None
+        raise UserError(f"{path}: cannot read as ledger rows: {_reason(error)}") from None
     present = {row[0] for row in con.execute("DESCRIBE raw_usage").fetchall()}
     missing = [name for name in LEDGER_SCHEMA.names if name not in present]
     if missing:
         raise UserError(f"{path}: missing ledger columns: {', '.join(missing)}")
+
+
+def _reason(error: duckdb.Error) -> str:
+    """DuckDB's message without the echoed input line and the reader's settings dump."""
+    text = str(error).split("\n\n")[0]
+    lines = [line.strip() for line in text.splitlines()
+             if line.strip() and not line.startswith("Original Line:")]
+    return "; ".join(lines)[:400]
+
+
+def _count(problems: Sequence[object]) -> str:
+    return f"{len(problems)} problem{'' if len(problems) == 1 else 's'}"
 
 
 def _duck_type(arrow_type: object) -> str:
@@ -72,7 +92,7 @@ def validate_rows(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     if problems:
         shown = [f"{path}: {p}" for p in problems[:MAX_REPORTED]]
         more = len(problems) - MAX_REPORTED
-        raise UserError([f"{len(problems)} problems in the usage rows:", *shown]
+        raise UserError([f"{_count(problems)} in the usage rows:", *shown]
                         + ([f"... and {more} more"] if more > 0 else []))
 
 
@@ -110,7 +130,7 @@ def price_file(usage: Path, rate_card: Path, tenants_file: Path, period: str
     except ConfigError as error:
         problems += error.problems
     if problems or cards is None or tenants is None:
-        raise ConfigError([f"{len(problems)} problems in the configuration:", *problems])
+        raise ConfigError([f"{_count(problems)} in the configuration:", *problems])
     card = rate_card_for(cards, start.date())
 
     con = warehouse.connect()

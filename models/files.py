@@ -179,6 +179,11 @@ def read_yaml(path: Path, *, max_bytes: int = MAX_CONFIG_BYTES) -> Any:
 def parse_yaml(text: str, where: str) -> Any:
     try:
         return yaml.load(text, Loader=_StrictLoader)
+    except yaml.reader.ReaderError as error:
+        line = text.count("\n", 0, error.position) + 1
+        column = error.position - (text.rfind("\n", 0, error.position) + 1) + 1
+        raise UserError(f"{where}: line {line}, column {column}: character "
+                        f"U+{error.character:04X} is not allowed in YAML") from None
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         place = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

@@ -285,6 +285,12 @@ def _unknown_keys(p: _Problems, key: str, doc: Mapping[str, Any], allowed: Itera
         p.add(f"{key}.{extra}" if key else extra, "unknown key (a typo?)")
 
 
+def _in_key(name: Any) -> str:
+    """A name as it appears in a problem's key: itself when plainly printable, else quoted."""
+    text = str(name)
+    return text if text.strip() and text.isprintable() and len(text) <= 60 else _shown(name)
+
+
 def _name(p: _Problems, key: str, name: Any) -> bool:
     """Names of tenants, plans and tiers end up in file names, invoices and exports: text
     only, printable, and of a length a person can read."""
@@ -376,8 +382,9 @@ def _rate_card(p: _Problems, at: str, raw: Any) -> RateCard | None:
     if not raw_tiers:
         p.add(key("tiers"), "at least one hardware tier is needed")
     for name, raw_tier in raw_tiers.items():
-        tier = _tier(p, key(f"tiers.{name}"), str(name), raw_tier)
-        if _name(p, key(f"tiers.{name}"), name) and tier:
+        tier_key = key(f"tiers.{_in_key(name)}")
+        tier = _tier(p, tier_key, str(name), raw_tier)
+        if _name(p, tier_key, name) and tier:
             tiers.append(tier)
 
     sizes: list[SizeClass] = []
@@ -413,8 +420,9 @@ def _rate_card(p: _Problems, at: str, raw: Any) -> RateCard | None:
 
     plans: dict[str, Plan] = {}
     for name, raw_plan in _mapping(p, key("plans"), doc.get("plans")).items():
-        plan = _plan(p, key(f"plans.{name}"), str(name), raw_plan)
-        if _name(p, key(f"plans.{name}"), name) and plan:
+        plan_key = key(f"plans.{_in_key(name)}")
+        plan = _plan(p, plan_key, str(name), raw_plan)
+        if _name(p, plan_key, name) and plan:
             plans[str(name)] = plan
     if not plans:
         p.add(key("plans"), "at least one plan is needed")
@@ -525,7 +533,7 @@ def load_tenants(path: Path, cards: Sequence[RateCard] = ()) -> dict[str, Tenant
     tenants: dict[str, Tenant] = {}
     namespaces: dict[str, str] = {}
     for name, raw in raw_tenants.items():
-        at = f"tenants.{name}"
+        at = f"tenants.{_in_key(name)}"
         _name(p, at, name)
         if str(name).startswith("__"):
             p.add(at, "names starting with __ are reserved (__idle__, __unattributed__, ...)")
