@@ -171,12 +171,16 @@ def invoice_files(invoices: list[Invoice], out: Path) -> dict[Path, bytes]:
 
 
 def write_files(files: dict[Path, bytes], out: Path) -> None:
+    """Each file atomically, after checking that none of them can fail for a reason known
+    beforehand, so that a refusal leaves `out` as it was."""
+    folders = [path for path in files if path.is_dir()]
+    if folders:
+        raise UserError([f"{path}: is a folder where an invoice file goes; move it or choose "
+                         "another --out" for path in folders])
     make_folder(out, "--out")
     for path, data in files.items():
         try:
             atomic_write(path, data)
-        except IsADirectoryError:
-            raise UserError(f"{path}: is a folder; remove it or choose another --out") from None
         except OSError as error:
             raise UserError(f"{path}: cannot be written: {error.strerror or error}") from None
 

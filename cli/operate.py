@@ -24,7 +24,6 @@ from models.billing.rate_cards import month_bounds
 from models.errors import ChargebackError, InternalError, UserError
 from models.files import atomic_write, home, make_folder, safe_path
 from models.ledger import warehouse
-from pipelines.resources import ROOT, default_resources
 
 DEMO_PERIOD = "2026-09"
 """The demo simulates one whole 30-day month, fixed so that its figures are reproducible."""
@@ -38,6 +37,8 @@ def _instance() -> Any:
     dagster_home = Path(os.environ["DAGSTER_HOME"])
     dagster_home.mkdir(parents=True, exist_ok=True)
     if not (dagster_home / "dagster.yaml").exists():
+        from pipelines.resources import ROOT
+
         shutil.copy(ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
     return dg.DagsterInstance.get()
 
@@ -77,6 +78,11 @@ def execute(job_name: str, partition_key: str | None,
         )
     except ChargebackError:
         raise
+    except dg.Failure as failure:
+        # An asset refused on purpose (products missing from the tier map, usage of unknown
+        # tenants, a broken conservation): its description says what the operator must fix.
+        details = [f"{k}: {v.value}" for k, v in failure.metadata.items()]
+        raise UserError([f"{where}: {failure.description}", *details]) from None
     except dg.DagsterError as error:
         # A blocking asset check failed (conservation, every row has a tenant): the data or
         # the pipeline is wrong, not the command line.
@@ -123,12 +129,20 @@ def close(period: str) -> None:
     execute("publish_marts_job", None)
 
 
+def _resources() -> dict[str, Any]:
+    # Imported on use: Dagster takes seconds to import, and a mistyped argument is refused
+    # before that.
+    from pipelines.resources import default_resources
+
+    return default_resources()
+
+
 def _warehouse_path() -> Path:
-    return Path(default_resources()["warehouse_db"].path)  # type: ignore[attr-defined]
+    return Path(_resources()["warehouse_db"].path)
 
 
 def _exports_path() -> Path:
-    return Path(default_resources()["outputs"].exports_path)  # type: ignore[attr-defined]
+    return Path(_resources()["outputs"].exports_path)
 
 
 def _documents(period: str) -> list[dict[str, Any]]:
@@ -248,7 +262,7 @@ def export_invoices(period: str, fmt: str, out: Path) -> None:
     if fmt == "focus":
         from models.billing.focus import write_focus_export
 
-        tenants = default_resources()["billing"].tenants()  # type: ignore[attr-defined]
+        tenants = _resources()["billing"].tenants()
         make_folder(out, "--out")
         con = warehouse.connect(_warehouse_path(), read_only=True)
         try:
@@ -292,7 +306,7 @@ def demo(period: str, scale: int, days: int | None, interval: int) -> None:
     _billable_month(period)
     start, end = month_bounds(period)
     n_days = min(days or 31, (end - start).days)
-    spool = Path(default_resources()["spool"].path)  # type: ignore[attr-defined]
+    spool = Path(_resources()["spool"].path)
     click.echo(f"simulating {n_days} days of the default cluster (x{scale}) into {spool}")
     with tqdm(total=n_days, desc="simulate", unit="day") as bar:
         seen: set[str] = set()

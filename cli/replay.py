@@ -10,7 +10,6 @@ import click
 
 from evaluation.replay import DATA_DIR, TRACES
 from models.errors import InternalError
-from models.files import make_folder
 
 
 @click.command()
@@ -25,7 +24,10 @@ def replay(name: str, out: Path, data_dir: Path) -> None:
     Fails (exit 1) when any tenant's or the total GPU-hours differ by more than 0.001%."""
     from evaluation.replay import configure, import_trace, reconcile_replay
 
-    out = make_folder(out.resolve(), "--out")
+    if not data_dir.is_dir():
+        raise click.BadParameter(f"{data_dir}: no such folder; pass the folder with alibaba/ "
+                                 "and helios/ from the shared data", param_hint="--data")
+    out = out.resolve()
     started = time.monotonic()
     click.echo(f"importing {name} from {data_dir} ...")
     configure(out)

@@ -16,7 +16,6 @@ from pathlib import Path
 import yaml
 
 from collectors.traces import IMPORTERS, ReconcileReport, expected_gpu_hours, reconcile
-from models.errors import UserError
 from models.files import atomic_write
 from models.ledger.usage import RESERVED_TENANTS
 
@@ -51,9 +50,6 @@ def configure(out: Path) -> None:
 def import_trace(name: str, data_dir: Path, out: Path) -> ImportedTrace:
     """The trace `name` as spool files under `out/spool`, and a tenants file with every tenant
     of the trace on the pay-as-you-go plan (traces carry no contracts)."""
-    if not data_dir.is_dir():
-        raise UserError(f"{data_dir}: no such folder; pass --data DIR (the folder with alibaba/ "
-                        "and helios/ from the shared data)")
     summary = IMPORTERS[name].write(data_dir, out / "spool", progress=True)
     expected = expected_gpu_hours(name, data_dir)
     tenants = sorted(t for t in expected if t not in RESERVED_TENANTS)

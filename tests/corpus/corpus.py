@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,6 +132,8 @@ def assert_refused(code: int, output: str, where: Sequence[str], before: Mapping
 def run_case(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """In-process, as `chargeback` runs it (the same click group and error boundary)."""
     w = make_workspace(tmp_path, case.files)
+    for name in [n for n in os.environ if n.startswith("CHARGEBACK_")]:
+        monkeypatch.delenv(name)
     monkeypatch.setenv("CHARGEBACK_HOME", str(w / "home"))
     monkeypatch.setenv("DAGSTER_HOME", str(w / "dagster"))
 
@@ -144,3 +147,18 @@ def run_case(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         result.exception)
     assert_refused(result.exit_code, result.output, fill(case.where, w), before,
                    snapshot(tmp_path))
+
+
+_DEMO_HOME: list[Path] = []
+
+
+def demo_home(path: Path) -> None:
+    """A CHARGEBACK_HOME holding a real warehouse with October 2026's invoices (the dashboard
+    tests' demo warehouse), built once per session and copied."""
+    if not _DEMO_HOME:
+        from tests.dashboards.demo_warehouse import build
+
+        built = Path(tempfile.mkdtemp(prefix="corpus-home-"))
+        build(built / "home")
+        _DEMO_HOME.append(built / "home")
+    shutil.copytree(_DEMO_HOME[0], path)
