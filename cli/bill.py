@@ -107,7 +107,9 @@ def stage_period(con: duckdb.DuckDBPyConnection, path: Path, period: str, start:
         "min(window_start), max(window_start) FROM raw_usage", [start, end]).fetchone()
     assert row is not None
     inside, total, first, last = row
-    if total and not inside:
+    if not total:
+        raise UserError(f"{path}: no rows, so nothing to bill: is this the right file?")
+    if not inside:
         raise UserError(f"{path}: none of its {total:,} rows falls in --period {period} "
                         f"(rows run from {first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} UTC): "
                         "is this the right file or month?")

@@ -115,6 +115,8 @@ CASES = [
          usage_with(sample_id=ROWS[0]["sample_id"])),
     Case("gpu-product-unknown", BILL, ["GPU product 'NVIDIA B200'", "matches no tier"],
          usage_with(gpu_product="NVIDIA B200")),
+    Case("usage-without-rows", BILL, [U + "no rows, so nothing to bill"],
+         {"usage.parquet": parquet([])}),
     Case("rows-all-outside-the-period", BILL,
          [U + "none of its", "rows falls in --period 2026-10 (rows run from 2026-11-01"],
          {"usage.parquet": moved(31)}),
