@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+import dashboards
 from dashboards.auth import (
     User,
     hash_password,
@@ -18,7 +19,7 @@ from dashboards.auth import (
 from dashboards.config import marts_dir, users_path
 from models.errors import UserError
 
-APP = Path(__file__).with_name("app.py")
+APP = Path(dashboards.__file__).with_name("app.py")
 MIN_PASSWORD = 12
 
 

@@ -142,7 +142,14 @@ def run_case(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 
     monkeypatch.setattr(os, "execve", no_exec)
     before = snapshot(tmp_path)
-    result = invoke(fill(case.args, w), case.stdin)
+    environment = dict(os.environ)
+    try:
+        result = invoke(fill(case.args, w), case.stdin)
+    finally:
+        # A command may point the pipeline somewhere through the environment (replay does);
+        # in-process, that must not outlive the case.
+        os.environ.clear()
+        os.environ.update(environment)
     assert result.exception is None or isinstance(result.exception, SystemExit), (
         result.exception)
     assert_refused(result.exit_code, result.output, fill(case.where, w), before,
