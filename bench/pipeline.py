@@ -6,8 +6,8 @@ each step runs through the code the Dagster assets run, then its raw DuckDB equi
 same spool files in the same run:
 
   step          pipeline (what the assets call)                   raw DuckDB
-  ingest        stage_usage, stage_requests, classify,            CREATE TABLE AS SELECT * FROM
-                build_ledger, replace_day, per day                read_parquet(all usage files)
+  ingest        pipelines.ingest.assets.load_spool_day            CREATE TABLE AS SELECT * FROM
+                (warehouse.load_day), per day                     read_parquet(all usage files)
   conservation  conservation_violations, per day (the blocking    -
                 check)
   aggregation   rollup_hourly + rollup_daily, per day             GROUP BY hour, tenant,
@@ -95,10 +95,10 @@ def _timed(action: Callable[[], Any]) -> tuple[float, Any]:
 def measure_pipeline(root: Path, days: int) -> dict[str, Any]:
     import dagster as dg
 
-    from collectors.spool import day_files
     from models.billing.rate_cards import load_rate_cards, rate_card_for
     from models.ledger import warehouse
     from pipelines.billing import assets as billing
+    from pipelines.ingest.assets import load_spool_day
     from pipelines.resources import BillingConfigResource, OutputsResource, WarehouseResource
 
     spool = root / "spool"
@@ -110,14 +110,9 @@ def measure_pipeline(root: Path, days: int) -> dict[str, Any]:
     warehouse.create_schema(con)
 
     def ingest(day: date) -> None:
-        # The bench's spool is a local folder: every entry is a file path.
-        warehouse.stage_usage(con, [Path(str(f)) for f in day_files(spool, "usage", day)])
-        warehouse.stage_requests(con, [Path(str(f)) for f in day_files(spool, "requests", day)])
-        unknown = warehouse.classify(con, rate_card_for(cards, day))
-        if unknown:
-            raise SystemExit(f"bench: unknown GPU products {unknown}")
-        warehouse.build_ledger(con)
-        warehouse.replace_day(con, day)
+        loaded = load_spool_day(con, spool, day, rate_card_for(cards, day))
+        if loaded.quarantined:
+            raise SystemExit(f"bench: unreadable spool files {loaded.quarantined}")
 
     def aggregate(day: date) -> None:
         warehouse.rollup_hourly(con, day)

@@ -96,12 +96,10 @@ def validate_rows(con: duckdb.DuckDBPyConnection, path: Path) -> None:
                         + ([f"... and {more} more"] if more > 0 else []))
 
 
-def stage_period(con: duckdb.DuckDBPyConnection, path: Path, period: str, start: datetime,
+def check_period(con: duckdb.DuckDBPyConnection, path: Path, period: str, start: datetime,
                  end: datetime) -> None:
-    """The period's rows into `staged`. None in the period is an error (docs/pricing.md: usage
-    outside the period is never silently billed or dropped); some outside is said on stderr."""
-    con.execute("CREATE OR REPLACE TEMP TABLE staged AS SELECT * FROM raw_usage "
-                "WHERE window_start >= ? AND window_start < ?", [start, end])
+    """None of the file's rows in the period is an error (docs/pricing.md: usage outside the
+    period is never silently billed or dropped); some outside is said on stderr."""
     row = con.execute(
         "SELECT count(*) FILTER (WHERE window_start >= ? AND window_start < ?), count(*), "
         "min(window_start), max(window_start) FROM raw_usage", [start, end]).fetchone()
@@ -139,13 +137,10 @@ def price_file(usage: Path, rate_card: Path, tenants_file: Path, period: str
     warehouse.create_schema(con)
     read_usage(con, usage)
     validate_rows(con, usage)
-    stage_period(con, usage, period, start, end)
-    warehouse.stage_requests(con, [])
-    unknown = warehouse.classify(con, card)
-    if unknown:
-        raise UserError(unknown)
-    warehouse.build_ledger(con)
-    warehouse.insert_all_days(con)
+    check_period(con, usage, period, start, end)
+    rows = con.sql("SELECT * FROM raw_usage WHERE window_start >= ? AND window_start < ?",
+                   params=[start, end]).to_arrow_table()
+    warehouse.load_rows(con, card, rows)  # products missing from the tier map: UnknownProducts
 
     try:
         return price_period(con, card, tenants, period)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import click
 
-import dashboards
 from dashboards.auth import (
     User,
     hash_password,
@@ -19,7 +18,7 @@ from dashboards.auth import (
 from dashboards.config import marts_dir, users_path
 from models.errors import UserError
 
-APP = Path(dashboards.__file__).with_name("app.py")
+SERVER = Path(__file__).resolve().parents[1] / "dashboards" / "server.py"
 MIN_PASSWORD = 12
 
 
@@ -53,11 +52,15 @@ def dashboard(port: int, users_file: Path | None, marts: Path | None) -> None:
                    err=True)
     env = dict(os.environ, CHARGEBACK_USERS=str(users_path.resolve()),
                CHARGEBACK_MARTS=str(marts_path.resolve()))
-    command = [sys.executable, "-m", "streamlit", "run", str(APP),
+    # dashboards/server.py serves app.py behind the session, download and metrics guards;
+    # its .streamlit/config.toml holds the rest of the settings.
+    command = [sys.executable, "-m", "streamlit", "run", str(SERVER),
                "--server.headless", "true", "--server.address", "127.0.0.1",
                "--server.port", str(port), "--browser.gatherUsageStats", "false",
-               # Reloading modules would rotate the key that seals local sessions.
+               # Reloading modules would drop every session record and sign-in lock.
                "--server.fileWatcherType", "none",
+               # No traceback or server path ever reaches a browser.
+               "--client.showErrorDetails", "none",
                # Tenants and finance need no developer menu ("Deploy", rerun settings).
                "--client.toolbarMode", "viewer"]
     click.echo(f"dashboard on http://127.0.0.1:{port}/ (Ctrl-C stops it)", err=True)

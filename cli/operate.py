@@ -66,9 +66,14 @@ def execute(job_name: str, partition_key: str | None,
     import dagster as dg
 
     from pipelines.definitions import defs
+    from pipelines.run_workers import fail_dead_runs
 
     job = defs.resolve_job_def(job_name)
     instance = _instance()
+    # A `chargeback run` or a daemon's run killed mid-way is still STARTED and holds the
+    # daemon's one writer place (dagster.yaml): fail it now rather than wait for the sensor.
+    for line in fail_dead_runs(instance):
+        click.echo(f"marked failed: {line}", err=True)
     quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
     where = f"{job_name} for {partition_key}" if partition_key else job_name
     try:

@@ -1,76 +1,42 @@
-"""Apply scheduler quotas through the Kubernetes API with server-side apply, and record changes.
+"""The cluster side of scheduler quotas: read what is in force and in use, and apply a plan
+(models.planning.quotas plans, writes and records; nothing here decides a figure).
 
-PATCH with `Content-Type: application/apply-patch+yaml`, `fieldManager=gpu-chargeback`,
-`force=false` unless asked, and `dryRun=All` unless the caller really applies: the API server
-then runs admission (Kueue's webhook included) and answers with the object as it would be,
-without storing it. Each quota field becomes a ChangeRecord, written to the warehouse table
-`scheduler_quota_changes` by `record_changes`.
-"""
+Applying is a server-side apply: PATCH with `Content-Type: application/apply-patch+yaml`,
+`fieldManager=gpu-chargeback`, `force=false` unless asked, and `dryRun=All` unless the caller
+really applies: the API server then runs admission (Kueue's webhook included) and answers with
+the object as it would be, without storing it."""
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-import duckdb
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from models.errors import UserError
 from models.planning.quotas import (
     KUEUE_GROUP,
     KUEUE_VERSION,
     MANAGER,
     QUOTA_NAME,
-    QuotaChange,
+    ApplyConflict,
+    ApplyRefused,
+    ChangeRecord,
+    ClusterState,
+    QuotaKey,
+    QuotaKind,
+    QuotaPlan,
     Recommendation,
-    cluster_queue_manifests,
     device_resource,
     dns_name,
-    kueue_admission_problems,
-    plan_cluster_queues,
-    plan_resource_quotas,
-    resource_quota_manifests,
     whole_gpus,
 )
 
 APPLY_PATCH = "application/apply-patch+yaml"
-CHANGES_TABLE = "scheduler_quota_changes"
-
-
-class ApplyError(UserError):
-    """The API server refused an apply; the message says which object and what to do."""
-
-    records: list[ChangeRecord]
-    """What was done (or attempted) before the refusal, for the warehouse."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.records = []
-
-
-class ApplyConflict(ApplyError):
-    """409: another field manager owns a field we set."""
-
-
-@dataclass(frozen=True)
-class ChangeRecord:
-    changed_at: datetime
-    kind: str
-    namespace: str | None
-    name: str
-    field: str
-    before: int | None
-    after: int
-    in_use: int
-    recommended: int
-    rule: str
-    dry_run: bool
-    outcome: str
-    """`dry-run` (accepted, not stored), `applied`, `unchanged`, or `conflict`/`error: ...`."""
 
 
 def api_client(kubeconfig: str | None = None, context: str | None = None) -> client.ApiClient:
@@ -80,28 +46,25 @@ def api_client(kubeconfig: str | None = None, context: str | None = None) -> cli
     return api_client_from_environment(kubeconfig, context)
 
 
-def apply_quotas(
-    api: client.ApiClient,
-    recommendations: Sequence[Recommendation],
-    *,
-    max_step: int,
-    dry_run: bool = True,
-    force: bool = False,
-    kueue: bool = True,
-    now: datetime | None = None,
-) -> list[ChangeRecord]:
-    """Read what is in force and in use, plan the step, apply it, and return one record per
-    quota field (unchanged fields included, so the table shows what was checked).
+def why_no_cluster(kubeconfig: str) -> str | None:
+    """Why no cluster can be reached, or None when a kubeconfig or in-cluster config exists."""
+    if kubeconfig:
+        return None if Path(kubeconfig).is_file() else f"kubeconfig {kubeconfig} does not exist"
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return None
+    return "no kubeconfig configured (CHARGEBACK_KUBECONFIG) and not running in a cluster"
 
-    Raises ApplyConflict on a 409 (nothing after it is applied) and ApplyError on other refusals;
-    records made before the failure are in the exception's `records`."""
-    now = now or datetime.now(UTC)
+
+def read_cluster_state(api: client.ApiClient, recommendations: Sequence[Recommendation], *,
+                       kueue: bool = True) -> ClusterState:
+    """The quotas in force and in use for the recommendations' namespaces (our ResourceQuota
+    in each) and, with `kueue`, their tenants' ClusterQueues. An object that does not exist
+    yet has no figures."""
     core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
-    tenants = {r.namespace: r.tenant for r in recommendations}
-
-    hard: dict[tuple[str, str], int] = {}
-    used: dict[tuple[str, str], int] = {}
-    for namespace in sorted(tenants):
+    in_force: dict[QuotaKey, int] = {}
+    in_use: dict[QuotaKey, int] = {}
+    other_groups: dict[str, list[dict[str, Any]]] = {}
+    for namespace in sorted({r.namespace for r in recommendations}):
         try:
             quota = core.read_namespaced_resource_quota(QUOTA_NAME, namespace)
         except ApiException as exc:
@@ -109,91 +72,73 @@ def apply_quotas(
                 continue
             raise _refusal(exc, "ResourceQuota", f"{namespace}/{QUOTA_NAME}", "read") from exc
         for resource, value in ((quota.spec and quota.spec.hard) or {}).items():
-            hard[(namespace, resource)] = whole_gpus(value)
+            in_force[QuotaKey.resource_quota(namespace, resource)] = whole_gpus(value)
         for resource, value in ((quota.status and quota.status.used) or {}).items():
-            used[(namespace, resource)] = whole_gpus(value)
-    changes = plan_resource_quotas(recommendations, current_hard=hard, in_use=used,
-                                   max_step=max_step)
-    manifests = resource_quota_manifests(changes, tenants)
-
-    if kueue:
-        queues = sorted({dns_name(r.tenant) for r in recommendations})
-        nominal: dict[tuple[str, str, str], int] = {}
-        cq_used: dict[tuple[str, str, str], int] = {}
-        other_groups: dict[str, list[dict[str, Any]]] = {}
-        gpu_resources = {device_resource(r.mig_profile) for r in recommendations}
-        for queue in queues:
-            try:
-                fetched = custom.get_cluster_custom_object(KUEUE_GROUP, KUEUE_VERSION,
-                                                           "clusterqueues", queue)
-            except ApiException as exc:
-                if exc.status == 404:
-                    continue
-                raise _refusal(exc, "ClusterQueue", queue, "read") from exc
-            live: dict[str, Any] = fetched if isinstance(fetched, dict) else {}
-            for group in (live.get("spec") or {}).get("resourceGroups") or []:
-                if not any(_is_gpu(r) for r in group.get("coveredResources") or []):
-                    other_groups.setdefault(queue, []).append(group)
-                    continue
-                for flavor in group.get("flavors") or []:
-                    for res in flavor.get("resources") or []:
-                        nominal[(queue, flavor["name"], res["name"])] = whole_gpus(
-                            res["nominalQuota"])
-            for flavor in (live.get("status") or {}).get("flavorsUsage") or []:
+            in_use[QuotaKey.resource_quota(namespace, resource)] = whole_gpus(value)
+    if not kueue:
+        return ClusterState(in_force, in_use)
+    gpu_resources = {device_resource(r.mig_profile) for r in recommendations}
+    for queue in sorted({dns_name(r.tenant) for r in recommendations}):
+        try:
+            fetched = custom.get_cluster_custom_object(KUEUE_GROUP, KUEUE_VERSION,
+                                                       "clusterqueues", queue)
+        except ApiException as exc:
+            if exc.status == 404:
+                continue
+            raise _refusal(exc, "ClusterQueue", queue, "read") from exc
+        live: dict[str, Any] = fetched if isinstance(fetched, dict) else {}
+        for group in (live.get("spec") or {}).get("resourceGroups") or []:
+            if not any(_is_gpu(r) for r in group.get("coveredResources") or []):
+                other_groups.setdefault(queue, []).append(group)
+                continue
+            for flavor in group.get("flavors") or []:
                 for res in flavor.get("resources") or []:
-                    if res["name"] in gpu_resources or _is_gpu(res["name"]):
-                        cq_used[(queue, flavor["name"], res["name"])] = whole_gpus(
-                            res.get("total", 0))
-        cq_changes = plan_cluster_queues(recommendations, current_nominal=nominal,
-                                         in_use=cq_used, max_step=max_step)
-        namespaces: dict[str, list[str]] = {}
-        for r in recommendations:
-            namespaces.setdefault(dns_name(r.tenant), []).append(r.namespace)
-        cq_manifests = cluster_queue_manifests(cq_changes, namespaces, other_groups=other_groups)
-        for manifest in cq_manifests:
-            problems = kueue_admission_problems(manifest)
-            if problems:
-                raise ApplyError(
-                    f"ClusterQueue {manifest['metadata']['name']}: Kueue would reject it: "
-                    + "; ".join(problems)
-                )
-        changes += cq_changes
-        manifests += cq_manifests
+                    in_force[QuotaKey.cluster_queue(queue, flavor["name"], res["name"])] = (
+                        whole_gpus(res["nominalQuota"]))
+        for flavor in (live.get("status") or {}).get("flavorsUsage") or []:
+            for res in flavor.get("resources") or []:
+                if res["name"] in gpu_resources or _is_gpu(res["name"]):
+                    in_use[QuotaKey.cluster_queue(queue, flavor["name"], res["name"])] = (
+                        whole_gpus(res.get("total", 0)))
+    return ClusterState(in_force, in_use, other_groups)
 
+
+def apply_plan(api: client.ApiClient, plan: QuotaPlan, *, dry_run: bool = True,
+               force: bool = False, now: datetime | None = None) -> list[ChangeRecord]:
+    """Server-side apply every object of `plan` that changes a figure; one record per figure
+    (unchanged ones included, so the warehouse shows what was checked).
+
+    Raises ApplyConflict on a 409 and ApplyRefused on other refusals; nothing after the refused
+    object is applied, and the records made before it travel with the exception."""
+    now = now or datetime.now(UTC)
+    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
     records: list[ChangeRecord] = []
-    for manifest in manifests:
-        kind, meta = manifest["kind"], manifest["metadata"]
-        mine = [
-            c for c in changes
-            if c.kind == kind and c.name == meta["name"] and c.namespace == meta.get("namespace")
-        ]
-        where = f"{meta.get('namespace')}/{meta['name']}" if meta.get("namespace") else meta["name"]
-        if not any(c.changes for c in mine):
-            records += [_record(c, now, dry_run, "unchanged") for c in mine]
+    for obj in plan.objects:
+        if not any(c.changes for c in obj.changes):
+            records += [ChangeRecord.of(c, now, dry_run, "unchanged") for c in obj.changes]
             continue
         # The client serializes a dict body as JSON for apply-patch+yaml: JSON is YAML 1.2.
-        body = manifest
-        options: dict[str, Any] = {
-            "field_manager": MANAGER,
-            "force": force,
-            "_content_type": APPLY_PATCH,
-        }
+        options: dict[str, Any] = {"field_manager": MANAGER, "force": force,
+                                   "_content_type": APPLY_PATCH}
         if dry_run:
             options["dry_run"] = "All"
         try:
-            if kind == "ResourceQuota":
-                core.patch_namespaced_resource_quota(meta["name"], meta["namespace"], body,
+            if obj.kind is QuotaKind.RESOURCE_QUOTA:
+                assert obj.namespace is not None
+                core.patch_namespaced_resource_quota(obj.name, obj.namespace, obj.manifest,
                                                      **options)
             else:
                 custom.patch_cluster_custom_object(KUEUE_GROUP, KUEUE_VERSION, "clusterqueues",
-                                                   meta["name"], body, **options)
+                                                   obj.name, obj.manifest, **options)
         except ApiException as exc:
-            records += [_record(c, now, dry_run, _outcome(exc)) for c in mine if c.changes]
-            error = _refusal(exc, kind, where, "apply")
-            error.records = records
-            raise error from exc
+            outcome = "conflict" if exc.status == 409 else f"error: HTTP {exc.status}"
+            records += [ChangeRecord.of(c, now, dry_run, outcome)
+                        for c in obj.changes if c.changes]
+            where = f"{obj.namespace}/{obj.name}" if obj.namespace else obj.name
+            raise _refusal(exc, obj.kind.value, where, "apply", records) from exc
         outcome = "dry-run" if dry_run else "applied"
-        records += [_record(c, now, dry_run, outcome if c.changes else "unchanged") for c in mine]
+        records += [ChangeRecord.of(c, now, dry_run, outcome if c.changes else "unchanged")
+                    for c in obj.changes]
     return records
 
 
@@ -201,35 +146,26 @@ def _is_gpu(resource: str) -> bool:
     return resource == "nvidia.com/gpu" or resource.startswith("nvidia.com/mig-")
 
 
-def _record(change: QuotaChange, now: datetime, dry_run: bool, outcome: str) -> ChangeRecord:
-    return ChangeRecord(now, change.kind, change.namespace, change.name, change.field,
-                        change.current, change.target, change.in_use, change.recommended,
-                        change.rule, dry_run, outcome)
-
-
-def _outcome(exc: ApiException) -> str:
-    return "conflict" if exc.status == 409 else f"error: HTTP {exc.status}"
-
-
-def _refusal(exc: ApiException, kind: str, where: str, verb: str) -> ApplyError:
+def _refusal(exc: ApiException, kind: str, where: str, verb: str,
+             records: Sequence[ChangeRecord] = ()) -> ApplyRefused:
     message = _status_message(exc)
     if exc.status == 409:
         return ApplyConflict(
             f"{kind} {where}: conflict: another field manager owns a field gpu-chargeback sets "
             f"({message}). Nothing after it was applied. Check who manages it (kubectl get "
-            f"--show-managed-fields); to take the fields over, rerun with --force-conflicts."
-        )
+            f"--show-managed-fields); to take the fields over, rerun with --force-conflicts.",
+            records)
     if exc.status in (401, 403):
-        return ApplyError(
+        return ApplyRefused(
             f"{kind} {where}: {verb} forbidden ({message}): the credentials need get and patch "
-            f"on resourcequotas (and clusterqueues.kueue.x-k8s.io)."
-        )
+            f"on resourcequotas (and clusterqueues.kueue.x-k8s.io).", records)
     if exc.status == 404 and kind == "ClusterQueue":
-        return ApplyError(
+        return ApplyRefused(
             f"{kind} {where}: {verb}: not found ({message}); is Kueue installed with "
-            f"{KUEUE_GROUP}/{KUEUE_VERSION}? Use --no-kueue if the cluster does not use Kueue."
-        )
-    return ApplyError(f"{kind} {where}: {verb} refused with HTTP {exc.status}: {message}")
+            f"{KUEUE_GROUP}/{KUEUE_VERSION}? Use --no-kueue if the cluster does not use Kueue.",
+            records)
+    return ApplyRefused(f"{kind} {where}: {verb} refused with HTTP {exc.status}: {message}",
+                        records)
 
 
 def _status_message(exc: ApiException) -> str:
@@ -238,19 +174,3 @@ def _status_message(exc: ApiException) -> str:
     except (TypeError, ValueError):
         return str(exc.reason)
     return str(status.get("message") or exc.reason)
-
-
-def record_changes(con: duckdb.DuckDBPyConnection, changes: Sequence[ChangeRecord]) -> int:
-    """Append change records to `scheduler_quota_changes` (created if absent); returns rows."""
-    con.execute(
-        f"""CREATE TABLE IF NOT EXISTS {CHANGES_TABLE} (
-            changed_at TIMESTAMPTZ NOT NULL, kind VARCHAR NOT NULL, namespace VARCHAR,
-            name VARCHAR NOT NULL, field VARCHAR NOT NULL, before_gpus BIGINT,
-            after_gpus BIGINT NOT NULL, in_use_gpus BIGINT NOT NULL,
-            recommended_gpus BIGINT NOT NULL, rule VARCHAR NOT NULL, dry_run BOOLEAN NOT NULL,
-            outcome VARCHAR NOT NULL)"""
-    )
-    rows = [tuple(asdict(c).values()) for c in changes]
-    if rows:
-        con.executemany(f"INSERT INTO {CHANGES_TABLE} VALUES ({', '.join('?' * 12)})", rows)
-    return len(rows)

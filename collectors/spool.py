@@ -20,7 +20,7 @@ import functools
 import os
 import re
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -251,3 +251,98 @@ def read_batches(files: Sequence[SpoolLocation], schema: pa.Schema) -> pa.Record
                 for fs, paths in groups.values()]
     dataset = datasets[0] if len(datasets) == 1 else ds.dataset(datasets)
     return dataset.scanner(columns=schema.names).to_reader()
+
+
+def scan(files: Sequence[SpoolLocation], kind: str) -> list[Path] | pa.RecordBatchReader:
+    """The rows of spool files as the warehouse loads them (models.ledger.warehouse.Rows):
+    local files as paths, which DuckDB reads itself; object-store files as one Arrow stream
+    (DuckDB would need its httpfs extension, downloaded at run time), so memory holds a few
+    record batches at a time."""
+    local = [local_path(f) for f in files]
+    if all(p is not None for p in local):
+        return [p for p in local if p is not None]
+    return read_batches(files, SCHEMAS[kind])
+
+
+QUARANTINE = "quarantine"
+"""Folder (prefix) under the spool root that holds files the ingest could not read, at their
+spool path: `<root>/quarantine/usage/date=.../...parquet`. Outside every `<root>/<kind>/`, so
+no listing of the spool meets them again."""
+
+
+def _filesystem_path(location: SpoolLocation) -> tuple[pafs.FileSystem, str]:
+    local = local_path(location)
+    if local is not None:
+        return _LOCAL, str(local)
+    remote = _remote(str(location))
+    return remote.fs, remote.path
+
+
+def check_file(location: SpoolLocation, kind: str) -> str | None:
+    """Why the warehouse cannot load this spool file as it is, or None when it can: not a
+    Parquet file, truncated, a column missing or of a type that does not convert, or a
+    required value empty. Reads the whole file: for finding the culprit after a load failed,
+    not for every file of every run."""
+    schema = SCHEMAS[kind]
+    fs, path = _filesystem_path(location)
+    try:
+        # Read apart from decoding: failing to reach the file (a network error, a permission)
+        # is the storage's fault, raised as it is, never a reason to set a file aside.
+        with fs.open_input_stream(path) as handle:
+            data = handle.read()
+    except FileNotFoundError:
+        return None  # replaced or removed since it was listed: not this file's fault
+    try:
+        table = pq.read_table(pa.BufferReader(data))
+    except (pa.ArrowException, OSError) as error:
+        return f"not a readable Parquet file: {error}"
+    missing = [f.name for f in schema if not f.nullable and f.name not in table.column_names]
+    if missing:
+        return f"required column(s) missing: {', '.join(missing)}"
+    for field in schema:
+        if field.name not in table.column_names:
+            continue
+        column = table[field.name]
+        try:
+            column = column.cast(field.type)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as error:
+            return f"column {field.name}: {column.type} does not convert to {field.type}: {error}"
+        if not field.nullable and column.null_count:
+            return f"column {field.name}: {column.null_count} row(s) empty; a value is required"
+    return None
+
+
+def quarantine(root: SpoolLocation, location: SpoolLocation) -> SpoolLocation:
+    """Move a file of the spool at `root` to the same path under `<root>/quarantine/`, and
+    return where it is now. Kept, never overwritten: a second file of the same name goes
+    beside the first with a numbered suffix. Local spools rename (atomic, same filesystem);
+    object stores copy, then delete the original."""
+    local_root, local_file = local_path(root), local_path(location)
+    if local_root is not None and local_file is not None:
+        if not local_file.is_relative_to(local_root):
+            raise SpoolLocationError(f"{location} is not a file of the spool {root}")
+        target = local_root / QUARANTINE / local_file.relative_to(local_root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target = Path(_free_name(str(target), lambda p: Path(p).exists()))
+        os.replace(local_file, target)
+        _fsync_dir(target.parent)
+        _fsync_dir(local_file.parent)
+        return target
+    spool, remote = _remote(str(root)), _remote(str(location))
+    relative = remote.path.removeprefix(spool.path + "/")
+    if relative == remote.path:
+        raise SpoolLocationError(f"{location} is not a file of the spool {root}")
+    target_path = _free_name(
+        f"{spool.path}/{QUARANTINE}/{relative}",
+        lambda p: spool.fs.get_file_info(p).type != pafs.FileType.NotFound)
+    spool.fs.copy_file(remote.path, target_path)
+    spool.fs.delete_file(remote.path)
+    return spool.uri(target_path)
+
+
+def _free_name(path: str, exists: Callable[[str], bool]) -> str:
+    candidate, n = path, 0
+    while exists(candidate):
+        n += 1
+        candidate = f"{path}.{n}"
+    return candidate

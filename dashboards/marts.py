@@ -32,7 +32,7 @@ TENANT_TABLES = frozenset({
     "reservation_recommendations", "scheduler_quota_changes"})
 FINANCE_TABLES = frozenset({
     "meta", "invoices", "invoice_lines", "periods", "revenue", "revenue_vs_capacity",
-    "coverage_daily", "node_days"})
+    "coverage_daily", "node_days", "spool_quarantine"})
 OPERATOR_TABLES = frozenset({
     "meta", "utilization_hourly", "demand_hour_of_day", "node_days", "usage_shifts",
     "tier_change_recommendations", "reservation_recommendations", "scheduler_quota_changes"})
@@ -81,7 +81,12 @@ def _audience_table(*, audience: str, table: str, marts: str, version: int) -> p
 def tenant_table(*, tenant: str, table: str) -> pd.DataFrame:
     """One table of the tenant's own mart (a copy: callers may change it)."""
     root = marts_dir()
-    version = _version(tenant_mart_path(root, tenant))
+    try:
+        path = tenant_mart_path(root, tenant)
+    except FileNotFoundError:  # no names key: nothing was ever published here
+        raise MartMissing(f"{root}: no mart published yet; run the pipeline (its "
+                          "tenant_marts asset publishes the marts)") from None
+    version = _version(path)
     return _tenant_table(tenant=tenant, table=table, marts=str(root), version=version).copy()
 
 

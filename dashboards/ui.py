@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable
@@ -11,7 +12,11 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from dashboards import gate
+from dashboards.auth import load_users
+from dashboards.config import users_path
 from dashboards.marts import IsolationError, MartMissing, audience_table, tenant_table
+from dashboards.sessions import STORE
 from models.billing.exports import file_stem, lines_csv
 from models.billing.invoice_pdf import render_pdf
 from models.billing.invoices import canonical_json
@@ -23,7 +28,9 @@ def _guard(read: Callable[[], pd.DataFrame]) -> pd.DataFrame:
     try:
         return read()
     except MartMissing as error:
-        st.info(str(error))
+        # The path stays in the server log: a browser is never shown one.
+        log.warning("%s", error)
+        st.info("No mart published yet: the data appears after the pipeline's next run.")
         st.stop()
     except IsolationError as error:
         # A mart whose contents do not match its name: never show it, whatever it holds.
@@ -61,17 +68,38 @@ def as_float(frame: pd.DataFrame, *columns: str) -> pd.DataFrame:
     return frame
 
 
+def download(label: str, make: Callable[[], bytes | str], *, file_name: str, mime: str,
+             key: str) -> None:
+    """A download button whose file is made when it is clicked, for this session only: the
+    file is granted to the session record, and the media route serves it to this browser
+    while the record lives (dashboards/server.py), never from a cache."""
+    token = gate.session_token()
+
+    def generate() -> bytes:
+        made = make()
+        data = made.encode() if isinstance(made, str) else made
+        # Runs on the click, outside the script: a record ended since (signed out, role or
+        # password changed) gets nothing.
+        STORE.grant(token, load_users(users_path()), hashlib.sha256(data).hexdigest())
+        return data
+
+    st.download_button(label, generate, file_name=file_name, mime=mime, key=key,
+                       on_click="ignore", icon=":material/download:")
+
+
 def invoice_downloads(row: pd.Series, *, key: str) -> None:
     doc = export_document(row)
     stem = file_stem(doc)
     left, middle, right = st.columns(3)
-    left.download_button("PDF", render_pdf(doc), file_name=f"{stem}.pdf",
-                         mime="application/pdf", key=f"{key}-pdf", icon=":material/download:")
-    middle.download_button("CSV", lines_csv(doc), file_name=f"{stem}.csv", mime="text/csv",
-                           key=f"{key}-csv", icon=":material/download:")
-    right.download_button("JSON", canonical_json(doc), file_name=f"{stem}.json",
-                          mime="application/json", key=f"{key}-json",
-                          icon=":material/download:")
+    with left:
+        download("PDF", lambda: render_pdf(doc), file_name=f"{stem}.pdf",
+                 mime="application/pdf", key=f"{key}-pdf")
+    with middle:
+        download("CSV", lambda: lines_csv(doc), file_name=f"{stem}.csv", mime="text/csv",
+                 key=f"{key}-csv")
+    with right:
+        download("JSON", lambda: canonical_json(doc), file_name=f"{stem}.json",
+                 mime="application/json", key=f"{key}-json")
 
 
 def invoice_table(invoices: pd.DataFrame) -> pd.DataFrame:

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import json
 import os
-import re
+import secrets
 import tempfile
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -42,6 +43,7 @@ from models.ledger.usage import (
 FINANCE = "finance"
 OPERATOR = "operator"
 TENANTS_DIR = "tenants"
+NAMES_KEY = ".names.key"
 
 # Written by the analytics assets when they run; published when present, skipped otherwise.
 ANALYTICS_TABLES = ("usage_shifts", "tier_change_recommendations", "reservation_recommendations",
@@ -59,17 +61,35 @@ PUBLISH_WORKERS = 4
 ZERO = Decimal(0)
 
 
-def safe_name(tenant: str) -> str:
-    """A file name for a tenant: a readable slug plus a hash of the exact name.
-
-    The hash keeps two names that slug alike (`a.b`, `a-b`) apart, and nothing a tenant is
-    called (`../x'; DROP`) can leave the marts folder or reach SQL."""
-    slug = re.sub(r"[^a-z0-9]+", "-", tenant.lower()).strip("-")[:40] or "tenant"
-    return f"{slug}-{hashlib.sha256(tenant.encode()).hexdigest()[:16]}"
+def _names_key(marts_dir: Path, *, create: bool = False) -> bytes:
+    """The secret that tenant mart names are derived from, kept beside the marts (0600).
+    Publishing creates it once; readers only read it (no key: nothing published yet)."""
+    path = marts_dir / NAMES_KEY
+    if create and not path.exists():
+        fd, tmp = tempfile.mkstemp(dir=marts_dir, prefix=".tmp-key-")
+        try:
+            os.write(fd, secrets.token_bytes(32))
+            os.fsync(fd)
+            os.close(fd)
+            os.chmod(tmp, 0o600)
+            # A link, unlike a rename, fails if another publisher created the key meanwhile.
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    key = path.read_bytes()
+    if len(key) != 32:
+        raise ValueError(f"{path}: expected a 32-byte key, found {len(key)} bytes; delete the "
+                         "marts folder and publish again")
+    return key
 
 
 def tenant_mart_path(marts_dir: Path, tenant: str) -> Path:
-    return marts_dir / TENANTS_DIR / f"{safe_name(tenant)}.duckdb"
+    """`tenants/<HMAC of the name>.duckdb`: nothing a tenant is called (`../x'; DROP`) can leave
+    the folder or reach SQL, and without the key nobody can tell which file is whose.
+    FileNotFoundError when no marts were published to `marts_dir` yet."""
+    digest = hmac.new(_names_key(marts_dir), tenant.encode(), hashlib.sha256).hexdigest()
+    return marts_dir / TENANTS_DIR / f"{digest[:32]}.duckdb"
 
 
 def finance_mart_path(marts_dir: Path) -> Path:
@@ -108,7 +128,11 @@ def publish_marts(
             raise ValueError(f"tenant {name!r}: reserved names have no mart of their own")
     if workers is not None and workers < 1:
         raise ValueError(f"publish_marts: workers must be at least 1, got {workers}")
-    (marts_dir / TENANTS_DIR).mkdir(parents=True, exist_ok=True)
+    # Only the owner (the pipeline and the dashboard's user) may list or open the marts.
+    for folder in (marts_dir, marts_dir / TENANTS_DIR):
+        folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(folder, 0o700)
+    _names_key(marts_dir, create=True)
     names = sorted(configs)
     horizon = _horizon(con)
     present = _present_tables(con)
@@ -358,7 +382,7 @@ def _publish(cur: duckdb.DuckDBPyConnection, path: Path, alias: str,
                         [key] * query.count("$key"))
         cur.execute("COMMIT")
         cur.execute(f"DETACH {alias}")
-        os.chmod(tmp, 0o444)
+        os.chmod(tmp, 0o400)
         os.replace(tmp, path)
     except BaseException:
         # Whether a transaction is still open depends on where it failed (COMMIT ends it).
@@ -577,6 +601,7 @@ def _finance_tables() -> list[tuple[str, str]]:
         ("revenue_vs_capacity", _REVENUE_VS_CAPACITY),
         ("coverage_daily", _COVERAGE),
         ("node_days", _NODE_DAYS),
+        ("spool_quarantine", "SELECT * FROM spool_quarantine ORDER BY day, quarantined_at, file"),
     ]
 
 

@@ -25,6 +25,7 @@ from pipelines.jobs import (
 from pipelines.publish import assets as publish_assets
 from pipelines.publish.schedules import publish_after_runs
 from pipelines.resources import default_resources
+from pipelines.run_workers import dead_run_workers
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules(
@@ -34,6 +35,6 @@ defs = dg.Definitions(
                                                     analytics_checks]),
     jobs=[daily_usage_job, monthly_billing_job, daily_analytics_job, publish_marts_job],
     schedules=[hourly_ingest, daily_aggregation, monthly_close, daily_analytics],
-    sensors=[late_spool_files, rebill_after_ingest, publish_after_runs],
+    sensors=[late_spool_files, rebill_after_ingest, publish_after_runs, dead_run_workers],
     resources=default_resources(),
 )

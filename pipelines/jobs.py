@@ -7,13 +7,17 @@ from pipelines.partitions import DAILY, MONTHLY
 # DuckDB has one writer: the run queue admits one run with this tag at a time (dagster.yaml
 # and deploy/dagster-values.yaml), so runs wait instead of failing on the file lock.
 WRITES_WAREHOUSE = {"chargeback/warehouse": "write"}
+# A writer that hangs, or whose killed process cannot be seen from the sensor that fails such
+# runs (pipelines/run_workers.py), would hold that one place for good: run monitoring ends any
+# run after 6 hours (docs/scale-out.md sizes a day's ingest to stay within the hour).
+MAX_RUNTIME = {"dagster/max_runtime": str(6 * 3600)}
 
 daily_usage_job = dg.define_asset_job(
     "daily_usage_job",
     selection=dg.AssetSelection.groups("ingest"),
     partitions_def=DAILY,
     executor_def=dg.in_process_executor,
-    tags=WRITES_WAREHOUSE,
+    tags={**WRITES_WAREHOUSE, **MAX_RUNTIME},
     description="Spool -> ledger -> hourly and daily usage for one UTC day.",
 )
 
@@ -22,7 +26,7 @@ monthly_billing_job = dg.define_asset_job(
     selection=dg.AssetSelection.groups("billing"),
     partitions_def=MONTHLY,
     executor_def=dg.in_process_executor,
-    tags=WRITES_WAREHOUSE,
+    tags={**WRITES_WAREHOUSE, **MAX_RUNTIME},
     description="Drafts (or adjustments after close), exports and marts for one month.",
 )
 
@@ -31,7 +35,7 @@ daily_analytics_job = dg.define_asset_job(
     selection=dg.AssetSelection.groups("analytics"),
     partitions_def=DAILY,
     executor_def=dg.in_process_executor,
-    tags=WRITES_WAREHOUSE,
+    tags={**WRITES_WAREHOUSE, **MAX_RUNTIME},
     description="Usage shifts, tier-change and reservation recommendations, scheduler quotas "
     "for the look-back window ending one UTC day.",
 )
@@ -40,6 +44,6 @@ publish_marts_job = dg.define_asset_job(
     "publish_marts_job",
     selection=dg.AssetSelection.groups("publish"),
     executor_def=dg.in_process_executor,
-    tags=WRITES_WAREHOUSE,
+    tags={**WRITES_WAREHOUSE, **MAX_RUNTIME},
     description="Publish the read-only tenant, finance and operator marts for the dashboards.",
 )

@@ -17,6 +17,7 @@ import duckdb
 from models.billing.rate_cards import RateCard, Tenant, load_rate_cards, load_tenants, rate_card_for
 from models.files import home
 from models.ledger import warehouse
+from pipelines.run_workers import record_worker
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,6 +30,15 @@ class WarehouseResource(dg.ConfigurableResource):
     """The DuckDB warehouse file that only Dagster writes."""
 
     path: str
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # The run process that opens the warehouse holds the queue's one writer place: it
+        # records itself on its run, so that a killed one can be found and failed.
+        if context.instance is None or context.dagster_run is None:
+            return
+        if not record_worker(context.instance, context.dagster_run.run_id) and context.log:
+            context.log.warning("this run's process cannot be identified (no /proc): if it is "
+                                "killed, only the jobs' maximum runtime will fail the run")
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -59,6 +59,11 @@ CHART_KEYS: dict[str, set[str]] = {
         "readinessProbe", "startupProbe", "annotations", "runMonitoring", "runRetries",
         "sensors", "schedules", "schedulerName", "volumeMounts", "volumes",
         "initContainerResources"},
+    # The schema leaves runMonitoring free-form, but the chart's instance template
+    # (templates/configmap-instance.yaml) reads only these keys: any other one is dropped.
+    "dagsterDaemon.runMonitoring": {"enabled", "startTimeoutSeconds", "cancelTimeoutSeconds",
+                                    "maxResumeRunAttempts", "pollIntervalSeconds",
+                                    "freeSlotsAfterRunEndSeconds"},
     "dagsterDaemon.runCoordinator": {"enabled", "type", "config"},
     "dagsterDaemon.runCoordinator.config": {"queuedRunCoordinator", "customRunCoordinator"},
     "dagsterDaemon.runCoordinator.config.queuedRunCoordinator": {
@@ -182,6 +187,18 @@ def test_runs_launch_as_kubernetes_jobs_through_a_queue_with_one_warehouse_write
     assert queue["maxConcurrentRuns"] > 1
     limits = {(t["key"], t.get("value")): t["limit"] for t in queue["tagConcurrencyLimits"]}
     assert limits[WAREHOUSE_TAG] == 1
+
+
+def test_run_monitoring_on_kubernetes_matches_the_local_instance():
+    """A killed run must not hold the writer place there either (docs/pipeline.md)."""
+    helm = values()["dagsterDaemon"]["runMonitoring"]
+    local = yaml.safe_load((ROOT / "dagster.yaml").read_text())["run_monitoring"]
+    assert helm["enabled"] is local["enabled"] is True
+    for key in ("cancel_timeout_seconds", "max_resume_run_attempts", "poll_interval_seconds"):
+        camel = re.sub(r"_(\w)", lambda m: m.group(1).upper(), key)
+        assert helm[camel] == local[key], key
+    # Run pods may first pull the image: a longer start timeout, within reason.
+    assert local["start_timeout_seconds"] <= helm["startTimeoutSeconds"] <= 600
 
 
 def test_every_job_partitioned_and_the_partitions_are_independent_runs():

@@ -38,15 +38,14 @@ ui.invoice_downloads(shown.iloc[labels[choice]], key="finance-invoice")
 
 lines = ui.audience_data(audience="finance", table="invoice_lines")
 lines = lines[lines["period"] == period]
-st.download_button(f"All invoice lines of {period} (CSV)", lines.to_csv(index=False),
-                   file_name=f"invoice-lines-{period}.csv", mime="text/csv",
-                   icon=":material/download:")
+ui.download(f"All invoice lines of {period} (CSV)", lambda: lines.to_csv(index=False),
+            file_name=f"invoice-lines-{period}.csv", mime="text/csv", key="finance-lines")
 
 st.subheader("FOCUS cost-and-usage export")
 focus = sorted((exports_dir() / period).glob("focus.*"))
 if not focus:
     st.caption(f"No FOCUS export for {period} under {exports_dir() / period} yet.")
 for path in focus:
-    st.download_button(f"{path.name} ({path.stat().st_size:,} bytes)", path.read_bytes(),
-                       file_name=f"focus-{period}{path.suffix}", key=f"focus-{path.name}",
-                       icon=":material/download:")
+    ui.download(f"{path.name} ({path.stat().st_size:,} bytes)", path.read_bytes,
+                file_name=f"focus-{period}{path.suffix}", mime="application/octet-stream",
+                key=f"focus-{path.name}")

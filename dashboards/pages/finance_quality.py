@@ -30,3 +30,12 @@ else:
     st.dataframe(gaps, hide_index=True, width="stretch")
 st.subheader("Daily coverage")
 st.dataframe(coverage, hide_index=True, width="stretch")
+st.subheader("Spool files set aside")
+quarantine = ui.audience_data(audience="finance", table="spool_quarantine")
+if quarantine.empty:
+    st.caption("Every spool file could be read.")
+else:
+    st.warning(f"{len(quarantine):,} spool file(s) could not be read and were moved to the "
+               "spool's quarantine folder: their usage is missing from the days below until "
+               "they are repaired and put back.")
+    st.dataframe(quarantine, hide_index=True, width="stretch")

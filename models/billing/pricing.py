@@ -262,3 +262,16 @@ def price_invoice(
         usage=tuple(tier_usage), credit_available=available, credit_applied=applied,
         active_fraction=quantity(fraction),
     )
+
+
+def marginal_on_demand_price(card: RateCard, tier: str, monthly_gpu_hours: Decimal,
+                             multiplier: Decimal, discount_pct: Decimal) -> Decimal:
+    """What one more on-demand GPU-hour of `tier` costs a tenant using `monthly_gpu_hours` a
+    month at size multiplier `multiplier`: the price of the band its billable units reach (the
+    marginal band under graduated pricing, the band the total falls in under volume), times
+    the multiplier, less its plan's discount. A reserved GPU saves exactly this for each hour
+    it is used, so it is the price a reservation's break-even compares with."""
+    spec = card.tier(tier)
+    bands = price_bands(spec.mode, spec.bands, monthly_gpu_hours * multiplier)
+    band_price = bands[-1][2] if bands else spec.bands[0].price
+    return band_price * multiplier * (100 - discount_pct) / 100

@@ -1,144 +1,221 @@
-"""The DuckDB warehouse: ledger loading, shared-endpoint apportionment, hourly rollups.
+"""The DuckDB warehouse: its declared schema (sql/schema.sql) and the named operations and
+queries every caller uses, so that each load, rollup and check is written once.
+
+Loading takes rows as the caller has them: local Parquet files (DuckDB reads them itself, the
+fastest way), or an Arrow stream or table (an object-store spool streamed by pyarrow, a user's
+usage file, rows built in a test). Where the files come from and how they are listed is the
+spool's business (collectors/spool.py); this module reads no spool layout and imports nothing
+from collectors/.
 
 GPU-seconds are summed as DECIMAL(38, 6), so a sum does not depend on the order DuckDB
 happens to add rows in, and reruns give byte-identical invoices."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
+from dataclasses import astuple, dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any, TypeAlias
 
 import duckdb
+import polars as pl
 import pyarrow as pa
 
-from collectors.spool import SpoolLocation, local_path, read_batches
 from models.billing.pricing import UsageHour, quantity
 from models.billing.rate_cards import RateCard, Tenant, UnknownProduct
+from models.errors import TransientError, UserError
 from models.ledger.usage import (
     GPU_SECONDS_TOLERANCE,
     LEDGER_COLUMNS,
-    LEDGER_SCHEMA,
     REQUEST_WORK_SCHEMA,
     RESERVED_TENANTS,
+    UNATTRIBUTED_TENANT,
 )
 
 SQL = Path(__file__).with_name("sql")
+REQUEST_COLUMNS = tuple(REQUEST_WORK_SCHEMA.names)
+
+Rows: TypeAlias = Sequence[Path] | pa.RecordBatchReader | pa.Table
+"""Ledger or request-work rows to load: local Parquet files, or Arrow data in the schema."""
+
+_LOCK_HOLDER = re.compile(r"\(PID (\d+)\)")
+_RESERVED = ", ".join(f"'{t}'" for t in sorted(RESERVED_TENANTS))
+# What a file or stream that cannot be taken as rows raises while it is read or inserted: not
+# Parquet, truncated, a column of the wrong type, a required value missing.
+_UNREADABLE = (duckdb.IOException, duckdb.InvalidInputException, duckdb.ConversionException,
+               duckdb.ConstraintException, pa.ArrowException, OSError)
 
 
 def sql(name: str) -> str:
     return (SQL / f"{name}.sql").read_text()
 
 
+class UnknownProducts(UserError):
+    """GPU products the rate card's tier map does not name: an operator must map them; nothing
+    is loaded meanwhile (a silent default tier would misprice them)."""
+
+
+class UnreadableRows(TransientError):
+    """Rows of a load could not be read or did not fit the schema. The caller finds the file at
+    fault (the spool quarantines it) and loads again; if no file is at fault, the cause was the
+    storage and a later run may succeed."""
+
+
 def connect(path: Path | str = ":memory:", *, read_only: bool = False
             ) -> duckdb.DuckDBPyConnection:
-    """A connection whose dates and hour boundaries are UTC, whatever the machine's zone."""
-    con = duckdb.connect(str(path), read_only=read_only)
+    """A connection whose dates and hour boundaries are UTC, whatever the machine's zone.
+
+    DuckDB lets one process open a file for writing (or several for reading only); when
+    another process holds it, this raises TransientError naming that process."""
+    try:
+        con = duckdb.connect(str(path), read_only=read_only)
+    except duckdb.IOException as error:
+        if "Could not set lock" not in str(error):
+            raise
+        holder = _LOCK_HOLDER.search(str(error))
+        pid = f" (PID {holder[1]})" if holder else ""
+        raise TransientError(
+            f"{path} is in use by another process{pid}: wait for the running job or stop it, "
+            "then retry") from None
     con.execute("SET TimeZone = 'UTC'")
     return con
 
 
 def create_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Every table of the warehouse (sql/schema.sql); existing tables are left as they are."""
     con.execute(sql("schema"))
 
 
-def _file_list(files: Sequence[SpoolLocation]) -> str:
-    return "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in files) + "]"
+# --- loading -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Load:
+    """What one load put into the warehouse."""
+
+    days: tuple[date, ...]
+    staged_rows: int
+    """Usage rows read, one per sample_id."""
+    request_rows: int
+    ledger_rows: int
+    """Ledger rows of the loaded days, shared endpoints apportioned."""
+    tenants: int
 
 
-def _stage(con: duckdb.DuckDBPyConnection, table: str, columns: str,
-           files: Sequence[SpoolLocation], schema: pa.Schema) -> None:
-    """`table` = the files' rows, one per sample_id. Local files are read by DuckDB itself;
-    object-store files stream through pyarrow (DuckDB would need its httpfs extension,
-    downloaded at run time), so memory holds the staged day plus a few record batches."""
-    dedup = "QUALIFY row_number() OVER (PARTITION BY sample_id ORDER BY window_start) = 1"
-    local = [local_path(f) for f in files]
-    if all(p is not None for p in local):
-        # Not hive_partitioning: DuckDB would replace the rows' own `source` and `node` by
-        # the folder names, which the spool writer sanitizes (`my source` -> `my_source`).
-        con.execute(f"CREATE TEMP TABLE {table} AS SELECT {columns} "
-                    f"FROM read_parquet({_file_list([p for p in local if p is not None])}, "
-                    f"union_by_name = true, hive_partitioning = false) {dedup}")
-        return
-    name = f"{table}_batches"
-    con.register(name, read_batches(files, schema))
+def load_day(con: duckdb.DuckDBPyConnection, day: date, card: RateCard, *, usage: Rows,
+             requests: Rows = ()) -> Load:
+    """Replace exactly one UTC day of the ledger and of the request work with `usage` and
+    `requests` (rows of other days are ignored): one row per sample_id, shared endpoints
+    apportioned, hardware tier and size class attached. The ledger is not rolled up here:
+    `rollup_hourly` and `rollup_daily` are steps of their own, each checked.
+
+    Raises UnknownProducts or UnreadableRows, and then writes nothing."""
+    staged, request_rows, _ = _stage(con, usage, requests, card, [day])
+    return Load((day,), staged, request_rows, *_day_counts(con, [day]))
+
+
+def load_rows(con: duckdb.DuckDBPyConnection, card: RateCard, usage: Rows, requests: Rows = ()
+              ) -> Load:
+    """Load every day `usage` covers and roll each up, hourly and daily: the whole path for
+    one-shot billing (`chargeback bill`) and for warehouses built in one go (tests, benches)."""
+    staged, request_rows, days = _stage(con, usage, requests, card, None)
+    for day in days:
+        rollup_hourly(con, day)
+        rollup_daily(con, day)
+    return Load(tuple(days), staged, request_rows, *_day_counts(con, days))
+
+
+def _stage(con: duckdb.DuckDBPyConnection, usage: Rows, requests: Rows, card: RateCard,
+           days: Sequence[date] | None) -> tuple[int, int, list[date]]:
+    """Stage the rows (temp tables `staged` and `staged_requests`, one row per sample_id),
+    classify and apportion them (temp table `classified`), then replace `days` of the ledger
+    and the request work with them (None: every day they cover). Returns the staged counts and
+    the days replaced."""
     try:
-        con.execute(f"CREATE TEMP TABLE {table} AS SELECT {columns} FROM {name} {dedup}")
-    finally:
-        con.unregister(name)
+        _stage_rows(con, "staged", "ledger", LEDGER_COLUMNS, usage)
+        _stage_rows(con, "staged_requests", "request_work", REQUEST_COLUMNS, requests)
+        _classify(con, card)
+        con.execute(sql("apportion"))
+        if days is None:
+            days = [d for (d,) in con.execute(
+                "SELECT DISTINCT window_start::DATE FROM classified ORDER BY 1").fetchall()]
+        _replace_days(con, days)
+    except _UNREADABLE as error:
+        # A value the declared columns refuse (a NOT NULL one empty) fails the insert, which
+        # is rolled back: like a file that cannot be read, nothing of the load is written.
+        raise UnreadableRows(f"the rows to load cannot be read: {error}") from error
+    return _count(con, "staged"), _count(con, "staged_requests"), list(days)
 
 
-def stage_usage(con: duckdb.DuckDBPyConnection, files: Sequence[SpoolLocation]) -> int:
-    """Load ledger files (local paths or object-store URIs) into the temp table `staged`,
-    one row per sample_id."""
-    columns = ", ".join(LEDGER_COLUMNS)
-    con.execute("DROP TABLE IF EXISTS staged")
-    if not files:
-        con.execute(f"CREATE TEMP TABLE staged AS SELECT {columns} FROM ledger LIMIT 0")
-        return 0
-    _stage(con, "staged", columns, files, LEDGER_SCHEMA)
-    return _count(con, "staged")
+def _stage_rows(con: duckdb.DuckDBPyConnection, table: str, like: str,
+                columns: Sequence[str], rows: Rows) -> None:
+    # The temp table takes the declared table's types, so a value that does not convert fails
+    # here, while reading.
+    names = ", ".join(columns)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT {names} FROM {like} LIMIT 0")
+    dedup = "QUALIFY row_number() OVER (PARTITION BY sample_id ORDER BY window_start) = 1"
+    if isinstance(rows, pa.RecordBatchReader | pa.Table):
+        view = f"{table}_arrow"
+        con.register(view, rows)
+        try:
+            con.execute(f"INSERT INTO {table} BY NAME SELECT {names} FROM {view} {dedup}")
+        finally:
+            con.unregister(view)
+    elif rows:
+        # Not hive_partitioning: DuckDB would replace the rows' own `source` and `node` by the
+        # folder names, which the spool writer sanitizes (`my source` -> `my_source`).
+        files = "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in rows) + "]"
+        con.execute(f"INSERT INTO {table} BY NAME SELECT {names} FROM read_parquet({files}, "
+                    f"union_by_name = true, hive_partitioning = false) {dedup}")
 
 
-def stage_requests(con: duckdb.DuckDBPyConnection, files: Sequence[SpoolLocation]) -> int:
-    con.execute("DROP TABLE IF EXISTS staged_requests")
-    if not files:
-        con.execute("CREATE TEMP TABLE staged_requests AS SELECT * EXCLUDE (day) "
-                    "FROM request_work LIMIT 0")
-        return 0
-    _stage(con, "staged_requests", "sample_id, window_start, duration_s, cluster, namespace, "
-           "model, tenant, request_seconds, tokens, source", files, REQUEST_WORK_SCHEMA)
-    return _count(con, "staged_requests")
-
-
-def classify(con: duckdb.DuckDBPyConnection, card: RateCard) -> list[str]:
-    """Hardware tier and size class of every distinct product and size in `staged`.
-
-    Returns the unknown products (an operator must map them; nothing is priced meanwhile)."""
-    unknown = []
-    tiers = []
-    for (product,) in con.execute("SELECT DISTINCT gpu_product FROM staged").fetchall():
+def _classify(con: duckdb.DuckDBPyConnection, card: RateCard) -> None:
+    """Temp tables `tier_map` and `size_map`: the hardware tier and size class of every
+    distinct product and model size staged."""
+    unknown, tiers = [], []
+    for (product,) in con.execute("SELECT DISTINCT gpu_product FROM staged ORDER BY 1"
+                                  ).fetchall():
         try:
             tiers.append((product, card.tier_of(product)))
         except UnknownProduct as error:
             unknown.append(str(error))
-    sizes = [
-        (params, card.size_class_of(params))
-        for (params,) in con.execute("SELECT DISTINCT model_params_b FROM staged").fetchall()
-    ]
-    con.execute("CREATE OR REPLACE TEMP TABLE tier_map "
-                "(gpu_product VARCHAR, hardware_tier VARCHAR)")
-    con.execute("CREATE OR REPLACE TEMP TABLE size_map "
-                "(model_params_b DOUBLE, size_class VARCHAR)")
+    if unknown:
+        raise UnknownProducts(unknown)
+    sizes = [(params, card.size_class_of(params)) for (params,) in con.execute(
+        "SELECT DISTINCT model_params_b FROM staged").fetchall()]
+    con.execute("CREATE OR REPLACE TEMP TABLE tier_map (gpu_product VARCHAR, "
+                "hardware_tier VARCHAR)")
+    con.execute("CREATE OR REPLACE TEMP TABLE size_map (model_params_b DOUBLE, "
+                "size_class VARCHAR)")
     if tiers:
         con.executemany("INSERT INTO tier_map VALUES (?, ?)", tiers)
     if sizes:
         con.executemany("INSERT INTO size_map VALUES (?, ?)", sizes)
-    return unknown
 
 
-def build_ledger(con: duckdb.DuckDBPyConnection) -> None:
-    """`staged` + `staged_requests` -> temp table `classified`: shared endpoints apportioned,
-    hardware tier and size class attached (after `classify`)."""
-    con.execute(sql("apportion"))
-
-
-def replace_day(con: duckdb.DuckDBPyConnection, day: date) -> int:
-    """Replace exactly one UTC day of the ledger and of the request work."""
+def _replace_days(con: duckdb.DuckDBPyConnection, days: Sequence[date]) -> None:
+    """`days` of `classified` and `staged_requests` in place of the stored days, all or none."""
     con.execute("BEGIN TRANSACTION")
     try:
-        con.execute("DELETE FROM ledger WHERE day = ?", [day])
-        con.execute("DELETE FROM request_work WHERE day = ?", [day])
-        con.execute("INSERT INTO ledger BY NAME SELECT *, ?::DATE AS day FROM classified "
-                    "WHERE window_start::DATE = ?", [day, day])
-        con.execute("INSERT INTO request_work BY NAME SELECT *, ?::DATE AS day "
-                    "FROM staged_requests WHERE window_start::DATE = ?", [day, day])
+        for day in days:
+            con.execute("DELETE FROM ledger WHERE day = ?", [day])
+            con.execute("DELETE FROM request_work WHERE day = ?", [day])
+            con.execute("INSERT INTO ledger BY NAME SELECT *, ?::DATE AS day FROM classified "
+                        "WHERE window_start::DATE = ?", [day, day])
+            con.execute("INSERT INTO request_work BY NAME SELECT *, ?::DATE AS day "
+                        "FROM staged_requests WHERE window_start::DATE = ?", [day, day])
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
-    return _count(con, "ledger WHERE day = ?", [day])
+
+
+def _day_counts(con: duckdb.DuckDBPyConnection, days: Sequence[date]) -> tuple[int, int]:
+    row = con.execute("SELECT count(*), count(DISTINCT tenant) FROM ledger "
+                      "WHERE list_contains(?, day)", [list(days)]).fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
 def rollup_hourly(con: duckdb.DuckDBPyConnection, day: date) -> int:
@@ -155,15 +232,33 @@ def rollup_daily(con: duckdb.DuckDBPyConnection, day: date) -> int:
     return _count(con, "tenant_usage_daily WHERE day = ?", [day])
 
 
-def insert_all_days(con: duckdb.DuckDBPyConnection) -> list[date]:
-    """Every day in `classified` into the ledger and hourly rollup (for one-shot billing)."""
-    days = [d for (d,) in con.execute(
-        "SELECT DISTINCT window_start::DATE FROM classified ORDER BY 1").fetchall()]
-    for day in days:
-        replace_day(con, day)
-        rollup_hourly(con, day)
-    return days
+# --- spool quarantine --------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class QuarantinedFile:
+    """A spool file the ingest could not read, moved out of the spool (a `spool_quarantine`
+    row)."""
+
+    day: date
+    kind: str
+    file: str
+    quarantined_as: str
+    size_bytes: int | None
+    reason: str
+    quarantined_at: datetime
+
+
+def record_quarantine(con: duckdb.DuckDBPyConnection, entry: QuarantinedFile) -> None:
+    con.execute("INSERT INTO spool_quarantine VALUES (?, ?, ?, ?, ?, ?, ?)", list(astuple(entry)))
+
+
+def quarantined(con: duckdb.DuckDBPyConnection, day: date) -> list[QuarantinedFile]:
+    rows = con.execute("SELECT * FROM spool_quarantine WHERE day = ? ORDER BY quarantined_at, "
+                       "file", [day]).fetchall()
+    return [QuarantinedFile(*row) for row in rows]
+
+
+# --- checks ------------------------------------------------------------------------------------
 
 def conservation_violations(
     con: duckdb.DuckDBPyConnection, day: date, limit: int = 20
@@ -171,6 +266,31 @@ def conservation_violations(
     """Devices and intervals of `day` where allocated + idle != duration x GPU-equivalents."""
     return con.execute(sql("conservation"), [day, GPU_SECONDS_TOLERANCE, limit]).fetchall()
 
+
+def unattributed_gpu_seconds(con: duckdb.DuckDBPyConnection, day: date) -> tuple[float, float]:
+    """(GPU-seconds without a tenant, GPU-seconds allocated to anyone but idle) on `day`."""
+    row = con.execute(
+        "SELECT coalesce(sum(allocated_gpu_seconds) FILTER (WHERE tenant = $1), 0), "
+        "coalesce(sum(allocated_gpu_seconds) FILTER (WHERE tenant NOT LIKE '\\_\\_%' "
+        "ESCAPE '\\' OR tenant = $1), 0) FROM ledger WHERE day = $2",
+        [UNATTRIBUTED_TENANT, day]).fetchone()
+    return (float(row[0]), float(row[1])) if row else (0.0, 0.0)
+
+
+def hourly_differences(con: duckdb.DuckDBPyConnection, day: date
+                       ) -> list[tuple[str, Decimal | None, Decimal | None]]:
+    """Tenants whose GPU-seconds on `day` differ between the ledger and the hourly rollup:
+    (tenant, ledger, hourly)."""
+    return con.execute(
+        "WITH l AS (SELECT tenant, sum(allocated_gpu_seconds::DECIMAL(38, 6)) AS s "
+        "FROM ledger WHERE day = $1 GROUP BY ALL), "
+        "h AS (SELECT tenant, sum(allocated_gpu_seconds) AS s FROM usage_hourly "
+        "WHERE day = $1 GROUP BY ALL) "
+        "SELECT coalesce(l.tenant, h.tenant), l.s, h.s FROM l FULL JOIN h USING (tenant) "
+        "WHERE l.s IS DISTINCT FROM h.s ORDER BY 1", [day]).fetchall()
+
+
+# --- billing reads -----------------------------------------------------------------------------
 
 def usage_hours(
     con: duckdb.DuckDBPyConnection, tenants: Mapping[str, Tenant], start: datetime,
@@ -210,13 +330,195 @@ def tenant_usage_hours(
 
 
 def billable_tenants(con: duckdb.DuckDBPyConnection, start: datetime, end: datetime) -> list[str]:
-    reserved = ", ".join(f"'{t}'" for t in sorted(RESERVED_TENANTS))
     return [
         t for (t,) in con.execute(
             f"SELECT DISTINCT tenant FROM usage_hourly WHERE hour >= ? AND hour < ? "
-            f"AND tenant NOT IN ({reserved}) ORDER BY 1", [start, end]
+            f"AND tenant NOT IN ({_RESERVED}) ORDER BY 1", [start, end]
         ).fetchall()
     ]
+
+
+# --- analytics ---------------------------------------------------------------------------------
+
+def replace_analysis(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame, day: date
+                     ) -> int:
+    """The analysis of `day` in place of the stored one: `frame`'s rows, by column name, into
+    the declared `table` (an analytics table of sql/schema.sql) with `day` set."""
+    rows = frame.to_arrow()
+    con.register("analysis_rows", rows)
+    try:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(f"DELETE FROM {table} WHERE day = ?", [day])
+            con.execute(f"INSERT INTO {table} BY NAME SELECT ?::DATE AS day, * "
+                        "FROM analysis_rows", [day])
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    finally:
+        con.unregister("analysis_rows")
+    return frame.height
+
+
+def _frame(con: duckdb.DuckDBPyConnection, query: str, params: Sequence[Any]) -> pl.DataFrame:
+    frame = pl.from_arrow(con.sql(query, params=list(params)).to_arrow_table())
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def daily_usage(con: duckdb.DuckDBPyConnection, usage_basis: Sequence[str], first: date,
+                last: date) -> pl.DataFrame:
+    """Daily GPU-hours per tenant, tier and size class (`tenant, day, hardware_tier,
+    size_class, gpu_hours`), used GPU-hours for the tenants in `usage_basis`, allocated for
+    every other tenant."""
+    return _frame(
+        con,
+        "SELECT tenant, day, hardware_tier, size_class, "
+        "CASE WHEN list_contains(?, tenant) THEN used_gpu_hours ELSE allocated_gpu_hours END "
+        "AS gpu_hours FROM tenant_usage_daily "
+        f"WHERE day BETWEEN ? AND ? AND tenant NOT IN ({_RESERVED}) ORDER BY ALL",
+        [list(usage_basis), first, last],
+    )
+
+
+def daily_peaks(con: duckdb.DuckDBPyConnection, first: date, last: date) -> pl.DataFrame:
+    """Peak concurrent GPUs per tenant and day, all tiers together (`tenant, day, peak_gpus`:
+    per hour summed over nodes, then the day's maximum, as tenant_usage_daily does per tier)."""
+    return _frame(
+        con,
+        "SELECT tenant, day, max(gpus) AS peak_gpus FROM ("
+        "  SELECT day, hour, tenant, sum(peak_gpus) AS gpus FROM usage_hourly"
+        f"  WHERE day BETWEEN ? AND ? AND tenant NOT IN ({_RESERVED}) GROUP BY ALL"
+        ") GROUP BY ALL ORDER BY ALL",
+        [first, last],
+    )
+
+
+def shifts_of(con: duckdb.DuckDBPyConnection, day: date) -> pl.DataFrame:
+    """The usage shifts found by the analysis of `day` (without the `day` column)."""
+    return _frame(con, "SELECT * EXCLUDE (day) FROM usage_shifts WHERE day = ?", [day])
+
+
+def tier_changes_without_shift(con: duckdb.DuckDBPyConnection, day: date
+                               ) -> list[tuple[str, str, date]]:
+    """Tier-change recommendations of `day` whose evidence is no confirmed shift of the same
+    analysis: (tenant, series_name, change_date)."""
+    return con.execute(
+        "SELECT r.tenant, r.series_name, r.change_date FROM tier_change_recommendations r "
+        "WHERE r.day = ? AND NOT EXISTS (SELECT 1 FROM usage_shifts s WHERE s.day = r.day "
+        "AND s.tenant = r.tenant AND s.series_name = r.series_name "
+        "AND s.change_date = r.change_date AND s.confirmed) ORDER BY ALL", [day]).fetchall()
+
+
+def hourly_demand(con: duckdb.DuckDBPyConnection, start: datetime, end: datetime
+                  ) -> pl.DataFrame:
+    """Concurrent GPU demand per tenant, tier, MIG profile and hour in [start, end)
+    (`tenant, hardware_tier, mig_profile, hour, demand_gpus`)."""
+    return _frame(
+        con,
+        "SELECT tenant, hardware_tier, mig_profile, hour, "
+        # At the ledger's 6 decimals of a GPU-hour: one 2g.20gb instance for an hour is
+        # 0.285714 GPU-hours, not 0.2857143 (a sum of rounded seconds), which the
+        # recommender would read as a hair over one instance and round up to two.
+        "round(sum(allocated_gpu_seconds) / 3600, 6)::DOUBLE AS demand_gpus "
+        "FROM usage_hourly "
+        f"WHERE hour >= ? AND hour < ? AND tenant NOT IN ({_RESERVED}) "
+        "GROUP BY ALL ORDER BY ALL",
+        [start, end],
+    )
+
+
+def size_mix(con: duckdb.DuckDBPyConnection, start: datetime, end: datetime
+             ) -> list[tuple[str, str, str, Decimal]]:
+    """GPU-hours per tenant, tier and size class in [start, end)."""
+    return con.execute(
+        "SELECT tenant, hardware_tier, size_class, "
+        "(sum(allocated_gpu_seconds) / 3600)::DECIMAL(38, 6) "
+        f"FROM usage_hourly WHERE hour >= ? AND hour < ? AND tenant NOT IN ({_RESERVED}) "
+        "GROUP BY ALL ORDER BY ALL", [start, end]).fetchall()
+
+
+def hours_observed(con: duckdb.DuckDBPyConnection, start: datetime, end: datetime
+                   ) -> dict[tuple[str, str], int]:
+    """(tenant, tier) -> hours from its first hour with usage in [start, end) to `end`."""
+    return {
+        (t, h): int(n) for t, h, n in con.execute(
+            "SELECT tenant, hardware_tier, date_diff('hour', min(hour), ?::TIMESTAMPTZ) "
+            f"FROM usage_hourly WHERE hour >= ? AND hour < ? AND tenant NOT IN ({_RESERVED})"
+            " GROUP BY ALL", [end, start, end]).fetchall()
+    }
+
+
+def reservation_recommendations(con: duckdb.DuckDBPyConnection, day: date
+                                ) -> list[tuple[str, str, str | None, int, float]]:
+    """The recommendations of `day`: (tenant, tier, MIG profile, recommended units,
+    GPU-equivalents of one unit)."""
+    return con.execute(
+        "SELECT tenant, hardware_tier, mig_profile, recommended_gpus, unit_gpu_equivalents "
+        "FROM reservation_recommendations WHERE day = ? ORDER BY ALL", [day]).fetchall()
+
+
+def gpus_in_use_at_end_of(con: duckdb.DuckDBPyConnection, day: date
+                          ) -> dict[tuple[str, str, str | None], float]:
+    """(tenant, tier, MIG profile) -> GPU-equivalents held in the last hour of `day`."""
+    return {
+        (t, h, m): float(n) for t, h, m, n in con.execute(
+            "SELECT tenant, hardware_tier, mig_profile, sum(peak_gpus) FROM usage_hourly "
+            "WHERE hour = (SELECT max(hour) FROM usage_hourly WHERE day = ?) GROUP BY ALL",
+            [day]).fetchall()
+    }
+
+
+# --- scheduler quota changes -------------------------------------------------------------------
+
+MANIFEST_OUTCOME = "manifest"
+"""scheduler_quota_changes.outcome of a figure written as a manifest only (no cluster)."""
+IN_FORCE_OUTCOMES = ("applied", "unchanged", MANIFEST_OUTCOME)
+"""Outcomes after which the row's after_gpus is what the scheduler holds (or, with manifests
+only, what GitOps was given)."""
+
+QuotaFigure = tuple[str, str | None, str, str | None, str]
+"""(kind, namespace, name, flavor, resource): one quota figure of scheduler_quota_changes."""
+
+
+def record_quota_changes(con: duckdb.DuckDBPyConnection, rows: Sequence[tuple[Any, ...]], *,
+                         day: date | None = None, replace_manifests: bool = False) -> int:
+    """Append rows (scheduler_quota_changes' columns after `day`) for the partition `day`;
+    with `replace_manifests`, in place of the day's earlier `manifest` rows (a rerun writes
+    the day's manifests again)."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        if replace_manifests:
+            con.execute("DELETE FROM scheduler_quota_changes WHERE day = ? AND outcome = ?",
+                        [day, MANIFEST_OUTCOME])
+        if rows:
+            con.executemany("INSERT INTO scheduler_quota_changes VALUES "
+                            f"(?, {', '.join('?' * len(rows[0]))})",
+                            [[day, *r] for r in rows])
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return len(rows)
+
+
+def last_quota_targets(con: duckdb.DuckDBPyConnection, before: datetime
+                       ) -> dict[QuotaFigure, int]:
+    """Each quota figure's last value in force before `before` (see IN_FORCE_OUTCOMES)."""
+    rows = con.execute(
+        "SELECT kind, namespace, name, flavor, resource, arg_max(after_gpus, changed_at) "
+        "FROM scheduler_quota_changes WHERE changed_at < ? AND list_contains(?, outcome) "
+        "GROUP BY ALL", [before, list(IN_FORCE_OUTCOMES)]).fetchall()
+    return {(k, ns, n, f, r): int(v) for k, ns, n, f, r, v in rows}
+
+
+def quota_changes_below_use(con: duckdb.DuckDBPyConnection, day: date) -> list[tuple[Any, ...]]:
+    """Figures the partition `day` lowered below what is in use."""
+    return con.execute(
+        "SELECT kind, namespace, name, flavor, resource, before_gpus, after_gpus, in_use_gpus "
+        "FROM scheduler_quota_changes WHERE day = ? AND after_gpus < in_use_gpus "
+        "AND (before_gpus IS NULL OR after_gpus < before_gpus) ORDER BY ALL", [day]).fetchall()
 
 
 def _count(con: duckdb.DuckDBPyConnection, table: str, params: list[object] | None = None

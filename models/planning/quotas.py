@@ -1,6 +1,9 @@
 """Reservation recommendations as scheduler quotas: ResourceQuota and Kueue ClusterQueue manifests.
 
-Pure: no Kubernetes client here (collectors/kube_apply.py talks to the API server). Kueue
+One planner (`plan_quotas`: recommendations and cluster state in, a typed QuotaPlan out), one
+manifest writer (`write_manifests`) and one sequence (`run_quotas`: plan, validate, write,
+apply, record) behind both the Dagster asset and `chargeback quotas`. No Kubernetes client
+here: collectors/kube_apply.py reads the cluster's state and applies a plan. Kueue
 objects are written as `kueue.x-k8s.io/v1beta2`, the storage version as of Kueue 0.16 and
 still in 0.19; v1beta1 is deprecated. Its schema (tests/fixtures/kueue) and the admission rules
 below follow kubernetes-sigs/kueue's CRD and `pkg/webhooks/clusterqueue_webhook.go`.
@@ -16,17 +19,24 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
+import yaml
 
+from models.billing.rate_cards import Tenant
 from models.errors import UserError
+from models.files import atomic_write, safe_path
+from models.ledger import warehouse
 from models.ledger.tiers import UnknownMigProfile, mig_gpu_equivalents
 from models.ledger.usage import RESERVED_TENANTS
 
@@ -56,11 +66,10 @@ _DECIMAL = {"n": -9, "u": -6, "m": -3, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15,
 
 
 class RecommendationsError(UserError):
-    """Every problem of a recommendations file, not only the first."""
+    """Every problem of a recommendations file, not only the first, each naming the file."""
 
     def __init__(self, path: str, problems: Sequence[str]) -> None:
-        super().__init__(f"{path}: " + "; ".join(problems))
-        self.problems = list(problems)
+        super().__init__([f"{path}: {p}" for p in problems])
 
 
 @dataclass(frozen=True)
@@ -91,7 +100,7 @@ def dns_name(text: str) -> str:
     name = re.sub(r"[^a-z0-9.-]+", "-", text.strip().lower()).strip("-.")
     name = re.sub(r"\.{2,}", ".", name)[:253].strip("-.")
     if not name:
-        raise ValueError(f"{text!r} has no letters or digits to name a Kubernetes object after")
+        raise UserError(f"{text!r} has no letters or digits to name a Kubernetes object after")
     return name
 
 
@@ -229,19 +238,64 @@ def _text(value: object) -> str | None:
     return text or None
 
 
-@dataclass(frozen=True)
-class QuotaChange:
-    """One quota field: where it is, what it is now, what is used, what we set and why."""
+class QuotaKind(StrEnum):
+    RESOURCE_QUOTA = "ResourceQuota"
+    CLUSTER_QUEUE = "ClusterQueue"
 
-    kind: str
-    """`ResourceQuota` or `ClusterQueue`."""
+
+@dataclass(frozen=True)
+class QuotaKey:
+    """One quota figure: a ResourceQuota's `spec.hard[resource]` in a namespace, or a
+    ClusterQueue's `nominalQuota` of `resource` under ResourceFlavor `flavor`. `resource` is
+    the key as the object writes it (`requests.nvidia.com/gpu` in a ResourceQuota,
+    `nvidia.com/gpu` in a ClusterQueue), so a figure read from the cluster maps to its key
+    as it is. The fields follow the columns of the warehouse's scheduler_quota_changes."""
+
+    kind: QuotaKind
     namespace: str | None
     """The ResourceQuota's namespace; None for the cluster-scoped ClusterQueue."""
     name: str
-    field: str
-    """JSON-path-like location, e.g. `spec.hard[requests.nvidia.com/gpu]`."""
+    flavor: str | None
+    """The ClusterQueue flavor (a hardware tier); None for a ResourceQuota."""
+    resource: str
+
+    @classmethod
+    def resource_quota(cls, namespace: str, resource: str) -> QuotaKey:
+        return cls(QuotaKind.RESOURCE_QUOTA, namespace, QUOTA_NAME, None, resource)
+
+    @classmethod
+    def cluster_queue(cls, queue: str, flavor: str, resource: str) -> QuotaKey:
+        return cls(QuotaKind.CLUSTER_QUEUE, None, queue, flavor, resource)
+
+    @property
+    def label(self) -> str:
+        """For people: `acme/gpu-chargeback requests.nvidia.com/gpu`,
+        `acme premium:nvidia.com/gpu`."""
+        if self.kind is QuotaKind.RESOURCE_QUOTA:
+            return f"{self.namespace}/{self.name} {self.resource}"
+        return f"{self.name} {self.flavor}:{self.resource}"
+
+
+@dataclass(frozen=True)
+class ClusterState:
+    """What is in force and in use now, as far as the caller knows: read from the cluster
+    (collectors/kube_apply.py), or the last figures written (`last_written_state`), or nothing.
+    A figure missing from `in_force` does not exist yet."""
+
+    in_force: Mapping[QuotaKey, int] = field(default_factory=dict)
+    in_use: Mapping[QuotaKey, int] = field(default_factory=dict)
+    other_groups: Mapping[str, Sequence[Mapping[str, Any]]] = field(default_factory=dict)
+    """A live ClusterQueue's resource groups without GPUs (CPU, memory), by queue, kept as they
+    are: `resourceGroups` is an atomic list, so applying it replaces the whole list."""
+
+
+@dataclass(frozen=True)
+class QuotaChange:
+    """One quota figure: what it is now, what is used, what we set and why."""
+
+    key: QuotaKey
     current: int | None
-    """None when the object or the field does not exist yet."""
+    """None when the object or the figure does not exist yet."""
     in_use: int
     recommended: int
     target: int
@@ -253,6 +307,35 @@ class QuotaChange:
         return self.current != self.target
 
 
+@dataclass(frozen=True)
+class QuotaObject:
+    """One Kubernetes object of a plan: its manifest and the figures it sets."""
+
+    kind: QuotaKind
+    namespace: str | None
+    name: str
+    manifest: dict[str, Any]
+    changes: tuple[QuotaChange, ...]
+
+    @property
+    def file_stem(self) -> str:
+        where = f"{self.namespace}.{self.name}" if self.namespace else self.name
+        return f"{self.kind.value.lower()}-{where}"
+
+
+@dataclass(frozen=True)
+class QuotaPlan:
+    changes: tuple[QuotaChange, ...]
+    """Every figure, ResourceQuotas first, in a stable order."""
+    objects: tuple[QuotaObject, ...]
+
+    def problems(self) -> list[str]:
+        """Why Kueue's admission would reject an object of the plan; empty when it would not."""
+        return [f"ClusterQueue {o.name}: Kueue would reject it: {p}"
+                for o in self.objects if o.kind is QuotaKind.CLUSTER_QUEUE
+                for p in kueue_admission_problems(o.manifest)]
+
+
 def step_target(
     current: int | None, in_use: int, recommended: int, max_step: int
 ) -> tuple[int, str]:
@@ -262,7 +345,7 @@ def step_target(
     A quota that does not exist yet has no step to limit: it is created at the recommendation,
     raised to what is in use."""
     if max_step < 1:
-        raise ValueError(f"max step must be at least 1 GPU, got {max_step}")
+        raise UserError(f"max step must be at least 1 GPU, got {max_step}")
     target, rule = recommended, "recommended"
     if current is not None and abs(recommended - current) > max_step:
         target = current + max_step if recommended > current else current - max_step
@@ -276,88 +359,102 @@ def step_target(
     return target, rule
 
 
-def plan_resource_quotas(
+def plan_quotas(
     recommendations: Sequence[Recommendation],
+    state: ClusterState | None = None,
     *,
-    current_hard: Mapping[tuple[str, str], int],
-    in_use: Mapping[tuple[str, str], int],
     max_step: int = DEFAULT_MAX_STEP,
-) -> list[QuotaChange]:
-    """One change per (namespace, quota resource): GPUs of every tier in a namespace add up,
-    since a ResourceQuota cannot tell an H100 from a T4 (`nvidia.com/gpu` is one resource).
+    kueue: bool = True,
+) -> QuotaPlan:
+    """The quotas to set now: a ResourceQuota per namespace and, with `kueue`, a ClusterQueue
+    per tenant with a flavor per hardware tier; every figure moved from what is in force toward
+    the recommendation by `step_target`.
 
-    `current_hard` and `in_use` are keyed by (namespace, quota resource), e.g.
-    `("acme", "requests.nvidia.com/gpu")`; values passed in the recommendations fill the gaps,
-    and of two in-use figures the higher one counts."""
-    recommended: dict[tuple[str, str], int] = {}
-    passed_use: dict[tuple[str, str], int] = {}
-    passed_current: dict[tuple[str, str], int] = {}
-    for r in recommendations:
-        key = (r.namespace, quota_resource(r.mig_profile))
+    A ResourceQuota cannot tell an H100 from a T4 (`nvidia.com/gpu` is one resource), so the
+    GPUs of every tier in a namespace add up; MIG profiles stay apart. Kueue requires every
+    flavor of a resource group to list every covered resource, so a tier without a
+    recommendation for some resource of its queue gets 0 for it (held up by the in-use floor).
+    In-force and in-use figures carried by the recommendations (`quotas write` without a
+    cluster) fill what `state` lacks; of two in-use figures the higher counts."""
+    state = state or ClusterState()
+    recommended: dict[QuotaKey, int] = {}
+    carried_use: dict[QuotaKey, int] = {}
+    carried_current: dict[QuotaKey, int] = {}
+    tenant_of: dict[str, str] = {}
+    queue_namespaces: dict[str, set[str]] = {}
+    queue_flavors: dict[str, set[str]] = {}
+    queue_resources: dict[str, set[str]] = {}
+
+    def add(key: QuotaKey, r: Recommendation) -> None:
         recommended[key] = recommended.get(key, 0) + r.recommended_gpus
         if r.in_use_gpus is not None:
-            passed_use[key] = passed_use.get(key, 0) + r.in_use_gpus
+            carried_use[key] = carried_use.get(key, 0) + r.in_use_gpus
         if r.current_gpus is not None:
-            passed_current[key] = passed_current.get(key, 0) + r.current_gpus
-    changes = []
-    for key in sorted(recommended):
-        namespace, resource = key
-        current = current_hard.get(key, passed_current.get(key))
-        used = max(in_use.get(key, 0), passed_use.get(key, 0))
-        target, rule = step_target(current, used, recommended[key], max_step)
-        changes.append(
-            QuotaChange("ResourceQuota", namespace, QUOTA_NAME, f"spec.hard[{resource}]",
-                        current, used, recommended[key], target, rule)
-        )
-    return changes
+            carried_current[key] = carried_current.get(key, 0) + r.current_gpus
 
-
-def plan_cluster_queues(
-    recommendations: Sequence[Recommendation],
-    *,
-    current_nominal: Mapping[tuple[str, str, str], int],
-    in_use: Mapping[tuple[str, str, str], int],
-    max_step: int = DEFAULT_MAX_STEP,
-) -> list[QuotaChange]:
-    """One change per (ClusterQueue, flavor, resource): a ClusterQueue per tenant, a
-    ResourceFlavor per hardware tier. Keys of `current_nominal` and `in_use` are
-    (queue name, flavor name, device resource), e.g. `("acme", "premium", "nvidia.com/gpu")`.
-
-    Kueue requires every flavor of a resource group to list every covered resource, so a tier
-    without a recommendation for some resource gets 0 for it (held up by the in-use floor)."""
-    recommended: dict[tuple[str, str, str], int] = {}
-    passed_use: dict[tuple[str, str, str], int] = {}
-    passed_current: dict[tuple[str, str, str], int] = {}
-    resources_of: dict[str, set[str]] = {}
-    flavors_of: dict[str, set[str]] = {}
     for r in recommendations:
-        queue, flavor, resource = (
-            dns_name(r.tenant), dns_name(r.hardware_tier), device_resource(r.mig_profile)
-        )
-        key = (queue, flavor, resource)
-        recommended[key] = recommended.get(key, 0) + r.recommended_gpus
-        if r.in_use_gpus is not None:
-            passed_use[key] = passed_use.get(key, 0) + r.in_use_gpus
-        if r.current_gpus is not None:
-            passed_current[key] = passed_current.get(key, 0) + r.current_gpus
-        resources_of.setdefault(queue, set()).add(resource)
-        flavors_of.setdefault(queue, set()).add(flavor)
+        tenant_of[r.namespace] = r.tenant
+        add(QuotaKey.resource_quota(r.namespace, quota_resource(r.mig_profile)), r)
+        if kueue:
+            queue, flavor = dns_name(r.tenant), dns_name(r.hardware_tier)
+            resource = device_resource(r.mig_profile)
+            add(QuotaKey.cluster_queue(queue, flavor, resource), r)
+            queue_namespaces.setdefault(queue, set()).add(r.namespace)
+            queue_flavors.setdefault(queue, set()).add(flavor)
+            queue_resources.setdefault(queue, set()).add(resource)
+
+    keys = sorted((k for k in recommended if k.kind is QuotaKind.RESOURCE_QUOTA),
+                  key=lambda k: (k.namespace or "", k.resource))
+    keys += [QuotaKey.cluster_queue(queue, flavor, resource)
+             for queue in sorted(queue_resources) for flavor in sorted(queue_flavors[queue])
+             for resource in _ordered_resources(queue_resources[queue])]
     changes = []
-    for queue in sorted(resources_of):
-        for flavor in sorted(flavors_of[queue]):
-            for resource in _ordered_resources(resources_of[queue]):
-                key = (queue, flavor, resource)
-                current = current_nominal.get(key, passed_current.get(key))
-                used = max(in_use.get(key, 0), passed_use.get(key, 0))
-                target, rule = step_target(current, used, recommended.get(key, 0), max_step)
-                changes.append(
-                    QuotaChange(
-                        "ClusterQueue", None, queue,
-                        f"spec.resourceGroups[{resource}].flavors[{flavor}].nominalQuota",
-                        current, used, recommended.get(key, 0), target, rule,
-                    )
-                )
-    return changes
+    for key in keys:
+        current = state.in_force.get(key, carried_current.get(key))
+        used = max(state.in_use.get(key, 0), carried_use.get(key, 0))
+        target, rule = step_target(current, used, recommended.get(key, 0), max_step)
+        changes.append(QuotaChange(key, current, used, recommended.get(key, 0), target, rule))
+
+    objects: list[QuotaObject] = []
+    for namespace in sorted({c.key.namespace for c in changes
+                             if c.key.kind is QuotaKind.RESOURCE_QUOTA and c.key.namespace}):
+        mine = tuple(c for c in changes if c.key.kind is QuotaKind.RESOURCE_QUOTA
+                     and c.key.namespace == namespace)
+        objects.append(QuotaObject(QuotaKind.RESOURCE_QUOTA, namespace, QUOTA_NAME, {
+            "apiVersion": "v1",
+            "kind": QuotaKind.RESOURCE_QUOTA.value,
+            "metadata": {
+                "name": QUOTA_NAME,
+                "namespace": namespace,
+                "labels": {MANAGED_BY_LABEL: MANAGER, TENANT_LABEL: tenant_of[namespace]},
+            },
+            "spec": {"hard": {c.key.resource: str(c.target)
+                              for c in sorted(mine, key=lambda c: c.key.resource)}},
+        }, mine))
+    for queue in sorted(queue_resources):
+        mine = tuple(c for c in changes if c.key.kind is QuotaKind.CLUSTER_QUEUE
+                     and c.key.name == queue)
+        covered = _ordered_resources(queue_resources[queue])
+        flavors = [{"name": flavor,
+                    "resources": [{"name": c.key.resource, "nominalQuota": c.target}
+                                  for c in mine if c.key.flavor == flavor]}
+                   for flavor in sorted(queue_flavors[queue])]
+        groups = [dict(g) for g in state.other_groups.get(queue, ())]
+        groups.append({"coveredResources": covered, "flavors": flavors})
+        objects.append(QuotaObject(QuotaKind.CLUSTER_QUEUE, None, queue, {
+            "apiVersion": KUEUE_API_VERSION,
+            "kind": QuotaKind.CLUSTER_QUEUE.value,
+            "metadata": {"name": queue, "labels": {MANAGED_BY_LABEL: MANAGER}},
+            "spec": {
+                "namespaceSelector": {"matchExpressions": [{
+                    "key": "kubernetes.io/metadata.name",
+                    "operator": "In",
+                    "values": sorted(queue_namespaces[queue]),
+                }]},
+                "resourceGroups": groups,
+            },
+        }, mine))
+    return QuotaPlan(tuple(changes), tuple(objects))
 
 
 def _ordered_resources(resources: Iterable[str]) -> list[str]:
@@ -365,91 +462,145 @@ def _ordered_resources(resources: Iterable[str]) -> list[str]:
     return sorted(resources, key=lambda r: (r != "nvidia.com/gpu", r))
 
 
-def _kueue_key(change: QuotaChange) -> tuple[str, str]:
-    match = re.match(r"spec\.resourceGroups\[(.+)\]\.flavors\[(.+)\]\.nominalQuota$", change.field)
-    if not match:
-        raise ValueError(f"not a ClusterQueue nominalQuota change: {change.field}")
-    return match[1], match[2]
+def write_manifests(plan: QuotaPlan, folder: Path) -> list[Path]:
+    """One YAML file per object of the plan (for GitOps), each written atomically; YAML files
+    of objects the plan no longer has are removed. Returns the files written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = [atomic_write(safe_path(folder, o.file_stem, ".yaml"),
+                            yaml.safe_dump(o.manifest, sort_keys=False))
+               for o in plan.objects]
+    for stale in sorted(set(folder.glob("*.yaml")) - set(written)):
+        stale.unlink()
+    return written
 
 
-def resource_quota_manifests(
-    changes: Sequence[QuotaChange], tenants: Mapping[str, str]
-) -> list[dict[str, Any]]:
-    """A ResourceQuota per namespace with the changes' targets as `spec.hard`.
+@dataclass(frozen=True)
+class ChangeRecord:
+    """What happened to one quota figure in one run (a scheduler_quota_changes row)."""
 
-    `tenants` maps namespace -> tenant, written as the `chargeback/tenant` label."""
-    hard: dict[str, dict[str, str]] = {}
-    for c in changes:
-        if c.kind != "ResourceQuota" or c.namespace is None:
-            continue
-        hard.setdefault(c.namespace, {})[c.field[len("spec.hard["):-1]] = str(c.target)
-    return [
-        {
-            "apiVersion": "v1",
-            "kind": "ResourceQuota",
-            "metadata": {
-                "name": QUOTA_NAME,
-                "namespace": namespace,
-                "labels": {MANAGED_BY_LABEL: MANAGER, TENANT_LABEL: tenants[namespace]},
-            },
-            "spec": {"hard": dict(sorted(hard[namespace].items()))},
-        }
-        for namespace in sorted(hard)
-    ]
+    changed_at: datetime
+    key: QuotaKey
+    before: int | None
+    after: int
+    in_use: int
+    recommended: int
+    rule: str
+    dry_run: bool
+    outcome: str
+    """`manifest` (written for GitOps only), `dry-run` (accepted, not stored), `applied`,
+    `unchanged`, or `conflict` / `error: HTTP n`."""
+
+    @classmethod
+    def of(cls, change: QuotaChange, changed_at: datetime, dry_run: bool, outcome: str
+           ) -> ChangeRecord:
+        return cls(changed_at, change.key, change.current, change.target, change.in_use,
+                   change.recommended, change.rule, dry_run, outcome)
 
 
-def cluster_queue_manifests(
-    changes: Sequence[QuotaChange],
-    namespaces: Mapping[str, Sequence[str]],
+class ApplyRefused(UserError):
+    """The API server refused an object of the plan; nothing after it was applied.
+    `records` holds what was done or attempted before, for the warehouse."""
+
+    def __init__(self, message: str, records: Sequence[ChangeRecord] = ()) -> None:
+        super().__init__(message)
+        self.records = list(records)
+
+
+class ApplyConflict(ApplyRefused):
+    """409: another field manager owns a field we set."""
+
+
+Applier = Callable[[QuotaPlan], list[ChangeRecord]]
+"""Applies a plan to a cluster and returns a record per figure (collectors/kube_apply.py);
+raises ApplyRefused."""
+
+
+@dataclass(frozen=True)
+class QuotaRun:
+    plan: QuotaPlan
+    records: list[ChangeRecord]
+    files: list[Path]
+
+
+def run_quotas(
+    recommendations: Sequence[Recommendation],
+    state: ClusterState,
     *,
-    other_groups: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
-) -> list[dict[str, Any]]:
-    """A v1beta2 ClusterQueue per tenant queue: one resource group covering its GPU resources,
-    a flavor per hardware tier with the changes' targets as `nominalQuota`.
+    now: datetime,
+    max_step: int = DEFAULT_MAX_STEP,
+    kueue: bool = True,
+    folder: Path | None = None,
+    apply: Applier | None = None,
+    con: duckdb.DuckDBPyConnection | None = None,
+    day: date | None = None,
+) -> QuotaRun:
+    """Plan, validate, write, apply and record, in this order; the one sequence behind the
+    `scheduler_quotas` asset and `chargeback quotas`.
 
-    `namespaces` maps queue name -> the tenant's namespaces (its `namespaceSelector`).
-    `other_groups` carries a live queue's non-GPU resource groups (CPU, memory) over unchanged:
-    `resourceGroups` is an atomic list, so applying it replaces the whole list."""
-    quotas: dict[str, dict[str, dict[str, int]]] = {}
-    for c in changes:
-        if c.kind != "ClusterQueue":
+    Nothing is written or applied when Kueue would reject a ClusterQueue (QuotaPlanRejected).
+    Manifests go to `folder` when given. Without `apply` each figure is recorded as
+    `manifest` at `now`; with it, as the applier reports, and what was done before a refusal
+    is recorded before ApplyRefused is raised on. Records go to the warehouse's
+    scheduler_quota_changes when `con` is given, with the partition `day` that produced them
+    (a rerun of that day replaces its manifest rows)."""
+    plan = plan_quotas(recommendations, state, max_step=max_step, kueue=kueue)
+    problems = plan.problems()
+    if problems:
+        raise QuotaPlanRejected(problems)
+    files = write_manifests(plan, folder) if folder is not None else []
+    try:
+        records = apply(plan) if apply is not None else [
+            ChangeRecord.of(c, now, True, warehouse.MANIFEST_OUTCOME) for c in plan.changes]
+    except ApplyRefused as error:
+        if con is not None:
+            warehouse.record_quota_changes(con, [_row(r) for r in error.records], day=day)
+        raise
+    if con is not None:
+        warehouse.record_quota_changes(con, [_row(r) for r in records], day=day,
+                                       replace_manifests=apply is None and day is not None)
+    return QuotaRun(plan, records, files)
+
+
+class QuotaPlanRejected(UserError):
+    """A planned object that the cluster's admission would refuse; nothing was written."""
+
+
+def _row(record: ChangeRecord) -> tuple[Any, ...]:
+    k = record.key
+    return (record.changed_at, k.kind.value, k.namespace, k.name, k.flavor, k.resource,
+            record.before, record.after, record.in_use, record.recommended, record.rule,
+            record.dry_run, record.outcome)
+
+
+def last_written_state(con: duckdb.DuckDBPyConnection, before: datetime) -> ClusterState:
+    """Without a cluster, the figures last written or applied before `before` stand for what is
+    in force, so max-step limits the move from one run to the next."""
+    return ClusterState(in_force={
+        QuotaKey(QuotaKind(kind), namespace, name, flavor, resource): value
+        for (kind, namespace, name, flavor, resource), value
+        in warehouse.last_quota_targets(con, before).items()})
+
+
+def recommendations_for(
+    rows: Iterable[tuple[str, str, str | None, int, float]],
+    in_use: Mapping[tuple[str, str, str | None], float],
+    tenants: Mapping[str, Tenant],
+) -> tuple[list[Recommendation], list[str]]:
+    """Reservation recommendations (tenant, tier, MIG profile, units, GPU-equivalents of a
+    unit) as quota recommendations in each tenant's first namespace, with what it holds now
+    (`in_use` GPU-equivalents, whole units rounded up). Also returns the tenants skipped for
+    having no namespace in the tenants file."""
+    out: list[Recommendation] = []
+    skipped: set[str] = set()
+    for tenant, tier, mig, units, unit in rows:
+        config = tenants.get(tenant)
+        if config is None or not config.namespaces:
+            skipped.add(tenant)
             continue
-        resource, flavor = _kueue_key(c)
-        quotas.setdefault(c.name, {}).setdefault(flavor, {})[resource] = c.target
-    manifests = []
-    for queue in sorted(quotas):
-        covered = _ordered_resources({r for f in quotas[queue].values() for r in f})
-        flavors = [
-            {
-                "name": flavor,
-                "resources": [
-                    {"name": r, "nominalQuota": quotas[queue][flavor].get(r, 0)} for r in covered
-                ],
-            }
-            for flavor in sorted(quotas[queue])
-        ]
-        groups = [dict(g) for g in (other_groups or {}).get(queue, ())]
-        groups.append({"coveredResources": covered, "flavors": flavors})
-        manifests.append(
-            {
-                "apiVersion": KUEUE_API_VERSION,
-                "kind": "ClusterQueue",
-                "metadata": {"name": queue, "labels": {MANAGED_BY_LABEL: MANAGER}},
-                "spec": {
-                    "namespaceSelector": {
-                        "matchExpressions": [
-                            {
-                                "key": "kubernetes.io/metadata.name",
-                                "operator": "In",
-                                "values": sorted(namespaces.get(queue, ())),
-                            }
-                        ]
-                    },
-                    "resourceGroups": groups,
-                },
-            }
-        )
-    return manifests
+        held = math.ceil(round(in_use.get((tenant, tier, mig), 0.0) / unit, 6))
+        out.append(Recommendation(tenant, config.namespaces[0], tier, mig, int(units),
+                                  in_use_gpus=held))
+    return out, sorted(skipped)
 
 
 def kueue_admission_problems(cluster_queue: Mapping[str, Any]) -> list[str]:

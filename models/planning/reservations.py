@@ -17,7 +17,7 @@ largest k whose tail reaches reserved/on-demand price is the cost-optimal reserv
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -26,7 +26,8 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from models.billing.rate_cards import SlaClass
+from models.billing.pricing import marginal_on_demand_price
+from models.billing.rate_cards import RateCard, SlaClass, Tenant
 from models.ledger.tiers import mig_gpu_equivalents
 
 FloatArray = npt.NDArray[np.float64]
@@ -466,3 +467,77 @@ def overflow_pools(
         },
         orient="row",
     )
+
+
+@dataclass(frozen=True)
+class TenantRecommendations:
+    recommendations: pl.DataFrame
+    """RECOMMENDATION_SCHEMA rows."""
+    pools: pl.DataFrame | None
+    """Overflow pools per tier and MIG profile (`overflow_pools`); None without demand."""
+    unpriced_tiers: list[str]
+    """Tiers skipped: the rate card has no reserved price for them."""
+    unknown_tenants: list[str]
+    """Tenants skipped: missing from the tenants file."""
+
+
+def recommend_for_tenants(
+    demand: pl.DataFrame,
+    size_mix: Iterable[tuple[str, str, str, Decimal]],
+    hours_observed: Mapping[tuple[str, str], int],
+    tenants: Mapping[str, Tenant],
+    card: RateCard,
+    *,
+    as_of: datetime,
+    half_life_hours: float = DEFAULT_HALF_LIFE_HOURS,
+    lookback_hours: int = DEFAULT_LOOKBACK_HOURS,
+) -> TenantRecommendations:
+    """Recommendations for every tenant of `demand` at its own prices, and the overflow pools.
+
+    A tenant's on-demand price per tier is what its next GPU-hour costs: the band its month
+    reaches (its GPU-hours in the window, `size_mix`, scaled to a month by `hours_observed`),
+    at its size mix's mean multiplier, less its plan's discount. `current_reserved_gpus` are
+    the tenant's reservations active at `as_of`."""
+    unpriced = sorted({t.name for t in card.tiers if t.reserved_price is None})
+    unknown = sorted(set(demand["tenant"].unique().to_list()) - set(tenants))
+    demand = demand.filter(~pl.col("hardware_tier").is_in(unpriced)
+                           & ~pl.col("tenant").is_in(unknown))
+    hours: dict[tuple[str, str], Decimal] = {}
+    weighted: dict[tuple[str, str], Decimal] = {}
+    for tenant_name, tier, size, gpu_hours in size_mix:
+        key = (tenant_name, tier)
+        hours[key] = hours.get(key, Decimal(0)) + gpu_hours
+        weighted[key] = weighted.get(key, Decimal(0)) + gpu_hours * card.multiplier(size)
+    recommendations, series = [], []
+    for (name,), rows in demand.group_by("tenant", maintain_order=True):
+        tenant = tenants[str(name)]
+        discount = card.plans[tenant.plan].discount_pct if tenant.plan in card.plans else 0
+        prices = {}
+        for tier in rows["hardware_tier"].unique().to_list():
+            key = (tenant.name, tier)
+            total = hours.get(key, Decimal(0))
+            multiplier = weighted[key] / total if total else Decimal(1)
+            monthly = total * MONTH_HOURS / max(hours_observed.get(key, 1), 1)
+            reserved_price = card.tier(tier).reserved_price
+            assert reserved_price is not None  # unpriced tiers were filtered out
+            prices[tier] = TierPrices(marginal_on_demand_price(
+                card, tier, monthly, multiplier, Decimal(discount)), reserved_price)
+        current: dict[ReservationKey, int] = {
+            (tenant.name, r.tier, None): math.ceil(r.gpus)
+            for r in tenant.reservations
+            if r.start <= as_of and (r.end is None or r.end > as_of)
+        }
+        recommendations.append(recommend_reservations(
+            rows, prices, current_reserved=current,
+            sla_classes={tenant.name: tenant.sla_class.value}, as_of=as_of,
+            half_life_hours=half_life_hours, lookback_hours=lookback_hours,
+            currency=card.currency,
+        ))
+        series.append(rows)
+    recs = (pl.concat(recommendations) if recommendations
+            else pl.DataFrame(schema=RECOMMENDATION_SCHEMA))
+    pools = overflow_pools(
+        pl.concat(series), recs, as_of=as_of, half_life_hours=half_life_hours,
+        lookback_hours=lookback_hours,
+    ) if series else None
+    return TenantRecommendations(recs, pools, unpriced, unknown)

@@ -1,12 +1,62 @@
 """Ingest: the day's spool files into the ledger, then hourly and daily usage."""
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
 
 import dagster as dg
+import duckdb
 
-from collectors.spool import day_files
+from collectors import spool as spool_files
+from models.billing.rate_cards import RateCard
 from models.ledger import warehouse
 from pipelines.partitions import DAILY, partition_day
 from pipelines.resources import BillingConfigResource, SpoolResource, WarehouseResource
+
+KINDS = ("usage", "requests")
+
+
+@dataclass(frozen=True)
+class SpoolDay:
+    load: warehouse.Load
+    files: dict[str, int]
+    """Files loaded, per kind."""
+    quarantined: list[warehouse.QuarantinedFile]
+
+
+def load_spool_day(
+    con: duckdb.DuckDBPyConnection, root: spool_files.SpoolLocation, day: date, card: RateCard,
+    *, on_quarantine: Callable[[warehouse.QuarantinedFile], None] = lambda entry: None,
+) -> SpoolDay:
+    """Load one UTC day of the spool into the ledger. A file the load cannot read is moved to
+    the spool's quarantine, recorded in `spool_quarantine` (and passed to `on_quarantine`), and
+    the rest of the day is loaded without it.
+
+    The spool lists, reads and moves files; the warehouse loads rows: this is where the two
+    meet. Files are checked one by one only after a load has failed, so a clean day is read
+    once."""
+    found: list[warehouse.QuarantinedFile] = []
+    while True:
+        files = {kind: spool_files.list_day(root, kind, day) for kind in KINDS}
+        try:
+            loaded = warehouse.load_day(
+                con, day, card,
+                usage=spool_files.scan([f.location for f in files["usage"]], "usage"),
+                requests=spool_files.scan([f.location for f in files["requests"]], "requests"))
+        except warehouse.UnreadableRows:
+            culprits = [(kind, f, reason) for kind in KINDS for f in files[kind]
+                        if (reason := spool_files.check_file(f.location, kind)) is not None]
+            if not culprits:
+                raise
+            for kind, f, reason in culprits:
+                moved = spool_files.quarantine(root, f.location)
+                entry = warehouse.QuarantinedFile(day, kind, str(f.location), str(moved),
+                                                  f.size_bytes, reason, datetime.now(UTC))
+                warehouse.record_quarantine(con, entry)
+                found.append(entry)
+                on_quarantine(entry)
+            continue
+        return SpoolDay(loaded, {kind: len(files[kind]) for kind in KINDS}, found)
 
 
 @dg.asset(partitions_def=DAILY, group_name="ingest")
@@ -16,31 +66,28 @@ def gpu_usage_ledger(
     spool: SpoolResource,
     billing: BillingConfigResource,
 ) -> dg.MaterializeResult:
-    """One UTC day of GPU usage rows, shared endpoints apportioned, tier and size attached."""
+    """One UTC day of GPU usage rows, shared endpoints apportioned, tier and size attached;
+    spool files that cannot be read are quarantined and listed."""
     day = partition_day(context)
-    usage_files = day_files(spool.path, "usage", day)
-    request_files = day_files(spool.path, "requests", day)
     card = billing.rate_card(day)
+
+    def warn(entry: warehouse.QuarantinedFile) -> None:
+        context.log.warning(f"quarantined {entry.file} -> {entry.quarantined_as}: "
+                            f"{entry.reason}")
+
     with warehouse_db.connect() as con:
-        staged = warehouse.stage_usage(con, usage_files)
-        warehouse.stage_requests(con, request_files)
-        unknown = warehouse.classify(con, card)
-        if unknown:
-            raise dg.Failure(
-                description="GPU products missing from the rate card's tier map",
-                metadata={"unknown": "\n".join(unknown)},
-            )
-        warehouse.build_ledger(con)
-        rows = warehouse.replace_day(con, day)
-        tenants = con.execute(
-            "SELECT count(DISTINCT tenant) FROM ledger WHERE day = ?", [day]).fetchone()
+        loaded = load_spool_day(con, spool.path, day, card, on_quarantine=warn)
     return dg.MaterializeResult(metadata={
-        "spool_files": len(usage_files),
-        "request_files": len(request_files),
-        "staged_rows": staged,
-        "ledger_rows": rows,
-        "tenants": tenants[0] if tenants else 0,
+        "spool_files": loaded.files["usage"],
+        "request_files": loaded.files["requests"],
+        "staged_rows": loaded.load.staged_rows,
+        "request_rows": loaded.load.request_rows,
+        "ledger_rows": loaded.load.ledger_rows,
+        "tenants": loaded.load.tenants,
         "rate_card_version": card.version,
+        "quarantined_files": len(loaded.quarantined),
+        "quarantined": "\n".join(f"{q.file}: {q.reason}" for q in loaded.quarantined)
+        or "none",
     })
 
 

@@ -4,7 +4,6 @@
 import dagster as dg
 
 from models.ledger import warehouse
-from models.ledger.usage import UNATTRIBUTED_TENANT
 from pipelines.ingest.assets import gpu_usage_hourly, gpu_usage_ledger
 from pipelines.partitions import partition_day
 from pipelines.resources import WarehouseResource
@@ -40,13 +39,7 @@ def every_row_has_a_tenant(
     """Share of allocated GPU-seconds that could not be attributed to a tenant."""
     day = partition_day(context)
     with warehouse_db.connect() as con:
-        row = con.execute(
-            "SELECT coalesce(sum(allocated_gpu_seconds) FILTER (WHERE tenant = ?), 0), "
-            "coalesce(sum(allocated_gpu_seconds) FILTER (WHERE tenant NOT LIKE '\\_\\_%' "
-            "ESCAPE '\\' OR tenant = ?), 0) FROM ledger WHERE day = ?",
-            [UNATTRIBUTED_TENANT, UNATTRIBUTED_TENANT, day],
-        ).fetchone()
-    unattributed, allocated = (float(row[0]), float(row[1])) if row else (0.0, 0.0)
+        unattributed, allocated = warehouse.unattributed_gpu_seconds(con, day)
     share = unattributed / allocated if allocated else 0.0
     return dg.AssetCheckResult(
         passed=share <= UNATTRIBUTED_WARNING_SHARE,
@@ -62,14 +55,7 @@ def hourly_totals_equal_ledger(
     """The hourly rollup holds exactly the ledger's GPU-seconds, tenant by tenant."""
     day = partition_day(context)
     with warehouse_db.connect() as con:
-        differences = con.execute(
-            "WITH l AS (SELECT tenant, sum(allocated_gpu_seconds::DECIMAL(38, 6)) AS s "
-            "FROM ledger WHERE day = $1 GROUP BY ALL), "
-            "h AS (SELECT tenant, sum(allocated_gpu_seconds) AS s FROM usage_hourly "
-            "WHERE day = $1 GROUP BY ALL) "
-            "SELECT coalesce(l.tenant, h.tenant), l.s, h.s FROM l FULL JOIN h USING (tenant) "
-            "WHERE l.s IS DISTINCT FROM h.s", [day]
-        ).fetchall()
+        differences = warehouse.hourly_differences(con, day)
     return dg.AssetCheckResult(
         passed=not differences,
         metadata={"differences": "\n".join(f"{t}: ledger {a}, hourly {b}"

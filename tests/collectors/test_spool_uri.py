@@ -57,15 +57,18 @@ def ledger_rows(root: spool.SpoolLocation) -> tuple[list[tuple[object, ...]], in
     """The day's ledger as the ingest asset builds it, and the number of staged request rows."""
     con = warehouse.connect()
     warehouse.create_schema(con)
-    warehouse.stage_usage(con, spool.day_files(root, "usage", DAY))
-    requests = warehouse.stage_requests(con, spool.day_files(root, "requests", DAY))
-    assert warehouse.classify(con, rate_card_for(load_rate_cards(DEMO / "rate-card.yaml"),
-                                                 DAY)) == []
-    warehouse.build_ledger(con)
-    warehouse.replace_day(con, DAY)
+    loaded = load(con, root)
     rows = con.execute("SELECT * FROM ledger ORDER BY sample_id").fetchall()
     con.close()
-    return rows, requests
+    return rows, loaded.request_rows
+
+
+def load(con, root: spool.SpoolLocation) -> warehouse.Load:  # type: ignore[no-untyped-def]
+    """DAY of the spool at `root` into the warehouse, as the ingest asset reads it."""
+    return warehouse.load_day(
+        con, DAY, rate_card_for(load_rate_cards(DEMO / "rate-card.yaml"), DAY),
+        usage=spool.scan(spool.day_files(root, "usage", DAY), "usage"),
+        requests=spool.scan(spool.day_files(root, "requests", DAY), "requests"))
 
 
 def assert_same_rows(a: list[tuple[object, ...]], b: list[tuple[object, ...]]) -> None:
@@ -205,9 +208,9 @@ def test_s3_writes_only_final_keys_and_a_rewrite_replaces_the_object(bucket):
 
     con = warehouse.connect()
     warehouse.create_schema(con)
-    assert warehouse.stage_usage(con, spool.day_files(bucket, "usage", DAY)) == 3
+    assert load(con, bucket).staged_rows == 3
     # The rows' own source and node, not the sanitized folder names; same from a local copy.
-    assert con.execute("SELECT DISTINCT source, node FROM staged").fetchall() == [
+    assert con.execute("SELECT DISTINCT source, node FROM ledger").fetchall() == [
         ("my source", "n 1")]
 
 
@@ -223,8 +226,8 @@ def test_local_read_keeps_the_rows_source_not_the_folder_name(tmp_path):
     assert "source=my_source/node=gpu_node_1" in Path(files[0]).as_posix()
     con = warehouse.connect()
     warehouse.create_schema(con)
-    warehouse.stage_usage(con, files)
-    assert con.execute("SELECT source, node FROM staged").fetchall() == [
+    load(con, tmp_path)
+    assert con.execute("SELECT source, node FROM ledger").fetchall() == [
         ("my source", "gpu node/1")]
 
 
@@ -284,3 +287,41 @@ def test_collector_rejects_an_unusable_spool_location():
 def test_unusable_locations_say_what_to_write(location, message):
     with pytest.raises(spool.SpoolLocationError, match=message):
         spool.day_files(location, "usage", DAY)
+
+
+@pytest.mark.slow
+def test_an_unreadable_object_is_moved_to_the_quarantine_prefix(tmp_path, batches, bucket):
+    """The ingest asset over an S3 spool with one object cut short: the object is copied under
+    `<spool>/quarantine/` and deleted from the day, and the rest of the day loads."""
+    write_all(bucket, batches)
+    fs, base = pafs.FileSystem.from_uri(bucket)
+    victim = str(spool.day_files(bucket, "usage", DAY)[2])
+    key = victim.split("?")[0].removeprefix("s3://")
+    with fs.open_input_stream(key) as handle:
+        data = handle.read()
+    lost = set(pq.read_table(pa.BufferReader(data))["sample_id"].to_pylist())
+    with fs.open_output_stream(key) as handle:
+        handle.write(data[:-64])
+    resources = {
+        "warehouse_db": WarehouseResource(path=str(tmp_path / "warehouse.duckdb")),
+        "spool": SpoolResource(path=bucket),
+        "billing": BillingConfigResource(rate_card_path=str(DEMO / "rate-card.yaml"),
+                                         tenants_path=str(DEMO / "tenants.yaml")),
+    }
+    result = dg.materialize([gpu_usage_ledger], resources=resources, partition_key=f"{DAY}",
+                            instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    metadata = result.asset_materializations_for_node("gpu_usage_ledger")[0].metadata
+    assert metadata["quarantined_files"].value == 1
+    assert metadata["staged_rows"].value == len(expected_sample_ids(batches, "usage") - lost)
+    moved = key.replace(f"{base}/usage/", f"{base}/{spool.QUARANTINE}/usage/")
+    assert fs.get_file_info(key).type == pafs.FileType.NotFound
+    with fs.open_input_stream(moved) as handle:
+        assert handle.read() == data[:-64]
+    assert victim not in spool.day_files(bucket, "usage", DAY)
+    con = warehouse.connect(tmp_path / "warehouse.duckdb", read_only=True)
+    try:
+        assert con.execute("SELECT file, quarantined_as FROM spool_quarantine").fetchall() == [
+            (victim, f"s3://{moved}?{bucket.split('?')[1]}")]
+    finally:
+        con.close()

@@ -3,7 +3,7 @@ representative set of bad files and arguments, a Dagster run on a bad rate card,
 facing garbage from the Kubernetes API and Prometheus, and a warehouse another process holds.
 
 Cases that need another helper's branch are marked xfail(strict=True); the lead removes the
-marks when the branches meet."""
+marks when the branches meet (the warehouse branch's are gone: it is merged)."""
 
 from __future__ import annotations
 
@@ -36,8 +36,6 @@ CHARGEBACK = Path(sys.executable).with_name("chargeback")
 NEEDS_COLLECTORS = pytest.mark.xfail(
     strict=True, reason="needs the collectors branch: an unreadable source is a gap and a "
                         "non-zero --once exit, never idle rows")
-NEEDS_WAREHOUSE = pytest.mark.xfail(
-    strict=True, reason="needs the warehouse branch: a locked warehouse is a TransientError")
 
 
 def console(args: Sequence[str], w: Path, env: dict[str, str] | None = None,
@@ -311,7 +309,6 @@ def held_warehouse(tmp_path: Path) -> Iterator[Path]:
         holder.wait()
 
 
-@NEEDS_WAREHOUSE
 @pytest.mark.parametrize("args", [["invoices", "list", "--period", "2026-10"],
                                   ["close", "--period", "2026-10"]])
 def test_a_locked_warehouse_is_a_message_to_retry(held_warehouse: Path, args: list[str]
@@ -323,8 +320,6 @@ def test_a_locked_warehouse_is_a_message_to_retry(held_warehouse: Path, args: li
             before, without(snapshot(w), "dagster"))
 
 
-@pytest.mark.xfail(strict=True, reason="needs the warehouse branch: corrupt spool files are "
-                                       "quarantined and the rest of the day loads")
 @pytest.mark.slow
 def test_a_corrupt_spool_file_is_quarantined_not_a_traceback(tmp_path: Path) -> None:
     # The demo's rate card and tenants (the defaults) price the simulated cluster.

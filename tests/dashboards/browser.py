@@ -27,16 +27,18 @@ def free_port() -> int:
 
 
 @contextmanager
-def dashboard_server(home: Path, *, users: Path | None = None, marts: Path | None = None
-                     ) -> Iterator[str]:
-    """`chargeback dashboard` on a free port of 127.0.0.1; yields its base URL."""
+def dashboard_server(home: Path, *, users: Path | None = None, marts: Path | None = None,
+                     cwd: Path | None = None) -> Iterator[str]:
+    """`chargeback dashboard` on a free port of 127.0.0.1, run in `cwd` (where Streamlit looks
+    for .streamlit/secrets.toml); yields its base URL."""
     port = free_port()
     command = [str(Path(sys.executable).with_name("chargeback")), "dashboard",
                "--port", str(port), "--users", str(users or home / "users.yaml"),
                "--marts", str(marts or home / "marts")]
     env = dict(os.environ, CHARGEBACK_HOME=str(home))
     log = (home / f"streamlit-{port}.log").open("w")
-    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                               cwd=cwd or home)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30

@@ -11,7 +11,7 @@ Figures a test may rely on, each reasoned from DESIGN.md rather than read from t
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -34,6 +34,8 @@ PERIOD = "2026-10"
 EVIL = "../x'; DROP TABLE invoices; --"
 TOTALS = {"acme": "10252.15", "zen": "25000.00", EVIL: "513.68"}
 ADJUSTMENT_TOTAL = "5.70"
+QUARANTINED_FILE = ("/var/chargeback/spool/usage/date=2026-10-12/hour=07/source=nvml/"
+                    "node=gpu-7/batch-0.parquet")
 
 
 def _rows(tenant: str, product: str, gpus: int, first_hour: int, hours: int,
@@ -59,15 +61,7 @@ def _rows(tenant: str, product: str, gpus: int, first_hour: int, hours: int,
 
 
 def _load(con, rows, card) -> None:  # type: ignore[no-untyped-def]
-    con.register("extra_rows", ledger_table(rows))
-    con.execute("CREATE OR REPLACE TEMP TABLE staged AS SELECT * FROM extra_rows")
-    con.unregister("extra_rows")
-    warehouse.stage_requests(con, [])
-    assert not warehouse.classify(con, card)
-    warehouse.build_ledger(con)
-    days = warehouse.insert_all_days(con)
-    for day in days:
-        warehouse.rollup_daily(con, day)
+    warehouse.load_rows(con, card, ledger_table(rows))
 
 
 def _bill(con, tenants: dict[str, Tenant], card, now: datetime) -> None:  # type: ignore[no-untyped-def]
@@ -101,14 +95,24 @@ def build(home: Path) -> dict[str, Tenant]:
     _load(con, design + extra + late, card)
     _bill(con, tenants, card, closed_at + timedelta(days=1))
     # What the analytics assets write: one day's analysis per run, rewritten by day.
-    con.execute("""CREATE TABLE usage_shifts AS SELECT * FROM (VALUES
-        (DATE '2026-10-30', 'acme', 'premium', DATE '2026-10-20', 70.0, 72.0),
-        (DATE '2026-10-31', 'acme', 'premium', DATE '2026-10-21', 72.0, 96.0),
-        (DATE '2026-10-31', 'zen', 'premium', DATE '2026-10-21', 48.0, 0.0))
-        t(day, tenant, hardware_tier, change_day, before_gpu_hours, after_gpu_hours)""")
-    con.execute("""CREATE TABLE scheduler_quota_changes AS SELECT * FROM (VALUES
-        (DATE '2026-10-31', 'team-acme', 'requests.nvidia.com/gpu', 2, 3, 'dry-run'))
-        t(day, namespace, resource, current, target, outcome)""")
+    con.execute("""INSERT INTO usage_shifts BY NAME SELECT * FROM (VALUES
+        (DATE '2026-10-30', 'acme', 'gpu_hours/premium', DATE '2026-10-20', 70.0, 72.0),
+        (DATE '2026-10-31', 'acme', 'gpu_hours/premium', DATE '2026-10-21', 72.0, 96.0),
+        (DATE '2026-10-31', 'zen', 'gpu_hours/premium', DATE '2026-10-21', 48.0, 0.0))
+        t(day, tenant, series_name, change_date, level_before, level_after),
+        (SELECT 0.9 AS confidence, true AS confirmed, 3 AS days_at_new_level)""")
+    con.execute("""INSERT INTO scheduler_quota_changes BY NAME SELECT * FROM (VALUES
+        (TIMESTAMPTZ '2026-11-01 00:00Z', 'ResourceQuota', 'team-acme', 'gpu-chargeback',
+         'requests.nvidia.com/gpu', 2, 3, 3, 3, 'recommended', true, 'dry-run'))
+        t(changed_at, kind, namespace, name, resource, before_gpus, after_gpus, in_use_gpus,
+          recommended_gpus, rule, dry_run, outcome)""")
+    # A spool file the ingest could not read (what pipelines.ingest.assets.load_spool_day
+    # records when it quarantines one).
+    warehouse.record_quarantine(con, warehouse.QuarantinedFile(
+        date(2026, 10, 12), "usage", QUARANTINED_FILE, QUARANTINED_FILE.replace(
+            "spool/usage/", "spool/quarantine/usage/"), 1234,
+        "not a readable Parquet file: Parquet magic bytes not found in footer",
+        datetime(2026, 10, 13, 0, 30, tzinfo=UTC)))
     publish_marts(con, home / "marts", tenants, now=closed_at + timedelta(days=1))
     con.close()
     return tenants

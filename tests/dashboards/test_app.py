@@ -3,13 +3,16 @@ through streamlit.testing.v1.AppTest (the real app script, no browser)."""
 
 import logging
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dashboards import gate
+from dashboards import gate, ui
+from dashboards.auth import hash_password, load_users, parse_role, save_users
 from dashboards.routes import PAGES
+from dashboards.sessions import SessionStore, SignInLimiter
 from models.marts import tenant_mart_path
 from tests.dashboards.conftest import OIDC_FINANCE, PASSWORD
 from tests.dashboards.demo_warehouse import EVIL, TOTALS
@@ -29,8 +32,19 @@ def _text(at: AppTest) -> str:
     return "\n".join(parts)
 
 
+# What dashboards/server.py puts in st.user for a browser on every connection.
+BROWSER_A = {gate.BROWSER: "a" * 64, gate.CLIENT: "192.0.2.1"}
+BROWSER_B = {gate.BROWSER: "b" * 64, gate.CLIENT: "198.51.100.7"}
+
+
+def new_app(browser: dict | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.user = dict(BROWSER_A if browser is None else browser)
+    return at
+
+
 def signed_in(name: str) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=30).run()
+    at = new_app().run()
     at.text_input[0].input(name)
     at.text_input[1].input(PASSWORD)
     at.button[0].click().run()
@@ -39,12 +53,18 @@ def signed_in(name: str) -> AppTest:
 
 
 @pytest.fixture(autouse=True)
-def _env(dashboard_env):
+def _env(dashboard_env, monkeypatch):
+    # Session records and sign-in locks live as long as the server process; each test
+    # starts with none, as after a restart.
+    store = SessionStore()
+    monkeypatch.setattr(gate, "STORE", store)
+    monkeypatch.setattr(ui, "STORE", store)
+    monkeypatch.setattr(gate, "LIMITER", SignInLimiter())
     return dashboard_env
 
 
 def test_sign_in_form_and_wrong_password(caplog):
-    at = AppTest.from_file(APP, default_timeout=30).run()
+    at = new_app().run()
     assert at.title[0].value == "GPU chargeback"
     assert "10,25" not in _text(at)
     at.text_input[0].input("alice")
@@ -52,7 +72,7 @@ def test_sign_in_form_and_wrong_password(caplog):
     with caplog.at_level(logging.WARNING, logger="dashboards.access"):
         at.button[0].click().run()
     assert at.error[0].value == "Unknown user name or wrong password."
-    assert "failed sign-in: user='alice'" in caplog.text
+    assert "failed sign-in: user='alice' client=192.0.2.1" in caplog.text
     assert "10,25" not in _text(at)
 
 
@@ -140,16 +160,17 @@ def test_a_tampered_session_value_is_denied_and_logged(caplog):
     assert "attempted='zen'" in caplog.text
 
 
-def test_a_forged_sign_in_is_denied_and_logged(caplog):
+def test_a_forged_session_token_signs_nobody_in(caplog):
     at = signed_in("alice")
-    at.session_state[gate.AUTH_KEY] = {"user": "zed", "mac": "0" * 64}
-    with caplog.at_level(logging.WARNING, logger="dashboards.access"):
-        at.run()
-    assert at.title[0].value == "Access denied"
-    assert "25,000" not in _text(at)
-    assert "attempted='zed'" in caplog.text
-    at.run()  # the forged entry is gone: back to the sign-in form
-    assert at.title[0].value == "GPU chargeback"
+    for forged in ({"user": "zed", "mac": "0" * 64}, "zed", "0" * 43):
+        at.session_state[gate.AUTH_KEY] = forged
+        with caplog.at_level(logging.WARNING, logger="dashboards.access"):
+            at.run()
+        assert at.title[0].value == "GPU chargeback"
+        assert [t.label for t in at.text_input] == ["User name", "Password"]
+        assert "25,000" not in _text(at)
+        assert "10,25" not in _text(at)
+    assert "session ended: user=None reason=UNKNOWN" in caplog.text
 
 
 def test_pages_of_other_roles_have_no_route_and_refuse_to_run():
@@ -159,32 +180,56 @@ def test_pages_of_other_roles_have_no_route_and_refuse_to_run():
     # Run on its own (as if routed to), a finance page still checks the role itself.
     page = AppTest.from_file(str(Path(APP).with_name("pages") / "finance_invoices.py"),
                              default_timeout=30)
-    page.session_state[gate.AUTH_KEY] = {"user": "alice", "mac": gate._seal("alice")}
+    page.user = dict(BROWSER_A)
+    alice = load_users(gate.users_path())["alice"]
+    page.session_state[gate.AUTH_KEY] = gate.STORE.open(alice, BROWSER_A[gate.BROWSER])
     page.run()
     assert page.title[0].value == "Access denied"
     assert "ADJ-" not in _text(page)
 
 
+OIDC_SETTINGS = {"redirect_uri": "http://127.0.0.1:1/oauth2callback", "cookie_secret": "x",
+                 "client_id": "x", "client_secret": "x",
+                 "server_metadata_url": "http://127.0.0.1:1/.well-known"}
+
+
 def test_oidc_maps_the_email_to_a_role():
-    at = AppTest.from_file(APP, default_timeout=30)
-    at.secrets["auth"] = {"redirect_uri": "http://127.0.0.1:1/oauth2callback",
-                          "cookie_secret": "x", "client_id": "x", "client_secret": "x",
-                          "server_metadata_url": "http://127.0.0.1:1/.well-known"}
-    at.user = {"is_logged_in": False}
+    at = new_app()
+    at.secrets["auth"] = OIDC_SETTINGS
+    at.user = {"is_logged_in": False, **BROWSER_A}
     at.run()
     assert [b.label for b in at.button] == ["Sign in"]
-    at.user = {"is_logged_in": True, "email": OIDC_FINANCE.upper()}
+    assert not at.text_input
+    at.user = {"is_logged_in": True, "email": OIDC_FINANCE.upper(), **BROWSER_A}
     at.run()
     assert at.title[0].value == "Invoices and exports"
-    at.user = {"is_logged_in": True, "email": "stranger@example.com"}
+    at = new_app()
+    at.secrets["auth"] = OIDC_SETTINGS
+    at.user = {"is_logged_in": True, "email": "stranger@example.com", **BROWSER_A}
     at.run()
     assert at.title[0].value == "Access denied"
+
+
+@pytest.mark.parametrize("missing", ["client_secret", "server_metadata_url", "cookie_secret"])
+def test_broken_oidc_settings_stop_the_app_instead_of_falling_back(missing, caplog):
+    at = new_app()
+    at.secrets["auth"] = {k: v for k, v in OIDC_SETTINGS.items() if k != missing}
+    with caplog.at_level(logging.ERROR, logger="dashboards.access"):
+        at.run()
+    assert at.title[0].value == "Sign-in is not configured correctly"
+    assert missing in at.error[0].value
+    assert "does not fall back to local passwords" in at.error[0].value
+    assert not at.text_input  # no password form
+    assert not at.button
+    assert "identity provider settings are broken" in caplog.text
 
 
 def test_a_tenant_without_a_published_mart_is_told_so(dashboard_env, monkeypatch, tmp_path):
     monkeypatch.setenv("CHARGEBACK_MARTS", str(tmp_path))
     at = signed_in("alice")
-    assert "no mart published yet" in at.info[0].value
+    assert at.info[0].value == ("No mart published yet: the data appears after the "
+                                "pipeline's next run.")
+    assert str(tmp_path) not in _text(at)
 
 
 def test_a_mart_holding_another_tenant_is_never_shown(dashboard_env, monkeypatch, tmp_path,
@@ -207,10 +252,118 @@ def test_shifts_show_the_latest_analysis_of_the_own_tenant_only():
     at = signed_in("alice")
     at.switch_page("pages/tenant_insights.py").run()
     (shifts,) = [d.value for d in at.dataframe]
-    assert list(shifts["after_gpu_hours"]) == [96.0]  # 31 October's analysis, acme's row
+    assert list(shifts["level_after"]) == [96.0]  # 31 October's analysis, acme's row
     assert "tenant" not in shifts.columns
     at = signed_in("oscar")
     at.switch_page("pages/operator_recommendations.py").run()
     frames = [d.value for d in at.dataframe]
     assert sorted(frames[0]["tenant"]) == ["acme", "zen"]
     assert list(frames[1]["outcome"]) == ["dry-run"]
+
+
+def test_without_a_browser_binding_nobody_can_sign_in():
+    # As under a plain `streamlit run dashboards/app.py`, without dashboards/server.py.
+    at = new_app({})
+    at.run()
+    assert "no session binding" in at.error[0].value
+    assert not at.text_input
+
+
+def test_a_session_replayed_from_another_browser_ends(caplog):
+    at = signed_in("alice")
+    token = at.session_state[gate.AUTH_KEY]
+    at.user = dict(BROWSER_B)  # the same Streamlit session, reached from another browser
+    with caplog.at_level(logging.WARNING, logger="dashboards.access"):
+        at.run()
+    assert at.title[0].value == "GPU chargeback"
+    assert at.info[0].value == "This session belongs to another browser. Sign in again."
+    assert "10,25" not in _text(at)
+    assert "session ended: user='alice' reason=OTHER_BROWSER" in caplog.text
+    # The record is gone for its own browser too: whoever holds it must sign in again.
+    at.user = dict(BROWSER_A)
+    at.session_state[gate.AUTH_KEY] = token
+    at.run()
+    assert [t.label for t in at.text_input] == ["User name", "Password"]
+
+
+@pytest.mark.parametrize("change", ["role", "password", "removed"])
+def test_a_changed_or_removed_user_entry_ends_the_session(change, dashboard_env, monkeypatch,
+                                                          tmp_path):
+    users_file = tmp_path / "users.yaml"
+    shutil.copyfile(dashboard_env / "users.yaml", users_file)
+    monkeypatch.setenv("CHARGEBACK_USERS", str(users_file))
+    at = signed_in("alice")
+    assert at.title[0].value == "Costs and usage"
+    users = load_users(users_file)
+    alice = users["alice"]
+    if change == "removed":
+        del users["alice"]
+    else:
+        users["alice"] = (replace(alice, role=parse_role("tenant:zen")) if change == "role"
+                          else replace(alice, password_hash=hash_password(PASSWORD)))
+    save_users(users_file, users)
+    at.switch_page("pages/tenant_invoices.py").run()  # the next click
+    assert at.title[0].value == "GPU chargeback"
+    expected = ("Your account has been removed." if change == "removed"
+                else "Your account was changed (role or password). Sign in again.")
+    assert at.info[0].value == expected
+    text = _text(at)
+    assert "25,000" not in text
+    assert "10,25" not in text
+
+
+def test_brute_force_locks_the_name_then_the_client(monkeypatch, caplog):
+    now = [1000.0]
+    monkeypatch.setattr(gate, "LIMITER", SignInLimiter(per_user=5, per_client=8,
+                                                       clock=lambda: now[0]))
+    at = new_app().run()
+
+    def attempt(name, password):
+        at.text_input[0].input(name)
+        at.text_input[1].input(password)
+        at.button[0].click().run()
+        return at.error[0].value if at.error else at.title[0].value
+
+    wrong = "Unknown user name or wrong password."
+    locked = ("Too many failed sign-ins for this user name or from this address. "
+              "Try again in 15 minutes.")
+    for _ in range(5):
+        assert attempt("alice", "guess") == wrong
+    with caplog.at_level(logging.WARNING, logger="dashboards.access"):
+        # Locked: even the right password is not checked, and says nothing more.
+        assert attempt("alice", PASSWORD) == locked
+    assert "sign-in refused, locked: user='alice' client=192.0.2.1" in caplog.text
+    # A name that does not exist is counted and locked the same way.
+    for _ in range(3):
+        assert attempt("mallory", "guess") == wrong
+    # 8 failures from this address: now every name is locked from here...
+    assert attempt("zed", PASSWORD) == locked
+    # ...but not from another address, and not after the lockout.
+    other = new_app(BROWSER_B).run()
+    other.text_input[0].input("zed")
+    other.text_input[1].input(PASSWORD)
+    other.button[0].click().run()
+    assert other.title[0].value == "Costs and usage"
+    now[0] += 15 * 60 + 1
+    assert attempt("alice", PASSWORD) == "Costs and usage"
+
+
+
+def test_an_oidc_session_ends_when_the_users_entry_changes(dashboard_env, monkeypatch,
+                                                           tmp_path):
+    users_file = tmp_path / "users.yaml"
+    shutil.copyfile(dashboard_env / "users.yaml", users_file)
+    monkeypatch.setenv("CHARGEBACK_USERS", str(users_file))
+    at = new_app()
+    at.secrets["auth"] = OIDC_SETTINGS
+    at.user = {"is_logged_in": True, "email": OIDC_FINANCE, **BROWSER_A}
+    at.run()
+    assert at.title[0].value == "Invoices and exports"
+    users = load_users(users_file)
+    users[OIDC_FINANCE] = replace(users[OIDC_FINANCE], role=parse_role("tenant:zen"))
+    save_users(users_file, users)
+    at.run()
+    # Signed out of the provider's cookie too: the next step is the sign-in button.
+    assert [b.label for b in at.button] == ["Sign in"]
+    assert "25,000" not in _text(at)
+    assert at.user.get("is_logged_in") is False

@@ -1,6 +1,7 @@
 """The published marts: contents per audience, isolation by file, atomic publish, estimates."""
 
-import os
+import hashlib
+import re
 import stat
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -19,7 +20,6 @@ from models.marts import (
     finance_mart_path,
     operator_mart_path,
     publish_marts,
-    safe_name,
     tenant_mart_path,
 )
 from tests.dashboards.demo_warehouse import ADJUSTMENT_TOTAL, EVIL, TOTALS
@@ -74,22 +74,41 @@ def test_a_tenant_mart_holds_only_that_tenant(demo_home, tenant):
         assert other not in text
 
 
-def test_tenant_file_names_are_safe_and_distinct(tmp_path):
-    evil = tenant_mart_path(tmp_path, EVIL)
-    assert evil.parent == tmp_path / "tenants"
-    assert set(evil.name) <= set("abcdefghijklmnopqrstuvwxyz0123456789-.")
-    assert safe_name("a.b") != safe_name("a-b")
-    assert safe_name("..") .startswith("tenant-")
-    assert tenant_mart_path(tmp_path, "/etc/passwd").resolve().is_relative_to(tmp_path)
+def test_tenant_file_names_are_keyed_and_not_guessable(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder in (first, second):
+        folder.mkdir()
+        marts._names_key(folder, create=True)
+    evil = tenant_mart_path(first, EVIL)
+    assert evil.parent == first / "tenants"
+    assert re.fullmatch(r"[0-9a-f]{32}\.duckdb", evil.name)
+    assert tenant_mart_path(first, "/etc/passwd").parent == first / "tenants"
+    assert tenant_mart_path(first, "a.b") != tenant_mart_path(first, "a-b")
+    assert tenant_mart_path(first, "acme") == tenant_mart_path(first, "acme")
+    # The name is an HMAC under the secret beside the marts: nothing of the tenant's name,
+    # nor of its plain hash, and another key gives another name.
+    name = tenant_mart_path(first, "acme").name
+    assert "acme" not in name
+    assert hashlib.sha256(b"acme").hexdigest()[:16] not in name
+    assert tenant_mart_path(second, "acme").name != name
+    with pytest.raises(FileNotFoundError):
+        tenant_mart_path(tmp_path / "never-published", "acme")
 
 
-def test_marts_are_read_only_files(demo_home):
-    path = tenant_mart_path(demo_home / "marts", "acme")
-    assert not os.stat(path).st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
+def test_marts_are_readable_by_their_owner_only(demo_home):
+    root = demo_home / "marts"
+    path = tenant_mart_path(root, "acme")
+    modes = {p.relative_to(root): stat.S_IMODE(p.stat().st_mode) for p in root.rglob("*")}
+    modes[Path(".")] = stat.S_IMODE(root.stat().st_mode)
+    assert modes[Path(".")] == modes[Path("tenants")] == 0o700
+    assert modes[Path(marts.NAMES_KEY)] == 0o600
+    files = [p for p in modes if p.suffix == ".duckdb"]
+    assert len(files) == 5  # three tenants, finance, operator
+    assert {modes[p] for p in files} == {0o400}
     con = _open(path)
     with pytest.raises(duckdb.Error):
         con.execute("DELETE FROM invoices")
-    assert not list((demo_home / "marts").rglob(".tmp-*"))
+    assert not list(root.rglob(".tmp-*"))
 
 
 def test_daily_cost_estimates_add_up_to_what_was_billed(demo_home):
@@ -117,7 +136,9 @@ def test_operator_mart_has_no_money(demo_home):
     con = _open(operator_mart_path(demo_home / "marts"))
     tables = {t for (t,) in con.execute("SHOW TABLES").fetchall()}
     assert not tables & {"invoices", "invoice_lines", "revenue", "periods", "cost_daily"}
-    for table in tables:
+    # The recommendation tables go to operators as the analytics write them, expected costs of
+    # each option included (docs/dashboards.md); every other table holds no money.
+    for table in tables - {"tier_change_recommendations", "reservation_recommendations"}:
         columns = " ".join(c[0] for c in con.execute(f"DESCRIBE {table}").fetchall())
         assert "total" not in columns
         assert "revenue" not in columns
@@ -165,12 +186,7 @@ plans:
              "memory_used_bytes": None, "source": "test"} for h in range(24 * days)]
     con = warehouse.connect(tmp_path / "w.duckdb")
     warehouse.create_schema(con)
-    con.register("rows", ledger_table(rows))
-    con.execute("CREATE TEMP TABLE staged AS SELECT * FROM rows")
-    warehouse.stage_requests(con, [])
-    warehouse.classify(con, cards[0])
-    warehouse.build_ledger(con)
-    warehouse.insert_all_days(con)
+    warehouse.load_rows(con, cards[0], ledger_table(rows))
     lo, hi = month_bounds("2026-10")
     invoice = price_invoice(tenants["solo"], cards[0], "2026-10",
                             warehouse.tenant_usage_hours(con, tenants["solo"], lo, hi))
@@ -207,11 +223,17 @@ def test_publish_replaces_atomically_and_keeps_the_old_mart_on_failure(tmp_path,
 
 def test_analytics_tables_are_published_filtered_when_present(tmp_path):
     con, tenants = _flat_warehouse(tmp_path, days=2)
-    con.execute("CREATE TABLE usage_shifts AS SELECT * FROM (VALUES "
+    con.execute("INSERT INTO usage_shifts BY NAME SELECT * FROM (VALUES "
                 "('solo', DATE '2026-10-02', 1.0, 3.0), ('other', DATE '2026-10-02', 2.0, 1.0))"
-                " t(tenant, change_day, before_gpu_hours, after_gpu_hours)")
-    con.execute("CREATE TABLE scheduler_quota_changes AS SELECT 'ns-other' AS namespace, "
-                "'applied' AS status")
+                " t(tenant, change_date, level_before, level_after), "
+                "(SELECT DATE '2026-10-02' AS day, 'gpu_hours/economy' AS series_name, "
+                "0.9 AS confidence, true AS confirmed, 3 AS days_at_new_level)")
+    con.execute("INSERT INTO scheduler_quota_changes BY NAME SELECT "
+                "TIMESTAMPTZ '2026-10-03 00:00Z' AS changed_at, 'ResourceQuota' AS kind, "
+                "'ns-other' AS namespace, 'gpu-chargeback' AS name, "
+                "'requests.nvidia.com/gpu' AS resource, 2 AS after_gpus, 0 AS in_use_gpus, "
+                "2 AS recommended_gpus, 'recommended' AS rule, false AS dry_run, "
+                "'applied' AS outcome")
     publish_marts(con, tmp_path / "marts", tenants)
     mart = _open(tenant_mart_path(tmp_path / "marts", "solo"))
     assert mart.execute("SELECT tenant FROM usage_shifts").fetchall() == [("solo",)]
@@ -219,7 +241,7 @@ def test_analytics_tables_are_published_filtered_when_present(tmp_path):
     assert "scheduler_quota_changes" not in tables  # no tenant column: operators only
     operator = _open(operator_mart_path(tmp_path / "marts"))
     assert operator.execute("SELECT count(*) FROM usage_shifts").fetchone() == (2,)
-    assert operator.execute("SELECT status FROM scheduler_quota_changes").fetchone() == (
+    assert operator.execute("SELECT outcome FROM scheduler_quota_changes").fetchone() == (
         "applied",)
 
 

@@ -36,7 +36,9 @@ apportioned AS (
     FROM shared
 ),
 everything AS (
-    SELECT * FROM staged WHERE tenant <> '__shared__'
+    -- IS DISTINCT FROM: a row without a tenant must reach the ledger's NOT NULL and fail
+    -- the load, not vanish here.
+    SELECT * FROM staged WHERE tenant IS DISTINCT FROM '__shared__'
     UNION ALL BY NAME
     SELECT * FROM apportioned
 )

@@ -107,3 +107,111 @@ CREATE TABLE IF NOT EXISTS tenant_usage_daily (
     used_gpu_hours DECIMAL(38, 6),
     peak_gpus DOUBLE NOT NULL
 );
+
+-- Analytics: each daily partition analyses a look-back window ending with its day and
+-- rewrites exactly that day's rows; the latest analysis is the greatest `day`.
+CREATE TABLE IF NOT EXISTS usage_shifts (
+    day DATE NOT NULL,
+    tenant VARCHAR NOT NULL,
+    series_name VARCHAR NOT NULL,
+    change_date DATE NOT NULL,
+    level_before DOUBLE NOT NULL,
+    level_after DOUBLE NOT NULL,
+    relative_change DOUBLE,
+    confidence DOUBLE NOT NULL,
+    confirmed BOOLEAN NOT NULL,
+    days_at_new_level BIGINT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS tier_change_recommendations (
+    day DATE NOT NULL,
+    tenant VARCHAR NOT NULL,
+    as_of DATE NOT NULL,
+    period VARCHAR NOT NULL,          -- YYYY-MM the projection is for
+    current_plan VARCHAR NOT NULL,
+    recommended_plan VARCHAR NOT NULL,
+    rule VARCHAR NOT NULL,
+    change_date DATE,
+    series_name VARCHAR,
+    level_before DOUBLE,
+    level_after DOUBLE,
+    confidence DOUBLE,
+    projected_gpu_hours DECIMAL(18, 6),
+    projected_usage VARCHAR,
+    projected_bills VARCHAR,
+    current_plan_total DECIMAL(18, 2),
+    recommended_plan_total DECIMAL(18, 2),
+    currency VARCHAR,
+    rate_card_version VARCHAR
+);
+
+CREATE TABLE IF NOT EXISTS reservation_recommendations (
+    day DATE NOT NULL,
+    tenant VARCHAR NOT NULL,
+    hardware_tier VARCHAR NOT NULL,
+    mig_profile VARCHAR,
+    sla_class VARCHAR NOT NULL,
+    unit_gpu_equivalents DOUBLE NOT NULL,
+    recommended_gpus BIGINT NOT NULL,      -- whole GPUs, or MIG instances of mig_profile
+    cost_optimal_gpus BIGINT NOT NULL,
+    p95_demand_gpus DOUBLE NOT NULL,
+    current_reserved_gpus BIGINT NOT NULL,
+    break_even_utilization DOUBLE NOT NULL,
+    currency VARCHAR NOT NULL,
+    expected_monthly_cost_recommended DECIMAL(18, 2) NOT NULL,
+    expected_monthly_cost_current DECIMAL(18, 2) NOT NULL,
+    expected_monthly_cost_none DECIMAL(18, 2) NOT NULL,
+    expected_overflow_gpu_hours_per_month DECIMAL(18, 6) NOT NULL,
+    expected_overflow_hours_per_month DOUBLE NOT NULL,
+    month_hours BIGINT NOT NULL,
+    hours_observed BIGINT NOT NULL,
+    half_life_hours DOUBLE NOT NULL,
+    as_of TIMESTAMPTZ NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS reservation_overflow_pools (
+    day DATE NOT NULL,
+    hardware_tier VARCHAR NOT NULL,
+    mig_profile VARCHAR,
+    pool_gpus BIGINT NOT NULL,
+    sum_of_tenant_overflow_gpus BIGINT NOT NULL,
+    quantile DOUBLE NOT NULL,
+    tenants BIGINT NOT NULL
+);
+
+-- Every quota figure written as a manifest or applied to the cluster, one row per figure and
+-- run: appended, never updated. A ResourceQuota figure has a namespace and no flavor; a Kueue
+-- ClusterQueue figure has a flavor (hardware tier) and no namespace. `resource` is the key as
+-- the object writes it (`requests.nvidia.com/gpu` in a ResourceQuota, `nvidia.com/gpu` in a
+-- ClusterQueue). A rerun of a day replaces that day's `manifest` rows; what was applied to a
+-- cluster stays as history.
+CREATE TABLE IF NOT EXISTS scheduler_quota_changes (
+    day DATE,                         -- the analytics partition; null from `chargeback quotas`
+    changed_at TIMESTAMPTZ NOT NULL,
+    kind VARCHAR NOT NULL,            -- ResourceQuota | ClusterQueue
+    namespace VARCHAR,
+    name VARCHAR NOT NULL,
+    flavor VARCHAR,
+    resource VARCHAR NOT NULL,
+    before_gpus BIGINT,               -- null: the object or the figure did not exist
+    after_gpus BIGINT NOT NULL,
+    in_use_gpus BIGINT NOT NULL,
+    recommended_gpus BIGINT NOT NULL,
+    rule VARCHAR NOT NULL,            -- recommended | max-step | in-use floor
+    dry_run BOOLEAN NOT NULL,
+    outcome VARCHAR NOT NULL          -- manifest | dry-run | applied | unchanged | conflict | error: ...
+);
+
+-- Spool files the ingest could not read (not Parquet, truncated, a required column missing or
+-- empty): moved out of the spool into its quarantine folder or prefix, kept there, and listed
+-- here so that finance sees the gap. Appended, never deleted: the file has left the spool, so
+-- a rerun of the day does not meet it again.
+CREATE TABLE IF NOT EXISTS spool_quarantine (
+    day DATE NOT NULL,                -- the UTC day whose ingest found it
+    kind VARCHAR NOT NULL,            -- usage | requests
+    file VARCHAR NOT NULL,            -- where it was in the spool
+    quarantined_as VARCHAR NOT NULL,  -- where it is now
+    size_bytes BIGINT,
+    reason VARCHAR NOT NULL,
+    quarantined_at TIMESTAMPTZ NOT NULL
+);

@@ -45,11 +45,7 @@ def _bill(con, card, tenants, period, now):
 
 
 def _load(con, card, files):
-    warehouse.stage_usage(con, files)
-    warehouse.stage_requests(con, [])
-    warehouse.classify(con, card)
-    warehouse.build_ledger(con)
-    warehouse.insert_all_days(con)
+    warehouse.load_rows(con, card, files)
 
 
 @pytest.fixture(scope="module")

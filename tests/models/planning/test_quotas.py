@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import copy
 import json
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import jsonschema
 import pytest
 import yaml
@@ -16,23 +17,26 @@ from click.testing import CliRunner
 from kubernetes import client
 
 from cli.main import main
-from collectors.kube_apply import (
-    APPLY_PATCH,
-    ApplyConflict,
-    apply_quotas,
-    record_changes,
-)
+from collectors.kube_apply import APPLY_PATCH, apply_plan, read_cluster_state
+from models.errors import UserError
+from models.ledger import warehouse
 from models.planning.quotas import (
     KUEUE_API_VERSION,
+    ApplyConflict,
+    ChangeRecord,
+    ClusterState,
+    QuotaKey,
+    QuotaKind,
+    QuotaPlan,
+    QuotaPlanRejected,
     Recommendation,
     RecommendationsError,
-    cluster_queue_manifests,
     kueue_admission_problems,
+    last_written_state,
     parse_quantity,
-    plan_cluster_queues,
-    plan_resource_quotas,
+    plan_quotas,
     read_recommendations,
-    resource_quota_manifests,
+    run_quotas,
     step_target,
 )
 from tests.kube_apply_server import CQ_PREFIX, RQ_PREFIX, LoopbackApiServer
@@ -110,8 +114,13 @@ RECS = [
 ]
 
 
-def _rq(changes):
-    return {(c.namespace, c.field): c for c in changes}
+def _rq(plan: QuotaPlan) -> dict[tuple[str | None, str], Any]:
+    return {(c.key.namespace, c.key.resource): c for c in plan.changes
+            if c.key.kind is QuotaKind.RESOURCE_QUOTA}
+
+
+def _manifests(plan: QuotaPlan, kind: QuotaKind) -> list[dict[str, Any]]:
+    return [o.manifest for o in plan.objects if o.kind is kind]
 
 
 # --- rules -----------------------------------------------------------------------------------
@@ -131,17 +140,42 @@ def test_step_never_drops_below_use():
     # A new quota has no step to limit, but is still no lower than the use.
     assert step_target(None, 3, 1, 4) == (3, "in-use floor")
     assert step_target(None, 0, 9, 4) == (9, "recommended")
-    with pytest.raises(ValueError, match="at least 1"):
+    with pytest.raises(UserError, match="at least 1"):
         step_target(1, 0, 2, 0)
 
 
 def test_resource_quota_adds_up_tiers_and_keeps_mig_profiles_apart():
-    changes = _rq(plan_resource_quotas(RECS, current_hard={}, in_use={}, max_step=4))
+    plan = plan_quotas(RECS, kueue=False)
+    changes = _rq(plan)
     # acme: 6 premium + 2 standard whole GPUs are one resource to a ResourceQuota.
-    assert changes[("acme", "spec.hard[requests.nvidia.com/gpu]")].target == 8
-    assert changes[("acme", "spec.hard[requests.nvidia.com/mig-1g.10gb]")].target == 3
-    assert changes[("zen-a", "spec.hard[requests.nvidia.com/gpu]")].target == 1
-    assert len(changes) == 3
+    assert changes[("acme", "requests.nvidia.com/gpu")].target == 8
+    assert changes[("acme", "requests.nvidia.com/mig-1g.10gb")].target == 3
+    assert changes[("zen-a", "requests.nvidia.com/gpu")].target == 1
+    assert len(plan.changes) == 3
+    assert [o.kind for o in plan.objects] == [QuotaKind.RESOURCE_QUOTA] * 2
+
+
+def test_plan_keys_are_typed_and_cluster_state_is_read_by_key():
+    state = ClusterState(
+        in_force={QuotaKey.resource_quota("acme", "requests.nvidia.com/gpu"): 14,
+                  QuotaKey.cluster_queue("acme", "premium", "nvidia.com/gpu"): 10},
+        in_use={QuotaKey.cluster_queue("acme", "premium", "nvidia.com/gpu"): 9})
+    plan = plan_quotas(RECS, state, max_step=4)
+    by_key = {c.key: c for c in plan.changes}
+    rq = by_key[QuotaKey(QuotaKind.RESOURCE_QUOTA, "acme", "gpu-chargeback", None,
+                         "requests.nvidia.com/gpu")]
+    assert (rq.current, rq.target, rq.rule) == (14, 10, "max-step")
+    premium = by_key[QuotaKey(QuotaKind.CLUSTER_QUEUE, None, "acme", "premium",
+                              "nvidia.com/gpu")]
+    # 10 in force, 6 recommended, 9 in use: held at the use.
+    assert (premium.current, premium.in_use, premium.target, premium.rule) == (
+        10, 9, 9, "in-use floor")
+    # Every flavor of acme's queue lists every resource of the queue, in the same order.
+    acme = [c.key for c in plan.changes if c.key.name == "acme"
+            and c.key.kind is QuotaKind.CLUSTER_QUEUE]
+    assert [(k.flavor, k.resource) for k in acme] == [
+        ("premium", "nvidia.com/gpu"), ("premium", "nvidia.com/mig-1g.10gb"),
+        ("standard", "nvidia.com/gpu"), ("standard", "nvidia.com/mig-1g.10gb")]
 
 
 def test_quantities_parse_exactly():
@@ -176,18 +210,14 @@ def test_recommendations_file_reports_every_bad_row(tmp_path):
 
 # --- manifests against the real schemas ------------------------------------------------------
 
-def _manifests():
-    rq = resource_quota_manifests(
-        plan_resource_quotas(RECS, current_hard={}, in_use={}, max_step=4),
-        {r.namespace: r.tenant for r in RECS})
-    cq = cluster_queue_manifests(
-        plan_cluster_queues(RECS, current_nominal={}, in_use={}, max_step=4),
-        {"acme": ["acme"], "zen": ["zen-a"]})
-    return rq, cq
+def _both():
+    plan = plan_quotas(RECS, max_step=4)
+    return (_manifests(plan, QuotaKind.RESOURCE_QUOTA),
+            _manifests(plan, QuotaKind.CLUSTER_QUEUE))
 
 
 def test_resource_quotas_match_the_kubernetes_openapi(resource_quota_schema):
-    rq, _ = _manifests()
+    rq, _ = _both()
     assert len(rq) == 2
     for manifest in rq:
         assert _errors(resource_quota_schema, manifest) == []
@@ -201,7 +231,7 @@ def test_resource_quotas_match_the_kubernetes_openapi(resource_quota_schema):
 
 
 def test_cluster_queues_match_kueue_v1beta2_crd_and_webhook(cluster_queue_schema):
-    _, cq = _manifests()
+    _, cq = _both()
     acme = next(m for m in cq if m["metadata"]["name"] == "acme")
     assert acme["apiVersion"] == "kueue.x-k8s.io/v1beta2"
     (group,) = acme["spec"]["resourceGroups"]
@@ -217,7 +247,7 @@ def test_cluster_queues_match_kueue_v1beta2_crd_and_webhook(cluster_queue_schema
 
 
 def test_bad_cluster_queues_are_rejected(cluster_queue_schema):
-    _, cq = _manifests()
+    _, cq = _both()
     good = next(m for m in cq if m["metadata"]["name"] == "acme")
 
     v1beta1_cohort = copy.deepcopy(good)
@@ -276,6 +306,14 @@ def _api(server: LoopbackApiServer) -> client.ApiClient:
 ACME = [Recommendation("acme", "acme", "premium", None, 2)]
 
 
+def _apply(api: client.ApiClient, recommendations: list[Recommendation], *, dry_run: bool = True,
+           kueue: bool = False, con: Any = None) -> list[ChangeRecord]:
+    """What `chargeback quotas apply` and the asset run: read, plan, validate, apply, record."""
+    state = read_cluster_state(api, recommendations, kueue=kueue)
+    return run_quotas(recommendations, state, now=datetime.now(UTC), max_step=4, kueue=kueue,
+                      apply=partial(apply_plan, api, dry_run=dry_run), con=con).records
+
+
 def _patches(server):
     return [r for r in server.requests if r.method == "PATCH"]
 
@@ -285,7 +323,7 @@ def test_dry_run_sends_apply_patch_and_changes_nothing(server):
                               {"requests.nvidia.com/gpu": "1"})
     before = copy.deepcopy(server.objects)
     with _api(server) as api:
-        records = apply_quotas(api, ACME, max_step=4, kueue=False)
+        records = _apply(api, ACME)
     (patch,) = _patches(server)
     assert patch.content_type == APPLY_PATCH
     assert patch.query["fieldManager"] == "gpu-chargeback"
@@ -301,20 +339,25 @@ def test_dry_run_sends_apply_patch_and_changes_nothing(server):
 def test_apply_changes_the_object_and_records_it(server, tmp_path):
     server.put_resource_quota("acme", "gpu-chargeback", {"requests.nvidia.com/gpu": "3"},
                               {"requests.nvidia.com/gpu": "1"})
+    con = warehouse.connect(tmp_path / "w.duckdb")
+    warehouse.create_schema(con)
     with _api(server) as api:
-        records = apply_quotas(api, ACME, max_step=4, dry_run=False, kueue=False)
-    (patch,) = _patches(server)
-    assert "dryRun" not in patch.query
-    assert server.objects[RQ_PATH]["spec"]["hard"] == {"requests.nvidia.com/gpu": "2"}
-    assert records[0].outcome == "applied"
-    con = duckdb.connect(str(tmp_path / "w.duckdb"))
-    assert record_changes(con, records) == 1
-    assert record_changes(con, records) == 1  # appends
-    row = con.execute("SELECT kind, namespace, field, before_gpus, after_gpus, dry_run, outcome "
-                      "FROM scheduler_quota_changes").fetchall()
-    assert row[0] == ("ResourceQuota", "acme", "spec.hard[requests.nvidia.com/gpu]", 3, 2,
-                      False, "applied")
-    assert len(row) == 2
+        records = _apply(api, ACME, dry_run=False, con=con)
+        assert records[0].outcome == "applied"
+        (patch,) = _patches(server)
+        assert "dryRun" not in patch.query
+        assert server.objects[RQ_PATH]["spec"]["hard"] == {"requests.nvidia.com/gpu": "2"}
+        # A second run finds the figure in force: recorded again (history), not applied again.
+        assert [r.outcome for r in _apply(api, ACME, dry_run=False, con=con)] == ["unchanged"]
+    assert len(_patches(server)) == 1
+    rows = con.execute("SELECT kind, namespace, name, flavor, resource, before_gpus, after_gpus, "
+                       "dry_run, outcome FROM scheduler_quota_changes ORDER BY changed_at"
+                       ).fetchall()
+    assert rows == [
+        ("ResourceQuota", "acme", "gpu-chargeback", None, "requests.nvidia.com/gpu", 3, 2,
+         False, "applied"),
+        ("ResourceQuota", "acme", "gpu-chargeback", None, "requests.nvidia.com/gpu", 2, 2,
+         False, "unchanged")]
 
 
 def test_never_below_current_use_and_max_step_against_the_server(server):
@@ -323,18 +366,18 @@ def test_never_below_current_use_and_max_step_against_the_server(server):
     server.put_resource_quota("acme", "gpu-chargeback", {"requests.nvidia.com/gpu": "12"},
                               {"requests.nvidia.com/gpu": "9000m"})
     with _api(server) as api:
-        (record,) = apply_quotas(api, ACME, max_step=4, dry_run=False, kueue=False)
+        (record,) = _apply(api, ACME, dry_run=False)
     assert (record.before, record.after, record.rule) == (12, 9, "in-use floor")
     # With use at 1, the step alone limits: 9 -> 5, then 5 -> 2 (within one step).
     server.objects[RQ_PATH]["status"]["used"] = {"requests.nvidia.com/gpu": "1"}
     with _api(server) as api:
-        (record,) = apply_quotas(api, ACME, max_step=4, dry_run=False, kueue=False)
+        (record,) = _apply(api, ACME, dry_run=False)
     assert (record.before, record.after, record.rule) == (9, 5, "max-step")
     with _api(server) as api:
-        (record,) = apply_quotas(api, ACME, max_step=4, dry_run=False, kueue=False)
+        (record,) = _apply(api, ACME, dry_run=False)
     assert (record.before, record.after, record.rule) == (5, 2, "recommended")
     with _api(server) as api:
-        (record,) = apply_quotas(api, ACME, max_step=4, dry_run=False, kueue=False)
+        (record,) = _apply(api, ACME, dry_run=False)
     assert record.outcome == "unchanged"
     assert len(_patches(server)) == 3
 
@@ -349,19 +392,40 @@ def test_cluster_queue_applied_with_usage_floor_and_cpu_group_kept(server):
             {"name": "premium", "resources": [{"name": "nvidia.com/gpu", "nominalQuota": 8}]}]}]},
         usage=[{"name": "premium", "resources": [{"name": "nvidia.com/gpu", "total": "7"}]}])
     with _api(server) as api:
-        records = apply_quotas(api, ACME, max_step=4, dry_run=False)
-    cq = {r.kind: r for r in records}["ClusterQueue"]
+        records = _apply(api, ACME, dry_run=False, kueue=True)
+    cq = {r.key.kind: r for r in records}[QuotaKind.CLUSTER_QUEUE]
+    assert cq.key == QuotaKey.cluster_queue("acme", "premium", "nvidia.com/gpu")
     assert (cq.before, cq.after, cq.in_use, cq.rule) == (8, 7, 7, "in-use floor")
     groups = server.objects[f"{CQ_PREFIX}acme"]["spec"]["resourceGroups"]
     assert groups[0] == cpu_group
     assert groups[1]["flavors"][0]["resources"][0]["nominalQuota"] == 7
 
 
+def test_a_plan_kueue_would_reject_writes_and_applies_nothing(server, tmp_path):
+    # The live queue's CPU group already uses a flavor named like a tier: two groups with one
+    # flavor is what Kueue's webhook refuses.
+    clash = {"coveredResources": ["cpu"],
+             "flavors": [{"name": "premium", "resources": [{"name": "cpu", "nominalQuota": 8}]}]}
+    server.put_cluster_queue("acme", {"resourceGroups": [clash]})
+    con = warehouse.connect(tmp_path / "w.duckdb")
+    warehouse.create_schema(con)
+    folder = tmp_path / "manifests"
+    with _api(server) as api:
+        state = read_cluster_state(api, ACME, kueue=True)
+        assert state.other_groups == {"acme": [clash]}
+        with pytest.raises(QuotaPlanRejected, match="duplicate flavor 'premium'"):
+            run_quotas(ACME, state, now=datetime.now(UTC), folder=folder, con=con,
+                       apply=partial(apply_plan, api, dry_run=False))
+    assert _patches(server) == []
+    assert not folder.exists()
+    assert con.execute("SELECT count(*) FROM scheduler_quota_changes").fetchone() == (0,)
+
+
 def test_conflict_gives_a_clear_error(server, tmp_path):
     server.put_resource_quota("acme", "gpu-chargeback", {"requests.nvidia.com/gpu": "3"},
                               {}, manager="argocd-controller")
     with _api(server) as api, pytest.raises(ApplyConflict, match="--force-conflicts") as info:
-        apply_quotas(api, ACME, max_step=4, dry_run=False, kueue=False)
+        _apply(api, ACME, dry_run=False)
     assert "argocd-controller" in str(info.value)
     assert [r.outcome for r in info.value.records] == ["conflict"]
     assert server.objects[RQ_PATH]["spec"]["hard"] == {"requests.nvidia.com/gpu": "3"}
@@ -387,32 +451,65 @@ def test_conflict_gives_a_clear_error(server, tmp_path):
     assert result.exit_code == 0, result.output
     assert "3 -> 2" in result.output
     assert server.objects[RQ_PATH]["spec"]["hard"] == {"requests.nvidia.com/gpu": "2"}
-    con = duckdb.connect(str(tmp_path / "w.duckdb"))
-    assert con.execute("SELECT outcome FROM scheduler_quota_changes ORDER BY outcome"
-                       ).fetchall() == [("applied",), ("conflict",)]
+    con = warehouse.connect(tmp_path / "w.duckdb", read_only=True)
+    assert con.execute("SELECT outcome, day FROM scheduler_quota_changes ORDER BY outcome"
+                       ).fetchall() == [("applied", None), ("conflict", None)]
+
+
+def test_manifests_without_a_cluster_step_from_the_last_written_figures(tmp_path):
+    """The asset's path without a cluster: each day's manifests are recorded, and the next day
+    moves from them by at most max-step; a rerun of a day replaces its rows."""
+    con = warehouse.connect(tmp_path / "w.duckdb")
+    warehouse.create_schema(con)
+    day = datetime(2026, 9, 1, tzinfo=UTC)
+    big = [Recommendation("acme", "acme", "premium", None, 10)]
+
+    def run(recs: list[Recommendation], n: int) -> list[ChangeRecord]:
+        end = day + timedelta(days=n + 1)
+        return run_quotas(recs, last_written_state(con, end), now=end, max_step=4, con=con,
+                          folder=tmp_path / f"day{n}", day=(day + timedelta(days=n)).date()
+                          ).records
+
+    assert {r.key.kind: r.after for r in run(big, 0)} == {
+        QuotaKind.RESOURCE_QUOTA: 10, QuotaKind.CLUSTER_QUEUE: 10}
+    second = run([Recommendation("acme", "acme", "premium", None, 1)], 1)
+    assert {(r.key.kind, r.before, r.after, r.rule) for r in second} == {
+        (QuotaKind.RESOURCE_QUOTA, 10, 6, "max-step"), (QuotaKind.CLUSTER_QUEUE, 10, 6, "max-step")}
+    count = con.execute("SELECT count(*) FROM scheduler_quota_changes").fetchone()
+    run([Recommendation("acme", "acme", "premium", None, 1)], 1)
+    assert con.execute("SELECT count(*) FROM scheduler_quota_changes").fetchone() == count == (4,)
+    assert last_written_state(con, day + timedelta(days=3)).in_force == {
+        QuotaKey.resource_quota("acme", "requests.nvidia.com/gpu"): 6,
+        QuotaKey.cluster_queue("acme", "premium", "nvidia.com/gpu"): 6}
+    assert sorted(p.name for p in (tmp_path / "day1").iterdir()) == [
+        "clusterqueue-acme.yaml", "resourcequota-acme.gpu-chargeback.yaml"]
 
 
 def test_cli_write_and_bad_input(tmp_path, resource_quota_schema, cluster_queue_schema):
     recs = tmp_path / "recs.csv"
     recs.write_text("tenant,namespace,hardware_tier,mig_profile,recommended_gpus,current_gpus\n"
                     "acme,acme,premium,,9,2\nacme,acme,premium,3g.40gb,1,\n")
+    out = tmp_path / "out"
+    (out).mkdir()
+    (out / "resourcequota-gone.gpu-chargeback.yaml").write_text("stale: true\n")
     result = CliRunner().invoke(main, ["quotas", "write", "--recommendations", str(recs),
-                                       "--out", str(tmp_path / "out"), "--max-step", "3"])
+                                         "--out", str(out), "--max-step", "3"])
     assert result.exit_code == 0, result.output
-    files = sorted(p.name for p in (tmp_path / "out").iterdir())
+    files = sorted(p.name for p in out.iterdir())
     assert files == ["clusterqueue-acme.yaml", "resourcequota-acme.gpu-chargeback.yaml"]
-    rq = yaml.safe_load((tmp_path / "out" / files[1]).read_text())
+    rq = yaml.safe_load((out / files[1]).read_text())
     # current 2, recommended 9, step 3 -> 5; the MIG quota is new -> as recommended.
     assert rq["spec"]["hard"] == {"requests.nvidia.com/gpu": "5",
                                   "requests.nvidia.com/mig-3g.40gb": "1"}
     assert _errors(resource_quota_schema, rq) == []
-    cq = yaml.safe_load((tmp_path / "out" / files[0]).read_text())
+    cq = yaml.safe_load((out / files[0]).read_text())
     assert _errors(cluster_queue_schema, cq) == []
 
     bad = tmp_path / "bad.csv"
     bad.write_text("tenant,namespace\nacme,acme\n")
     result = CliRunner().invoke(main, ["quotas", "write", "--recommendations", str(bad),
-                                       "--out", str(tmp_path / "o2")])
+                                         "--out", str(tmp_path / "o2")])
     assert result.exit_code == 2
-    assert "missing column(s) hardware_tier" in result.output
+    assert f"{bad}: missing column(s) hardware_tier" in result.output
     assert "Traceback" not in result.output
+    assert not (tmp_path / "o2").exists()
