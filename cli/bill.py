@@ -100,11 +100,9 @@ def check_period(con: duckdb.DuckDBPyConnection, path: Path, period: str, start:
                  end: datetime) -> None:
     """None of the file's rows in the period is an error (docs/pricing.md: usage outside the
     period is never silently billed or dropped); some outside is said on stderr."""
-    row = con.execute(
+    ((inside, total, first, last),) = con.execute(
         "SELECT count(*) FILTER (WHERE window_start >= ? AND window_start < ?), count(*), "
-        "min(window_start), max(window_start) FROM raw_usage", [start, end]).fetchone()
-    assert row is not None
-    inside, total, first, last = row
+        "min(window_start), max(window_start) FROM raw_usage", [start, end]).fetchall()
     if not total:
         raise UserError(f"{path}: no rows, so nothing to bill: is this the right file?")
     if not inside:
