@@ -5,6 +5,7 @@ the CLI does is exactly what a schedule would do, and the runs show in the Dagst
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -97,6 +98,11 @@ def execute(job_name: str, partition_key: str | None,
                              "the run's events are in the Dagster UI"]) from error
     if not result.success:
         raise InternalError(f"{where} failed; see run {result.run_id} in the Dagster UI")
+    # What an asset warned about (a spool file quarantined) is for the operator to read now,
+    # not only in the Dagster UI; the console logger above shows nothing below CRITICAL.
+    for entry in instance.all_logs(result.run_id):
+        if entry.level == logging.WARNING and not entry.is_dagster_event:
+            click.echo(f"note: {where}: {entry.user_message}", err=True)
     return result
 
 
