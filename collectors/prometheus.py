@@ -676,7 +676,25 @@ class PrometheusReader:
             raise PrometheusQueryError(
                 f"Prometheus at {self.url} rejected query {promql!r}: {exc}"
             ) from exc
-        return result
+        return self._checked(result, promql)
+
+    def _checked(self, result: Any, promql: str) -> list[dict[str, Any]]:
+        """The answer's series with their samples as numbers, or PrometheusDataError naming
+        the server and query: an answer we cannot read is never read as zero or idle."""
+        series_list = []
+        try:
+            for series in result:
+                labels = series["metric"]
+                if not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+                    raise ValueError(f"labels {labels!r} are not strings")
+                values = [(float(ts), float(v)) for ts, v in series.get("values", [])]
+                series_list.append({"metric": labels, "values": values})
+        except (TypeError, KeyError, ValueError, AttributeError) as exc:
+            raise PrometheusDataError(
+                f"Prometheus at {self.url}: the answer to {promql!r} is not a matrix of "
+                f"labelled samples ({type(exc).__name__}: {exc})"
+            ) from None
+        return series_list
 
 
 class PrometheusCollector:

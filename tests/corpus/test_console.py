@@ -1,9 +1,7 @@
 """The corpus through the installed `chargeback` script, as an operator runs it: a
 representative set of bad files and arguments, a Dagster run on a bad rate card, collectors
 facing garbage from the Kubernetes API and Prometheus, and a warehouse another process holds.
-
-Cases that need another helper's branch are marked xfail(strict=True); the lead removes the
-marks when the branches meet (the warehouse branch's are gone: it is merged)."""
+"""
 
 from __future__ import annotations
 
@@ -33,9 +31,6 @@ from tests.corpus.corpus import (
 from tests.kube_api import KubeAPI, _Handler, start_http, stop_http, url_of
 
 CHARGEBACK = Path(sys.executable).with_name("chargeback")
-NEEDS_COLLECTORS = pytest.mark.xfail(
-    strict=True, reason="needs the collectors branch: an unreadable source is a gap and a "
-                        "non-zero --once exit, never idle rows")
 
 
 def console(args: Sequence[str], w: Path, env: dict[str, str] | None = None,
@@ -160,7 +155,6 @@ def kube_with_garbage_pods(request: pytest.FixtureRequest) -> Iterator[str]:
         stop_http(server, thread)
 
 
-@NEEDS_COLLECTORS
 @pytest.mark.parametrize("kube_with_garbage_pods", sorted(GARBAGE), indirect=True)
 def test_pods_collector_facing_garbage(kube_with_garbage_pods: str, tmp_path: Path) -> None:
     w = make_workspace(tmp_path, {"kubeconfig": kubeconfig(kube_with_garbage_pods)})
@@ -202,7 +196,6 @@ PROMETHEUS_GARBAGE = {
 }
 
 
-@NEEDS_COLLECTORS
 @pytest.mark.parametrize("answer", sorted(PROMETHEUS_GARBAGE))
 def test_prometheus_collector_facing_garbage(answer: str, tmp_path: Path) -> None:
     class Handler(_Prometheus):
@@ -223,7 +216,6 @@ def test_prometheus_collector_facing_garbage(answer: str, tmp_path: Path) -> Non
     assert not list((w / "spool").glob("usage/**/*.parquet"))
 
 
-@NEEDS_COLLECTORS
 def test_prometheus_collector_with_prometheus_down(tmp_path: Path) -> None:
     from tests.prometheus_server import free_port
 
@@ -237,7 +229,6 @@ def test_prometheus_collector_with_prometheus_down(tmp_path: Path) -> None:
     assert url in output
 
 
-@NEEDS_COLLECTORS
 @pytest.mark.slow
 def test_prometheus_collector_when_the_exporter_serves_garbage(tmp_path: Path) -> None:
     """A real Prometheus scraping a dcgm-exporter that answers garbage: `up == 0`."""
