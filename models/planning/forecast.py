@@ -47,6 +47,7 @@ from threadpoolctl import threadpool_limits
 
 from models.billing.pricing import HOUR, UsageHour, price_invoice, quantity
 from models.billing.rate_cards import RateCard, Tenant, month_bounds
+from models.errors import InternalError
 from models.planning.tier_changes import gpu_hours_series
 
 Floats = npt.NDArray[np.float64]
@@ -71,7 +72,7 @@ POOL_LAGS = (7, 14, 21, 28, 35, 42, 49)
 """Rolling origins of the pooled calibration, in days before the end of the history: weekly
 back through the look-back. Windows shorter than a week are ruled by day-to-day noise and the
 weekly season, which do not grow as a level's drift does (scaled by k^1.5 they made 95%
-intervals six times wider on alibaba-2025 for 3 points of coverage)..."""
+intervals eight times wider on alibaba-2025 for 2.5 points of coverage)..."""
 SHORT_LAG = 3
 """...so a 3-day window is used only by a history too short for a week's."""
 HORIZON_EXPONENT = 1.5
@@ -79,8 +80,9 @@ HORIZON_EXPONENT = 1.5
 any day): k days times a level drift that grows as sqrt(k). Fixed in advance, not fitted."""
 
 
-class ForecastInputError(ValueError):
-    """History that cannot be forecast as given; the message says which and why."""
+class ForecastInputError(InternalError):
+    """History that cannot be forecast as given; the message says which and why. The
+    histories come from the warehouse, so this is damaged data or a bug, not a user's input."""
 
 
 @dataclass(frozen=True)
