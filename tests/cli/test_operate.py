@@ -166,8 +166,8 @@ def test_close_numbers_the_invoices_once(closed: Path) -> None:
     (("invoices", "show", "INV-1999-01-0001", "--period", PERIOD), "no invoice INV-1999-01-0001"),
     (("invoices", "list", "--period", "2026-13"), "2026-13"),
     (("invoices", "export", "--period", PERIOD, "--format", "xml", "--out", "x"), "xml"),
-    (("run", "--from", "2026-09-02", "--to", DAY), "--to is before --from"),
-    (("run", "--from", "2026-09-31", "--to", DAY), "expected YYYY-MM-DD"),
+    (("run", "--from", "2026-09-02", "--to", DAY), "is before --from 2026-09-02"),
+    (("run", "--from", "2026-09-31", "--to", DAY), "expected a day YYYY-MM-DD"),
     (("close", "--period", "September"), "September"),
 ])
 def test_a_mistake_is_refused_with_exit_code_2(drafted: Path, args: tuple[str, ...],
