@@ -216,13 +216,7 @@ def mid_hour(tmp_path_factory: pytest.TempPathFactory):
     tenants = {"acme": replace(tenants["acme"], reservations=RESERVED)}
     con = warehouse.connect(home / "warehouse.duckdb")
     warehouse.create_schema(con)
-    con.register("rows", ledger_table(ledger_rows()))
-    con.execute("CREATE OR REPLACE TEMP TABLE staged AS SELECT * FROM rows")
-    con.unregister("rows")
-    warehouse.stage_requests(con, [])
-    assert not warehouse.classify(con, CARD)
-    warehouse.build_ledger(con)
-    warehouse.insert_all_days(con)
+    warehouse.load_rows(con, CARD, ledger_table(ledger_rows()))
     (invoice,) = price_period(con, CARD, tenants, "2026-10")
     lifecycle.write_drafts(con, "2026-10", [invoice], "inputs", NOV)
     publish_marts(con, home / "marts", tenants, now=NOV)
@@ -250,7 +244,7 @@ def test_invoice_covers_the_reservations_to_the_millionth(mid_hour) -> None:
 
 def test_focus_reports_the_invoices_covered_hours(mid_hour) -> None:
     con, tenants, invoice, _ = mid_hour
-    rows = focus_table(con, "2026-10", tenants=tenants).to_pylist()
+    rows = focus_table(con, "2026-10", tenants=tenants, cards=[CARD]).to_pylist()
     used = [r for r in rows if r["CommitmentDiscountStatus"] == "Used"]
     assert sum(r["ConsumedQuantity"] for r in used) == COVERED
     assert not [r for r in rows if r["CommitmentDiscountStatus"] == "Unused"]
