@@ -263,8 +263,9 @@ def export_invoices(period: str, fmt: str, out: Path) -> None:
                                   journal_csv(documents, period, books.accounts))]
         elif fmt == "zip":
             books = billing.books()  # type: ignore[attr-defined]
-            paths = [atomic_write(out / zip_name(period), period_zip(
-                documents, period, books.accounts if books else None))]
+            journal = journal_csv(documents, period, books.accounts) if books else None
+            paths = [atomic_write(out / zip_name(period),
+                                  period_zip(documents, period, journal))]
         else:
             paths = write_invoice_files(documents, out, [fmt])
     finally:

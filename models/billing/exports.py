@@ -80,18 +80,18 @@ def write_period_files(documents: Sequence[StoredInvoice], period: str, folder: 
     return written
 
 
-def period_zip(documents: Sequence[StoredInvoice], period: str,
-               accounts: Accounts | None) -> bytes:
-    """A ZIP of the period's documents (every format of each), its register and, with ledger
-    accounts, its journal, in a folder named after the period. Entries carry the period's end
-    as their time, so the same documents always make the same bytes."""
+def period_zip(documents: Sequence[StoredInvoice], period: str, journal: str | None) -> bytes:
+    """A ZIP of the period's documents (every format of each), its register and its journal
+    (CSV text, from `journal_csv`; None when no ledger accounts are configured), in a folder
+    named after the period. Entries carry the period's end as their time, so the same
+    documents always make the same bytes."""
     _, end = month_bounds(period)
     stamp = end.timetuple()[:6]
     entries = [(file_name(stored, fmt), render(stored, fmt))
                for stored in documents for fmt in FORMATS]
     entries.append((register_name(period), register_csv(documents).encode()))
-    if accounts is not None:
-        entries.append((journal_name(period), journal_csv(documents, period, accounts).encode()))
+    if journal is not None:
+        entries.append((journal_name(period), journal.encode()))
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for name, data in sorted(entries):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import csv
 import io
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 
 from models.billing.books import Accounts
@@ -86,8 +86,14 @@ def journal_rows(documents: Sequence[StoredInvoice], period: str, accounts: Acco
 
 def journal_csv(documents: Sequence[StoredInvoice], period: str, accounts: Accounts) -> str:
     """The journal as CSV in the JOURNAL_COLUMNS layout."""
+    return rows_csv(journal_rows(documents, period, accounts))
+
+
+def rows_csv(rows: Iterable[Mapping[str, str]]) -> str:
+    """Journal rows (from `journal_rows`, or a mart's copy of them) as CSV."""
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=JOURNAL_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(out, fieldnames=JOURNAL_COLUMNS, lineterminator="\n",
+                            extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(journal_rows(documents, period, accounts))
+    writer.writerows(rows)
     return out.getvalue()

@@ -286,8 +286,9 @@ def test_journal_refuses_tenants_it_cannot_debit(closed) -> None:
 def test_the_zip_holds_every_document_the_register_and_the_journal(closed) -> None:
     con, _ = closed
     documents = lifecycle.period_documents(con, "2026-10")
-    data = period_zip(documents, "2026-10", BOOKS.accounts)
-    assert data == period_zip(documents, "2026-10", BOOKS.accounts)  # byte-stable
+    journal = journal_csv(documents, "2026-10", BOOKS.accounts)
+    data = period_zip(documents, "2026-10", journal)
+    assert data == period_zip(documents, "2026-10", journal)  # byte-stable
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         names = archive.namelist()
         assert names == sorted(
@@ -298,6 +299,7 @@ def test_the_zip_holds_every_document_the_register_and_the_journal(closed) -> No
         assert archive.read("2026-10/INV-2026-10-0001.pdf") == render(
             next(s for s in documents if s.number == "INV-2026-10-0001"), "pdf")
         assert archive.read("2026-10/register-2026-10.csv").decode() == register_csv(documents)
+        assert archive.read("2026-10/journal-2026-10.csv").decode() == journal
         assert archive.testzip() is None
 
 

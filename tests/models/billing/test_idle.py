@@ -1,0 +1,141 @@
+"""Idle GPU capacity by cause, on a real warehouse: each idle GPU-second gets one cause, the
+split sums to the idle total exactly, and claims beyond what is idle are capped.
+
+The hours (premium tier, 2026-10-12 00:00-05:00), reasoned from the causes' order:
+- every hour: acme runs 1 GPU and reserved 2 (reservation 00:00-05:00), so 1 GPU-hour of its
+  reservation is unused; zen runs 1 GPU.
+- hours 0-3: 4 whole GPUs idle, a MIG-mode GPU with 1/3 of it unpartitioned (1,200 s), and a
+  shared endpoint idle for half the hour (1,800 s, `__shared_idle__`).
+- hours 2-3: zen's ClusterQueue holds 3 premium GPUs (applied at 02:00), 2 beyond its use.
+- hour 4: only half a GPU-hour idle, less than acme's unused hour: the reservation takes it
+  all, and the queue (still 3) gets nothing.
+So: shared 4 x 1,800 s = 2 h; unpartitioned 4 x 1,200 s = 1.333333 h; reserved unused
+4 x 3,600 + 1,800 s = 4.5 h; queue 2 x 7,200 s = 4 h; unreserved 2 x 10,800 + 2 x 3,600 s =
+8 h; idle in all 64,200 + 7,200 s = 19.833333 h."""
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from models.billing import lifecycle
+from models.billing.idle import IdleCause, idle_by_cause, split_value
+from models.billing.pricing import price_invoice
+from models.billing.rate_cards import Reservation, load_rate_cards, load_tenants, month_bounds
+from models.ledger import warehouse
+from models.ledger.usage import IDLE_TENANT, SHARED_IDLE_TENANT, ledger_table, make_sample_id
+
+EXAMPLE = Path(__file__).parents[3] / "examples" / "design-example"
+D = Decimal
+FIRST = datetime(2026, 10, 12, tzinfo=UTC)
+H100 = "NVIDIA H100 80GB HBM3"
+
+
+def _row(tenant: str, gpu: str, hour: int, seconds: int, **extra: Any) -> dict[str, Any]:
+    start = FIRST + timedelta(hours=hour)
+    return {
+        "sample_id": make_sample_id(tenant, gpu, start.isoformat()), "window_start": start,
+        "duration_s": 3600.0, "cluster": "c1", "node": gpu.split("/")[0], "gpu_uuid": gpu,
+        "gpu_product": H100, "mig_profile": None, "gpu_equivalents": 1.0, "tenant": tenant,
+        "namespace": f"team-{tenant}" if not tenant.startswith("__") else None,
+        "pod": None, "pod_uid": None,
+        "workload_kind": "idle" if tenant.startswith("__") else "batch", "model": "llama-8b",
+        "model_params_b": 8.0, "allocated_gpu_seconds": float(seconds),
+        "used_gpu_seconds": None, "memory_used_bytes": None, "source": "test", **extra}
+
+
+def _ledger() -> list[dict[str, Any]]:
+    rows = []
+    for hour in range(5):
+        rows += [_row("acme", "n1/gpu0", hour, 3600), _row("zen", "n1/gpu1", hour, 3600)]
+        if hour < 4:
+            rows += [_row(IDLE_TENANT, f"n1/gpu{g}", hour, 3600) for g in range(2, 6)]
+            rows += [_row(IDLE_TENANT, "n2/gpu0-unpartitioned", hour, 1200,
+                          gpu_equivalents=1 / 3),
+                     _row(SHARED_IDLE_TENANT, "n2/mig-3g.40gb-0", hour, 1800,
+                          mig_profile="3g.40gb", gpu_equivalents=3 / 7)]
+        else:
+            rows.append(_row(IDLE_TENANT, "n1/gpu2", hour, 1800))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def con(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("idle")
+    cards = load_rate_cards(EXAMPLE / "rate-card.yaml")
+    tenants = load_tenants(EXAMPLE / "tenants.yaml", cards)
+    tenants["acme"] = replace(tenants["acme"], reservations=(
+        Reservation("premium", D(2), FIRST, FIRST + timedelta(hours=5)),))
+    db = warehouse.connect(tmp / "warehouse.duckdb")
+    warehouse.create_schema(db)
+    pq.write_table(ledger_table(_ledger()), tmp / "usage.parquet")
+    warehouse.load_rows(db, cards[0], [tmp / "usage.parquet"])
+    start, end = month_bounds("2026-10")
+    invoices = [price_invoice(t, cards[0], "2026-10",
+                              warehouse.tenant_usage_hours(db, t, start, end))
+                for _, t in sorted(tenants.items())]
+    lifecycle.write_drafts(db, "2026-10", invoices, "inputs", FIRST + timedelta(days=1))
+    quota = ("ClusterQueue", None, "zen", "premium", "nvidia.com/gpu", None)
+    tail = (0, 3, "recommended", False)
+    warehouse.record_quota_changes(db, [
+        (FIRST + timedelta(hours=2), *quota, 3, *tail, "applied"),
+        # Neither a dry run nor another tier's figure holds premium capacity.
+        (FIRST, *quota, 40, *tail[:-1], True, "dry-run"),
+        (FIRST, "ClusterQueue", None, "zen", "economy", "nvidia.com/gpu", None, 9, *tail,
+         "applied"),
+    ])
+    yield db, sorted(tenants)
+    db.close()
+
+
+def test_each_idle_second_has_one_cause_and_the_split_is_exact(con) -> None:
+    db, tenants = con
+    start, end = month_bounds("2026-10")
+    (split,) = idle_by_cause(db, start, end, tenants)
+    assert (split.period, split.hardware_tier) == ("2026-10", "premium")
+    assert split.gpu_hours == {
+        IdleCause.SHARED_ENDPOINT_IDLE: D("2.000000"),
+        IdleCause.UNPARTITIONED_MIG: D("1.333333"),
+        IdleCause.RESERVED_UNUSED: D("4.500000"),
+        IdleCause.QUEUE_HELD: D("4.000000"),
+        IdleCause.UNRESERVED_IDLE: D("8.000000"),
+    }
+    idle = db.execute(
+        "SELECT sum(allocated_gpu_seconds) / 3600 FROM usage_hourly WHERE list_contains(?, "
+        "tenant) AND hardware_tier = 'premium'", [[IDLE_TENANT, SHARED_IDLE_TENANT]]).fetchone()
+    assert split.total_gpu_hours == D(idle[0]).quantize(D("0.000001"))
+
+
+def test_reserved_unused_is_the_invoice_netting(con) -> None:
+    """The reservation's unused GPU-hours are what the invoice's netting stored (5 hours x 1
+    GPU); the idle split takes only the 4.5 of them the GPUs were idle."""
+    db, _ = con
+    (unused,) = db.execute("SELECT sum(gpu_hours) FROM invoice_hours WHERE hour_use = 'unused'"
+                           ).fetchone()
+    assert unused == D(5)
+
+
+def test_a_window_holds_only_its_own_hours(con) -> None:
+    db, tenants = con
+    (split,) = idle_by_cause(db, FIRST + timedelta(hours=4), FIRST + timedelta(hours=5),
+                             tenants)
+    assert split.gpu_hours[IdleCause.RESERVED_UNUSED] == D("0.5")
+    assert split.total_gpu_hours == D("0.5")
+    assert idle_by_cause(db, FIRST + timedelta(days=1), FIRST + timedelta(days=2),
+                         tenants) == []
+
+
+def test_the_value_splits_to_the_cent_and_sums_to_the_idle_value(con) -> None:
+    db, tenants = con
+    start, end = month_bounds("2026-10")
+    (split,) = idle_by_cause(db, start, end, tenants)
+    worth = split_value(D("100.00"), split, D("0.01"))
+    assert sum(worth.values()) == D("100.00")
+    assert all(v == v.quantize(D("0.01")) for v in worth.values())
+    # 8 of 19.833333 GPU-hours unreserved: 40.34; 2 shared: 10.08 (largest remainder).
+    assert worth[IdleCause.UNRESERVED_IDLE] == D("40.34")
+    assert worth[IdleCause.SHARED_ENDPOINT_IDLE] == D("10.08")
