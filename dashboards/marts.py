@@ -32,7 +32,7 @@ TENANT_TABLES = frozenset({
 FINANCE_TABLES = frozenset({
     "meta", "invoices", "invoice_lines", "periods", "revenue", "revenue_vs_capacity",
     "coverage_daily", "node_days", "spool_quarantine", "period_documents", "journal",
-    "journal_problems", "idle_by_cause"})
+    "journal_problems", "idle_by_cause", "idle_reserved_by_holder"})
 OPERATOR_TABLES = frozenset({
     "meta", "utilization_hourly", "demand_hour_of_day", "node_days", "usage_shifts",
     "tier_change_recommendations", "reservation_recommendations", "scheduler_quota_changes"})

@@ -35,10 +35,10 @@ import duckdb
 
 from models.billing import lifecycle
 from models.billing.books import Books
-from models.billing.idle import idle_by_cause, split_value
+from models.billing.idle import IdleCause, idle_by_cause, split_value
 from models.billing.invoices import DocumentKind, Status, StoredInvoice
 from models.billing.journal import JOURNAL_COLUMNS, journal_rows
-from models.billing.pricing import LineKind, forecast_total, on_demand_by_tier
+from models.billing.pricing import LineKind, allocate, forecast_total, on_demand_by_tier
 from models.billing.rate_cards import Tenant, month_bounds
 from models.errors import UserError
 from models.ledger.usage import (
@@ -288,7 +288,7 @@ def _stage(con: duckdb.DuckDBPyConnection, names: Sequence[str], horizon: _Horiz
 
 
 _FINANCE_STAGED = ("mart_period_documents", "mart_journal", "mart_journal_problems",
-                   "mart_idle_by_cause")
+                   "mart_idle_by_cause", "mart_idle_reserved_by_holder")
 
 
 def _stage_finance(con: duckdb.DuckDBPyConnection, names: Sequence[str], horizon: _Horizon,
@@ -325,6 +325,7 @@ def _stage_finance(con: duckdb.DuckDBPyConnection, names: Sequence[str], horizon
     _insert(con, "mart_journal_problems", problems)
 
     idle: list[tuple[Any, ...]] = []
+    holders: list[tuple[Any, ...]] = []
     if horizon.data_from is not None and horizon.data_to is not None:
         values = {(p, tier): (Decimal(value or 0), currency) for p, tier, value, currency in
                   con.execute(f"""SELECT c.period, c.hardware_tier, c.idle_value,
@@ -337,11 +338,22 @@ def _stage_finance(con: duckdb.DuckDBPyConnection, names: Sequence[str], horizon
             idle += [(split.period, split.hardware_tier, order, cause.value, cause.label,
                       split.gpu_hours[cause], worth[cause], currency)
                      for order, cause in enumerate(worth, start=1)]
+            names_of = sorted(split.reserved_by_holder)
+            reserved = worth[IdleCause.RESERVED_UNUSED]
+            shares = allocate(reserved, [split.reserved_by_holder[n] for n in names_of],
+                              Decimal("0.01")) if names_of and reserved else [ZERO] * len(
+                                  names_of)
+            holders += [(split.period, split.hardware_tier, n, split.reserved_by_holder[n], v,
+                         currency) for n, v in zip(names_of, shares, strict=True)]
     con.execute("CREATE OR REPLACE TEMP TABLE mart_idle_by_cause (period VARCHAR, "
                 "hardware_tier VARCHAR, cause_order INTEGER, cause VARCHAR, "
                 "cause_label VARCHAR, gpu_hours DECIMAL(38, 6), value DECIMAL(18, 2), "
                 "currency VARCHAR)")
     _insert(con, "mart_idle_by_cause", idle)
+    con.execute("CREATE OR REPLACE TEMP TABLE mart_idle_reserved_by_holder (period VARCHAR, "
+                "hardware_tier VARCHAR, tenant VARCHAR, gpu_hours DECIMAL(38, 6), "
+                "value DECIMAL(18, 2), currency VARCHAR)")
+    _insert(con, "mart_idle_reserved_by_holder", holders)
 
 
 def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -602,6 +614,7 @@ def _finance_tables() -> list[tuple[str, str]]:
         ("journal", "SELECT * FROM mart_journal ORDER BY period, line_no::INTEGER"),
         ("journal_problems", "SELECT * FROM mart_journal_problems ORDER BY ALL"),
         ("idle_by_cause", "SELECT * FROM mart_idle_by_cause ORDER BY ALL"),
+        ("idle_reserved_by_holder", "SELECT * FROM mart_idle_reserved_by_holder ORDER BY ALL"),
         ("invoice_lines", "SELECT i.tenant, i.period, l.* FROM invoice_lines l "
                           "JOIN invoices i USING (invoice_id) ORDER BY l.invoice_id, l.line_no"),
         ("periods", "SELECT * FROM mart_periods ORDER BY period, tenant"),

@@ -84,6 +84,16 @@ else:
     st.bar_chart(causes.pivot_table(index="hardware_tier", columns="cause_label",
                                     values="gpu_hours", aggfunc="sum"),
                  y_label="GPU-hours", x_label="hardware tier")
+    holders = ui.audience_data(audience="finance", table="idle_reserved_by_holder")
+    holders = holders[holders["period"] == period]
+    if not holders.empty:
+        st.caption("Reserved but unused, by the tenant holding the reservation (its invoice's "
+                   "reservation line pays for it):")
+        holders = ui.as_float(holders.copy(), "gpu_hours", "value").groupby(
+            ["tenant", "currency"], as_index=False)[["gpu_hours", "value"]].sum().rename(
+            columns={"gpu_hours": "GPU-hours"})
+        st.dataframe(holders, hide_index=True, width="stretch",
+                     column_config=ui.money_columns(holders, "value"))
     st.caption("Each idle GPU-hour has one cause, the first that applies: a shared endpoint "
                "without requests; MIG slices no instance covers; a reservation its holder "
                "did not use (paid for by the reservation line); a queue's quota beyond what "

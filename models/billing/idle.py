@@ -70,6 +70,9 @@ class IdleSplit:
     hardware_tier: str
     gpu_hours: Mapping[IdleCause, Decimal]
     """Per cause, at 6 decimals; they sum to the period's idle GPU-hours of the tier."""
+    reserved_by_holder: Mapping[str, Decimal]
+    """The reserved-but-unused GPU-hours per tenant holding the reservations, at 6 decimals;
+    they sum to `gpu_hours[RESERVED_UNUSED]`."""
 
     @property
     def total_gpu_hours(self) -> Decimal:
@@ -129,7 +132,8 @@ def idle_by_cause(con: duckdb.DuckDBPyConnection, start: datetime, end: datetime
     # The netting of each month's invoice (not of its notes): per hour, tier and tenant the
     # reservations' capacity and what of it went unused, in GPU-hours.
     reserved: dict[tuple[datetime, str, str], Decimal] = defaultdict(lambda: ZERO)
-    unused: dict[tuple[datetime, str], Decimal] = defaultdict(lambda: ZERO)
+    unused: dict[tuple[datetime, str], dict[str, Decimal]] = defaultdict(
+        lambda: defaultdict(lambda: ZERO))
     for hour, tier, tenant, use, gpu_hours in con.execute(
             "SELECT h.hour, h.hardware_tier, i.tenant, h.hour_use, sum(h.gpu_hours) "
             "FROM invoice_hours h JOIN invoices i USING (invoice_id) "
@@ -137,7 +141,7 @@ def idle_by_cause(con: duckdb.DuckDBPyConnection, start: datetime, end: datetime
             "AND h.hour >= ? AND h.hour < ? GROUP BY ALL", [start, end]).fetchall():
         reserved[(hour, tier, tenant)] += gpu_hours
         if use == "unused":
-            unused[(hour, tier)] += gpu_hours
+            unused[(hour, tier)][tenant] += gpu_hours
     tiers = sorted({tier for _, tier, *_ in hourly})
     quotas = _quota_figures(con, names, tiers)
     used: dict[tuple[datetime, str, str], Decimal] = {}
@@ -154,6 +158,10 @@ def idle_by_cause(con: duckdb.DuckDBPyConnection, start: datetime, end: datetime
 
     seconds: dict[tuple[str, str], dict[IdleCause, Decimal]] = defaultdict(
         lambda: dict.fromkeys(IdleCause, ZERO))
+    # Weights only: what of each holder's unused hours the idle GPUs could take (all of it,
+    # or the same share of every holder's when less was idle).
+    holders: dict[tuple[str, str], dict[str, Decimal]] = defaultdict(
+        lambda: defaultdict(lambda: ZERO))
     for hour, tier, idle, shared in hourly:
         held = ZERO
         for tenant, timeline in queues_of_tier.get(tier, ()):
@@ -163,12 +171,16 @@ def idle_by_cause(con: duckdb.DuckDBPyConnection, start: datetime, end: datetime
         left = Decimal(idle)
         split = seconds[(f"{hour:%Y-%m}", tier)]
         split[IdleCause.SHARED_ENDPOINT_IDLE] += shared
+        unused_of = unused.get((hour, tier), {})
         for cause, claim in ((IdleCause.UNPARTITIONED_MIG, unpartitioned.get((hour, tier), ZERO)),
-                             (IdleCause.RESERVED_UNUSED, unused.get((hour, tier), ZERO) * HOUR_S),
+                             (IdleCause.RESERVED_UNUSED, sum(unused_of.values(), ZERO) * HOUR_S),
                              (IdleCause.QUEUE_HELD, held * HOUR_S)):
             taken = min(claim, left)
             split[cause] += taken
             left -= taken
+            if cause is IdleCause.RESERVED_UNUSED and taken:
+                for tenant, gpu_hours in unused_of.items():
+                    holders[(f"{hour:%Y-%m}", tier)][tenant] += gpu_hours * taken / claim
         split[IdleCause.UNRESERVED_IDLE] += left
     out = []
     for (period, tier), by_cause in sorted(seconds.items()):
@@ -176,8 +188,14 @@ def idle_by_cause(con: duckdb.DuckDBPyConnection, start: datetime, end: datetime
         if not total:
             continue  # a tier with no idle capacity that month has nothing to split
         causes = list(IdleCause)
-        shares = allocate(total, [by_cause[c] for c in causes], QUANTITY)
-        out.append(IdleSplit(period, tier, dict(zip(causes, shares, strict=True))))
+        shares = dict(zip(causes, allocate(total, [by_cause[c] for c in causes], QUANTITY),
+                          strict=True))
+        weights = holders.get((period, tier), {})
+        holder_names = sorted(weights)
+        by_holder = allocate(shares[IdleCause.RESERVED_UNUSED],
+                             [weights[n] for n in holder_names], QUANTITY) if holder_names else []
+        out.append(IdleSplit(period, tier, shares,
+                             dict(zip(holder_names, by_holder, strict=True))))
     return out
 
 

@@ -77,6 +77,14 @@ def test_finance_mart_has_each_months_documents_a_balanced_journal_and_idle_by_c
         "FROM revenue_vs_capacity WHERE idle_gpu_hours + shared_idle_gpu_hours > 0"
         ).fetchall()}
     assert split == idle
+    # Reserved but unused is shown apart, per holder, and adds up to its cause.
+    reserved = dict(((p, t), (h, v)) for p, t, h, v in con.execute(
+        "SELECT period, hardware_tier, gpu_hours, value FROM idle_by_cause "
+        "WHERE cause = 'reserved_unused' AND gpu_hours > 0").fetchall())
+    assert dict(((p, t), (h, v)) for p, t, h, v in con.execute(
+        "SELECT period, hardware_tier, sum(gpu_hours), sum(value) "
+        "FROM idle_reserved_by_holder GROUP BY ALL HAVING sum(gpu_hours) > 0").fetchall()
+    ) == reserved
     assert set(c for (c,) in con.execute("SELECT DISTINCT cause FROM idle_by_cause"
                                          ).fetchall()) == {
         "shared_endpoint_idle", "unpartitioned_mig", "reserved_unused", "queue_held",

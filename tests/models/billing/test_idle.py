@@ -2,16 +2,17 @@
 split sums to the idle total exactly, and claims beyond what is idle are capped.
 
 The hours (premium tier, 2026-10-12 00:00-05:00), reasoned from the causes' order:
-- every hour: acme runs 1 GPU and reserved 2 (reservation 00:00-05:00), so 1 GPU-hour of its
-  reservation is unused; zen runs 1 GPU.
+- every hour: acme and zen each run 1 GPU and reserved 2 (reservations 00:00-05:00), so
+  1 GPU-hour of each reservation is unused.
 - hours 0-3: 4 whole GPUs idle, a MIG-mode GPU with 1/3 of it unpartitioned (1,200 s), and a
   shared endpoint idle for half the hour (1,800 s, `__shared_idle__`).
-- hours 2-3: zen's ClusterQueue holds 3 premium GPUs (applied at 02:00), 2 beyond its use.
-- hour 4: only half a GPU-hour idle, less than acme's unused hour: the reservation takes it
-  all, and the queue (still 3) gets nothing.
+- hours 2-3: zen's ClusterQueue holds 3 premium GPUs (applied at 02:00): 1 beyond what zen
+  reserved (2), which is more than it used (1).
+- hour 4: only half a GPU-hour idle, less than the 2 unused reserved hours: the reservations
+  take it all, half each, and the queue (still 3) gets nothing.
 So: shared 4 x 1,800 s = 2 h; unpartitioned 4 x 1,200 s = 1.333333 h; reserved unused
-4 x 3,600 + 1,800 s = 4.5 h; queue 2 x 7,200 s = 4 h; unreserved 2 x 10,800 + 2 x 3,600 s =
-8 h; idle in all 64,200 + 7,200 s = 19.833333 h."""
+4 x 7,200 + 1,800 s = 8.5 h (4.25 h each holder's); queue 2 x 3,600 s = 2 h; unreserved
+2 x 7,200 + 2 x 3,600 s = 6 h; idle in all 64,200 + 7,200 s = 19.833333 h."""
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -68,8 +69,9 @@ def con(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("idle")
     cards = load_rate_cards(EXAMPLE / "rate-card.yaml")
     tenants = load_tenants(EXAMPLE / "tenants.yaml", cards)
-    tenants["acme"] = replace(tenants["acme"], reservations=(
-        Reservation("premium", D(2), FIRST, FIRST + timedelta(hours=5)),))
+    for name in ("acme", "zen"):
+        tenants[name] = replace(tenants[name], reservations=(
+            Reservation("premium", D(2), FIRST, FIRST + timedelta(hours=5)),))
     db = warehouse.connect(tmp / "warehouse.duckdb")
     warehouse.create_schema(db)
     pq.write_table(ledger_table(_ledger()), tmp / "usage.parquet")
@@ -100,10 +102,12 @@ def test_each_idle_second_has_one_cause_and_the_split_is_exact(con) -> None:
     assert split.gpu_hours == {
         IdleCause.SHARED_ENDPOINT_IDLE: D("2.000000"),
         IdleCause.UNPARTITIONED_MIG: D("1.333333"),
-        IdleCause.RESERVED_UNUSED: D("4.500000"),
-        IdleCause.QUEUE_HELD: D("4.000000"),
-        IdleCause.UNRESERVED_IDLE: D("8.000000"),
+        IdleCause.RESERVED_UNUSED: D("8.500000"),
+        IdleCause.QUEUE_HELD: D("2.000000"),
+        IdleCause.UNRESERVED_IDLE: D("6.000000"),
     }
+    # Shown apart: whose reservations the unused hours were.
+    assert split.reserved_by_holder == {"acme": D("4.250000"), "zen": D("4.250000")}
     idle = db.execute(
         "SELECT sum(allocated_gpu_seconds) / 3600 FROM usage_hourly WHERE list_contains(?, "
         "tenant) AND hardware_tier = 'premium'", [[IDLE_TENANT, SHARED_IDLE_TENANT]]).fetchone()
@@ -111,12 +115,13 @@ def test_each_idle_second_has_one_cause_and_the_split_is_exact(con) -> None:
 
 
 def test_reserved_unused_is_the_invoice_netting(con) -> None:
-    """The reservation's unused GPU-hours are what the invoice's netting stored (5 hours x 1
-    GPU); the idle split takes only the 4.5 of them the GPUs were idle."""
+    """The reservations' unused GPU-hours are what the invoices' netting stored (5 hours x 1
+    GPU each); the idle split takes only the 8.5 of them the GPUs were idle."""
     db, _ = con
-    (unused,) = db.execute("SELECT sum(gpu_hours) FROM invoice_hours WHERE hour_use = 'unused'"
-                           ).fetchone()
-    assert unused == D(5)
+    assert dict(db.execute(
+        "SELECT i.tenant, sum(h.gpu_hours) FROM invoice_hours h JOIN invoices i "
+        "USING (invoice_id) WHERE h.hour_use = 'unused' GROUP BY ALL").fetchall()) == {
+        "acme": D(5), "zen": D(5)}
 
 
 def test_a_window_holds_only_its_own_hours(con) -> None:
@@ -125,6 +130,7 @@ def test_a_window_holds_only_its_own_hours(con) -> None:
                              tenants)
     assert split.gpu_hours[IdleCause.RESERVED_UNUSED] == D("0.5")
     assert split.total_gpu_hours == D("0.5")
+    assert split.reserved_by_holder == {"acme": D("0.25"), "zen": D("0.25")}
     assert idle_by_cause(db, FIRST + timedelta(days=1), FIRST + timedelta(days=2),
                          tenants) == []
 
@@ -136,6 +142,10 @@ def test_the_value_splits_to_the_cent_and_sums_to_the_idle_value(con) -> None:
     worth = split_value(D("100.00"), split, D("0.01"))
     assert sum(worth.values()) == D("100.00")
     assert all(v == v.quantize(D("0.01")) for v in worth.values())
-    # 8 of 19.833333 GPU-hours unreserved: 40.34; 2 shared: 10.08 (largest remainder).
-    assert worth[IdleCause.UNRESERVED_IDLE] == D("40.34")
-    assert worth[IdleCause.SHARED_ENDPOINT_IDLE] == D("10.08")
+    # In cents: shared 1,008.40, unpartitioned 672.27, reserved 4,285.71, queue 1,008.40,
+    # unreserved 3,025.21; the 2 cents left go to the largest remainders (reserved, then the
+    # first of the two equal ones, shared).
+    assert worth == {
+        IdleCause.SHARED_ENDPOINT_IDLE: D("10.09"), IdleCause.UNPARTITIONED_MIG: D("6.72"),
+        IdleCause.RESERVED_UNUSED: D("42.86"), IdleCause.QUEUE_HELD: D("10.08"),
+        IdleCause.UNRESERVED_IDLE: D("30.25")}
