@@ -23,8 +23,28 @@ RATE_CARD = ROOT / "examples" / "replay" / "rate-card.yaml"
 
 
 def write_tenants(path: Path, tenants: list[str]) -> None:
-    """Every tenant of the trace on the pay-as-you-go plan (traces carry no contracts)."""
-    doc = {"tenants": {t: {"plan": "payg", "start": "2026-01-01"} for t in sorted(tenants)}}
+    """Every tenant of the trace on the pay-as-you-go plan (traces carry no contracts), shown
+    its cost as a showback statement: a trace's users are a cluster's internal teams, with no
+    legal entity, cost center or payment terms to invoice."""
+    doc = {"tenants": {t: {"plan": "payg", "start": "2026-01-01",
+                           "billing": {"legal_name": t, "mode": "showback",
+                                       "payment_terms_days": 0}}
+                       for t in sorted(tenants)}}
+    path.write_text(yaml.safe_dump(doc, sort_keys=True))
+
+
+def write_finance(path: Path) -> None:
+    """The replay platform's books (docs/finance.md): the issuer its statements name and a
+    ledger account per hardware tier of the replay rate card (showback posts no journal)."""
+    from models.billing.rate_cards import load_rate_cards
+
+    tiers = sorted({tier.name for card in load_rate_cards(RATE_CARD) for tier in card.tiers})
+    doc = {"issuer": {"legal_name": "Replay GPU platform"},
+           "ledger": {"platform_cost_center": "REPLAY", "accounts": {
+               "revenue": {tier: f"40{i:02d}" for i, tier in enumerate(tiers, start=1)},
+               "reservations": "4100", "base_fees": "4200", "true_ups": "4300",
+               "discounts": "4900", "prepaid_credits": "2450", "adjustments": "4800",
+               "tax": "2200"}}}
     path.write_text(yaml.safe_dump(doc, sort_keys=True))
 
 
@@ -80,6 +100,7 @@ def replay(name: str, out: Path, data_dir: Path) -> None:
     os.environ["DAGSTER_HOME"] = str(out / "dagster")
     os.environ["CHARGEBACK_RATE_CARD"] = str(RATE_CARD)
     os.environ["CHARGEBACK_TENANTS"] = str(out / "tenants.yaml")
+    os.environ["CHARGEBACK_FINANCE"] = str(out / "finance.yaml")
     for variable in ("CHARGEBACK_WAREHOUSE", "CHARGEBACK_SPOOL", "CHARGEBACK_EXPORTS",
                      "CHARGEBACK_MARTS"):
         os.environ.pop(variable, None)
@@ -95,6 +116,7 @@ def replay(name: str, out: Path, data_dir: Path) -> None:
         raise click.ClickException(str(error)) from None
     tenants = [t for t in expected if t not in RESERVED_TENANTS]
     write_tenants(out / "tenants.yaml", tenants)
+    write_finance(out / "finance.yaml")
     click.echo(f"{summary.rows:,} ledger rows, {len(tenants):,} tenants, "
                f"{summary.start:%Y-%m-%d} .. {summary.end:%Y-%m-%d}")
 

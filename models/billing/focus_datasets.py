@@ -178,9 +178,10 @@ def invoice_detail_table(documents: Sequence[StoredInvoice], period: str, *,
             continue
         if stored.parties is None:
             raise UserError(
-                f"{stored.stem}: the tenants file had no `billing:` block for "
-                f"{stored.invoice.tenant} when this document was made, so it has no payment "
-                "terms; FOCUS Invoice Detail requires them. Add the block and re-run billing "
+                f"{stored.stem}: when this document was made there was no `billing:` block "
+                f"for {stored.invoice.tenant} in the tenants file, or no finance file "
+                "(CHARGEBACK_FINANCE) to name the issuer, so it has no payment terms; FOCUS "
+                "Invoice Detail requires them (docs/finance.md). Add them and re-run billing "
                 "(a final document keeps what it was issued with)")
         invoice = stored.invoice
         final = stored.status is Status.FINAL

@@ -10,6 +10,7 @@ from models.billing import lifecycle
 from models.billing.exports import write_invoice_files, write_period_files
 from models.billing.focus import FOCUS_VERSION, provider_of
 from models.billing.focus_datasets import write_focus_export
+from models.billing.invoices import DocumentKind
 from models.billing.period import UnknownTenants, price_period
 from models.billing.rate_cards import month_bounds
 from models.ledger import warehouse
@@ -100,13 +101,17 @@ def invoice_exports(
     outputs: OutputsResource,
 ) -> dg.MaterializeResult:
     """PDF, CSV and JSON per document of the month, its invoice register and journal, under
-    exports/<period>/."""
+    exports/<period>/. A credit or debit note correcting the month is written there too, as
+    soon as it is issued (it is in the register and journal of the month it is issued in)."""
     period = partition_period(context)
     folder = Path(outputs.exports_path) / period
     books = billing.books()
     with warehouse_db.connect() as con:
         documents = lifecycle.period_documents(con, period)
-    written = write_invoice_files(documents, folder, prune_drafts=True)
+        listed = {s.invoice_id for s in documents}
+        notes = [s for s in lifecycle.stored(con, period)
+                 if s.kind is DocumentKind.ADJUSTMENT and s.invoice_id not in listed]
+    written = write_invoice_files([*documents, *notes], folder, prune_drafts=True)
     written += write_period_files(documents, period, folder,
                                   books.accounts if books else None)
     return dg.MaterializeResult(metadata={
