@@ -4,7 +4,9 @@ Lists and watches pods, nodes and namespaces through the kubernetes client (the 
 that imports it, besides the scheduler-quota write-back). A pod holds GPUs from the moment it
 is scheduled to a node until it terminates; `PodCollector.rows` turns those allocation
 intervals into one row per (window, device, pod) plus `__idle__` rows for the capacity no pod
-holds, so that GPU-seconds are conserved per device.
+holds, so that GPU-seconds are conserved per device. What it cannot read (an answer that is
+not a readable list or watch, a pod or node with unreadable fields) has no rows and is
+reported by `PodCollector.gaps` instead: never idle.
 
 The API does not say which physical GPU a pod got, so devices are synthetic and stable per
 node (`<node>/gpu<i>`, `<node>/mig-<profile>-<i>`, and `<node>/gpu<i>-unpartitioned` for the
@@ -15,6 +17,8 @@ that allocated + idle equals capacity exactly rather than to float rounding.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import math
 import re
@@ -29,9 +33,11 @@ import pyarrow as pa
 import urllib3
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
-from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
+from kubernetes.watch.watch import iter_resp_lines
 
+from models.errors import TransientError, UserError
+from models.ledger.gaps import Gap, GapReason
 from models.ledger.tiers import UnknownMigProfile, mig_gpu_equivalents, normalize_product
 from models.ledger.usage import (
     IDLE_TENANT,
@@ -71,11 +77,11 @@ _WHOLE = "gpu"
 _UNPARTITIONED = "unpartitioned"
 
 
-class PodSpecError(ValueError):
+class PodSpecError(UserError):
     """A pod or node object whose GPU fields cannot be read; the message names object and field."""
 
 
-class KubeConfigError(RuntimeError):
+class KubeConfigError(UserError):
     """No way to reach the API server: neither in-cluster credentials nor a usable kubeconfig."""
 
 
@@ -101,7 +107,9 @@ def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def _where(obj: Mapping[str, Any]) -> str:
-    meta = _meta(obj)
+    """`Pod ns/name` or `Node name`, whatever else about the object is broken."""
+    meta = obj.get("metadata")
+    meta = meta if isinstance(meta, Mapping) else {}
     kind = obj.get("kind") or "object"
     name = meta.get("name", "?")
     namespace = meta.get("namespace")
@@ -311,20 +319,21 @@ def node_gpus(node: Mapping[str, Any]) -> NodeGpus:
         replicas=replicas,
         mig=tuple(sorted(mig.items())),
         mig_strategy_single=single_profile is not None,
-        created_at=_time(meta.get("creationTimestamp")),
+        created_at=_time(meta.get("creationTimestamp"), f"{where}: creationTimestamp"),
         mig_gpus=mig_gpus,
     )
 
 
-def _time(value: Any) -> datetime | None:
+def _time(value: Any, where: str) -> datetime | None:
+    """An RFC 3339 time as the API writes it (`2026-11-01T00:00:00Z`); None when absent."""
     if value is None or value == "":
         return None
-    if isinstance(value, datetime):
-        stamp = value
-    else:
-        stamp = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    try:
+        stamp = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except (AttributeError, ValueError):
+        raise PodSpecError(f"{where}: {value!r} is not an RFC 3339 time") from None
     if stamp.tzinfo is None:
-        raise PodSpecError(f"timestamp {value!r} has no time zone")
+        raise PodSpecError(f"{where}: {value!r} has no time zone")
     return stamp.astimezone(UTC)
 
 
@@ -398,25 +407,27 @@ class PodAllocation:
         return value if value > 0 else None
 
 
-def _scheduled_at(pod: Mapping[str, Any]) -> datetime | None:
+def _scheduled_at(pod: Mapping[str, Any], where: str) -> datetime | None:
     status = pod.get("status") or {}
-    for condition in status.get("conditions") or []:
+    for i, condition in enumerate(status.get("conditions") or []):
         if condition.get("type") == "PodScheduled" and condition.get("status") == "True":
-            stamp = _time(condition.get("lastTransitionTime"))
+            stamp = _time(condition.get("lastTransitionTime"),
+                          f"{where}: status.conditions[{i}].lastTransitionTime")
             if stamp is not None:
                 return stamp
-    return _time(status.get("startTime"))
+    return _time(status.get("startTime"), f"{where}: status.startTime")
 
 
-def _finished_at(pod: Mapping[str, Any]) -> datetime | None:
+def _finished_at(pod: Mapping[str, Any], where: str) -> datetime | None:
     """When the last container terminated, if every container has."""
     statuses = (pod.get("status") or {}).get("containerStatuses") or []
     ends = []
-    for status in statuses:
+    for i, status in enumerate(statuses):
         terminated = (status.get("state") or {}).get("terminated")
         if not terminated:
             return None
-        stamp = _time(terminated.get("finishedAt"))
+        stamp = _time(terminated.get("finishedAt"),
+                      f"{where}: status.containerStatuses[{i}].state.terminated.finishedAt")
         if stamp is None:
             return None
         ends.append(stamp)
@@ -431,6 +442,7 @@ def allocation_from_pod(
     The end is the last container's finishedAt when the API has it; for a pod that is gone
     (`deleted`) or finished without that, the earlier of its deletionTimestamp and the time
     we observed it."""
+    where = _where(pod)
     request = gpu_request(pod)
     spec = pod.get("spec") or {}
     meta = _meta(pod)
@@ -438,21 +450,30 @@ def allocation_from_pod(
     labels: Mapping[str, str] = meta.get("labels") or {}
     if not request or not node or labels.get("app") == RUNAI_RESERVATION_APP:
         return None
-    start = _scheduled_at(pod) or observed_at
+    # The fields that identify the pod and its node: without them the interval belongs to no one.
+    for field_name, value in (("metadata.uid", meta.get("uid")),
+                              ("metadata.name", meta.get("name")),
+                              ("metadata.namespace", meta.get("namespace")),
+                              ("spec.nodeName", node)):
+        if not isinstance(value, str) or not value:
+            raise PodSpecError(f"{where}: {field_name}: {value!r} is not a name")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+        raise PodSpecError(f"{where}: metadata.labels: keys and values must be strings")
+    start = _scheduled_at(pod, where) or observed_at
     phase = (pod.get("status") or {}).get("phase")
-    end = _finished_at(pod) if (deleted or phase in ("Succeeded", "Failed")) else None
+    end = _finished_at(pod, where) if (deleted or phase in ("Succeeded", "Failed")) else None
     end_is_observed = False
     if end is None and (deleted or phase in ("Succeeded", "Failed")):
-        deletion = _time(meta.get("deletionTimestamp"))
+        deletion = _time(meta.get("deletionTimestamp"), f"{where}: metadata.deletionTimestamp")
         end = min(observed_at, deletion) if deletion else observed_at
         end_is_observed = True
     if end is not None and end < start:
         end = start
     return PodAllocation(
-        uid=str(meta.get("uid")),
-        namespace=str(meta.get("namespace")),
-        name=str(meta.get("name")),
-        node=str(node),
+        uid=meta["uid"],
+        namespace=meta["namespace"],
+        name=meta["name"],
+        node=node,
         labels=dict(labels),
         request=request,
         start=start,
@@ -502,23 +523,113 @@ def _peak(placed: list[_Slot], start: datetime, end: datetime) -> Fraction:
     )
 
 
+def _window(window_start: datetime, duration_s: float) -> tuple[datetime, datetime]:
+    if window_start.tzinfo is None:
+        raise ValueError(f"window_start {window_start} is naive: pass a UTC time")
+    if duration_s <= 0:
+        raise ValueError(f"duration_s must be positive, got {duration_s}")
+    window_start = window_start.astimezone(UTC)
+    return window_start, window_start + timedelta(seconds=duration_s)
+
+
 def _seconds(start: datetime, end: datetime) -> Fraction:
     delta = end - start
     return Fraction(delta.days * 86_400 + delta.seconds) + Fraction(delta.microseconds, 10**6)
 
 
+# What reading one object's fields can raise when the API sends a value of the wrong shape
+# (a string where a map belongs, a list of labels): the object is quarantined, not the list.
+_UNREADABLE_FIELDS = (PodSpecError, ValueError, TypeError, AttributeError, KeyError)
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """An object whose fields could not be read, kept out of the rows while it is so."""
+
+    kind: str
+    """`Pod` or `Node`."""
+    key: str
+    """The pod's UID (else namespace/name) or the node's name."""
+    node: str | None
+    """The node whose windows it makes unreadable: `""` for a pod on no node (it holds no
+    GPU, so nothing is unknown), None when even its node cannot be read (every node)."""
+    since: datetime
+    problem: str
+    until: datetime | None = None
+    """When a readable version, or its deletion, was seen."""
+
+    def overlaps(self, start: datetime, end: datetime) -> bool:
+        return self.since < end and (self.until is None or self.until > start)
+
+
+def _pod_key(pod: Mapping[str, Any]) -> str:
+    meta = pod.get("metadata")
+    meta = meta if isinstance(meta, Mapping) else {}
+    uid = meta.get("uid")
+    return uid if isinstance(uid, str) and uid else _where(pod).removeprefix("Pod ")
+
+
+def _pod_node(pod: Mapping[str, Any]) -> str | None:
+    spec = pod.get("spec")
+    if not isinstance(spec, Mapping):
+        return None
+    node = spec.get("nodeName", "")
+    return node if isinstance(node, str) else None
+
+
 @dataclass
 class CollectorState:
-    """What the collector knows: allocation intervals by pod UID, nodes, namespace labels."""
+    """What the collector knows: allocation intervals by pod UID, nodes, namespace labels, and
+    the objects it could not read."""
 
     allocations: dict[str, PodAllocation] = field(default_factory=dict)
     nodes: dict[str, NodeGpus] = field(default_factory=dict)
     namespace_labels: dict[str, dict[str, str]] = field(default_factory=dict)
+    quarantined: dict[tuple[str, str], Quarantined] = field(default_factory=dict)
+    """Objects unreadable now, by (kind, key)."""
+    released: list[Quarantined] = field(default_factory=list)
+    """Objects that were unreadable for a while (until set): their windows stay gaps."""
+
+    def quarantine(self, record: Quarantined) -> None:
+        key = (record.kind, record.key)
+        earlier = self.quarantined.get(key)
+        if earlier is None:
+            log.error("quarantined %s %s (its windows are gaps until it can be read): %s",
+                      record.kind, record.key, record.problem)
+        else:
+            record = replace(record, since=earlier.since)
+        self.quarantined[key] = record
+
+    def release(self, kind: str, key: str, at: datetime) -> None:
+        record = self.quarantined.pop((kind, key), None)
+        if record is not None:
+            log.info("%s %s can be read again", kind, key)
+            self.released.append(replace(record, until=at))
 
     def upsert_pod(self, pod: Mapping[str, Any], *, observed_at: datetime,
                    deleted: bool = False) -> None:
-        """Record a Pod object; the same UID always updates one interval, never adds one."""
-        new = allocation_from_pod(pod, observed_at=observed_at, deleted=deleted)
+        """Record a Pod object; the same UID always updates one interval, never adds one.
+
+        A pod whose fields cannot be read is quarantined: no interval for it, and its node's
+        windows are gaps (whatever it held is unknown, so its node's idle is too) until a
+        readable version of it, or its deletion, arrives."""
+        key = _pod_key(pod)
+        try:
+            new = allocation_from_pod(pod, observed_at=observed_at, deleted=deleted)
+        except _UNREADABLE_FIELDS as exc:
+            problem = str(exc) if isinstance(exc, PodSpecError) else (
+                f"{_where(pod)}: cannot be read ({type(exc).__name__}: {exc})")
+            if deleted:
+                # Gone, however it looked: it holds nothing from now on.
+                self.release("Pod", key, observed_at)
+                old = self.allocations.get(key)
+                if old is not None and old.end is None:
+                    self.allocations[key] = replace(old, end=observed_at, end_is_observed=True)
+                return
+            self.allocations.pop(key, None)
+            self.quarantine(Quarantined("Pod", key, _pod_node(pod), observed_at, problem))
+            return
+        self.release("Pod", key, observed_at)
         if new is None:
             return
         old = self.allocations.get(new.uid)
@@ -537,22 +648,36 @@ class CollectorState:
             if allocation.end is None and uid not in present_uids:
                 self.allocations[uid] = replace(allocation, end=observed_at, end_is_observed=True)
 
+    def release_missing(self, kind: str, present: set[str], *, observed_at: datetime) -> None:
+        """Quarantined objects that a relist no longer shows are gone."""
+        for record_kind, key in list(self.quarantined):
+            if record_kind == kind and key not in present:
+                self.release(kind, key, observed_at)
+
     def forget_ended_before(self, when: datetime) -> int:
-        """Drop intervals that ended before `when` (already written); returns how many."""
+        """Drop intervals (and quarantines) that ended before `when` (already written);
+        returns how many intervals."""
         gone = [u for u, a in self.allocations.items() if a.end is not None and a.end < when]
         for uid in gone:
             del self.allocations[uid]
+        self.released = [r for r in self.released if r.until is None or r.until >= when]
         return len(gone)
+
+    def unreadable(self, start: datetime, end: datetime) -> list[Quarantined]:
+        """The quarantined objects (now or then) that make part of [start, end) unknown."""
+        return [r for r in (*self.released, *self.quarantined.values())
+                if r.node != "" and r.overlaps(start, end)]
 
     def rows(self, window_start: datetime, duration_s: float, *, cluster: str,
              namespace_tenants: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
-        if window_start.tzinfo is None:
-            raise ValueError(f"window_start {window_start} is naive: pass a UTC time")
-        if duration_s <= 0:
-            raise ValueError(f"duration_s must be positive, got {duration_s}")
-        window_start = window_start.astimezone(UTC)
-        window_end = window_start + timedelta(seconds=duration_s)
+        """Rows of every node whose window could be read. A node with an unreadable Node
+        object has none; a node with an unreadable pod has its readable pods' rows but no
+        idle rows (what the unreadable pod held is unknown, so is what nobody held)."""
+        window_start, window_end = _window(window_start, duration_s)
         duration = _seconds(window_start, window_end)
+        unknown = self.unreadable(window_start, window_end)
+        unreadable_nodes = {r.node for r in unknown if r.kind == "Node"}
+        idle_unknown = {r.node for r in unknown if r.kind == "Pod"}
         tenants = namespace_tenants or {}
         by_node: dict[str, list[PodAllocation]] = {}
         for allocation in self.allocations.values():
@@ -561,7 +686,7 @@ class CollectorState:
             ):
                 by_node.setdefault(allocation.node, []).append(allocation)
         rows: list[dict[str, Any]] = []
-        for node_name in sorted({*self.nodes, *by_node}):
+        for node_name in sorted({*self.nodes, *by_node} - unreadable_nodes):
             node = self.nodes.get(node_name)
             devices = (node.devices() if node is not None
                        and node.alive_during(window_start, window_end) else [])
@@ -599,23 +724,36 @@ class CollectorState:
                     devices.append(target)
                     placed[target.device_id] = []
                 placed[target.device_id].append(slot)
+            idle = node_name not in idle_unknown and None not in idle_unknown
             for device in devices:
                 rows += self._device_rows(
                     device, placed[device.device_id], window_start, duration, duration_s,
-                    node_name, cluster, tenants,
+                    node_name, cluster, tenants, idle=idle,
                 )
         return rows
 
+    def gaps(self, window_start: datetime, duration_s: float, *, cluster: str) -> list[Gap]:
+        """One gap per node (None: every node) that an unreadable object hides in the window."""
+        window_start, window_end = _window(window_start, duration_s)
+        problems: dict[str | None, list[str]] = {}
+        for record in self.unreadable(window_start, window_end):
+            problems.setdefault(record.node, []).append(record.problem)
+        return [Gap(SOURCE, cluster, node, None, window_start, window_end,
+                    GapReason.MALFORMED_OBJECT, "; ".join(sorted(set(found))))
+                for node, found in sorted(problems.items(), key=lambda item: item[0] or "")]
+
     def _device_rows(
         self, device: Device, slots: list[_Slot], window_start: datetime, duration: Fraction,
-        duration_s: float, node: str, cluster: str, tenants: Mapping[str, str],
+        duration_s: float, node: str, cluster: str, tenants: Mapping[str, str], *, idle: bool,
     ) -> list[dict[str, Any]]:
-        held: dict[str, tuple[PodAllocation, Fraction, Fraction]] = {}
+        held: dict[str, tuple[PodAllocation, Fraction]] = {}
         for slot in slots:
             seconds = _seconds(slot.start, slot.end) * slot.equivalents
-            _, eq, total = held.get(slot.allocation.uid, (slot.allocation, Fraction(0),
-                                                         Fraction(0)))
-            held[slot.allocation.uid] = (slot.allocation, eq + slot.equivalents, total + seconds)
+            _, total = held.get(slot.allocation.uid, (slot.allocation, Fraction(0)))
+            held[slot.allocation.uid] = (slot.allocation, total + seconds)
+        # Every row carries the device's GPU-equivalents, as the other sources write them: the
+        # pod's share is in its GPU-seconds, and conservation reads the device's capacity
+        # from any row of it (a quarter of a time-sliced L4 is 15 of its 60 GPU-seconds).
         base = {
             "window_start": window_start,
             "duration_s": float(duration_s),
@@ -624,13 +762,14 @@ class CollectorState:
             "gpu_uuid": device.device_id,
             "gpu_product": device.gpu_product,
             "mig_profile": device.mig_profile,
+            "gpu_equivalents": float(device.gpu_equivalents),
             "used_gpu_seconds": None,
             "memory_used_bytes": None,
             "source": SOURCE,
         }
         rows = []
         allocated = Fraction(0)
-        for uid, (allocation, eq, seconds) in sorted(held.items()):
+        for uid, (allocation, seconds) in sorted(held.items()):
             allocated += seconds
             tenant = allocation.tenant(self.namespace_labels.get(allocation.namespace, {}),
                                        tenants)
@@ -638,7 +777,6 @@ class CollectorState:
                 **base,
                 "sample_id": make_sample_id(SOURCE, cluster, window_start.isoformat(),
                                             duration_s, node, device.device_id, uid),
-                "gpu_equivalents": float(eq),
                 "tenant": tenant,
                 "namespace": allocation.namespace,
                 "pod": allocation.name,
@@ -648,13 +786,12 @@ class CollectorState:
                 "model_params_b": allocation.model_params_b,
                 "allocated_gpu_seconds": float(seconds),
             })
-        idle = duration * device.gpu_equivalents - allocated
-        if idle > 0:
+        free = duration * device.gpu_equivalents - allocated
+        if idle and free > 0:
             rows.append({
                 **base,
                 "sample_id": make_sample_id(SOURCE, cluster, window_start.isoformat(),
                                             duration_s, node, device.device_id, IDLE_TENANT),
-                "gpu_equivalents": float(device.gpu_equivalents),
                 "tenant": IDLE_TENANT,
                 "namespace": None,
                 "pod": None,
@@ -662,7 +799,7 @@ class CollectorState:
                 "workload_kind": WorkloadKind.IDLE.value,
                 "model": None,
                 "model_params_b": None,
-                "allocated_gpu_seconds": float(idle),
+                "allocated_gpu_seconds": float(free),
             })
         return rows
 
@@ -693,16 +830,17 @@ def api_client_from_environment(kubeconfig: str | None = None,
     return api_client
 
 
-def _as_dict(api_client: k8s.ApiClient, model: Any) -> dict[str, Any]:
-    """A typed client model back to the API's JSON shape (camelCase keys, ISO times)."""
-    data: dict[str, Any] = api_client.sanitize_for_serialization(  # type: ignore[no-untyped-call]
-        model
-    )
-    return data
+class UnreadableAnswer(TransientError):
+    """An API answer that cannot be read: not JSON, a wrong kind, missing fields."""
 
 
-class WatchExpired(Exception):
+class WatchExpired(TransientError):
     """The API server no longer has history back to our resourceVersion (410 Gone)."""
+
+
+# What a list or watch that could not be read raises: the API's error status, the transport
+# (refused, reset, timed out), or an answer we cannot read.
+_UNREADABLE_ANSWERS = (ApiException, urllib3.exceptions.HTTPError, OSError, UnreadableAnswer)
 
 
 @dataclass
@@ -712,13 +850,57 @@ class _Resource:
     resource_version: str | None = None
 
 
+@dataclass
+class Outage:
+    """A time the collector could not read the API: its state is incomplete for it."""
+
+    start: datetime | None
+    """The last time the state was known complete (None: it never was)."""
+    problem: str
+    end: datetime | None = None
+    """When a sync read the API whole again (None: still unreadable)."""
+
+    def overlaps(self, start: datetime, end: datetime) -> bool:
+        return (self.start is None or self.start < end) and (self.end is None or self.end > start)
+
+
+def _json_object(data: bytes, where: str) -> dict[str, Any]:
+    try:
+        body = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        preview = data[:60].decode("utf-8", "replace")
+        raise UnreadableAnswer(f"{where}: not JSON ({preview!r})") from None
+    if not isinstance(body, dict):
+        raise UnreadableAnswer(f"{where}: expected a JSON object, got {type(body).__name__}")
+    return body
+
+
+def _api_problem(exc: BaseException, where: str) -> str:
+    """One line for an API failure (an ApiException's str is its headers and body)."""
+    if isinstance(exc, ApiException):
+        message = ""
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            message = json.loads(exc.body or "").get("message", "")
+        return f"{where}: HTTP {exc.status} {exc.reason}" + (f": {message}" if message else "")
+    if isinstance(exc, UnreadableAnswer):
+        return str(exc)
+    return f"{where}: {type(exc).__name__}: {exc}"
+
+
 class PodCollector:
     """Lists and watches pods, nodes and namespaces; writes allocation intervals as rows.
 
     `sync()` lists on first use (and after 410 Gone), otherwise watches from the last
-    resourceVersion seen (events or BOOKMARKs), so a dropped connection resumes where it
-    stopped. State is keyed by pod UID, so a relist updates intervals instead of adding
-    them again."""
+    resourceVersion seen (events or BOOKMARKs). State is keyed by pod UID, so a relist updates
+    intervals instead of adding them again.
+
+    Answers are read as the API's JSON, object by object, rather than through the client's
+    typed models, which refuse a whole list for one pod's bad field. A pod or node whose
+    fields cannot be read is quarantined alone (see `CollectorState.upsert_pod`). A list or
+    watch that cannot be read at all (an HTTP error, a timeout, not JSON, a wrong kind) opens
+    an outage from the last time the state was known complete until a sync reads the API
+    whole again: windows that overlap it get no rows, and a gap instead (`gaps`), because
+    pods that came or went meanwhile were not seen."""
 
     def __init__(
         self,
@@ -744,27 +926,56 @@ class PodCollector:
         self.nodes = _Resource("Node", self.api.list_node)
         self.relists = 0
         self.resumes = 0
-        self.errors: list[str] = []
+        self.outages: list[Outage] = []
+        """Closed outages first, the open one (end None) last."""
+        self._known_through: datetime | None = None
+
+    @property
+    def host(self) -> str:
+        return str(self.api_client.configuration.host)
 
     def server_version(self) -> str:
         info = k8s.VersionApi(self.api_client).get_code(_request_timeout=self.request_timeout_s)
         return str(info.git_version)
 
+    @property
+    def quarantined(self) -> dict[str, str]:
+        """`Kind key` -> problem, for every object unreadable now."""
+        return {f"{kind} {key}": r.problem for (kind, key), r in self.state.quarantined.items()}
+
     # -- listing
 
     def _list(self, resource: _Resource) -> list[dict[str, Any]]:
+        where = f"Kubernetes API {self.host}: {resource.kind} list"
         items: list[dict[str, Any]] = []
         token: str | None = None
         while True:
-            kwargs: dict[str, Any] = {"limit": self.page_size,
+            kwargs: dict[str, Any] = {"limit": self.page_size, "_preload_content": False,
                                       "_request_timeout": self.request_timeout_s}
             if token:
                 kwargs["_continue"] = token
-            page = resource.list_call(**kwargs)
-            items += [{"kind": resource.kind, **_as_dict(self.api_client, i)} for i in page.items]
-            token = page.metadata._continue if page.metadata else None
+            response = resource.list_call(**kwargs)
+            try:
+                body = _json_object(response.data, where)
+            finally:
+                response.release_conn()
+            if body.get("kind") != f"{resource.kind}List":
+                raise UnreadableAnswer(f"{where}: expected kind {resource.kind}List, got "
+                                       f"{body.get('kind')!r}")
+            page, metadata = body.get("items"), body.get("metadata")
+            if not isinstance(page, list) or not isinstance(metadata, dict):
+                raise UnreadableAnswer(f"{where}: `items` and `metadata` must be a list and an "
+                                       "object")
+            for i, item in enumerate(page):
+                if not isinstance(item, dict):
+                    raise UnreadableAnswer(f"{where}: items[{i}] is not an object")
+                items.append({"kind": resource.kind, **item})
+            token = metadata.get("continue")
             if not token:
-                resource.resource_version = page.metadata.resource_version
+                version = metadata.get("resourceVersion")
+                if not isinstance(version, str) or not version:
+                    raise UnreadableAnswer(f"{where}: metadata.resourceVersion is missing")
+                resource.resource_version = version
                 return items
 
     def relist(self) -> None:
@@ -772,95 +983,165 @@ class PodCollector:
         now = self.clock()
         self.relists += 1
         self.refresh_namespaces()
-        for node in self._list(self.nodes):
+        nodes = self._list(self.nodes)
+        for node in nodes:
             self._apply_node("ADDED", node, now)
+        self.state.release_missing("Node", {self._node_name(n) for n in nodes},
+                                   observed_at=now)
         pods = self._list(self.pods)
         for pod in pods:
             self._apply_pod("ADDED", pod, now)
-        self.state.end_missing({str(_meta(p).get("uid")) for p in pods}, observed_at=now)
+        keys = {_pod_key(p) for p in pods}
+        self.state.end_missing(keys, observed_at=now)
+        self.state.release_missing("Pod", keys, observed_at=now)
 
     def refresh_namespaces(self) -> None:
-        namespaces = self._list(_Resource("Namespace", self.api.list_namespace))
-        self.state.namespace_labels = {
-            _meta(ns)["name"]: dict(_meta(ns).get("labels") or {}) for ns in namespaces
-        }
+        where = f"Kubernetes API {self.host}: Namespace list"
+        labels: dict[str, dict[str, str]] = {}
+        for namespace in self._list(_Resource("Namespace", self.api.list_namespace)):
+            meta = namespace.get("metadata")
+            name = meta.get("name") if isinstance(meta, dict) else None
+            found = (meta.get("labels") or {}) if isinstance(meta, dict) else None
+            if not isinstance(name, str) or not isinstance(found, dict) or not all(
+                    isinstance(v, str) for v in found.values()):
+                # Labels name tenants: one unreadable namespace could move pods between them.
+                raise UnreadableAnswer(f"{where}: namespace {name!r} has no readable name and "
+                                       "labels")
+            labels[name] = found
+        self.state.namespace_labels = labels
 
     # -- watching
 
     def _apply_pod(self, kind: str, pod: Mapping[str, Any], now: datetime) -> None:
-        try:
-            self.state.upsert_pod(pod, observed_at=now, deleted=kind == "DELETED")
-        except PodSpecError as exc:
-            self.errors.append(str(exc))
-            log.error("%s", exc)
+        self.state.upsert_pod(pod, observed_at=now, deleted=kind == "DELETED")
+
+    def _node_name(self, node: Mapping[str, Any]) -> str:
+        meta = node.get("metadata")
+        name = meta.get("name") if isinstance(meta, dict) else None
+        if not isinstance(name, str) or not name:
+            raise UnreadableAnswer(f"Kubernetes API {self.host}: a Node without a name")
+        return name
 
     def _apply_node(self, kind: str, node: Mapping[str, Any], now: datetime) -> None:
-        name = str(_meta(node).get("name"))
+        name = self._node_name(node)
         if kind == "DELETED":
+            self.state.release("Node", name, now)
             if name in self.state.nodes:
                 self.state.nodes[name] = replace(self.state.nodes[name], deleted_at=now)
             return
         try:
             self.state.nodes[name] = node_gpus(node)
-        except PodSpecError as exc:
-            self.errors.append(str(exc))
-            log.error("%s", exc)
+        except _UNREADABLE_FIELDS as exc:
+            problem = str(exc) if isinstance(exc, PodSpecError) else (
+                f"Node {name}: cannot be read ({type(exc).__name__}: {exc})")
+            self.state.quarantine(Quarantined("Node", name, name, now, problem))
+            return
+        self.state.release("Node", name, now)
 
     def _watch(self, resource: _Resource, apply: Callable[[str, Mapping[str, Any], datetime],
                                                           None]) -> int:
-        watcher = k8s_watch.Watch()  # type: ignore[no-untyped-call]
+        where = f"Kubernetes API {self.host}: {resource.kind} watch"
+        response = resource.list_call(
+            watch=True,
+            resource_version=resource.resource_version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=self.watch_timeout_s,
+            _request_timeout=self.request_timeout_s + self.watch_timeout_s,
+            _preload_content=False,
+        )
         events = 0
         try:
-            for event in watcher.stream(  # type: ignore[no-untyped-call]
-                resource.list_call,
-                resource_version=resource.resource_version,
-                allow_watch_bookmarks=True,
-                timeout_seconds=self.watch_timeout_s,
-                _request_timeout=self.request_timeout_s + self.watch_timeout_s,
-            ):
-                raw = event["raw_object"]
-                version = _meta(raw).get("resourceVersion")
-                if event["type"] != "BOOKMARK":
-                    apply(event["type"], raw, self.clock())
+            for line in iter_resp_lines(response):  # type: ignore[no-untyped-call]
+                if not line.strip():
+                    continue
+                event = _json_object(line.encode(), where)
+                kind, obj = event.get("type"), event.get("object")
+                if not isinstance(obj, dict):
+                    raise UnreadableAnswer(f"{where}: {kind} event without an object")
+                if kind == "ERROR":
+                    if obj.get("code") == 410:
+                        raise WatchExpired(f"{resource.kind} watch: {obj.get('message')}")
+                    raise UnreadableAnswer(f"{where}: ERROR event {obj.get('code')} "
+                                           f"{obj.get('reason')}: {obj.get('message')}")
+                if kind not in ("ADDED", "MODIFIED", "DELETED", "BOOKMARK"):
+                    raise UnreadableAnswer(f"{where}: unknown event type {kind!r}")
+                if obj.get("kind") != resource.kind:
+                    raise UnreadableAnswer(f"{where}: {kind} event of kind {obj.get('kind')!r}")
+                if kind != "BOOKMARK":
+                    apply(kind, obj, self.clock())
                     events += 1
+                version = _meta(obj).get("resourceVersion")
                 if version:
                     resource.resource_version = str(version)
-        except ApiException as exc:
-            if exc.status == 410:
-                raise WatchExpired(f"{resource.kind} watch: {exc.reason}") from exc
-            raise
         finally:
-            watcher.stop()  # type: ignore[no-untyped-call]
+            response.close()
+            response.release_conn()
         return events
 
     def sync(self) -> int:
         """List (first time, or after 410 Gone), else watch pods and nodes once each.
 
-        Returns the number of events applied. A connection dropped mid-watch is not an
-        error: the next call resumes from the last resourceVersion seen."""
-        if self.pods.resource_version is None or self.nodes.resource_version is None:
-            self.relist()
-            return 0
+        Returns the number of events applied. An answer that cannot be read opens an outage
+        (see the class) and is not raised: the next call relists (content it could not read
+        may have hidden events) or, after a dropped connection, resumes the watch from the
+        last resourceVersion seen."""
+        started = self.clock()
         events = 0
         try:
-            self.refresh_namespaces()
-            events += self._watch(self.nodes, self._apply_node)
-            events += self._watch(self.pods, self._apply_pod)
-        except WatchExpired as exc:
-            log.info("%s; relisting", exc)
-            self.relist()
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            self.resumes += 1
-            log.warning("watch connection dropped (%s); resuming from resourceVersion %s",
-                        exc, self.pods.resource_version)
+            try:
+                if self.pods.resource_version is None or self.nodes.resource_version is None:
+                    self.relist()
+                else:
+                    self.refresh_namespaces()
+                    events += self._watch(self.nodes, self._apply_node)
+                    events += self._watch(self.pods, self._apply_pod)
+            except WatchExpired as exc:
+                log.info("%s; relisting", exc)
+                self.relist()
+        except _UNREADABLE_ANSWERS as exc:
+            if isinstance(exc, urllib3.exceptions.HTTPError | OSError):
+                self.resumes += 1
+            else:
+                self.pods.resource_version = self.nodes.resource_version = None
+            self._unreadable(_api_problem(exc, f"Kubernetes API {self.host}"))
+            return events
+        self._known_through = started
+        if self.outages and self.outages[-1].end is None:
+            self.outages[-1].end = started
+            log.warning("Kubernetes API %s readable again; windows since %s were gaps",
+                        self.host, self.outages[-1].start)
         return events
+
+    def _unreadable(self, problem: str) -> None:
+        if self.outages and self.outages[-1].end is None:
+            log.warning("%s (still unreadable)", problem)
+            return
+        log.error("%s; no rows until it can be read again, gaps instead", problem)
+        self.outages.append(Outage(self._known_through, problem))
+
+    def sample(self, _now: datetime) -> None:
+        """The agent's sampling tick: keep the state current."""
+        self.sync()
 
     def rows(self, window_start: datetime, duration_s: float) -> pa.Table:
         """Ledger rows (LEDGER_SCHEMA, source `pods`) for [window_start, +duration_s).
 
         Ask for a window only after it has ended and `sync()` has run since: a pod still
         running counts to the window's end. Rows depend only on the state, so asking again
-        for the same window gives the same rows and sample ids."""
+        for the same window gives the same rows and sample ids. A window that overlaps an
+        outage has no rows at all (see `gaps`)."""
+        start, end = _window(window_start, duration_s)
+        if any(outage.overlaps(start, end) for outage in self.outages):
+            return ledger_table([])
         return ledger_table(self.state.rows(window_start, duration_s, cluster=self.cluster,
                                             namespace_tenants=self.namespace_tenants))
 
+    def gaps(self, window_start: datetime, duration_s: float) -> list[Gap]:
+        """What `rows` could not read for the same window: the whole cluster during an
+        outage, else each node that an unreadable object hides."""
+        start, end = _window(window_start, duration_s)
+        problems = [o.problem for o in self.outages if o.overlaps(start, end)]
+        if problems:
+            return [Gap(SOURCE, self.cluster, None, None, start, end,
+                        GapReason.SOURCE_UNREADABLE, "; ".join(dict.fromkeys(problems)))]
+        return self.state.gaps(window_start, duration_s, cluster=self.cluster)

@@ -13,15 +13,16 @@ import pandas as pd
 import streamlit as st
 
 from dashboards.config import marts_dir
+from models.errors import InternalError, UserError
 from models.ledger import warehouse
 from models.marts import finance_mart_path, operator_mart_path, tenant_mart_path
 
 
-class MartMissing(LookupError):
+class MartMissing(UserError):
     pass
 
 
-class IsolationError(PermissionError):
+class IsolationError(InternalError):
     pass
 
 
@@ -31,8 +32,8 @@ TENANT_TABLES = frozenset({
     "reservation_recommendations", "scheduler_quota_changes"})
 FINANCE_TABLES = frozenset({
     "meta", "invoices", "invoice_lines", "periods", "revenue", "revenue_vs_capacity",
-    "coverage_daily", "node_days", "spool_quarantine", "period_documents", "journal",
-    "journal_problems", "idle_by_cause", "idle_reserved_by_holder"})
+    "coverage_daily", "node_days", "spool_quarantine", "collection_gaps", "period_documents",
+    "journal", "journal_problems", "idle_by_cause", "idle_reserved_by_holder"})
 OPERATOR_TABLES = frozenset({
     "meta", "utilization_hourly", "demand_hour_of_day", "node_days", "usage_shifts",
     "tier_change_recommendations", "reservation_recommendations", "scheduler_quota_changes"})

@@ -41,6 +41,7 @@ from models.billing.journal import JOURNAL_COLUMNS, journal_rows
 from models.billing.pricing import LineKind, allocate, forecast_total, on_demand_by_tier
 from models.billing.rate_cards import Tenant, month_bounds
 from models.errors import UserError
+from models.ledger.gaps import GAP_RANGES
 from models.ledger.usage import (
     IDLE_TENANT,
     RESERVED_TENANTS,
@@ -623,6 +624,8 @@ def _finance_tables() -> list[tuple[str, str]]:
         ("coverage_daily", _COVERAGE),
         ("node_days", _NODE_DAYS),
         ("spool_quarantine", "SELECT * FROM spool_quarantine ORDER BY day, quarantined_at, file"),
+        # What collectors could not read: no rows exist for it (models/ledger/gaps.py).
+        ("collection_gaps", GAP_RANGES.format(where="true")),
     ]
 
 

@@ -10,7 +10,7 @@ gets exactly one cause, the first that applies in this order:
    `<node>/gpu<i>-unpartitioned`).
 3. `reserved_unused`: capacity a tenant reserved and did not use that hour (the invoices'
    netting, UNUSED cells); its holder pays for it through the reservation line, so it is
-   shown apart from the platform's own idle.
+   shown apart from the platform's own idle, per holder.
 4. `queue_held`: capacity a Kueue ClusterQueue's nominal quota holds for its tenant beyond
    what the tenant used or reserved that hour (quota figures in force, from
    `scheduler_quota_changes`).
