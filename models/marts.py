@@ -328,22 +328,29 @@ def _stage_finance(con: duckdb.DuckDBPyConnection, names: Sequence[str], horizon
     idle: list[tuple[Any, ...]] = []
     holders: list[tuple[Any, ...]] = []
     if horizon.data_from is not None and horizon.data_to is not None:
-        values = {(p, tier): (Decimal(value or 0), currency) for p, tier, value, currency in
-                  con.execute(f"""SELECT c.period, c.hardware_tier, c.idle_value,
-                                         (SELECT any_value(currency) FROM mart_periods m
-                                          WHERE m.period = c.period)
-                                  FROM ({_REVENUE_VS_CAPACITY}) c""").fetchall()}
+        # A tier nobody was billed for has no realized price, so its idle has no value (null,
+        # as in revenue_vs_capacity), only GPU-hours.
+        values: dict[tuple[str, str], tuple[Decimal | None, str | None]] = {
+            (p, tier): (value, currency) for p, tier, value, currency in con.execute(
+                f"""SELECT c.period, c.hardware_tier, c.idle_value,
+                           (SELECT any_value(currency) FROM mart_periods m
+                            WHERE m.period = c.period)
+                    FROM ({_REVENUE_VS_CAPACITY}) c""").fetchall()}
+        cent = Decimal("0.01")
         for split in idle_by_cause(con, horizon.data_from, horizon.data_to, names):
-            value, currency = values.get((split.period, split.hardware_tier), (ZERO, None))
-            worth = split_value(value, split, Decimal("0.01"))
+            value, currency = values.get((split.period, split.hardware_tier), (None, None))
+            worth: dict[IdleCause, Decimal | None] = (
+                dict(split_value(value, split, cent)) if value is not None
+                else dict.fromkeys(IdleCause))
             idle += [(split.period, split.hardware_tier, order, cause.value, cause.label,
                       split.gpu_hours[cause], worth[cause], currency)
-                     for order, cause in enumerate(worth, start=1)]
+                     for order, cause in enumerate(IdleCause, start=1)]
             names_of = sorted(split.reserved_by_holder)
             reserved = worth[IdleCause.RESERVED_UNUSED]
-            shares = allocate(reserved, [split.reserved_by_holder[n] for n in names_of],
-                              Decimal("0.01")) if names_of and reserved else [ZERO] * len(
-                                  names_of)
+            shares: list[Decimal | None] = [None] * len(names_of)
+            if reserved is not None and names_of:
+                shares = list(allocate(reserved, [split.reserved_by_holder[n] for n in names_of],
+                                       cent) if reserved else [ZERO] * len(names_of))
             holders += [(split.period, split.hardware_tier, n, split.reserved_by_holder[n], v,
                          currency) for n, v in zip(names_of, shares, strict=True)]
     con.execute("CREATE OR REPLACE TEMP TABLE mart_idle_by_cause (period VARCHAR, "

@@ -59,6 +59,11 @@ causes = causes[causes["period"] == period]
 if causes.empty:
     st.caption(f"No idle capacity recorded in {period}.")
 else:
+    unvalued = sorted(causes[causes["value"].isna()]["hardware_tier"].unique())
+    if unvalued:
+        st.warning("No value for the idle capacity of " + ", ".join(unvalued) + ": nobody was "
+                   "billed for that tier this month, so it has no realized price. Its GPU-hours "
+                   "are below; the values below leave it out.")
     causes = ui.as_float(causes.copy(), "gpu_hours", "value")
     by_cause = causes.groupby(["cause_order", "cause_label"], as_index=False)[
         ["gpu_hours", "value"]].sum().sort_values("cause_order")

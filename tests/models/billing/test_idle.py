@@ -24,13 +24,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from models.billing import lifecycle
+from models.billing.books import load_books
 from models.billing.idle import IdleCause, idle_by_cause, split_value
 from models.billing.pricing import price_invoice
 from models.billing.rate_cards import Reservation, load_rate_cards, load_tenants, month_bounds
 from models.ledger import warehouse
 from models.ledger.usage import IDLE_TENANT, SHARED_IDLE_TENANT, ledger_table, make_sample_id
+from models.marts import finance_mart_path, publish_marts
 
 EXAMPLE = Path(__file__).parents[3] / "examples" / "design-example"
+FINANCE = Path(__file__).parents[3] / "examples" / "demo" / "finance.yaml"
 D = Decimal
 FIRST = datetime(2026, 10, 12, tzinfo=UTC)
 H100 = "NVIDIA H100 80GB HBM3"
@@ -61,6 +64,8 @@ def _ledger() -> list[dict[str, Any]]:
                           mig_profile="3g.40gb", gpu_equivalents=3 / 7)]
         else:
             rows.append(_row(IDLE_TENANT, "n1/gpu2", hour, 1800))
+        # An economy GPU idle all along: a second tier, with unreserved idle only.
+        rows.append(_row(IDLE_TENANT, "n3/gpu0", hour, 3600, gpu_product="NVIDIA L4"))
     return rows
 
 
@@ -90,14 +95,17 @@ def con(tmp_path_factory):
         (FIRST, "ClusterQueue", None, "zen", "economy", "nvidia.com/gpu", None, 9, *tail,
          "applied"),
     ])
-    yield db, sorted(tenants)
+    yield db, sorted(tenants), tenants, cards
     db.close()
 
 
 def test_each_idle_second_has_one_cause_and_the_split_is_exact(con) -> None:
-    db, tenants = con
+    db, tenants, *_ = con
     start, end = month_bounds("2026-10")
-    (split,) = idle_by_cause(db, start, end, tenants)
+    economy, split = idle_by_cause(db, start, end, tenants)
+    assert (economy.period, economy.hardware_tier) == ("2026-10", "economy")
+    # zen's economy queue holds 9 GPUs it does not use: all of that tier's idle is held.
+    assert economy.gpu_hours[IdleCause.QUEUE_HELD] == economy.total_gpu_hours == D(5)
     assert (split.period, split.hardware_tier) == ("2026-10", "premium")
     assert split.gpu_hours == {
         IdleCause.SHARED_ENDPOINT_IDLE: D("2.000000"),
@@ -117,7 +125,7 @@ def test_each_idle_second_has_one_cause_and_the_split_is_exact(con) -> None:
 def test_reserved_unused_is_the_invoice_netting(con) -> None:
     """The reservations' unused GPU-hours are what the invoices' netting stored (5 hours x 1
     GPU each); the idle split takes only the 8.5 of them the GPUs were idle."""
-    db, _ = con
+    db, *_ = con
     assert dict(db.execute(
         "SELECT i.tenant, sum(h.gpu_hours) FROM invoice_hours h JOIN invoices i "
         "USING (invoice_id) WHERE h.hour_use = 'unused' GROUP BY ALL").fetchall()) == {
@@ -125,8 +133,8 @@ def test_reserved_unused_is_the_invoice_netting(con) -> None:
 
 
 def test_a_window_holds_only_its_own_hours(con) -> None:
-    db, tenants = con
-    (split,) = idle_by_cause(db, FIRST + timedelta(hours=4), FIRST + timedelta(hours=5),
+    db, tenants, *_ = con
+    _, split = idle_by_cause(db, FIRST + timedelta(hours=4), FIRST + timedelta(hours=5),
                              tenants)
     assert split.gpu_hours[IdleCause.RESERVED_UNUSED] == D("0.5")
     assert split.total_gpu_hours == D("0.5")
@@ -136,9 +144,9 @@ def test_a_window_holds_only_its_own_hours(con) -> None:
 
 
 def test_the_value_splits_to_the_cent_and_sums_to_the_idle_value(con) -> None:
-    db, tenants = con
+    db, tenants, *_ = con
     start, end = month_bounds("2026-10")
-    (split,) = idle_by_cause(db, start, end, tenants)
+    _, split = idle_by_cause(db, start, end, tenants)
     worth = split_value(D("100.00"), split, D("0.01"))
     assert sum(worth.values()) == D("100.00")
     assert all(v == v.quantize(D("0.01")) for v in worth.values())
@@ -149,3 +157,27 @@ def test_the_value_splits_to_the_cent_and_sums_to_the_idle_value(con) -> None:
         IdleCause.SHARED_ENDPOINT_IDLE: D("10.09"), IdleCause.UNPARTITIONED_MIG: D("6.72"),
         IdleCause.RESERVED_UNUSED: D("42.86"), IdleCause.QUEUE_HELD: D("10.08"),
         IdleCause.UNRESERVED_IDLE: D("30.25")}
+
+
+def test_the_finance_mart_shows_each_tier_split_to_its_idle_value(con, tmp_path) -> None:
+    db, _, tenants, cards = con
+    publish_marts(db, tmp_path, tenants, now=FIRST + timedelta(days=2),
+                  books=load_books(FINANCE, cards))
+    mart = warehouse.connect(finance_mart_path(tmp_path), read_only=True)
+    try:
+        split = {(t, c): (h, v) for t, c, h, v in mart.execute(
+            "SELECT hardware_tier, cause, gpu_hours, value FROM idle_by_cause").fetchall()}
+        idle = dict(mart.execute(
+            "SELECT hardware_tier, idle_value FROM revenue_vs_capacity").fetchall())
+        holders = {t: (h, v) for t, h, v in mart.execute(
+            "SELECT tenant, gpu_hours, value FROM idle_reserved_by_holder").fetchall()}
+    finally:
+        mart.close()
+    assert {t for t, _ in split} == {"economy", "premium"}
+    assert sum(v for (t, _), (_, v) in split.items() if t == "premium") == idle["premium"]
+    # Nobody was billed for economy: no realized price, so its idle has GPU-hours and no value.
+    assert idle["economy"] is None
+    assert {v for (t, _), (_, v) in split.items() if t == "economy"} == {None}
+    assert split["economy", "queue_held"][0] == D(5)
+    assert {t: h for t, (h, _) in holders.items()} == {"acme": D("4.25"), "zen": D("4.25")}
+    assert sum(v for _, v in holders.values()) == split["premium", "reserved_unused"][1]
