@@ -470,6 +470,30 @@ def gpus_in_use_at_end_of(con: duckdb.DuckDBPyConnection, day: date
     }
 
 
+def overflow_pools_of(con: duckdb.DuckDBPyConnection, day: date
+                      ) -> dict[tuple[str, str | None], int]:
+    """(tier, MIG profile) -> shared overflow pool of `day`'s analysis, in GPUs or instances."""
+    return {(t, m): int(n) for t, m, n in con.execute(
+        "SELECT hardware_tier, mig_profile, pool_gpus FROM reservation_overflow_pools "
+        "WHERE day = ?", [day]).fetchall()}
+
+
+def tier_products(con: duckdb.DuckDBPyConnection, start: datetime, end: datetime
+                  ) -> dict[str, list[str]]:
+    """tier -> the GPU products of its devices in [start, end), idle devices included."""
+    products: dict[str, list[str]] = {}
+    for tier, product in con.execute(
+            "SELECT DISTINCT hardware_tier, gpu_product FROM usage_hourly "
+            "WHERE hour >= ? AND hour < ? ORDER BY ALL", [start, end]).fetchall():
+        products.setdefault(tier, []).append(product)
+    return products
+
+
+def latest_recommendation_day(con: duckdb.DuckDBPyConnection) -> date | None:
+    row = con.execute("SELECT max(day) FROM reservation_recommendations").fetchone()
+    return row[0] if row else None
+
+
 # --- scheduler quota changes -------------------------------------------------------------------
 
 MANIFEST_OUTCOME = "manifest"
