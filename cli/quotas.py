@@ -227,3 +227,61 @@ def _print(records: Sequence[ChangeRecord]) -> None:
         before = "-" if r.before is None else str(r.before)
         click.echo(f"{r.key.kind.value:<14} {r.key.label:<56} {before:>5} -> {r.after:<5} "
                    f"(use {r.in_use}, recommended {r.recommended}, {r.rule}) {r.outcome}")
+
+
+@quotas.command("mig-layout")
+@_FROM_WAREHOUSE
+@_DAY
+@click.option("--out", "out_dir", required=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for mig-parted.yaml (the MIG manager's config) and mig-layout.json.")
+def mig_layout(source_path: Path | None, day: datetime | None, out_dir: Path) -> None:
+    """Recommend a MIG partition layout per node group (hardware tier x GPU product) from the
+    reservations and overflow pools per MIG profile, checked against the A100/H100 geometry;
+    writes it in mig-parted's `mig-configs` format with each node's config, the expected
+    utilization and each tenant's expected monthly cost."""
+    import json
+
+    from models.files import atomic_write
+    from models.ledger import warehouse
+    from models.planning.mig_layouts import (
+        layout_report,
+        layouts_from_warehouse,
+        mig_parted_config,
+        mig_parted_problems,
+    )
+
+    if source_path is None:
+        raise QuotasFailed("--from-warehouse is required: a layout is sized from its analysis")
+    try:
+        con = warehouse.connect(source_path, read_only=True)
+        try:
+            when = day.date() if day else warehouse.latest_recommendation_day(con)
+            if when is None:
+                raise UserError(f"{source_path}: no reservation recommendations yet")
+            layouts = layouts_from_warehouse(con, when)
+        finally:
+            con.close()
+    except (ChargebackError, ValueError) as error:
+        raise QuotasFailed(str(error)) from None
+    config = mig_parted_config(layouts)
+    problems = mig_parted_problems(
+        config, {name: g.gpu_product for g in layouts for name in g.configs})
+    if problems:
+        raise QuotasFailed("the layout would not apply:\n" + "\n".join(problems))
+    import yaml
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(out_dir / "mig-parted.yaml", yaml.safe_dump(config, sort_keys=False))
+    report = {"day": str(when), **layout_report(layouts)}
+    atomic_write(out_dir / "mig-layout.json", json.dumps(report, indent=2) + "\n")
+    for g in layouts:
+        profiles = ", ".join(f"{p or 'whole'} {n}" for p, n in sorted(
+            g.provided.items(), key=lambda i: (i[0] is None, i[0])))
+        click.echo(f"{g.hardware_tier} {g.gpu_product}: {len(g.gpu_layouts)} of {g.gpus} GPUs "
+                   f"partitioned ({profiles}); expected utilization "
+                   f"{g.group_utilization:.0%}" + (f"; SHORT {g.shortfall_gpus} GPU(s)"
+                                                   if g.shortfall_gpus else ""))
+        for node, name in g.nodes.items():
+            click.echo(f"  kubectl label node {node} nvidia.com/mig.config={name} --overwrite")
+    click.echo(f"wrote {out_dir / 'mig-parted.yaml'} and {out_dir / 'mig-layout.json'}")

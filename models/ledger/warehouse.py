@@ -489,6 +489,41 @@ def tier_products(con: duckdb.DuckDBPyConnection, start: datetime, end: datetime
     return products
 
 
+def node_gpus(con: duckdb.DuckDBPyConnection, start: datetime, end: datetime
+              ) -> list[tuple[str, str, str, int, bool]]:
+    """(tier, GPU product, node, GPUs, has MIG instances) of every node in [start, end): its
+    GPUs are the most GPU-hours it accounted for in an hour (idle included, so by
+    conservation its capacity)."""
+    return [(t, p, n, round(g), bool(m)) for t, p, n, g, m in con.execute(
+        "WITH hourly AS (SELECT hardware_tier, gpu_product, node, hour, "
+        "sum(allocated_gpu_seconds) / 3600 AS gpus, bool_or(mig_profile IS NOT NULL) AS mig "
+        "FROM usage_hourly WHERE hour >= ? AND hour < ? GROUP BY ALL) "
+        "SELECT hardware_tier, gpu_product, node, max(gpus)::DOUBLE, bool_or(mig) "
+        "FROM hourly GROUP BY ALL ORDER BY ALL", [start, end]).fetchall()]
+
+
+def workload_kinds(con: duckdb.DuckDBPyConnection, start: datetime, end: datetime
+                   ) -> dict[tuple[str, str, str | None], list[str]]:
+    """(tenant, tier, MIG profile) -> the workload kinds it ran in [start, end)."""
+    kinds: dict[tuple[str, str, str | None], list[str]] = {}
+    for tenant, tier, mig, kind in con.execute(
+            "SELECT DISTINCT tenant, hardware_tier, mig_profile, workload_kind FROM usage_hourly "
+            f"WHERE hour >= ? AND hour < ? AND tenant NOT IN ({_RESERVED}) ORDER BY ALL",
+            [start, end]).fetchall():
+        kinds.setdefault((tenant, tier, mig), []).append(kind)
+    return kinds
+
+
+def reservation_costs(con: duckdb.DuckDBPyConnection, day: date
+                      ) -> list[tuple[str, str, str | None, str, int, Decimal, str]]:
+    """`day`'s recommendations as (tenant, tier, MIG profile, SLA class, units, expected
+    monthly cost with them, currency)."""
+    return con.execute(
+        "SELECT tenant, hardware_tier, mig_profile, sla_class, recommended_gpus, "
+        "expected_monthly_cost_recommended, currency FROM reservation_recommendations "
+        "WHERE day = ? ORDER BY ALL", [day]).fetchall()
+
+
 def latest_recommendation_day(con: duckdb.DuckDBPyConnection) -> date | None:
     row = con.execute("SELECT max(day) FROM reservation_recommendations").fetchone()
     return row[0] if row else None
