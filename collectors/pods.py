@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -316,6 +316,69 @@ def node_gpus(node: Mapping[str, Any]) -> NodeGpus:
     )
 
 
+# ---------------------------------------------------------------------------------------------
+# Dynamic Resource Allocation (resource.k8s.io/v1)
+
+DRA_DRIVER = "gpu.nvidia.com"
+"""NVIDIA's DRA driver (k8s-dra-driver-gpu). Its ResourceSlices publish each GPU and MIG
+device of a node with the attributes `type` (gpu or mig), `uuid`, `productName` and, for MIG,
+`profile`; a ResourceClaim's `status.allocation.devices.results` names the devices (driver,
+pool, device) and `status.reservedFor` the pods that hold them."""
+_DRA = "dra:"
+"""Device kind prefix: a claim's slot goes to exactly the device it was allocated, not to any
+device of a kind as with device-plugin GPUs."""
+
+
+def dra_key(driver: str, pool: str, device: str) -> str:
+    return f"{driver}/{pool}/{device}"
+
+
+def dra_devices(resource_slice: Mapping[str, Any]) -> list[tuple[str, Device]]:
+    """(node, device) for every GPU or MIG device a ResourceSlice of NVIDIA's driver publishes;
+    other drivers and devices not bound to one node are not GPUs of ours."""
+    spec = resource_slice.get("spec") or {}
+    node = spec.get("nodeName")
+    if spec.get("driver") != DRA_DRIVER or not node:
+        return []
+    where = _where({**resource_slice, "kind": "ResourceSlice"})
+    pool = str((spec.get("pool") or {}).get("name"))
+    out = []
+    for device in spec.get("devices") or []:
+        attributes = device.get("attributes") or {}
+
+        def text(name: str, attributes: Mapping[str, Any] = attributes) -> str | None:
+            value = (attributes.get(name) or {}).get("string")
+            return str(value) if value else None
+
+        kind = text("type")
+        if kind not in ("gpu", "mig"):
+            continue
+        product = normalize_product(text("productName") or "UNKNOWN")
+        profile, equivalents = None, Fraction(1)
+        if kind == "mig":
+            profile = (text("profile") or "").lower().removeprefix("mig-")
+            try:
+                equivalents = mig_gpu_equivalents(profile, product)
+            except UnknownMigProfile as exc:
+                raise PodSpecError(f"{where}: device {device.get('name')}: {exc}") from None
+        key = dra_key(DRA_DRIVER, pool, str(device.get("name")))
+        out.append((str(node), Device(text("uuid") or f"{node}/{key}", _DRA + key, product,
+                                      profile, equivalents)))
+    return out
+
+
+def claim_allocation(claim: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """The devices of NVIDIA's driver a ResourceClaim was allocated (dra_key), and the UIDs of
+    the pods that reserve it."""
+    status = claim.get("status") or {}
+    results = ((status.get("allocation") or {}).get("devices") or {}).get("results") or []
+    keys = [dra_key(r["driver"], r["pool"], r["device"])
+            for r in results if r.get("driver") == DRA_DRIVER]
+    pods = [str(ref["uid"]) for ref in status.get("reservedFor") or []
+            if ref.get("resource") == "pods" and ref.get("uid")]
+    return keys, pods
+
+
 def _time(value: Any) -> datetime | None:
     if value is None or value == "":
         return None
@@ -436,7 +499,8 @@ def allocation_from_pod(
     meta = _meta(pod)
     node = spec.get("nodeName")
     labels: Mapping[str, str] = meta.get("labels") or {}
-    if not request or not node or labels.get("app") == RUNAI_RESERVATION_APP:
+    claims = spec.get("resourceClaims") or []
+    if (not request and not claims) or not node or labels.get("app") == RUNAI_RESERVATION_APP:
         return None
     start = _scheduled_at(pod) or observed_at
     phase = (pod.get("status") or {}).get("phase")
@@ -514,6 +578,24 @@ class CollectorState:
     allocations: dict[str, PodAllocation] = field(default_factory=dict)
     nodes: dict[str, NodeGpus] = field(default_factory=dict)
     namespace_labels: dict[str, dict[str, str]] = field(default_factory=dict)
+    dra_devices: dict[str, tuple[str, Device]] = field(default_factory=dict)
+    """dra_key -> (node, device) from the ResourceSlices."""
+    dra_held: dict[str, tuple[tuple[str, Fraction], ...]] = field(default_factory=dict)
+    """Pod UID -> (dra_key, share of the device) from the claims reserving it. Kept with the
+    pod's interval, so a claim deleted after its pod ended still bills the pod."""
+
+    def set_dra(self, slices: Sequence[Mapping[str, Any]], claims: Sequence[Mapping[str, Any]]
+                ) -> None:
+        """Devices and allocations from full lists of ResourceSlices and ResourceClaims. A
+        device reserved by several pods (a shared claim) is split between them equally."""
+        self.dra_devices = {device.kind.removeprefix(_DRA): (node, device)
+                            for item in slices for node, device in dra_devices(item)}
+        held: dict[str, list[tuple[str, Fraction]]] = {}
+        for claim in claims:
+            keys, pods = claim_allocation(claim)
+            for uid in pods:
+                held.setdefault(uid, []).extend((k, Fraction(1, len(pods))) for k in keys)
+        self.dra_held.update({uid: tuple(sorted(h)) for uid, h in held.items()})
 
     def upsert_pod(self, pod: Mapping[str, Any], *, observed_at: datetime,
                    deleted: bool = False) -> None:
@@ -542,6 +624,7 @@ class CollectorState:
         gone = [u for u, a in self.allocations.items() if a.end is not None and a.end < when]
         for uid in gone:
             del self.allocations[uid]
+            self.dra_held.pop(uid, None)
         return len(gone)
 
     def rows(self, window_start: datetime, duration_s: float, *, cluster: str,
@@ -565,6 +648,7 @@ class CollectorState:
             node = self.nodes.get(node_name)
             devices = (node.devices() if node is not None
                        and node.alive_during(window_start, window_end) else [])
+            devices += [d for n, d in self.dra_devices.values() if n == node_name]
             placed: dict[str, list[_Slot]] = {d.device_id: [] for d in devices}
             slots = [
                 slot
@@ -573,7 +657,8 @@ class CollectorState:
                 for slot in _slots(
                     allocation, node, max(allocation.start, window_start),
                     min(allocation.end or window_end, window_end),
-                )
+                ) + self._dra_slots(allocation, max(allocation.start, window_start),
+                                    min(allocation.end or window_end, window_end))
             ]
             for i, slot in enumerate(slots):
                 target = next(
@@ -590,7 +675,8 @@ class CollectorState:
                         slot.allocation.namespace, slot.allocation.name, slot.equivalents,
                         slot.kind, node_name,
                     )
-                    profile = None if slot.kind == _WHOLE else slot.kind
+                    profile = (None if slot.kind == _WHOLE or slot.kind.startswith(_DRA)
+                               else slot.kind)
                     target = Device(
                         f"{node_name}/unplaced-{slot.allocation.uid}-{i}", slot.kind,
                         (node.product if node else None) or "UNKNOWN", profile,
@@ -605,6 +691,17 @@ class CollectorState:
                     node_name, cluster, tenants,
                 )
         return rows
+
+    def _dra_slots(self, allocation: PodAllocation, start: datetime, end: datetime
+                   ) -> list[_Slot]:
+        """The devices the pod's claims were allocated, each its share of the device."""
+        slots = []
+        for key, share in self.dra_held.get(allocation.uid, ()):
+            known = self.dra_devices.get(key)
+            # A device no ResourceSlice shows (yet) is still held: a whole one, on its own.
+            equivalents = known[1].gpu_equivalents if known else Fraction(1)
+            slots.append(_Slot(allocation, _DRA + key, equivalents * share, start, end))
+        return slots
 
     def _device_rows(
         self, device: Device, slots: list[_Slot], window_start: datetime, duration: Fraction,
@@ -742,6 +839,11 @@ class PodCollector:
         self.state = CollectorState()
         self.pods = _Resource("Pod", self.api.list_pod_for_all_namespaces)
         self.nodes = _Resource("Node", self.api.list_node)
+        resource_api = k8s.ResourceV1Api(api_client)
+        self.slices = _Resource("ResourceSlice", resource_api.list_resource_slice)
+        self.claims = _Resource("ResourceClaim",
+                                resource_api.list_resource_claim_for_all_namespaces)
+        self.dra_served = True
         self.relists = 0
         self.resumes = 0
         self.errors: list[str] = []
@@ -772,12 +874,33 @@ class PodCollector:
         now = self.clock()
         self.relists += 1
         self.refresh_namespaces()
+        self.refresh_dra()
         for node in self._list(self.nodes):
             self._apply_node("ADDED", node, now)
         pods = self._list(self.pods)
         for pod in pods:
             self._apply_pod("ADDED", pod, now)
         self.state.end_missing({str(_meta(p).get("uid")) for p in pods}, observed_at=now)
+
+    def refresh_dra(self) -> None:
+        """ResourceSlices and ResourceClaims, listed whole on every sync (they change at pod
+        scheduling, far less often than pods). A cluster that does not serve
+        resource.k8s.io/v1 (before Kubernetes 1.34, or DRA off) has no DRA GPUs."""
+        if not self.dra_served:
+            return
+        try:
+            slices, claims = self._list(self.slices), self._list(self.claims)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            self.dra_served = False
+            log.info("resource.k8s.io/v1 is not served: no DRA-allocated GPUs to attribute")
+            return
+        try:
+            self.state.set_dra(slices, claims)
+        except PodSpecError as exc:
+            self.errors.append(str(exc))
+            log.error("%s", exc)
 
     def refresh_namespaces(self) -> None:
         namespaces = self._list(_Resource("Namespace", self.api.list_namespace))
@@ -844,6 +967,7 @@ class PodCollector:
         events = 0
         try:
             self.refresh_namespaces()
+            self.refresh_dra()
             events += self._watch(self.nodes, self._apply_node)
             events += self._watch(self.pods, self._apply_pod)
         except WatchExpired as exc:

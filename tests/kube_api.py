@@ -31,7 +31,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-COLLECTIONS = {"pods": "Pod", "nodes": "Node", "namespaces": "Namespace"}
+COLLECTIONS = {"pods": "Pod", "nodes": "Node", "namespaces": "Namespace",
+               "resourceclaims": "ResourceClaim", "resourceslices": "ResourceSlice"}
+API_VERSIONS = {"resourceclaims": "resource.k8s.io/v1", "resourceslices": "resource.k8s.io/v1"}
+"""Collections outside the core group, served at /apis/<group>/<version>/<collection>."""
 VERSION_INFO = {
     "major": "1",
     "minor": "31",
@@ -224,10 +227,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200, VERSION_INFO)
             return
         segments = parts.path.strip("/").split("/")
-        if segments[:2] != ["api", "v1"] or len(segments) != 3 or segments[2] not in COLLECTIONS:
+        collection = segments[-1]
+        group = "/".join(segments[1:-1])
+        if (collection not in COLLECTIONS or segments[0] != ("apis" if "/" in group else "api")
+                or group != API_VERSIONS.get(collection, "v1")):
             self._json(404, status(404, "NotFound", f"the server could not find {parts.path}"))
             return
-        collection = segments[2]
         if query.get("watch") in ("true", "1"):
             self._watch(collection, query)
         else:
@@ -261,7 +266,7 @@ class _Handler(BaseHTTPRequestHandler):
             metadata["remainingItemCount"] = len(items) - offset - limit
         self._json(200, {
             "kind": f"{COLLECTIONS[collection]}List",
-            "apiVersion": "v1",
+            "apiVersion": API_VERSIONS.get(collection, "v1"),
             "metadata": metadata,
             "items": page,
         })
