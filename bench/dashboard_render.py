@@ -20,7 +20,9 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 from dashboards.auth import User, hash_password, parse_role, save_users
-from models.billing.invoices import canonical_json, content_hash
+from models.billing.invoices import canonical_json, content_hash, document
+from models.billing.pricing import Invoice, InvoiceLine, LineKind, PriceBand
+from models.billing.rate_cards import PricingMode
 from models.ledger import warehouse
 from models.marts import publish_marts
 from tests.dashboards.browser import CHROMIUM, CHROMIUM_ARGS, dashboard_server
@@ -68,29 +70,27 @@ def build(home: Path, tenants: int, days: int) -> tuple[list[str], dict[str, flo
         "SELECT tenant, strftime(hour, '%Y-%m'), hardware_tier, "
         "sum(allocated_gpu_seconds) / 3600 FROM usage_hourly WHERE tenant <> '__idle__' "
         "GROUP BY ALL ORDER BY ALL").fetchall()
-    docs: dict[tuple[str, str], dict] = {}
+    lines_of: dict[tuple[str, str], list[InvoiceLine]] = {}
     for tenant, period, tier, hours in rows:
-        doc = docs.setdefault((tenant, period), {
-            "tenant": tenant, "period": period, "plan": "growth", "currency": "USD",
-            "rate_card_version": "bench", "basis": "allocation", "active_fraction": "1",
-            "lines": [], "usage": [], "credit_available": "0", "credit_applied": "0"})
         quantity = Decimal(hours).quantize(Decimal("0.000001"))
         amount = (quantity * PRICES[tier]).quantize(Decimal("0.01"), ROUND_HALF_UP)
-        doc["lines"].append({"kind": "usage", "description": f"{tier} on-demand",
-                             "hardware_tier": tier, "size_class": None,
-                             "quantity": str(quantity), "unit": "unit",
-                             "unit_price": str(PRICES[tier]), "amount": str(amount)})
+        lines_of.setdefault((tenant, period), []).append(InvoiceLine(
+            LineKind.USAGE, f"{tier} on-demand, flat", quantity, "unit", PRICES[tier], amount,
+            hardware_tier=tier, band=PriceBand(PricingMode.FLAT, None, Decimal(0), None)))
     invoices, lines = [], []
-    for n, ((tenant, period), doc) in enumerate(sorted(docs.items()), start=1):
-        doc["total"] = str(sum((Decimal(x["amount"]) for x in doc["lines"]), Decimal(0)))
+    for n, ((tenant, period), priced) in enumerate(sorted(lines_of.items()), start=1):
+        invoice = Invoice(
+            tenant=tenant, plan="growth", period=period, currency="USD", minor_unit=2,
+            rate_card_version="bench", basis="allocation", lines=tuple(priced), usage=(),
+            reservations=(), hours=(), credit_available=Decimal(0), credit_applied=Decimal(0),
+            active_fraction=Decimal(1), minimum_commitment=Decimal(0))
         number = f"INV-{period}-{n:05d}"
-        doc.update(number=number, kind="invoice")
+        doc = document(invoice, number=number)
         invoices.append([number, number, "invoice", "final", tenant, period, "growth", "USD",
-                         Decimal(doc["total"]), Decimal(0), None, "bench", content_hash(doc),
+                         invoice.total, Decimal(0), None, "bench", content_hash(doc),
                          "bench", canonical_json(doc), END])
-        lines += [[number, i, x["kind"], x["description"], x["hardware_tier"], None,
-                   Decimal(x["quantity"]), x["unit"], Decimal(x["unit_price"]),
-                   Decimal(x["amount"])] for i, x in enumerate(doc["lines"], start=1)]
+        lines += [[number, i, x.kind.value, x.description, x.hardware_tier, None, x.quantity,
+                   x.unit, x.unit_price, x.amount] for i, x in enumerate(priced, start=1)]
     con.executemany("INSERT INTO invoices VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     invoices)
     con.executemany("INSERT INTO invoice_lines VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", lines)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import shutil
 import tempfile
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import click
 import duckdb
 
-from models.billing.invoices import LINE_COLUMNS, canonical_json, invoice_document, line_rows
+from models.billing.invoices import canonical_json, document, lines_csv
 from models.billing.period import UnknownTenants, price_period
 from models.billing.pricing import Invoice
 from models.billing.rate_cards import (
@@ -126,14 +125,9 @@ def write_invoices(invoices: list[Invoice], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as tmp:
         staging = Path(tmp)
-        with (staging / "invoices.csv").open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=LINE_COLUMNS)
-            writer.writeheader()
-            for invoice in invoices:
-                writer.writerows(line_rows(invoice))
+        (staging / "invoices.csv").write_text(lines_csv((None, i) for i in invoices))
         for invoice in invoices:
-            (staging / f"{invoice.tenant}.json").write_text(
-                canonical_json(invoice_document(invoice)))
+            (staging / f"{invoice.tenant}.json").write_text(canonical_json(document(invoice)))
         for path in sorted(staging.iterdir()):
             shutil.move(str(path), out / path.name)
 

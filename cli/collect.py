@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import click
-import pyarrow as pa
 
 from collectors.agent import Agent, SimulatorCollector, run_agent
 from collectors.spool import SpoolLocation, SpoolLocationError, local_path
+from models.errors import ChargebackError
 
 
 def _node_name() -> str:
@@ -35,6 +35,15 @@ def _spool_option(_ctx: click.Context, _param: click.Parameter, value: str) -> S
     if local.exists() and not local.is_dir():
         raise click.BadParameter(f"{local} is a file, not a folder")
     return local
+
+
+def _run(agent: Agent, *, once: bool, metrics_port: int | None, metrics_address: str) -> None:
+    """run_agent, with its errors (gaps in a `--once` window) as one message and exit 2."""
+    try:
+        run_agent(agent, once=once, metrics_port=metrics_port, metrics_address=metrics_address)
+    except ChargebackError as error:
+        click.echo(f"Error: {error}", err=True)
+        raise click.exceptions.Exit(2) from None
 
 
 def _common(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -94,7 +103,7 @@ def simulate_command(spool: SpoolLocation, days: int, start: datetime | None, in
         agent = Agent(SimulatorCollector(origin=origin, interval_s=interval_s, seed=seed,
                                          scale=scale),
                       spool, SOURCE, "simulator", interval_s)
-        run_agent(agent, once=once, metrics_port=metrics_port, metrics_address=metrics_address)
+        _run(agent, once=once, metrics_port=metrics_port, metrics_address=metrics_address)
         return
     first = start.date() if start else today - timedelta(days=days)
     usage_batches = days * 24 * len(default_cluster(scale).nodes)
@@ -133,8 +142,9 @@ def nvml_command(spool: SpoolLocation, once: bool, metrics_port: int | None, met
     except NvmlUnavailable as exc:
         raise click.ClickException(str(exc)) from exc
     with collector:
-        agent = Agent(collector, spool, "nvml", node, window_s, sample_s=interval_s)
-        run_agent(agent, once=once, metrics_port=metrics_port, metrics_address=metrics_address)
+        agent = Agent(collector, spool, "nvml", node, window_s, sample_s=interval_s,
+                      cluster=cluster, gap_node=node)
+        _run(agent, once=once, metrics_port=metrics_port, metrics_address=metrics_address)
 
 
 def _tenant_options(command: Any) -> Any:
@@ -172,16 +182,8 @@ def pods_command(spool: SpoolLocation, once: bool, metrics_port: int | None, met
     collector = PodCollector(api_client, cluster=cluster,
                              namespace_tenants=_namespace_tenants(tenants_file, namespace_tenant),
                              watch_timeout_s=max(1, int(interval_s // 2)))
-
-    class Synced:
-        def sample(self, _now: datetime) -> None:
-            collector.sync()
-
-        def rows(self, window_start: datetime, duration_s: float) -> pa.Table:
-            return collector.rows(window_start, duration_s)
-
-    agent = Agent(Synced(), spool, "pods", node, interval_s)
-    run_agent(agent, once=once, metrics_port=metrics_port, metrics_address=metrics_address)
+    agent = Agent(collector, spool, "pods", node, interval_s, cluster=cluster)
+    _run(agent, once=once, metrics_port=metrics_port, metrics_address=metrics_address)
 
 
 def _namespace_tenants(tenants_file: Path | None, pairs: tuple[str, ...]) -> dict[str, str]:
@@ -218,29 +220,23 @@ def _namespace_tenants(tenants_file: Path | None, pairs: tuple[str, ...]) -> dic
 @click.option("--delay", "delay_s", type=click.FloatRange(min=0), default=120.0,
               show_default=True, help="Read a window this long after it ends, so its scrapes "
                                       "have landed.")
+@click.option("--exporter-job", default=None, metavar="REGEX",
+              help="Regular expression matching the Prometheus job of dcgm-exporter targets "
+                   "(default .*dcgm.*): a window in which one could not be scraped is recorded "
+                   "as a gap.")
 @_tenant_options
 def prometheus_command(spool: SpoolLocation, once: bool, metrics_port: int | None,
                        metrics_address: str, node: str, cluster: str, url: str,
-                       interval_s: int, delay_s: float, tenants_file: Path | None,
-                       namespace_tenant: tuple[str, ...]) -> None:
+                       interval_s: int, delay_s: float, exporter_job: str | None,
+                       tenants_file: Path | None, namespace_tenant: tuple[str, ...]) -> None:
     """Read dcgm-exporter and inference-gateway metrics from Prometheus."""
-    from collectors.prometheus import PrometheusReader
+    from collectors.prometheus import DCGM_JOB, PrometheusCollector, PrometheusReader
 
     namespace_tenants = _namespace_tenants(tenants_file, namespace_tenant)
-    reader = PrometheusReader(url, cluster=cluster)
-
-    class Windows:
-        def rows(self, window_start: datetime, duration_s: float) -> pa.Table:
-            end = window_start + timedelta(seconds=duration_s)
-            return reader.usage_rows(window_start, end, interval_s,
-                                     namespace_tenants=namespace_tenants)
-
-        def request_rows(self, window_start: datetime, duration_s: float) -> pa.Table:
-            end = window_start + timedelta(seconds=duration_s)
-            return reader.request_rows(window_start, end, interval_s)
-
+    reader = PrometheusReader(url, cluster=cluster, exporter_job=exporter_job or DCGM_JOB)
     try:
-        agent = Agent(Windows(), spool, "prometheus", node, interval_s, delay_s=delay_s)
-        run_agent(agent, once=once, metrics_port=metrics_port, metrics_address=metrics_address)
+        agent = Agent(PrometheusCollector(reader, interval_s, namespace_tenants), spool,
+                      "prometheus", node, interval_s, delay_s=delay_s, cluster=cluster)
+        _run(agent, once=once, metrics_port=metrics_port, metrics_address=metrics_address)
     finally:
         reader.close()

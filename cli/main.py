@@ -16,7 +16,7 @@ COMMANDS = {
     "close": ("cli.operate:close_command", "Close a billing month: finalize its invoices."),
     "invoices": ("cli.operate:invoices", "List, show and export invoices."),
     "demo": ("cli.operate:demo", "Simulate a month, run the pipeline, print invoices."),
-    "eval": ("cli.main:evaluate", "Evaluate shift detection and reservations on real data."),
+    "eval": ("cli.main:evaluate", "Evaluate shifts, reservations and forecasts on real data."),
     "replay": ("evaluation.replay:replay", "Replay a real public cluster trace end to end."),
     "quotas": ("cli.quotas:quotas", "Write or apply scheduler quotas from recommendations."),
     "dashboard": ("cli.dashboard:dashboard", "Start the Streamlit dashboard."),
@@ -62,10 +62,14 @@ def main() -> None:
             "evaluation.reservations:reservations",
             "Backtest reservation recommendations on Helios demand.",
         ),
+        "forecast": (
+            "evaluation.forecast:forecast",
+            "Backtest month-end usage forecasts on real traces against baselines.",
+        ),
     },
 )
 def evaluate() -> None:
-    """Evaluate the analytics on real public data (change points, reservations)."""
+    """Evaluate the analytics on real public data (change points, reservations, forecasts)."""
 
 
 if __name__ == "__main__":

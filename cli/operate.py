@@ -16,9 +16,9 @@ from typing import Any
 import click
 from tqdm import tqdm
 
-from models.billing.exports import file_stem, invoice_documents, lines_csv
-from models.billing.invoice_pdf import render_pdf
-from models.billing.invoices import canonical_json
+from models.billing import lifecycle
+from models.billing.exports import write_invoice_files
+from models.billing.invoices import Status, StoredInvoice
 from models.billing.rate_cards import month_bounds
 from models.ledger import warehouse
 from pipelines.resources import ROOT, default_resources, home
@@ -118,15 +118,19 @@ def _exports_path() -> Path:
     return Path(default_resources()["outputs"].exports_path)  # type: ignore[attr-defined]
 
 
-def _documents(period: str) -> list[dict[str, Any]]:
+def _stored(period: str) -> list[StoredInvoice]:
     path = _warehouse_path()
     if not path.exists():
         raise CommandError(f"no warehouse at {path}: run `chargeback run` or `chargeback demo`")
     con = warehouse.connect(path, read_only=True)
     try:
-        return invoice_documents(con, period)
+        return lifecycle.stored(con, period)
     finally:
         con.close()
+
+
+def _amount(value: Decimal, minor_unit: int) -> str:
+    return f"{value:,.{minor_unit}f}"
 
 
 def _parse_day(value: str) -> date:
@@ -167,7 +171,7 @@ def close_command(period: str) -> None:
 
     Usage arriving later for the month produces adjustment notes on the next run."""
     close(period)
-    finals = [d for d in _documents(period) if d["status"] == "final"]
+    finals = [s for s in _stored(period) if s.status is Status.FINAL]
     click.echo(f"{period} closed: {len(finals)} final invoices and adjustments")
 
 
@@ -181,14 +185,16 @@ def invoices() -> None:
               help="Billing month, YYYY-MM.")
 def list_invoices(period: str) -> None:
     """One line per invoice or adjustment of the period."""
-    docs = _documents(period)
-    if not docs:
+    found = _stored(period)
+    if not found:
         click.echo(f"no invoices for {period}")
         return
     click.echo(f"{'number':<24} {'status':<6} {'tenant':<14} {'plan':<11} {'total':>14}")
-    for doc in docs:
-        click.echo(f"{file_stem(doc):<24} {doc['status']:<6} {doc['tenant']:<14} "
-                   f"{doc['plan']:<11} {Decimal(doc['total']):>14,.2f} {doc['currency']}")
+    for stored in found:
+        invoice = stored.invoice
+        click.echo(f"{stored.stem:<24} {stored.status:<6} {invoice.tenant:<14} "
+                   f"{invoice.plan:<11} {_amount(invoice.total, invoice.minor_unit):>14} "
+                   f"{invoice.currency}")
 
 
 @invoices.command("show")
@@ -197,14 +203,17 @@ def list_invoices(period: str) -> None:
               help="Billing month, YYYY-MM.")
 def show_invoice(number: str, period: str) -> None:
     """Lines of one invoice (its number, or DRAFT-<period>-<tenant>)."""
-    doc = next((d for d in _documents(period) if file_stem(d) == number), None)
-    if doc is None:
-        raise CommandError(f"no invoice {number} in {period}: see `chargeback invoices list`")
-    click.echo(f"{file_stem(doc)}  {doc['tenant']}  {doc['period']}  plan {doc['plan']}  "
-               f"status {doc['status']}")
-    for line in doc["lines"]:
-        click.echo(f"  {line['description']:<58} {Decimal(line['amount']):>14,.2f}")
-    click.echo(f"  {'total':<58} {Decimal(doc['total']):>14,.2f} {doc['currency']}")
+    stored = next((s for s in _stored(period) if s.stem == number), None)
+    if stored is None:
+        raise click.BadParameter(f"no invoice {number} in {period}: see `chargeback invoices "
+                                 "list`", param_hint="NUMBER")
+    invoice = stored.invoice
+    click.echo(f"{stored.stem}  {invoice.tenant}  {invoice.period}  plan {invoice.plan}  "
+               f"status {stored.status}")
+    for line in invoice.lines:
+        click.echo(f"  {line.description:<58} {_amount(line.amount, invoice.minor_unit):>14}")
+    click.echo(f"  {'total':<58} {_amount(invoice.total, invoice.minor_unit):>14} "
+               f"{invoice.currency}")
 
 
 @invoices.command("export")
@@ -216,7 +225,6 @@ def show_invoice(number: str, period: str) -> None:
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder.")
 def export_invoices(period: str, fmt: str, out: Path) -> None:
     """Write the period's invoices (or its FOCUS export) into OUT."""
-    out.mkdir(parents=True, exist_ok=True)
     if fmt == "focus":
         from models.billing.focus import write_focus_export
 
@@ -227,14 +235,7 @@ def export_invoices(period: str, fmt: str, out: Path) -> None:
         finally:
             con.close()
     else:
-        paths = []
-        for doc in tqdm(_documents(period), desc=f"export {fmt}", unit="invoice"):
-            path = out / f"{file_stem(doc)}.{fmt}"
-            data = {"pdf": lambda d: render_pdf(d),
-                    "csv": lambda d: lines_csv(d).encode(),
-                    "json": lambda d: canonical_json(d).encode()}[fmt](doc)
-            path.write_bytes(data)
-            paths.append(path)
+        paths = write_invoice_files(_stored(period), out, [fmt])
     for path in paths:
         click.echo(str(path))
 
@@ -281,19 +282,23 @@ def _print_demo(period: str) -> None:
         hours = {(t, tier): h for t, tier, h in con.execute(
             "SELECT tenant, hardware_tier, sum(allocated_gpu_seconds) / 3600 FROM usage_hourly "
             "WHERE hour >= ? AND hour < ? GROUP BY ALL", [start, end]).fetchall()}
-        docs = invoice_documents(con, period)
+        found = lifecycle.stored(con, period)
     finally:
         con.close()
     tiers = sorted({tier for _, tier in hours})
     header = f"{'tenant':<10} {'plan':<11}" + "".join(f"{t + ' GPU-h':>16}" for t in tiers)
     click.echo("\n" + header + f"{'total':>15}  number")
-    for doc in docs:
-        cells = "".join(f"{hours.get((doc['tenant'], t), 0):>16,.1f}" for t in tiers)
-        click.echo(f"{doc['tenant']:<10} {doc['plan']:<11}{cells}"
-                   f"{Decimal(doc['total']):>15,.2f}  {file_stem(doc)}")
+    for stored in found:
+        invoice = stored.invoice
+        cells = "".join(f"{hours.get((invoice.tenant, t), 0):>16,.1f}" for t in tiers)
+        click.echo(f"{invoice.tenant:<10} {invoice.plan:<11}{cells}"
+                   f"{_amount(invoice.total, invoice.minor_unit):>15}  {stored.stem}")
     exports = _exports_path() / period
-    total = sum((Decimal(d["total"]) for d in docs), Decimal(0))
-    click.echo(f"\n{len(docs)} invoices, {total:,.2f} {docs[0]['currency'] if docs else ''}")
+    if found:
+        first = found[0].invoice
+        total = sum((s.invoice.total for s in found), Decimal(0))
+        click.echo(f"\n{len(found)} invoices, {_amount(total, first.minor_unit)} "
+                   f"{first.currency}")
     click.echo(f"invoice PDFs, CSV, JSON: {exports}/")
     focus = exports / "focus.parquet"
     if focus.exists():

@@ -5,7 +5,13 @@ pipeline ingests later) and keeps doing so while the pipeline is down. A batch i
 once `write_batch` has written, fsynced and renamed it; a batch that could not be written
 stays in memory and is retried before the next one. SIGTERM lets the current write finish,
 then the agent exits 0. `/metrics` (prometheus_client) reports the agent's own health and the
-GPU-seconds it has acknowledged per tenant, model and hardware tier."""
+GPU-seconds it has acknowledged per tenant, model and hardware tier.
+
+What a collector could not read is never written as a value: the collector leaves those rows
+out and reports gaps (models/ledger/gaps.py), which the agent writes to the spool beside the
+rows (kind `gaps`), counts in `chargeback_collector_gaps_total{source,reason}` and logs. A
+collector that raises gets a gap for its whole window. `--once` then exits non-zero (see
+`run_agent`); a running agent goes on to the next window."""
 
 from __future__ import annotations
 
@@ -28,6 +34,8 @@ import pyarrow.compute as pc
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 from collectors.spool import SpoolLocation, local_path, write_batch
+from models.errors import TransientError
+from models.ledger.gaps import Gap, GapReason, gap_table
 from models.ledger.tiers import normalize_product
 
 MAX_PENDING_BATCHES = 1000
@@ -40,8 +48,11 @@ for; older ones are skipped rather than flooding the collector."""
 
 @runtime_checkable
 class Collector(Protocol):
-    """What the agent drives. Optionally also `sample(now)` (called every sampling tick) and
-    `request_rows(window_start, duration_s)` (REQUEST_WORK_SCHEMA rows)."""
+    """What the agent drives. Optionally also `sample(now)` (called every sampling tick),
+    `request_rows(window_start, duration_s)` (REQUEST_WORK_SCHEMA rows),
+    `gaps(window_start, duration_s)` (the `Gap`s of the window just read: what its rows lack
+    because it could not be read) and `quarantined` (a mapping of the objects whose fields
+    cannot be read now)."""
 
     def rows(self, window_start: datetime, duration_s: float) -> pa.Table: ...
 
@@ -65,6 +76,13 @@ class AgentMetrics:
         self.lag = Gauge("chargeback_agent_spool_lag_seconds", "Seconds since the end of the "
                          "newest acknowledged window (grows while nothing is written).",
                          registry=r)
+        self.gaps = Counter(
+            "chargeback_collector_gaps", "Gap records written: a window of a device, a node or "
+            "the whole cluster that could not be read, so it has no rows.", ["source", "reason"],
+            registry=r)
+        self.quarantined = Gauge(
+            "chargeback_collector_quarantined_objects", "Objects (pods, nodes) whose fields "
+            "cannot be read, kept out of the rows until they can.", ["source"], registry=r)
         self.tenant_gpu_seconds = Counter(
             "chargeback_tenant_gpu_seconds", "Allocated GPU-seconds acknowledged in the spool.",
             ["tenant", "model", "hardware_tier"], registry=r)
@@ -136,6 +154,10 @@ class Agent:
     """How often to call `collector.sample(now)` (defaults to once per window)."""
     delay_s: float = 0.0
     """Collect a window this long after it ends (Prometheus needs its scrapes to land)."""
+    cluster: str = "default"
+    gap_node: str | None = None
+    """The node a collector covers, named in the gap written when it raises (the NVML
+    agent's own node); None for a collector of the whole cluster (pods, Prometheus)."""
     metrics: AgentMetrics = field(default_factory=AgentMetrics)
     stop: threading.Event = field(default_factory=threading.Event)
     clock: Callable[[], float] = time.time
@@ -143,8 +165,9 @@ class Agent:
     _pending: deque[_Pending] = field(default_factory=deque)
     _next_window_end: float | None = None
 
-    def collect(self, window_start: datetime) -> None:
-        """Collect one window and write it (and anything still pending) to the spool."""
+    def collect(self, window_start: datetime) -> list[Gap]:
+        """Collect one window and write it (and anything still pending) to the spool; returns
+        what could not be read of it."""
         window_end = window_start.timestamp() + self.interval_s
         batch = f"{window_start:%Y%m%dT%H%M%S}-{self.interval_s:g}s"
         try:
@@ -152,15 +175,29 @@ class Agent:
             request_rows = getattr(self.collector, "request_rows", None)
             if request_rows is not None:
                 tables.append(request_rows(window_start, self.interval_s))
-        except Exception as exc:  # a failing source must not stop the agent; it retries
+            gaps = list(getattr(self.collector, "gaps", lambda *_: [])(window_start,
+                                                                        self.interval_s))
+        except Exception as exc:  # a failing source must not stop the agent: a gap, go on
             self.metrics.errors.labels("collect").inc()
             self.log(f"collecting {self.source} window {window_start.isoformat()} failed: "
                      f"{type(exc).__name__}: {exc}")
-            return
+            # Rows read before it raised are not trusted: the whole window is the gap.
+            tables = []
+            gaps = [Gap(self.source, self.cluster, self.gap_node, None, window_start,
+                        datetime.fromtimestamp(window_end, UTC), GapReason.COLLECTOR_FAILED,
+                        f"{type(exc).__name__}: {exc}")]
+        for gap in gaps:
+            self.metrics.gaps.labels(gap.source, gap.reason.value).inc()
+            self.log(f"gap: {gap.describe()}")
+        quarantined = getattr(self.collector, "quarantined", None)
+        if quarantined is not None:
+            self.metrics.quarantined.labels(self.source).set(len(quarantined))
         for table in tables:
             kind = "requests" if "request_seconds" in table.column_names else "usage"
             if table.num_rows:
                 self._pending.append(_Pending(kind, table, batch, window_end))
+        if gaps:
+            self._pending.append(_Pending("gaps", gap_table(gaps), batch, window_end))
         while len(self._pending) > MAX_PENDING_BATCHES:
             lost = self._pending.popleft()
             self.metrics.errors.labels("dropped").inc()
@@ -168,6 +205,7 @@ class Agent:
                      f"spool {self.spool} has not been writable for {MAX_PENDING_BATCHES} "
                      "batches")
         self.flush()
+        return gaps
 
     def flush(self) -> None:
         while self._pending:
@@ -195,12 +233,13 @@ class Agent:
             self.metrics.errors.labels("collect").inc()
             self.log(f"sampling {self.source} failed: {type(exc).__name__}: {exc}")
 
-    def once(self) -> None:
-        """Sample now and write the window that holds now (minus the delay)."""
+    def once(self) -> list[Gap]:
+        """Sample now and write the window that holds now (minus the delay); returns what
+        could not be read of it."""
         now = self.clock()
         self._sample(now)
         start = math.floor((now - self.delay_s) / self.interval_s) * self.interval_s
-        self.collect(datetime.fromtimestamp(start, UTC))
+        return self.collect(datetime.fromtimestamp(start, UTC))
 
     def run(self) -> None:
         """Sample on every tick; after each window ends (plus the delay), write it. Returns
@@ -230,9 +269,16 @@ class Agent:
         self._next_window_end = max(self._next_window_end, end)
 
 
+class CollectionGaps(TransientError):
+    """`--once` could not read part of its source: the rest was written, the gaps recorded."""
+
+
 def run_agent(agent: Agent, *, once: bool, metrics_port: int | None,
               metrics_address: str = "127.0.0.1") -> None:
-    """Serve /metrics, stop cleanly on SIGTERM/SIGINT, run once or until stopped."""
+    """Serve /metrics, stop cleanly on SIGTERM/SIGINT, run once or until stopped.
+
+    Once: raises CollectionGaps, after writing everything, when part of the window could not
+    be read, so a scripted run never mistakes a gap for a complete window."""
     if metrics_port is not None:
         start_http_server(metrics_port, metrics_address, registry=agent.metrics.registry)
 
@@ -245,8 +291,9 @@ def run_agent(agent: Agent, *, once: bool, metrics_port: int | None,
     local = local_path(agent.spool)
     if local is not None:
         local.mkdir(parents=True, exist_ok=True)
+    gaps: list[Gap] = []
     if once:
-        agent.once()
+        gaps = agent.once()
     else:
         agent.log(f"collecting {agent.source} every {agent.interval_s:g} s into {agent.spool}"
                   + (f"; metrics on :{metrics_port}/metrics" if metrics_port else ""))
@@ -256,6 +303,11 @@ def run_agent(agent: Agent, *, once: bool, metrics_port: int | None,
             f"{len(agent._pending)} batches could not be written to {agent.spool}; see the "
             "errors above"
         )
+    if gaps:
+        raise CollectionGaps([
+            *(gap.describe() for gap in gaps),
+            f"{len(gaps)} gap(s) recorded in {agent.spool} beside the rows that could be read",
+        ])
 
 
 class SimulatorCollector:

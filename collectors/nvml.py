@@ -10,7 +10,9 @@ at time `s` stands for the time since the snapshot before it, so a window `[t, t
 of the snapshots with `t < s <= t + d`: the first covers from `t`, each next one from its
 predecessor, and the last also holds until `t + d`. Within each piece of time:
 
-- no process on the device: the piece is `__idle__`; so is a piece where the device was lost;
+- no process on the device: the piece is `__idle__`;
+- the device could not be read (fell off the bus, the driver restarting): the piece has no
+  rows but a gap (models/ledger/gaps.py): could not read is never idle;
 - one pod: it holds the whole device (`allocated = piece x gpu_equivalents`);
 - several pods (time-slicing): each holds a share equal to its processes' share of the summed
   SM utilization, or an equal share when none of them ran a kernel;
@@ -18,7 +20,11 @@ predecessor, and the last also holds until `t + d`. Within each piece of time:
   else NVML's device utilization). MIG instances report neither, so there `used` is None and
   DCGM (collectors/prometheus.py) is the source of activity.
 
-Per device and window the rows therefore sum to `d x gpu_equivalents` (conservation).
+- a process NVML listed but that exited before its pod could be read, and that no earlier
+  snapshot had seen: its share of the piece is a gap, the other processes keep theirs.
+
+Per device and window the rows and the gaps therefore cover `d x gpu_equivalents`
+(conservation): rows alone, whenever the device could be read all window.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import contextlib
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from math import ceil
 from pathlib import Path
@@ -36,7 +42,8 @@ from typing import Any
 import pyarrow as pa
 import pynvml
 
-from collectors.cgroups import ProcessGone, pod_of_pid
+from collectors.cgroups import PodCgroup, ProcessGone, pod_of_pid
+from models.ledger.gaps import Gap, GapReason
 from models.ledger.tiers import UnknownMigProfile, mig_gpu_equivalents
 from models.ledger.usage import (
     IDLE_TENANT,
@@ -126,6 +133,9 @@ class ProcessSample:
     memory_used_bytes: int | None
     sm_util_pct: float | None
     """Mean SM utilization over NVML's samples since the previous snapshot; None if none."""
+    exited: bool = False
+    """Listed by NVML, but gone before its pod could be read, and never seen before: whose
+    it was is unknown."""
 
 
 @dataclass(frozen=True)
@@ -136,6 +146,8 @@ class DeviceSample:
     memory_used_bytes: int | None
     lost: str | None = None
     """Why the device could not be read (e.g. `GPU is lost`); None when it was read."""
+    lost_reason: GapReason = GapReason.DEVICE_LOST
+    """DRIVER_UNAVAILABLE when NVML as a whole stopped answering."""
 
 
 @dataclass(frozen=True)
@@ -158,8 +170,10 @@ def collect_interval(
     node: str,
     cluster: str,
     pod_lookup: PodLookup | None = None,
-) -> list[dict[str, Any]]:
-    """Ledger rows (dicts of LEDGER_SCHEMA's columns) for `[window_start, +duration_s)`.
+) -> tuple[list[dict[str, Any]], list[Gap]]:
+    """Ledger rows (dicts of LEDGER_SCHEMA's columns) for `[window_start, +duration_s)`, and
+    the gaps: the pieces of time a device could not be read, or held by a process whose pod
+    could not be read.
 
     Uses the snapshots with `window_start < time <= window_start + duration_s`; a device that
     appears in none of them gets no rows (no data is not idleness)."""
@@ -176,12 +190,24 @@ def collect_interval(
                 per_device[sample.uuid].append((snapshot.time, sample))
     lookup = _as_lookup(pod_lookup)
     rows: list[dict[str, Any]] = []
+    gaps: list[Gap] = []
     for uuid, entries in per_device.items():
         device = by_uuid.get(uuid)
         if device is None:
             raise ValueError(f"snapshot names device {uuid}, which is not in the inventory")
-        rows.extend(_device_rows(device, entries, window_start, end, node, cluster, lookup))
-    return rows
+        device_rows, unread = _device_rows(device, entries, window_start, end, node, cluster,
+                                           lookup)
+        rows += device_rows
+        # Consecutive pieces unread for the same reason make one gap (saying the first why).
+        for piece_start, piece_end, reason, problem in unread:
+            last = gaps[-1] if gaps else None
+            if (last is not None and last.gpu_uuid == uuid and last.reason == reason
+                    and last.window_end == piece_start):
+                gaps[-1] = replace(last, window_end=piece_end)
+            else:
+                gaps.append(Gap(SOURCE, cluster, node, uuid, piece_start, piece_end, reason,
+                                problem))
+    return rows, gaps
 
 
 @dataclass
@@ -199,22 +225,35 @@ def _device_rows(
     node: str,
     cluster: str,
     lookup: Callable[[str], PodInfo | None],
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], list[tuple[datetime, datetime, GapReason, str]]]:
     capacity = device.gpu_equivalents
     holdings: dict[str | None, _Holding] = {}
     idle = 0.0
+    unread: list[tuple[datetime, datetime, GapReason, str]] = []
     previous = start
     for i, (time, sample) in enumerate(entries):
-        piece_end = end if i == len(entries) - 1 else time
-        seconds = (piece_end - previous).total_seconds()
+        piece_start, piece_end = previous, end if i == len(entries) - 1 else time
+        seconds = (piece_end - piece_start).total_seconds()
         previous = time
-        if sample.lost is not None or not sample.processes:
+        if sample.lost is not None:
+            if seconds > 0:
+                unread.append((piece_start, piece_end, sample.lost_reason,
+                               f"{device.product} {device.uuid}: {sample.lost}"))
+            continue
+        if not sample.processes:
             idle += seconds * capacity
             continue
         by_pod: dict[str, list[ProcessSample]] = defaultdict(list)
         for process in sample.processes:
             # None (no pod) is its own key: all pod-less processes make one unattributed row.
-            by_pod[process.pod_uid or ""].append(process)
+            # Each exited process is its own key too: its share is left to the gap.
+            key = f"exited:{process.pid}" if process.exited else process.pod_uid or ""
+            by_pod[key].append(process)
+        exited = sorted(p.pid for p in sample.processes if p.exited)
+        if exited and seconds > 0:
+            unread.append((piece_start, piece_end, GapReason.PROCESS_EXITED,
+                           f"{device.uuid}: process {', '.join(map(str, exited))} exited "
+                           "before its pod could be read"))
         measured = any(p.sm_util_pct is not None for p in sample.processes)
         util = {k: sum(p.sm_util_pct or 0.0 for p in ps) for k, ps in by_pod.items()}
         total = sum(util.values())
@@ -227,6 +266,8 @@ def _device_rows(
         else:
             activity = None
         for key, processes in by_pod.items():
+            if key.startswith("exited:"):
+                continue
             share = util[key] / total if measured and total > 0 else 1 / len(by_pod)
             allocated = seconds * capacity * share
             holding = holdings.setdefault(key or None, _Holding())
@@ -243,12 +284,12 @@ def _device_rows(
             _row(device, start, end, node, cluster, pod_uid, info, holding.allocated,
                  holding.used, holding.memory)
         )
-    if idle > 0 or not rows:
+    if idle > 0 or not (rows or unread):
         rows.append(
             _row(device, start, end, node, cluster, None,
                  PodInfo(IDLE_TENANT, workload_kind=WorkloadKind.IDLE.value), idle, 0.0, None)
         )
-    return rows
+    return rows, unread
 
 
 def _row(
@@ -337,6 +378,9 @@ class NvmlCollector:
         self._known: dict[str, Device] = {}
         self._last_seen_us: dict[str, int] = {}
         self._samples: list[NodeSample] = []
+        self._gaps: dict[datetime, list[Gap]] = {}
+        self._pods_seen: dict[int, PodCgroup] = {}
+        """PID -> pod of the processes the previous snapshot read."""
         self._stale = False
         self._enumeration_lost: dict[str, str] = {}
         self.inventory = self.refresh_inventory()
@@ -448,6 +492,7 @@ class NvmlCollector:
             except pynvml.NVMLError as exc:
                 return self._keep(NodeSample(now, self._all_lost(f"NVML unavailable: {exc!s}")))
         samples: list[DeviceSample] = []
+        seen: dict[int, PodCgroup] = {}
         for device in self.inventory.devices:
             handle = self._handles.get(device.uuid)
             if handle is None:
@@ -456,7 +501,7 @@ class NvmlCollector:
                 self._stale = True
                 continue
             try:
-                samples.append(self._sample_device(device.uuid, handle))
+                samples.append(self._sample_device(device.uuid, handle, seen))
             except _DRIVER_GONE as exc:
                 self._stale = True
                 done = {s.uuid for s in samples}
@@ -467,16 +512,19 @@ class NvmlCollector:
                 # and enumerate again next time in case it came back.
                 samples.append(DeviceSample(device.uuid, (), None, None, str(exc)))
                 self._stale = True
+        self._pods_seen = seen
         return self._keep(NodeSample(now, tuple(samples)))
 
     def _all_lost(self, reason: str) -> tuple[DeviceSample, ...]:
-        return tuple(DeviceSample(d.uuid, (), None, None, reason) for d in self.inventory.devices)
+        return tuple(DeviceSample(d.uuid, (), None, None, reason, GapReason.DRIVER_UNAVAILABLE)
+                     for d in self.inventory.devices)
 
     def _keep(self, snapshot: NodeSample) -> NodeSample:
         self._samples.append(snapshot)
         return snapshot
 
-    def _sample_device(self, uuid: str, handle: Any) -> DeviceSample:
+    def _sample_device(self, uuid: str, handle: Any, seen: dict[int, PodCgroup]
+                       ) -> DeviceSample:
         nvml = self._nvml
         listed = nvml.nvmlDeviceGetComputeRunningProcesses(handle)
         since = self._last_seen_us.get(uuid, 0)
@@ -488,21 +536,27 @@ class NvmlCollector:
                 self._last_seen_us[uuid] = max(self._last_seen_us.get(uuid, 0), s.timeStamp)
         processes = []
         for process in listed:
+            exited = False
             try:
                 pod = pod_of_pid(process.pid, self.proc_root)
             except ProcessGone:
                 # Either it exited since NVML listed it, or this agent cannot see the host's
                 # PIDs (no hostPID): ask NVML, so that a misdeployed agent shows its GPUs as
                 # unattributed instead of idle.
+                pod = None
                 try:
                     nvml.nvmlSystemGetProcessName(process.pid)
                 except pynvml.NVMLError_NotFound:
-                    continue  # exited: its time goes to whoever remains on the device
+                    # Exited: the previous snapshot may have read its pod; if not, whose it
+                    # was is unknown, and its share is a gap, not its neighbours' or idle.
+                    pod = self._pods_seen.get(process.pid)
+                    exited = pod is None
                 except pynvml.NVMLError_NoPermission:
                     pass  # alive as far as anyone can tell: unattributed, never dropped
-                pod = None
             except OSError:
                 pod = None  # unreadable cgroup: count it, unattributed, rather than drop it
+            if pod is not None:
+                seen[process.pid] = pod
             utils = sm.get(process.pid)
             processes.append(
                 ProcessSample(
@@ -511,6 +565,7 @@ class NvmlCollector:
                     container_id=pod.container_id if pod else None,
                     memory_used_bytes=process.usedGpuMemory,
                     sm_util_pct=sum(utils) / len(utils) if utils else None,
+                    exited=exited,
                 )
             )
         rates = _optional(nvml.nvmlDeviceGetUtilizationRates, handle)
@@ -526,13 +581,26 @@ class NvmlCollector:
         """Ledger rows of `[window_start, +duration_s)` as a LEDGER_SCHEMA table.
 
         Snapshots at or before `window_start` are dropped afterwards; calling again for the
-        same window gives the same rows (same sample_ids)."""
-        rows = collect_interval(
+        same window gives the same rows (same sample_ids). What could not be read of the
+        window is kept for `gaps`."""
+        rows, gaps = collect_interval(
             self._known, self._samples, window_start, duration_s,
             node=self.node, cluster=self.cluster, pod_lookup=self.pod_lookup,
         )
+        end = window_start + timedelta(seconds=duration_s)
+        sampled = {d.uuid for s in self._samples if window_start < s.time <= end
+                   for d in s.devices}
+        gaps += [Gap(SOURCE, self.cluster, self.node, device.uuid, window_start, end,
+                     GapReason.NOT_SAMPLED, f"{device.product} {device.uuid}: no NVML "
+                     "snapshot in the window (sampling failed or stalled)")
+                 for device in self.inventory.devices if device.uuid not in sampled]
+        self._gaps = {window_start: gaps}  # only the window just read waits for `gaps`
         self._samples = [s for s in self._samples if s.time > window_start]
         return ledger_table(rows)
+
+    def gaps(self, window_start: datetime, _duration_s: float) -> list[Gap]:
+        """What `rows` could not read of the same window (per device and piece of time)."""
+        return self._gaps.pop(window_start, [])
 
 
 def _optional(call: Callable[..., Any], *args: Any) -> Any:

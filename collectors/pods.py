@@ -1,10 +1,13 @@
 """Kubernetes pod collector: GPU allocations of pods, as ledger rows (`source = pods`).
 
-Lists and watches pods, nodes and namespaces through the kubernetes client (the only module
-that imports it, besides the scheduler-quota write-back). A pod holds GPUs from the moment it
-is scheduled to a node until it terminates; `PodCollector.rows` turns those allocation
-intervals into one row per (window, device, pod) plus `__idle__` rows for the capacity no pod
-holds, so that GPU-seconds are conserved per device.
+Lists and watches pods, nodes and namespaces, and lists the ResourceSlices and ResourceClaims
+of Dynamic Resource Allocation, through the kubernetes client (the only module that imports
+it, besides the scheduler-quota write-back). A pod holds GPUs from the moment it is scheduled
+to a node until it terminates; `PodCollector.rows` turns those allocation intervals into one
+row per (window, device, pod) plus `__idle__` rows for the capacity no pod holds, so that
+GPU-seconds are conserved per device. What it cannot read (an answer that is not a readable
+list or watch, a pod, node, slice or claim with unreadable fields) has no rows and is
+reported by `PodCollector.gaps` instead: never idle.
 
 The API does not say which physical GPU a pod got, so devices are synthetic and stable per
 node (`<node>/gpu<i>`, `<node>/mig-<profile>-<i>`, and `<node>/gpu<i>-unpartitioned` for the
@@ -15,6 +18,8 @@ that allocated + idle equals capacity exactly rather than to float rounding.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import math
 import re
@@ -29,9 +34,11 @@ import pyarrow as pa
 import urllib3
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
-from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
+from kubernetes.watch.watch import iter_resp_lines
 
+from models.errors import TransientError
+from models.ledger.gaps import Gap, GapReason
 from models.ledger.tiers import UnknownMigProfile, mig_gpu_equivalents, normalize_product
 from models.ledger.usage import (
     IDLE_TENANT,
@@ -101,7 +108,9 @@ def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def _where(obj: Mapping[str, Any]) -> str:
-    meta = _meta(obj)
+    """`Pod ns/name` or `Node name`, whatever else about the object is broken."""
+    meta = obj.get("metadata")
+    meta = meta if isinstance(meta, Mapping) else {}
     kind = obj.get("kind") or "object"
     name = meta.get("name", "?")
     namespace = meta.get("namespace")
@@ -311,7 +320,7 @@ def node_gpus(node: Mapping[str, Any]) -> NodeGpus:
         replicas=replicas,
         mig=tuple(sorted(mig.items())),
         mig_strategy_single=single_profile is not None,
-        created_at=_time(meta.get("creationTimestamp")),
+        created_at=_time(meta.get("creationTimestamp"), f"{where}: creationTimestamp"),
         mig_gpus=mig_gpus,
     )
 
@@ -335,19 +344,27 @@ def dra_key(driver: str, pool: str, device: str) -> str:
 
 def dra_devices(resource_slice: Mapping[str, Any]) -> list[tuple[str, Device]]:
     """(node, device) for every GPU or MIG device a ResourceSlice of NVIDIA's driver publishes;
-    other drivers and devices not bound to one node are not GPUs of ours."""
+    other drivers and devices not bound to one node are not GPUs of ours. A device of the
+    driver whose fields cannot be read raises PodSpecError: which GPUs the node has is unknown."""
     spec = resource_slice.get("spec") or {}
     node = spec.get("nodeName")
-    if spec.get("driver") != DRA_DRIVER or not node:
+    if spec.get("driver") != DRA_DRIVER or node is None:
         return []
     where = _where({**resource_slice, "kind": "ResourceSlice"})
-    pool = str((spec.get("pool") or {}).get("name"))
+    pool = (spec.get("pool") or {}).get("name")
+    if not isinstance(node, str) or not node:
+        raise PodSpecError(f"{where}: spec.nodeName: {node!r} is not a name")
+    if not isinstance(pool, str) or not pool:
+        raise PodSpecError(f"{where}: spec.pool.name: {pool!r} is not a name")
     out = []
-    for device in spec.get("devices") or []:
+    for i, device in enumerate(spec.get("devices") or []):
+        name = device.get("name")
+        if not isinstance(name, str) or not name:
+            raise PodSpecError(f"{where}: spec.devices[{i}].name: {name!r} is not a name")
         attributes = device.get("attributes") or {}
 
-        def text(name: str, attributes: Mapping[str, Any] = attributes) -> str | None:
-            value = (attributes.get(name) or {}).get("string")
+        def text(attribute: str, attributes: Mapping[str, Any] = attributes) -> str | None:
+            value = (attributes.get(attribute) or {}).get("string")
             return str(value) if value else None
 
         kind = text("type")
@@ -360,34 +377,62 @@ def dra_devices(resource_slice: Mapping[str, Any]) -> list[tuple[str, Device]]:
             try:
                 equivalents = mig_gpu_equivalents(profile, product)
             except UnknownMigProfile as exc:
-                raise PodSpecError(f"{where}: device {device.get('name')}: {exc}") from None
-        key = dra_key(DRA_DRIVER, pool, str(device.get("name")))
-        out.append((str(node), Device(text("uuid") or f"{node}/{key}", _DRA + key, product,
-                                      profile, equivalents)))
+                raise PodSpecError(f"{where}: device {name}: {exc}") from None
+        key = dra_key(DRA_DRIVER, pool, name)
+        out.append((node, Device(text("uuid") or f"{node}/{key}", _DRA + key, product,
+                                 profile, equivalents)))
     return out
 
 
 def claim_allocation(claim: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     """The devices of NVIDIA's driver a ResourceClaim was allocated (dra_key), and the UIDs of
-    the pods that reserve it."""
+    the pods that reserve it; PodSpecError when either cannot be read."""
+    where = _where({**claim, "kind": "ResourceClaim"})
     status = claim.get("status") or {}
     results = ((status.get("allocation") or {}).get("devices") or {}).get("results") or []
-    keys = [dra_key(r["driver"], r["pool"], r["device"])
-            for r in results if r.get("driver") == DRA_DRIVER]
-    pods = [str(ref["uid"]) for ref in status.get("reservedFor") or []
-            if ref.get("resource") == "pods" and ref.get("uid")]
+    keys = []
+    for i, result in enumerate(results):
+        if result.get("driver") != DRA_DRIVER:
+            continue
+        pool, device = result.get("pool"), result.get("device")
+        if not (isinstance(pool, str) and pool and isinstance(device, str) and device):
+            raise PodSpecError(f"{where}: status.allocation.devices.results[{i}]: pool "
+                               f"{pool!r} and device {device!r} must be names")
+        keys.append(dra_key(DRA_DRIVER, pool, device))
+    pods = []
+    for i, ref in enumerate(status.get("reservedFor") or []):
+        uid = ref.get("uid")
+        if ref.get("resource") != "pods":
+            continue
+        if not isinstance(uid, str) or not uid:
+            raise PodSpecError(f"{where}: status.reservedFor[{i}].uid: {uid!r} is not a UID")
+        pods.append(uid)
     return keys, pods
 
 
-def _time(value: Any) -> datetime | None:
+def _claim_node(claim: Mapping[str, Any]) -> str | None:
+    """The node of a claim's devices, from the node selector the scheduler writes into its
+    allocation (`metadata.name In [node]`); None when that cannot be read (any node)."""
+    with contextlib.suppress(AttributeError, TypeError, KeyError, ValueError):
+        (term,) = claim["status"]["allocation"]["nodeSelector"]["nodeSelectorTerms"]
+        (match,) = [m for m in term.get("matchFields") or []
+                    if m["key"] == "metadata.name" and m["operator"] == "In"]
+        (node,) = match["values"]
+        if isinstance(node, str) and node:
+            return node
+    return None
+
+
+def _time(value: Any, where: str) -> datetime | None:
+    """An RFC 3339 time as the API writes it (`2026-11-01T00:00:00Z`); None when absent."""
     if value is None or value == "":
         return None
-    if isinstance(value, datetime):
-        stamp = value
-    else:
-        stamp = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    try:
+        stamp = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except (AttributeError, ValueError):
+        raise PodSpecError(f"{where}: {value!r} is not an RFC 3339 time") from None
     if stamp.tzinfo is None:
-        raise PodSpecError(f"timestamp {value!r} has no time zone")
+        raise PodSpecError(f"{where}: {value!r} has no time zone")
     return stamp.astimezone(UTC)
 
 
@@ -461,25 +506,27 @@ class PodAllocation:
         return value if value > 0 else None
 
 
-def _scheduled_at(pod: Mapping[str, Any]) -> datetime | None:
+def _scheduled_at(pod: Mapping[str, Any], where: str) -> datetime | None:
     status = pod.get("status") or {}
-    for condition in status.get("conditions") or []:
+    for i, condition in enumerate(status.get("conditions") or []):
         if condition.get("type") == "PodScheduled" and condition.get("status") == "True":
-            stamp = _time(condition.get("lastTransitionTime"))
+            stamp = _time(condition.get("lastTransitionTime"),
+                          f"{where}: status.conditions[{i}].lastTransitionTime")
             if stamp is not None:
                 return stamp
-    return _time(status.get("startTime"))
+    return _time(status.get("startTime"), f"{where}: status.startTime")
 
 
-def _finished_at(pod: Mapping[str, Any]) -> datetime | None:
+def _finished_at(pod: Mapping[str, Any], where: str) -> datetime | None:
     """When the last container terminated, if every container has."""
     statuses = (pod.get("status") or {}).get("containerStatuses") or []
     ends = []
-    for status in statuses:
+    for i, status in enumerate(statuses):
         terminated = (status.get("state") or {}).get("terminated")
         if not terminated:
             return None
-        stamp = _time(terminated.get("finishedAt"))
+        stamp = _time(terminated.get("finishedAt"),
+                      f"{where}: status.containerStatuses[{i}].state.terminated.finishedAt")
         if stamp is None:
             return None
         ends.append(stamp)
@@ -494,6 +541,7 @@ def allocation_from_pod(
     The end is the last container's finishedAt when the API has it; for a pod that is gone
     (`deleted`) or finished without that, the earlier of its deletionTimestamp and the time
     we observed it."""
+    where = _where(pod)
     request = gpu_request(pod)
     spec = pod.get("spec") or {}
     meta = _meta(pod)
@@ -502,21 +550,30 @@ def allocation_from_pod(
     claims = spec.get("resourceClaims") or []
     if (not request and not claims) or not node or labels.get("app") == RUNAI_RESERVATION_APP:
         return None
-    start = _scheduled_at(pod) or observed_at
+    # The fields that identify the pod and its node: without them the interval belongs to no one.
+    for field_name, value in (("metadata.uid", meta.get("uid")),
+                              ("metadata.name", meta.get("name")),
+                              ("metadata.namespace", meta.get("namespace")),
+                              ("spec.nodeName", node)):
+        if not isinstance(value, str) or not value:
+            raise PodSpecError(f"{where}: {field_name}: {value!r} is not a name")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+        raise PodSpecError(f"{where}: metadata.labels: keys and values must be strings")
+    start = _scheduled_at(pod, where) or observed_at
     phase = (pod.get("status") or {}).get("phase")
-    end = _finished_at(pod) if (deleted or phase in ("Succeeded", "Failed")) else None
+    end = _finished_at(pod, where) if (deleted or phase in ("Succeeded", "Failed")) else None
     end_is_observed = False
     if end is None and (deleted or phase in ("Succeeded", "Failed")):
-        deletion = _time(meta.get("deletionTimestamp"))
+        deletion = _time(meta.get("deletionTimestamp"), f"{where}: metadata.deletionTimestamp")
         end = min(observed_at, deletion) if deletion else observed_at
         end_is_observed = True
     if end is not None and end < start:
         end = start
     return PodAllocation(
-        uid=str(meta.get("uid")),
-        namespace=str(meta.get("namespace")),
-        name=str(meta.get("name")),
-        node=str(node),
+        uid=meta["uid"],
+        namespace=meta["namespace"],
+        name=meta["name"],
+        node=node,
         labels=dict(labels),
         request=request,
         start=start,
@@ -566,41 +623,179 @@ def _peak(placed: list[_Slot], start: datetime, end: datetime) -> Fraction:
     )
 
 
+def _window(window_start: datetime, duration_s: float) -> tuple[datetime, datetime]:
+    if window_start.tzinfo is None:
+        raise ValueError(f"window_start {window_start} is naive: pass a UTC time")
+    if duration_s <= 0:
+        raise ValueError(f"duration_s must be positive, got {duration_s}")
+    window_start = window_start.astimezone(UTC)
+    return window_start, window_start + timedelta(seconds=duration_s)
+
+
 def _seconds(start: datetime, end: datetime) -> Fraction:
     delta = end - start
     return Fraction(delta.days * 86_400 + delta.seconds) + Fraction(delta.microseconds, 10**6)
 
 
+# What reading one object's fields can raise when the API sends a value of the wrong shape
+# (a string where a map belongs, a list of labels): the object is quarantined, not the list.
+_UNREADABLE_FIELDS = (PodSpecError, ValueError, TypeError, AttributeError, KeyError)
+
+
+def _problem(where: str, exc: Exception) -> str:
+    return str(exc) if isinstance(exc, PodSpecError) else (
+        f"{where}: cannot be read ({type(exc).__name__}: {exc})")
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """An object whose fields could not be read, kept out of the rows while it is so."""
+
+    kind: str
+    """`Pod` or `ResourceClaim` (what the node's pods hold is unknown, so is its idle), `Node`
+    or `ResourceSlice` (which GPUs the node has is unknown: no rows at all)."""
+    key: str
+    """The pod's UID (else namespace/name), the node's or slice's name, the claim's
+    namespace/name."""
+    node: str | None
+    """The node whose windows it makes unreadable: `""` for a pod on no node (it holds no
+    GPU, so nothing is unknown), None when even its node cannot be read (every node)."""
+    since: datetime
+    problem: str
+    until: datetime | None = None
+    """When a readable version, or its deletion, was seen."""
+
+    def overlaps(self, start: datetime, end: datetime) -> bool:
+        return self.since < end and (self.until is None or self.until > start)
+
+
+def _pod_key(pod: Mapping[str, Any]) -> str:
+    meta = pod.get("metadata")
+    meta = meta if isinstance(meta, Mapping) else {}
+    uid = meta.get("uid")
+    return uid if isinstance(uid, str) and uid else _where(pod).removeprefix("Pod ")
+
+
+def _object_key(obj: Mapping[str, Any]) -> str:
+    """A slice's name or a claim's namespace/name, as `_where` reads them."""
+    return _where(obj).partition(" ")[2]
+
+
+def _pod_node(pod: Mapping[str, Any]) -> str | None:
+    spec = pod.get("spec")
+    if not isinstance(spec, Mapping):
+        return None
+    node = spec.get("nodeName", "")
+    return node if isinstance(node, str) else None
+
+
 @dataclass
 class CollectorState:
-    """What the collector knows: allocation intervals by pod UID, nodes, namespace labels."""
+    """What the collector knows: allocation intervals by pod UID, nodes, namespace labels, and
+    the objects it could not read."""
 
     allocations: dict[str, PodAllocation] = field(default_factory=dict)
     nodes: dict[str, NodeGpus] = field(default_factory=dict)
     namespace_labels: dict[str, dict[str, str]] = field(default_factory=dict)
+    quarantined: dict[tuple[str, str], Quarantined] = field(default_factory=dict)
+    """Objects unreadable now, by (kind, key)."""
+    released: list[Quarantined] = field(default_factory=list)
+    """Objects that were unreadable for a while (until set): their windows stay gaps."""
     dra_devices: dict[str, tuple[str, Device]] = field(default_factory=dict)
-    """dra_key -> (node, device) from the ResourceSlices."""
-    dra_held: dict[str, tuple[tuple[str, Fraction], ...]] = field(default_factory=dict)
-    """Pod UID -> (dra_key, share of the device) from the claims reserving it. Kept with the
-    pod's interval, so a claim deleted after its pod ended still bills the pod."""
+    """dra_key -> (node, device) from the readable ResourceSlices."""
+    dra_held: dict[str, tuple[tuple[Device, Fraction], ...]] = field(default_factory=dict)
+    """Pod UID -> (device, share of it) from the readable claims reserving it. Kept with the
+    pod's interval, so a claim deleted (or a slice gone) after its pod ended still bills it."""
 
-    def set_dra(self, slices: Sequence[Mapping[str, Any]], claims: Sequence[Mapping[str, Any]]
-                ) -> None:
+    def quarantine(self, record: Quarantined) -> None:
+        key = (record.kind, record.key)
+        earlier = self.quarantined.get(key)
+        if earlier is None:
+            log.error("quarantined %s %s (its windows are gaps until it can be read): %s",
+                      record.kind, record.key, record.problem)
+        else:
+            record = replace(record, since=earlier.since)
+        self.quarantined[key] = record
+
+    def release(self, kind: str, key: str, at: datetime) -> None:
+        record = self.quarantined.pop((kind, key), None)
+        if record is not None:
+            log.info("%s %s can be read again", kind, key)
+            self.released.append(replace(record, until=at))
+
+    def set_dra(self, slices: Sequence[Mapping[str, Any]], claims: Sequence[Mapping[str, Any]],
+                *, observed_at: datetime) -> None:
         """Devices and allocations from full lists of ResourceSlices and ResourceClaims. A
-        device reserved by several pods (a shared claim) is split between them equally."""
-        self.dra_devices = {device.kind.removeprefix(_DRA): (node, device)
-                            for item in slices for node, device in dra_devices(item)}
-        held: dict[str, list[tuple[str, Fraction]]] = {}
+        device reserved by several pods (a shared claim) is split between them equally.
+
+        A slice whose devices cannot be read is quarantined: its node has no rows (which of
+        its GPUs are held is unknown). A claim that cannot be read, or that holds a device no
+        readable slice publishes, is quarantined like an unreadable pod: its node keeps its
+        readable pods' rows but has no idle rows."""
+        devices: dict[str, tuple[str, Device]] = {}
+        for item in slices:
+            key = _object_key(item)
+            try:
+                found = dra_devices(item)
+            except _UNREADABLE_FIELDS as exc:
+                spec = item.get("spec")
+                node = spec.get("nodeName") if isinstance(spec, Mapping) else None
+                self.quarantine(Quarantined("ResourceSlice", key,
+                                            node if isinstance(node, str) and node else None,
+                                            observed_at, _problem(_where(item), exc)))
+                continue
+            self.release("ResourceSlice", key, observed_at)
+            devices.update((device.kind.removeprefix(_DRA), (node, device))
+                           for node, device in found)
+        self.release_missing("ResourceSlice", {_object_key(s) for s in slices},
+                             observed_at=observed_at)
+        self.dra_devices = devices
+        held: dict[str, list[tuple[Device, Fraction]]] = {}
         for claim in claims:
-            keys, pods = claim_allocation(claim)
+            key = _object_key(claim)
+            try:
+                keys, pods = claim_allocation(claim)
+                unpublished = [k for k in keys if k not in devices]
+                if unpublished:
+                    raise PodSpecError(
+                        f"{_where(claim)}: allocated {', '.join(unpublished)}, which no "
+                        f"readable ResourceSlice of {DRA_DRIVER} publishes")
+            except _UNREADABLE_FIELDS as exc:
+                self.quarantine(Quarantined("ResourceClaim", key, _claim_node(claim),
+                                            observed_at, _problem(_where(claim), exc)))
+                continue
+            self.release("ResourceClaim", key, observed_at)
             for uid in pods:
-                held.setdefault(uid, []).extend((k, Fraction(1, len(pods))) for k in keys)
-        self.dra_held.update({uid: tuple(sorted(h)) for uid, h in held.items()})
+                held.setdefault(uid, []).extend((devices[k][1], Fraction(1, len(pods)))
+                                                for k in keys)
+        self.release_missing("ResourceClaim", {_object_key(c) for c in claims},
+                             observed_at=observed_at)
+        self.dra_held.update({uid: tuple(sorted(h, key=lambda d: d[0].kind))
+                              for uid, h in held.items()})
 
     def upsert_pod(self, pod: Mapping[str, Any], *, observed_at: datetime,
                    deleted: bool = False) -> None:
-        """Record a Pod object; the same UID always updates one interval, never adds one."""
-        new = allocation_from_pod(pod, observed_at=observed_at, deleted=deleted)
+        """Record a Pod object; the same UID always updates one interval, never adds one.
+
+        A pod whose fields cannot be read is quarantined: no interval for it, and its node's
+        windows are gaps (whatever it held is unknown, so its node's idle is too) until a
+        readable version of it, or its deletion, arrives."""
+        key = _pod_key(pod)
+        try:
+            new = allocation_from_pod(pod, observed_at=observed_at, deleted=deleted)
+        except _UNREADABLE_FIELDS as exc:
+            problem = _problem(_where(pod), exc)
+            if deleted:
+                # Gone, however it looked: it holds nothing from now on.
+                self.release("Pod", key, observed_at)
+                old = self.allocations.get(key)
+                if old is not None and old.end is None:
+                    self.allocations[key] = replace(old, end=observed_at, end_is_observed=True)
+                return
+            self.allocations.pop(key, None)
+            self.quarantine(Quarantined("Pod", key, _pod_node(pod), observed_at, problem))
+            return
+        self.release("Pod", key, observed_at)
         if new is None:
             return
         old = self.allocations.get(new.uid)
@@ -619,23 +814,38 @@ class CollectorState:
             if allocation.end is None and uid not in present_uids:
                 self.allocations[uid] = replace(allocation, end=observed_at, end_is_observed=True)
 
+    def release_missing(self, kind: str, present: set[str], *, observed_at: datetime) -> None:
+        """Quarantined objects that a relist no longer shows are gone."""
+        for record_kind, key in list(self.quarantined):
+            if record_kind == kind and key not in present:
+                self.release(kind, key, observed_at)
+
     def forget_ended_before(self, when: datetime) -> int:
-        """Drop intervals that ended before `when` (already written); returns how many."""
+        """Drop intervals (and quarantines) that ended before `when` (already written);
+        returns how many intervals."""
         gone = [u for u, a in self.allocations.items() if a.end is not None and a.end < when]
         for uid in gone:
             del self.allocations[uid]
             self.dra_held.pop(uid, None)
+        self.released = [r for r in self.released if r.until is None or r.until >= when]
         return len(gone)
+
+    def unreadable(self, start: datetime, end: datetime) -> list[Quarantined]:
+        """The quarantined objects (now or then) that make part of [start, end) unknown."""
+        return [r for r in (*self.released, *self.quarantined.values())
+                if r.node != "" and r.overlaps(start, end)]
 
     def rows(self, window_start: datetime, duration_s: float, *, cluster: str,
              namespace_tenants: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
-        if window_start.tzinfo is None:
-            raise ValueError(f"window_start {window_start} is naive: pass a UTC time")
-        if duration_s <= 0:
-            raise ValueError(f"duration_s must be positive, got {duration_s}")
-        window_start = window_start.astimezone(UTC)
-        window_end = window_start + timedelta(seconds=duration_s)
+        """Rows of every node whose window could be read. A node with an unreadable Node
+        object or ResourceSlice has none; a node with an unreadable pod or ResourceClaim has
+        its readable pods' rows but no idle rows (what the unreadable object held is unknown,
+        so is what nobody held)."""
+        window_start, window_end = _window(window_start, duration_s)
         duration = _seconds(window_start, window_end)
+        unknown = self.unreadable(window_start, window_end)
+        unreadable_nodes = {r.node for r in unknown if r.kind in ("Node", "ResourceSlice")}
+        idle_unknown = {r.node for r in unknown if r.kind in ("Pod", "ResourceClaim")}
         tenants = namespace_tenants or {}
         by_node: dict[str, list[PodAllocation]] = {}
         for allocation in self.allocations.values():
@@ -644,11 +854,18 @@ class CollectorState:
             ):
                 by_node.setdefault(allocation.node, []).append(allocation)
         rows: list[dict[str, Any]] = []
-        for node_name in sorted({*self.nodes, *by_node}):
+        known = {*self.nodes, *by_node, *(n for n, _ in self.dra_devices.values())}
+        for node_name in sorted(known - unreadable_nodes if None not in unreadable_nodes
+                                else ()):
             node = self.nodes.get(node_name)
             devices = (node.devices() if node is not None
                        and node.alive_during(window_start, window_end) else [])
-            devices += [d for n, d in self.dra_devices.values() if n == node_name]
+            published = [d for n, d in self.dra_devices.values() if n == node_name]
+            # Devices held in the window that no slice publishes any more (the claim and its
+            # slice gone since) are still the pods' for that time.
+            gone = {d for a in by_node.get(node_name, [])
+                    for d, _ in self.dra_held.get(a.uid, ())} - set(published)
+            devices += published + sorted(gone, key=lambda d: d.kind)
             placed: dict[str, list[_Slot]] = {d.device_id: [] for d in devices}
             slots = [
                 slot
@@ -685,34 +902,42 @@ class CollectorState:
                     devices.append(target)
                     placed[target.device_id] = []
                 placed[target.device_id].append(slot)
+            idle = node_name not in idle_unknown and None not in idle_unknown
             for device in devices:
                 rows += self._device_rows(
                     device, placed[device.device_id], window_start, duration, duration_s,
-                    node_name, cluster, tenants,
+                    node_name, cluster, tenants, idle=idle,
                 )
         return rows
 
     def _dra_slots(self, allocation: PodAllocation, start: datetime, end: datetime
                    ) -> list[_Slot]:
         """The devices the pod's claims were allocated, each its share of the device."""
-        slots = []
-        for key, share in self.dra_held.get(allocation.uid, ()):
-            known = self.dra_devices.get(key)
-            # A device no ResourceSlice shows (yet) is still held: a whole one, on its own.
-            equivalents = known[1].gpu_equivalents if known else Fraction(1)
-            slots.append(_Slot(allocation, _DRA + key, equivalents * share, start, end))
-        return slots
+        return [_Slot(allocation, device.kind, device.gpu_equivalents * share, start, end)
+                for device, share in self.dra_held.get(allocation.uid, ())]
+
+    def gaps(self, window_start: datetime, duration_s: float, *, cluster: str) -> list[Gap]:
+        """One gap per node (None: every node) that an unreadable object hides in the window."""
+        window_start, window_end = _window(window_start, duration_s)
+        problems: dict[str | None, list[str]] = {}
+        for record in self.unreadable(window_start, window_end):
+            problems.setdefault(record.node, []).append(record.problem)
+        return [Gap(SOURCE, cluster, node, None, window_start, window_end,
+                    GapReason.MALFORMED_OBJECT, "; ".join(sorted(set(found))))
+                for node, found in sorted(problems.items(), key=lambda item: item[0] or "")]
 
     def _device_rows(
         self, device: Device, slots: list[_Slot], window_start: datetime, duration: Fraction,
-        duration_s: float, node: str, cluster: str, tenants: Mapping[str, str],
+        duration_s: float, node: str, cluster: str, tenants: Mapping[str, str], *, idle: bool,
     ) -> list[dict[str, Any]]:
-        held: dict[str, tuple[PodAllocation, Fraction, Fraction]] = {}
+        held: dict[str, tuple[PodAllocation, Fraction]] = {}
         for slot in slots:
             seconds = _seconds(slot.start, slot.end) * slot.equivalents
-            _, eq, total = held.get(slot.allocation.uid, (slot.allocation, Fraction(0),
-                                                         Fraction(0)))
-            held[slot.allocation.uid] = (slot.allocation, eq + slot.equivalents, total + seconds)
+            _, total = held.get(slot.allocation.uid, (slot.allocation, Fraction(0)))
+            held[slot.allocation.uid] = (slot.allocation, total + seconds)
+        # Every row carries the device's GPU-equivalents, as the other sources write them: the
+        # pod's share is in its GPU-seconds, and conservation reads the device's capacity
+        # from any row of it (a quarter of a time-sliced L4 is 15 of its 60 GPU-seconds).
         base = {
             "window_start": window_start,
             "duration_s": float(duration_s),
@@ -721,13 +946,14 @@ class CollectorState:
             "gpu_uuid": device.device_id,
             "gpu_product": device.gpu_product,
             "mig_profile": device.mig_profile,
+            "gpu_equivalents": float(device.gpu_equivalents),
             "used_gpu_seconds": None,
             "memory_used_bytes": None,
             "source": SOURCE,
         }
         rows = []
         allocated = Fraction(0)
-        for uid, (allocation, eq, seconds) in sorted(held.items()):
+        for uid, (allocation, seconds) in sorted(held.items()):
             allocated += seconds
             tenant = allocation.tenant(self.namespace_labels.get(allocation.namespace, {}),
                                        tenants)
@@ -735,7 +961,6 @@ class CollectorState:
                 **base,
                 "sample_id": make_sample_id(SOURCE, cluster, window_start.isoformat(),
                                             duration_s, node, device.device_id, uid),
-                "gpu_equivalents": float(eq),
                 "tenant": tenant,
                 "namespace": allocation.namespace,
                 "pod": allocation.name,
@@ -745,13 +970,12 @@ class CollectorState:
                 "model_params_b": allocation.model_params_b,
                 "allocated_gpu_seconds": float(seconds),
             })
-        idle = duration * device.gpu_equivalents - allocated
-        if idle > 0:
+        free = duration * device.gpu_equivalents - allocated
+        if idle and free > 0:
             rows.append({
                 **base,
                 "sample_id": make_sample_id(SOURCE, cluster, window_start.isoformat(),
                                             duration_s, node, device.device_id, IDLE_TENANT),
-                "gpu_equivalents": float(device.gpu_equivalents),
                 "tenant": IDLE_TENANT,
                 "namespace": None,
                 "pod": None,
@@ -759,7 +983,7 @@ class CollectorState:
                 "workload_kind": WorkloadKind.IDLE.value,
                 "model": None,
                 "model_params_b": None,
-                "allocated_gpu_seconds": float(idle),
+                "allocated_gpu_seconds": float(free),
             })
         return rows
 
@@ -790,16 +1014,17 @@ def api_client_from_environment(kubeconfig: str | None = None,
     return api_client
 
 
-def _as_dict(api_client: k8s.ApiClient, model: Any) -> dict[str, Any]:
-    """A typed client model back to the API's JSON shape (camelCase keys, ISO times)."""
-    data: dict[str, Any] = api_client.sanitize_for_serialization(  # type: ignore[no-untyped-call]
-        model
-    )
-    return data
+class UnreadableAnswer(TransientError):
+    """An API answer that cannot be read: not JSON, a wrong kind, missing fields."""
 
 
 class WatchExpired(Exception):
     """The API server no longer has history back to our resourceVersion (410 Gone)."""
+
+
+# What a list or watch that could not be read raises: the API's error status, the transport
+# (refused, reset, timed out), or an answer we cannot read.
+_UNREADABLE_ANSWERS = (ApiException, urllib3.exceptions.HTTPError, OSError, UnreadableAnswer)
 
 
 @dataclass
@@ -809,13 +1034,57 @@ class _Resource:
     resource_version: str | None = None
 
 
+@dataclass
+class Outage:
+    """A time the collector could not read the API: its state is incomplete for it."""
+
+    start: datetime | None
+    """The last time the state was known complete (None: it never was)."""
+    problem: str
+    end: datetime | None = None
+    """When a sync read the API whole again (None: still unreadable)."""
+
+    def overlaps(self, start: datetime, end: datetime) -> bool:
+        return (self.start is None or self.start < end) and (self.end is None or self.end > start)
+
+
+def _json_object(data: bytes, where: str) -> dict[str, Any]:
+    try:
+        body = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        preview = data[:60].decode("utf-8", "replace")
+        raise UnreadableAnswer(f"{where}: not JSON ({preview!r})") from None
+    if not isinstance(body, dict):
+        raise UnreadableAnswer(f"{where}: expected a JSON object, got {type(body).__name__}")
+    return body
+
+
+def _api_problem(exc: BaseException, where: str) -> str:
+    """One line for an API failure (an ApiException's str is its headers and body)."""
+    if isinstance(exc, ApiException):
+        message = ""
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            message = json.loads(exc.body or "").get("message", "")
+        return f"{where}: HTTP {exc.status} {exc.reason}" + (f": {message}" if message else "")
+    if isinstance(exc, UnreadableAnswer):
+        return str(exc)
+    return f"{where}: {type(exc).__name__}: {exc}"
+
+
 class PodCollector:
     """Lists and watches pods, nodes and namespaces; writes allocation intervals as rows.
 
     `sync()` lists on first use (and after 410 Gone), otherwise watches from the last
-    resourceVersion seen (events or BOOKMARKs), so a dropped connection resumes where it
-    stopped. State is keyed by pod UID, so a relist updates intervals instead of adding
-    them again."""
+    resourceVersion seen (events or BOOKMARKs). State is keyed by pod UID, so a relist updates
+    intervals instead of adding them again.
+
+    Answers are read as the API's JSON, object by object, rather than through the client's
+    typed models, which refuse a whole list for one pod's bad field. A pod or node whose
+    fields cannot be read is quarantined alone (see `CollectorState.upsert_pod`). A list or
+    watch that cannot be read at all (an HTTP error, a timeout, not JSON, a wrong kind) opens
+    an outage from the last time the state was known complete until a sync reads the API
+    whole again: windows that overlap it get no rows, and a gap instead (`gaps`), because
+    pods that came or went meanwhile were not seen."""
 
     def __init__(
         self,
@@ -846,27 +1115,56 @@ class PodCollector:
         self.dra_served = True
         self.relists = 0
         self.resumes = 0
-        self.errors: list[str] = []
+        self.outages: list[Outage] = []
+        """Closed outages first, the open one (end None) last."""
+        self._known_through: datetime | None = None
+
+    @property
+    def host(self) -> str:
+        return str(self.api_client.configuration.host)
 
     def server_version(self) -> str:
         info = k8s.VersionApi(self.api_client).get_code(_request_timeout=self.request_timeout_s)
         return str(info.git_version)
 
+    @property
+    def quarantined(self) -> dict[str, str]:
+        """`Kind key` -> problem, for every object unreadable now."""
+        return {f"{kind} {key}": r.problem for (kind, key), r in self.state.quarantined.items()}
+
     # -- listing
 
     def _list(self, resource: _Resource) -> list[dict[str, Any]]:
+        where = f"Kubernetes API {self.host}: {resource.kind} list"
         items: list[dict[str, Any]] = []
         token: str | None = None
         while True:
-            kwargs: dict[str, Any] = {"limit": self.page_size,
+            kwargs: dict[str, Any] = {"limit": self.page_size, "_preload_content": False,
                                       "_request_timeout": self.request_timeout_s}
             if token:
                 kwargs["_continue"] = token
-            page = resource.list_call(**kwargs)
-            items += [{"kind": resource.kind, **_as_dict(self.api_client, i)} for i in page.items]
-            token = page.metadata._continue if page.metadata else None
+            response = resource.list_call(**kwargs)
+            try:
+                body = _json_object(response.data, where)
+            finally:
+                response.release_conn()
+            if body.get("kind") != f"{resource.kind}List":
+                raise UnreadableAnswer(f"{where}: expected kind {resource.kind}List, got "
+                                       f"{body.get('kind')!r}")
+            page, metadata = body.get("items"), body.get("metadata")
+            if not isinstance(page, list) or not isinstance(metadata, dict):
+                raise UnreadableAnswer(f"{where}: `items` and `metadata` must be a list and an "
+                                       "object")
+            for i, item in enumerate(page):
+                if not isinstance(item, dict):
+                    raise UnreadableAnswer(f"{where}: items[{i}] is not an object")
+                items.append({"kind": resource.kind, **item})
+            token = metadata.get("continue")
             if not token:
-                resource.resource_version = page.metadata.resource_version
+                version = metadata.get("resourceVersion")
+                if not isinstance(version, str) or not version:
+                    raise UnreadableAnswer(f"{where}: metadata.resourceVersion is missing")
+                resource.resource_version = version
                 return items
 
     def relist(self) -> None:
@@ -874,18 +1172,25 @@ class PodCollector:
         now = self.clock()
         self.relists += 1
         self.refresh_namespaces()
-        self.refresh_dra()
-        for node in self._list(self.nodes):
+        nodes = self._list(self.nodes)
+        for node in nodes:
             self._apply_node("ADDED", node, now)
+        self.state.release_missing("Node", {self._node_name(n) for n in nodes},
+                                   observed_at=now)
         pods = self._list(self.pods)
         for pod in pods:
             self._apply_pod("ADDED", pod, now)
-        self.state.end_missing({str(_meta(p).get("uid")) for p in pods}, observed_at=now)
+        keys = {_pod_key(p) for p in pods}
+        self.state.end_missing(keys, observed_at=now)
+        self.state.release_missing("Pod", keys, observed_at=now)
+        self.refresh_dra(now)
 
-    def refresh_dra(self) -> None:
+    def refresh_dra(self, now: datetime) -> None:
         """ResourceSlices and ResourceClaims, listed whole on every sync (they change at pod
-        scheduling, far less often than pods). A cluster that does not serve
-        resource.k8s.io/v1 (before Kubernetes 1.34, or DRA off) has no DRA GPUs."""
+        scheduling, far less often than pods), after the pods: the scheduler reserves a
+        claim before it binds the pod, so every pod seen has its claims in the list. A
+        cluster that does not serve resource.k8s.io/v1 (before Kubernetes 1.34, or DRA off)
+        has no DRA GPUs; any other failure to list is an outage like a pod list's."""
         if not self.dra_served:
             return
         try:
@@ -896,95 +1201,155 @@ class PodCollector:
             self.dra_served = False
             log.info("resource.k8s.io/v1 is not served: no DRA-allocated GPUs to attribute")
             return
-        try:
-            self.state.set_dra(slices, claims)
-        except PodSpecError as exc:
-            self.errors.append(str(exc))
-            log.error("%s", exc)
+        self.state.set_dra(slices, claims, observed_at=now)
 
     def refresh_namespaces(self) -> None:
-        namespaces = self._list(_Resource("Namespace", self.api.list_namespace))
-        self.state.namespace_labels = {
-            _meta(ns)["name"]: dict(_meta(ns).get("labels") or {}) for ns in namespaces
-        }
+        where = f"Kubernetes API {self.host}: Namespace list"
+        labels: dict[str, dict[str, str]] = {}
+        for namespace in self._list(_Resource("Namespace", self.api.list_namespace)):
+            meta = namespace.get("metadata")
+            name = meta.get("name") if isinstance(meta, dict) else None
+            found = (meta.get("labels") or {}) if isinstance(meta, dict) else None
+            if not isinstance(name, str) or not isinstance(found, dict) or not all(
+                    isinstance(v, str) for v in found.values()):
+                # Labels name tenants: one unreadable namespace could move pods between them.
+                raise UnreadableAnswer(f"{where}: namespace {name!r} has no readable name and "
+                                       "labels")
+            labels[name] = found
+        self.state.namespace_labels = labels
 
     # -- watching
 
     def _apply_pod(self, kind: str, pod: Mapping[str, Any], now: datetime) -> None:
-        try:
-            self.state.upsert_pod(pod, observed_at=now, deleted=kind == "DELETED")
-        except PodSpecError as exc:
-            self.errors.append(str(exc))
-            log.error("%s", exc)
+        self.state.upsert_pod(pod, observed_at=now, deleted=kind == "DELETED")
+
+    def _node_name(self, node: Mapping[str, Any]) -> str:
+        meta = node.get("metadata")
+        name = meta.get("name") if isinstance(meta, dict) else None
+        if not isinstance(name, str) or not name:
+            raise UnreadableAnswer(f"Kubernetes API {self.host}: a Node without a name")
+        return name
 
     def _apply_node(self, kind: str, node: Mapping[str, Any], now: datetime) -> None:
-        name = str(_meta(node).get("name"))
+        name = self._node_name(node)
         if kind == "DELETED":
+            self.state.release("Node", name, now)
             if name in self.state.nodes:
                 self.state.nodes[name] = replace(self.state.nodes[name], deleted_at=now)
             return
         try:
             self.state.nodes[name] = node_gpus(node)
-        except PodSpecError as exc:
-            self.errors.append(str(exc))
-            log.error("%s", exc)
+        except _UNREADABLE_FIELDS as exc:
+            problem = _problem(f"Node {name}", exc)
+            self.state.quarantine(Quarantined("Node", name, name, now, problem))
+            return
+        self.state.release("Node", name, now)
 
     def _watch(self, resource: _Resource, apply: Callable[[str, Mapping[str, Any], datetime],
                                                           None]) -> int:
-        watcher = k8s_watch.Watch()  # type: ignore[no-untyped-call]
+        where = f"Kubernetes API {self.host}: {resource.kind} watch"
+        response = resource.list_call(
+            watch=True,
+            resource_version=resource.resource_version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=self.watch_timeout_s,
+            _request_timeout=self.request_timeout_s + self.watch_timeout_s,
+            _preload_content=False,
+        )
         events = 0
         try:
-            for event in watcher.stream(  # type: ignore[no-untyped-call]
-                resource.list_call,
-                resource_version=resource.resource_version,
-                allow_watch_bookmarks=True,
-                timeout_seconds=self.watch_timeout_s,
-                _request_timeout=self.request_timeout_s + self.watch_timeout_s,
-            ):
-                raw = event["raw_object"]
-                version = _meta(raw).get("resourceVersion")
-                if event["type"] != "BOOKMARK":
-                    apply(event["type"], raw, self.clock())
+            for line in iter_resp_lines(response):  # type: ignore[no-untyped-call]
+                if not line.strip():
+                    continue
+                event = _json_object(line.encode(), where)
+                kind, obj = event.get("type"), event.get("object")
+                if not isinstance(obj, dict):
+                    raise UnreadableAnswer(f"{where}: {kind} event without an object")
+                if kind == "ERROR":
+                    if obj.get("code") == 410:
+                        raise WatchExpired(f"{resource.kind} watch: {obj.get('message')}")
+                    raise UnreadableAnswer(f"{where}: ERROR event {obj.get('code')} "
+                                           f"{obj.get('reason')}: {obj.get('message')}")
+                if kind not in ("ADDED", "MODIFIED", "DELETED", "BOOKMARK"):
+                    raise UnreadableAnswer(f"{where}: unknown event type {kind!r}")
+                if obj.get("kind") != resource.kind:
+                    raise UnreadableAnswer(f"{where}: {kind} event of kind {obj.get('kind')!r}")
+                if kind != "BOOKMARK":
+                    apply(kind, obj, self.clock())
                     events += 1
+                version = _meta(obj).get("resourceVersion")
                 if version:
                     resource.resource_version = str(version)
-        except ApiException as exc:
-            if exc.status == 410:
-                raise WatchExpired(f"{resource.kind} watch: {exc.reason}") from exc
-            raise
         finally:
-            watcher.stop()  # type: ignore[no-untyped-call]
+            response.close()
+            response.release_conn()
         return events
 
     def sync(self) -> int:
         """List (first time, or after 410 Gone), else watch pods and nodes once each.
 
-        Returns the number of events applied. A connection dropped mid-watch is not an
-        error: the next call resumes from the last resourceVersion seen."""
-        if self.pods.resource_version is None or self.nodes.resource_version is None:
-            self.relist()
-            return 0
+        Returns the number of events applied. An answer that cannot be read opens an outage
+        (see the class) and is not raised: the next call relists (content it could not read
+        may have hidden events) or, after a dropped connection, resumes the watch from the
+        last resourceVersion seen."""
+        started = self.clock()
         events = 0
         try:
-            self.refresh_namespaces()
-            self.refresh_dra()
-            events += self._watch(self.nodes, self._apply_node)
-            events += self._watch(self.pods, self._apply_pod)
-        except WatchExpired as exc:
-            log.info("%s; relisting", exc)
-            self.relist()
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            self.resumes += 1
-            log.warning("watch connection dropped (%s); resuming from resourceVersion %s",
-                        exc, self.pods.resource_version)
+            try:
+                if self.pods.resource_version is None or self.nodes.resource_version is None:
+                    self.relist()
+                else:
+                    self.refresh_namespaces()
+                    events += self._watch(self.nodes, self._apply_node)
+                    events += self._watch(self.pods, self._apply_pod)
+                    self.refresh_dra(self.clock())
+            except WatchExpired as exc:
+                log.info("%s; relisting", exc)
+                self.relist()
+        except _UNREADABLE_ANSWERS as exc:
+            if isinstance(exc, urllib3.exceptions.HTTPError | OSError):
+                self.resumes += 1
+            else:
+                self.pods.resource_version = self.nodes.resource_version = None
+            self._unreadable(_api_problem(exc, f"Kubernetes API {self.host}"))
+            return events
+        self._known_through = started
+        if self.outages and self.outages[-1].end is None:
+            self.outages[-1].end = started
+            log.warning("Kubernetes API %s readable again; windows since %s were gaps",
+                        self.host, self.outages[-1].start)
         return events
+
+    def _unreadable(self, problem: str) -> None:
+        if self.outages and self.outages[-1].end is None:
+            log.warning("%s (still unreadable)", problem)
+            return
+        log.error("%s; no rows until it can be read again, gaps instead", problem)
+        self.outages.append(Outage(self._known_through, problem))
+
+    def sample(self, _now: datetime) -> None:
+        """The agent's sampling tick: keep the state current."""
+        self.sync()
 
     def rows(self, window_start: datetime, duration_s: float) -> pa.Table:
         """Ledger rows (LEDGER_SCHEMA, source `pods`) for [window_start, +duration_s).
 
         Ask for a window only after it has ended and `sync()` has run since: a pod still
         running counts to the window's end. Rows depend only on the state, so asking again
-        for the same window gives the same rows and sample ids."""
+        for the same window gives the same rows and sample ids. A window that overlaps an
+        outage has no rows at all (see `gaps`)."""
+        start, end = _window(window_start, duration_s)
+        if any(outage.overlaps(start, end) for outage in self.outages):
+            return ledger_table([])
         return ledger_table(self.state.rows(window_start, duration_s, cluster=self.cluster,
                                             namespace_tenants=self.namespace_tenants))
 
+    def gaps(self, window_start: datetime, duration_s: float) -> list[Gap]:
+        """What `rows` could not read for the same window: the whole cluster during an
+        outage, else each node that an unreadable object hides."""
+        start, end = _window(window_start, duration_s)
+        problems = [o.problem for o in self.outages if o.overlaps(start, end)]
+        if problems:
+            return [Gap(SOURCE, self.cluster, None, None, start, end,
+                        GapReason.SOURCE_UNREADABLE, "; ".join(dict.fromkeys(problems)))]
+        return self.state.gaps(window_start, duration_s, cluster=self.cluster)

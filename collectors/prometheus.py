@@ -17,10 +17,22 @@ Two products, both read with the sampling step `step_s` over `[start, end)`:
 Interval `[t, t + step)` is evaluated at `t + step` over `[step] offset 1ms`, so that a sample
 taken exactly on a boundary belongs to the interval it opens (exact on Prometheus 3's left-open
 ranges, and off by at most one millisecond on 2.x's closed ones). An interval without its own
-sample takes the last one within `staleness_s`; beyond that it has no activity data."""
+sample takes the last one within `staleness_s`; beyond that it has no activity data.
+
+What cannot be read becomes a gap (models/ledger/gaps.py), never idle, and never takes the
+rest of the window with it:
+- a series without what the ledger needs (UUID, modelName, a node label, a valid MIG profile)
+  is quarantined alone: its device has no rows in the intervals it covers (the device's
+  holders are read from all of its series together, so a partial view would mis-split it),
+  every other device keeps its rows;
+- a dcgm-exporter target Prometheus could not scrape in an interval (`up == 0`: down, refused,
+  garbage exposition) is a gap for its node; so is a target scraped fine that served no DCGM
+  series (an empty exporter);
+- expected devices without any series are gaps of their own."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
@@ -37,6 +49,7 @@ from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
+from models.ledger.gaps import Gap, GapReason
 from models.ledger.tiers import UnknownMigProfile, mig_gpu_equivalents
 from models.ledger.usage import (
     IDLE_TENANT,
@@ -74,6 +87,13 @@ INTERVAL_PEAK_QUERY = (
 """Peak of the interval's samples (memory is billed on what was held), else the last one."""
 RAW_SAMPLES_QUERY = "{metric}[{range_s}s]"
 """Raw counter samples, for exact increases with reset handling."""
+TARGET_UP_QUERY = (
+    'max_over_time(up{{job=~"{job}"}}[{step_s}s] offset 1ms)'
+    ' or last_over_time(up{{job=~"{job}"}}[{staleness_ms}ms] offset 1ms)'
+)
+"""1 when any scrape of the exporter target succeeded in the interval, 0 when all failed."""
+DCGM_JOB = ".*dcgm.*"
+"""Prometheus jobs of dcgm-exporter targets (the GPU operator's is `nvidia-dcgm-exporter`)."""
 
 # Prometheus refuses range queries of more than 11,000 points per series.
 MAX_POINTS_PER_QUERY = 10_000
@@ -155,8 +175,16 @@ class UsageRead:
     """`gpu_uuid` of every device and MIG instance that had series in the window."""
     missing_devices: tuple[str, ...]
     """Expected GPU UUIDs with no series at all in the window (no rows written for them)."""
-    intervals_without_activity: int
-    """Device-intervals held through a gap longer than the staleness window (used = null)."""
+    gaps: tuple[Gap, ...] = ()
+    """What could not be read: quarantined series, intervals without samples, failed or
+    empty scrapes, missing devices."""
+
+
+@dataclass(frozen=True)
+class RequestRead:
+    table: pa.Table
+    gaps: tuple[Gap, ...] = ()
+    """Quarantined gateway series (work that no endpoint can be named for)."""
 
 
 @dataclass
@@ -192,6 +220,7 @@ class PrometheusReader:
         headers: Mapping[str, str] | None = None,
         disable_ssl: bool = False,
         node_labels: Sequence[str] = ("node", "kubernetes_node", "Hostname"),
+        exporter_job: str = DCGM_JOB,
         execution_seconds_counter: str = EXECUTION_SECONDS_COUNTER,
         tokens_counter: str | None = TOKENS_COUNTER,
         tenant_label: str = "tenant",
@@ -201,13 +230,16 @@ class PrometheusReader:
         """`staleness_s`: how long a sample stands in for intervals without their own (like
         Prometheus's lookback delta, default 5 min). `node_labels`: labels naming the node, in
         order of preference; dcgm-exporter's `Hostname` is the exporter pod's name unless it
-        runs with hostNetwork, so a relabelled `node` label wins when present."""
+        runs with hostNetwork, so a relabelled `node` label wins when present. `exporter_job`:
+        a regular expression matching the `job` of dcgm-exporter targets, whose `up` says
+        whether they could be scraped."""
         if staleness_s <= 0:
             raise ValueError(f"staleness_s must be positive, got {staleness_s}")
         self.url = url.rstrip("/")
         self.cluster = cluster
         self.staleness_s = staleness_s
         self.node_labels = tuple(node_labels)
+        self.exporter_job = exporter_job
         self.execution_seconds_counter = execution_seconds_counter
         self.tokens_counter = tokens_counter
         self.tenant_label = tenant_label
@@ -266,6 +298,10 @@ class PrometheusReader:
         mig_allocations = mig_allocations or {}
         namespace_tenants = namespace_tenants or {}
         devices: dict[str, _Device] = {}
+        # (node, gpu_uuid) -> interval -> problem, for the series quarantined.
+        unreadable: dict[tuple[str | None, str | None], dict[int, str]] = defaultdict(dict)
+        # Exporter targets (job, instance) that served any series, per interval.
+        served: dict[int, set[tuple[str, str]]] = defaultdict(set)
         for metric, query, target in (
             (GR_ENGINE_ACTIVE, INTERVAL_MEAN_QUERY, "gr"),
             (GPU_UTIL, INTERVAL_MEAN_QUERY, "util"),
@@ -275,7 +311,15 @@ class PrometheusReader:
                 metric=metric, step_s=step_s, staleness_ms=round(self.staleness_s * 1000)
             )
             for labels, points in self._range(promql, start, intervals, step_s):
-                device = self._device(devices, labels, metric)
+                for k, _ in points:
+                    served[k].add((labels.get("job", ""), labels.get("instance", "")))
+                try:
+                    device = self._device(devices, labels, metric)
+                except PrometheusDataError as exc:
+                    place = self._place(labels)
+                    for k, _ in points:
+                        unreadable[place].setdefault(k, str(exc))
+                    continue
                 who = (labels.get(NAMESPACE_LABEL, ""), labels.get(POD_LABEL, ""))
                 if not who[1]:
                     who = _NO_POD
@@ -289,25 +333,79 @@ class PrometheusReader:
                         fraction = value if target == "gr" else value / 100.0
                         device.activity.setdefault(k, {})[who] = _clamp01(fraction)
         rows: list[dict[str, Any]] = []
-        without_activity = 0
+        gaps: list[Gap] = []
         for device in devices.values():
-            without_activity += self._device_rows(
-                rows, device, start, step_s, intervals, pods, mig_allocations,
-                namespace_tenants,
-            )
+            skip = set(unreadable.get((device.node, device.gpu_uuid), {}))
+            skip |= set(unreadable.get((None, device.gpu_uuid), {}))
+            unread = self._device_rows(rows, device, start, step_s, pods, mig_allocations,
+                                       namespace_tenants, skip)
+            gaps += _runs(DCGM_SOURCE, self.cluster, device.node, device.gpu_uuid, start, step_s,
+                          dict.fromkeys(unread, f"Prometheus {self.url}: no sample of "
+                                        f"{device.gpu_uuid} within {self.staleness_s:g} s"),
+                          GapReason.NO_SERIES)
+        gaps += [gap for (node, gpu), problems in unreadable.items()
+                 for gap in _runs(DCGM_SOURCE, self.cluster, node, gpu, start, step_s, problems,
+                                  GapReason.MALFORMED_SERIES)]
+        gaps += self._target_gaps(start, intervals, step_s, served)
         seen_parents = {d.gpu_uuid.split("/gi", 1)[0] for d in devices.values()}
         missing = tuple(sorted(set(expected_devices) - seen_parents - set(devices)))
-        if missing:
-            log.warning(
-                "Prometheus %s: no dcgm-exporter series for %s between %s and %s",
-                self.url, ", ".join(missing), start.isoformat(), end.isoformat(),
-            )
+        window_end = start + timedelta(seconds=intervals * step_s)
+        gaps += [Gap(DCGM_SOURCE, self.cluster, None, uuid, start, window_end,
+                     GapReason.NO_SERIES, f"Prometheus {self.url}: no dcgm-exporter series "
+                     f"for expected device {uuid}") for uuid in missing]
+        for gap in gaps:
+            log.warning("%s", gap.describe())
         return UsageRead(
             table=pa.Table.from_pylist(rows, schema=LEDGER_SCHEMA),
             devices=tuple(sorted(devices)),
             missing_devices=missing,
-            intervals_without_activity=without_activity,
+            gaps=tuple(gaps),
         )
+
+    def _place(self, labels: Mapping[str, str]) -> tuple[str | None, str | None]:
+        """(node, gpu_uuid) a series names, each None when it does not say."""
+        node = next((labels[n] for n in self.node_labels if labels.get(n)), None)
+        uuid = labels.get(UUID_LABEL) or None
+        instance = labels.get(MIG_INSTANCE_LABEL, "")
+        return node, (mig_device_id(uuid, instance) if uuid and instance else uuid)
+
+    def _target_gaps(self, start: datetime, intervals: int, step_s: int,
+                     served: Mapping[int, set[tuple[str, str]]]) -> list[Gap]:
+        """Gaps for the intervals in which a dcgm-exporter target could not be scraped, or was
+        scraped and served no series, each on the target's node (every node when the target
+        has no node label)."""
+        promql = TARGET_UP_QUERY.format(job=self.exporter_job, step_s=step_s,
+                                        staleness_ms=round(self.staleness_s * 1000))
+        gaps: list[Gap] = []
+        errors: dict[tuple[str, str], str] | None = None
+        for labels, points in self._range(promql, start, intervals, step_s):
+            target = (labels.get("job", ""), labels.get("instance", ""))
+            node = next((labels[n] for n in self.node_labels if labels.get(n)), None)
+            name = f"dcgm-exporter target {target[1]} (job {target[0]})"
+            failed = {k for k, up in points if up == 0}
+            if failed and errors is None:
+                errors = self._scrape_errors()
+            problem = f"{name}: scrape failed (up == 0)"
+            if errors and errors.get(target):
+                problem += f": {errors[target]}"
+            gaps += _runs(DCGM_SOURCE, self.cluster, node, None, start, step_s,
+                          dict.fromkeys(sorted(failed), problem), GapReason.SCRAPE_FAILED)
+            empty = {k for k, up in points if up > 0 and target not in served.get(k, set())}
+            gaps += _runs(DCGM_SOURCE, self.cluster, node, None, start, step_s,
+                          dict.fromkeys(sorted(empty), f"{name}: scraped, but served no DCGM "
+                                        "series"), GapReason.NO_SERIES)
+        return gaps
+
+    def _scrape_errors(self) -> dict[tuple[str, str], str]:
+        """(job, instance) -> the last scrape error, from the targets API. Only Prometheus has
+        it (not Thanos or Mimir), and it only says why a failure happens now: it adds to a
+        gap's message and is never needed."""
+        with contextlib.suppress(requests.RequestException, PrometheusApiClientException,
+                                 KeyError, TypeError, ValueError):
+            targets = self._client.get_targets(state="active")["activeTargets"]
+            return {(t["labels"].get("job", ""), t["labels"].get("instance", "")):
+                    t.get("lastError", "") for t in targets}
+        return {}
 
     def _device(self, devices: dict[str, _Device], labels: Mapping[str, str], metric: str
                 ) -> _Device:
@@ -317,10 +415,10 @@ class PrometheusReader:
             raise PrometheusDataError(
                 f"{where}: no {UUID_LABEL} label; keep dcgm-exporter's labels when relabelling"
             )
+        # Every series is checked on its own, not only a device's first: a bad series is
+        # quarantined alone whichever order Prometheus returns them in.
         instance = labels.get(MIG_INSTANCE_LABEL, "")
         gpu_uuid = mig_device_id(uuid, instance) if instance else uuid
-        if gpu_uuid in devices:
-            return devices[gpu_uuid]
         product = labels.get(MODEL_NAME_LABEL, "")
         if not product:
             raise PrometheusDataError(
@@ -343,6 +441,8 @@ class PrometheusReader:
                 equivalents = mig_gpu_equivalents(profile, product)
             except UnknownMigProfile as exc:
                 raise PrometheusDataError(f"{where}: {exc}") from exc
+        if gpu_uuid in devices:
+            return devices[gpu_uuid]
         device = _Device(
             gpu_uuid=gpu_uuid, node=node, product=product, mig_profile=profile,
             mig_key=(uuid, instance) if instance else None, gpu_equivalents=float(equivalents),
@@ -356,40 +456,38 @@ class PrometheusReader:
         device: _Device,
         start: datetime,
         step_s: int,
-        intervals: int,
         pods: Mapping[tuple[str, str], PodAttribution],
         mig_allocations: Mapping[MigKey, PodAttribution],
         namespace_tenants: Mapping[str, str],
-    ) -> int:
-        """Append the device's rows; returns how many intervals had no activity data."""
+        skip: set[int],
+    ) -> list[int]:
+        """Append the device's rows, except in the intervals `skip` (a quarantined series);
+        returns the intervals between its first and last data that have none (no sample
+        within the staleness window), which get no rows either: the exporter was not read
+        then, and who held the device is not known."""
         with_data = sorted(device.present)
-        if not with_data:
-            return 0
-        without_activity = 0
-        holders: set[tuple[str, str]] = set()
         capacity = step_s * device.gpu_equivalents
-        for k in range(with_data[0], with_data[-1] + 1):
+        unread = []
+        for k in range(with_data[0], with_data[-1] + 1) if with_data else ():
             present = device.present.get(k)
-            gap = present is None
-            if present is not None:
-                # Pod-labelled series name the holders; the device's unlabelled series (dcgm
-                # emits one when no pod holds it) only counts when there are none.
-                holders = {who for who in present if who != _NO_POD} or {_NO_POD}
-            else:
-                # Allocation outlasts a scrape gap (a pod keeps its GPU whether or not the
-                # exporter was scraped); activity does not, so the gap's rows have used = null.
-                without_activity += 1
+            if present is None:
+                unread.append(k)
+                continue
+            if k in skip:
+                continue
+            # Pod-labelled series name the holders; the device's unlabelled series (dcgm emits
+            # one when no pod holds it) only counts when there are none.
+            holders = {who for who in present if who != _NO_POD} or {_NO_POD}
             window_start = start + timedelta(seconds=k * step_s)
             share = capacity / len(holders)
             for who in sorted(holders):
-                activity = None if gap else device.activity.get(k, {}).get(who)
-                memory = None if gap else device.memory_mib.get(k, {}).get(who)
                 rows.append(self._row(
-                    device, window_start, step_s, share, activity, memory,
+                    device, window_start, step_s, share,
+                    device.activity.get(k, {}).get(who), device.memory_mib.get(k, {}).get(who),
                     self._attribution(device, who, pods, mig_allocations, namespace_tenants),
                     who,
                 ))
-        return without_activity
+        return unread
 
     @staticmethod
     def _attribution(
@@ -460,13 +558,19 @@ class PrometheusReader:
     # -- inference gateway -> request work ------------------------------------------------
 
     def request_rows(self, start: datetime, end: datetime, step_s: int) -> pa.Table:
+        """Request work (REQUEST_WORK_SCHEMA) of `[start, end)`; see `read_requests`."""
+        return self.read_requests(start, end, step_s).table
+
+    def read_requests(self, start: datetime, end: datetime, step_s: int) -> RequestRead:
         """Request work (REQUEST_WORK_SCHEMA) per (interval, namespace, model, tenant).
 
         Each counter sample adds its increase over the previous sample (a drop means the counter
         restarted from zero, as PromQL's increase() reads it) to the interval it falls in; the
         first sample of a series has no baseline and adds nothing. An interval gets a row when
-        at least one increase fell in it, zero included: zero work is a measurement."""
+        at least one increase fell in it, zero included: zero work is a measurement. A series
+        that names no endpoint is quarantined alone (a gap for the read window)."""
         intervals = _interval_count(start, end, step_s)
+        gaps: list[Gap] = []
         work: dict[_WorkKey, float] = defaultdict(float)
         tokens: dict[_WorkKey, float] = defaultdict(float)
         counters = [(self.execution_seconds_counter, work)]
@@ -474,7 +578,14 @@ class PrometheusReader:
             counters.append((self.tokens_counter, tokens))
         for metric, target in counters:
             for labels, samples in self._raw_samples(metric, start, intervals * step_s):
-                endpoint = self._endpoint(metric, labels)
+                try:
+                    endpoint = self._endpoint(metric, labels)
+                except PrometheusDataError as exc:
+                    gaps.append(Gap(GATEWAY_SOURCE, self.cluster, None, None, start,
+                                    start + timedelta(seconds=intervals * step_s),
+                                    GapReason.MALFORMED_SERIES, str(exc)))
+                    log.warning("%s", gaps[-1].describe())
+                    continue
                 for ts_ms, increase in _increases(samples):
                     k = (ts_ms - _ms(start)) // (step_s * 1000)
                     if 0 <= k < intervals:
@@ -500,7 +611,7 @@ class PrometheusReader:
                 "tokens": tokens.get(index) if self.tokens_counter else None,
                 "source": GATEWAY_SOURCE,
             })
-        return pa.Table.from_pylist(rows, schema=REQUEST_WORK_SCHEMA)
+        return RequestRead(pa.Table.from_pylist(rows, schema=REQUEST_WORK_SCHEMA), tuple(gaps))
 
     def _endpoint(self, metric: str, labels: Mapping[str, str]) -> tuple[str, str, str]:
         missing = [n for n in (self.namespace_label, self.model_label) if not labels.get(n)]
@@ -579,6 +690,67 @@ class PrometheusReader:
         return result
 
 
+class PrometheusCollector:
+    """The reader as the agent's collector: each window's usage rows, request work, and what
+    could not be read of them. Prometheus unreachable, or a query it rejects, is a gap for the
+    whole cluster and window (the agent writes it), not an empty window."""
+
+    def __init__(self, reader: PrometheusReader, step_s: int,
+                 namespace_tenants: Mapping[str, str] | None = None) -> None:
+        self.reader = reader
+        self.step_s = step_s
+        self.namespace_tenants = dict(namespace_tenants or {})
+        self._gaps: dict[datetime, list[Gap]] = {}
+
+    def _failed(self, source: str, start: datetime, end: datetime, exc: PrometheusError
+                ) -> None:
+        reason = (GapReason.SOURCE_UNREADABLE if isinstance(exc, PrometheusUnavailable)
+                  else GapReason.COLLECTOR_FAILED)
+        self._gaps.setdefault(start, []).append(
+            Gap(source, self.reader.cluster, None, None, start, end, reason, str(exc)))
+
+    def rows(self, window_start: datetime, duration_s: float) -> pa.Table:
+        end = window_start + timedelta(seconds=duration_s)
+        try:
+            read = self.reader.read_usage(window_start, end, self.step_s,
+                                          namespace_tenants=self.namespace_tenants)
+        except PrometheusError as exc:
+            self._gaps = {}
+            self._failed(DCGM_SOURCE, window_start, end, exc)
+            return pa.Table.from_pylist([], schema=LEDGER_SCHEMA)
+        self._gaps = {window_start: list(read.gaps)}  # only this window waits for `gaps`
+        return read.table
+
+    def request_rows(self, window_start: datetime, duration_s: float) -> pa.Table:
+        end = window_start + timedelta(seconds=duration_s)
+        try:
+            read = self.reader.read_requests(window_start, end, self.step_s)
+        except PrometheusError as exc:
+            self._failed(GATEWAY_SOURCE, window_start, end, exc)
+            return pa.Table.from_pylist([], schema=REQUEST_WORK_SCHEMA)
+        self._gaps.setdefault(window_start, []).extend(read.gaps)
+        return read.table
+
+    def gaps(self, window_start: datetime, _duration_s: float) -> list[Gap]:
+        return self._gaps.pop(window_start, [])
+
+
+def _runs(source: str, cluster: str, node: str | None, gpu_uuid: str | None, start: datetime,
+          step_s: int, problems: Mapping[int, str], reason: GapReason) -> list[Gap]:
+    """One gap per run of consecutive intervals (by index) with the same problem."""
+    gaps = []
+    ks = sorted(problems)
+    first = 0
+    for i, k in enumerate(ks):
+        if i + 1 == len(ks) or ks[i + 1] != k + 1 or problems[ks[i + 1]] != problems[ks[first]]:
+            gaps.append(Gap(source, cluster, node, gpu_uuid,
+                            start + timedelta(seconds=ks[first] * step_s),
+                            start + timedelta(seconds=(k + 1) * step_s),
+                            reason, problems[ks[first]]))
+            first = i + 1
+    return gaps
+
+
 def _increases(samples: Sequence[tuple[int, float]]) -> Iterator[tuple[int, float]]:
     """(timestamp ms, increase since the previous sample); a drop is a restart from zero."""
     for (_, before), (ts, value) in itertools.pairwise(samples):
@@ -609,4 +781,6 @@ def _clamp01(value: float) -> float:
 
 
 def _format_labels(labels: Mapping[str, str]) -> str:
-    return "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+    # last_over_time keeps the metric name that avg_over_time drops; it is said already.
+    return "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())
+                          if k != "__name__") + "}"

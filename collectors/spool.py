@@ -2,7 +2,8 @@
 
 Layout (Hive-style, so DuckDB and object stores read it as partitions):
     <root>/<kind>/date=YYYY-MM-DD/hour=HH/source=<source>/node=<node>/<batch>.parquet
-`kind` is `usage` (LEDGER_SCHEMA) or `requests` (REQUEST_WORK_SCHEMA). A file's name is
+`kind` is `usage` (LEDGER_SCHEMA), `requests` (REQUEST_WORK_SCHEMA) or `gaps` (GAP_SCHEMA: what
+a collector could not read, models/ledger/gaps.py). A file's name is
 derived from what it holds, so writing the same batch again replaces the file rather than
 adding a second copy.
 
@@ -32,9 +33,10 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from models.ledger.gaps import GAP_SCHEMA
 from models.ledger.usage import LEDGER_SCHEMA, REQUEST_WORK_SCHEMA
 
-SCHEMAS = {"usage": LEDGER_SCHEMA, "requests": REQUEST_WORK_SCHEMA}
+SCHEMAS = {"usage": LEDGER_SCHEMA, "requests": REQUEST_WORK_SCHEMA, "gaps": GAP_SCHEMA}
 TEMP_PREFIX = ".tmp-"
 REMOTE_SCHEMES = ("s3",)
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")

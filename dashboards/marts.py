@@ -31,7 +31,7 @@ TENANT_TABLES = frozenset({
     "reservation_recommendations", "scheduler_quota_changes"})
 FINANCE_TABLES = frozenset({
     "meta", "invoices", "invoice_lines", "periods", "revenue", "revenue_vs_capacity",
-    "coverage_daily", "node_days", "spool_quarantine"})
+    "coverage_daily", "node_days", "spool_quarantine", "collection_gaps"})
 OPERATOR_TABLES = frozenset({
     "meta", "utilization_hourly", "demand_hour_of_day", "node_days", "usage_shifts",
     "tier_change_recommendations", "reservation_recommendations", "scheduler_quota_changes"})

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import json
 import logging
 from collections.abc import Callable
 from decimal import Decimal
@@ -17,9 +17,8 @@ from dashboards.auth import load_users
 from dashboards.config import users_path
 from dashboards.marts import IsolationError, MartMissing, audience_table, tenant_table
 from dashboards.sessions import STORE
-from models.billing.exports import file_stem, lines_csv
-from models.billing.invoice_pdf import render_pdf
-from models.billing.invoices import canonical_json
+from models.billing.exports import FORMATS, MEDIA_TYPES, file_name, render
+from models.billing.invoices import StoredInvoice, from_row, lines_csv
 
 log = logging.getLogger("dashboards.access")
 
@@ -51,14 +50,15 @@ def money(value: Any, currency: str) -> str:
     return f"{Decimal(str(value)):,.2f} {currency}"
 
 
-def export_document(row: pd.Series) -> dict[str, Any]:
-    """The stored invoice document with its status, number and hashes (as
-    models.billing.exports)."""
-    doc: dict[str, Any] = json.loads(row["document"])
-    doc.update(invoice_id=row["invoice_id"], number=row["number"], kind=row["kind"],
-               status=row["status"], adjusts=row["adjusts"], content_hash=row["content_hash"],
-               inputs_hash=row["inputs_hash"])
-    return doc
+def stored_invoice(row: pd.Series) -> StoredInvoice:
+    """The typed invoice of a mart's `invoices` row, through the one codec."""
+    return from_row({str(k): v for k, v in row.items()})
+
+
+def lines_of(invoices: pd.DataFrame) -> str:
+    """The lines of the invoices (mart rows) as one CSV, in the invoice-line CSV layout."""
+    return lines_csv((s.number, s.invoice)
+                     for s in (stored_invoice(row) for _, row in invoices.iterrows()))
 
 
 def as_float(frame: pd.DataFrame, *columns: str) -> pd.DataFrame:
@@ -88,18 +88,12 @@ def download(label: str, make: Callable[[], bytes | str], *, file_name: str, mim
 
 
 def invoice_downloads(row: pd.Series, *, key: str) -> None:
-    doc = export_document(row)
-    stem = file_stem(doc)
-    left, middle, right = st.columns(3)
-    with left:
-        download("PDF", lambda: render_pdf(doc), file_name=f"{stem}.pdf",
-                 mime="application/pdf", key=f"{key}-pdf")
-    with middle:
-        download("CSV", lambda: lines_csv(doc), file_name=f"{stem}.csv", mime="text/csv",
-                 key=f"{key}-csv")
-    with right:
-        download("JSON", lambda: canonical_json(doc), file_name=f"{stem}.json",
-                 mime="application/json", key=f"{key}-json")
+    stored = stored_invoice(row)
+    for column, fmt in zip(st.columns(len(FORMATS)), FORMATS, strict=True):
+        with column:
+            download(fmt.upper(), functools.partial(render, stored, fmt),
+                     file_name=file_name(stored, fmt), mime=MEDIA_TYPES[fmt],
+                     key=f"{key}-{fmt}")
 
 
 def invoice_table(invoices: pd.DataFrame) -> pd.DataFrame:

@@ -43,16 +43,17 @@ def billed_hours(warehouse_path: Path) -> dict[str, int]:
 
 
 def billed_gpu_hours(warehouse_path: Path, periods: list[str]) -> dict[str, float]:
-    from models.billing.exports import invoice_documents
+    from models.billing import lifecycle
     from models.ledger import warehouse
 
     con = warehouse.connect(warehouse_path, read_only=True)
     try:
         billed: dict[str, Decimal] = {}
         for period in periods:
-            for doc in invoice_documents(con, period):
-                hours = sum((Decimal(u["gpu_hours"]) for u in doc["usage"]), Decimal(0))
-                billed[doc["tenant"]] = billed.get(doc["tenant"], Decimal(0)) + hours
+            for stored in lifecycle.stored(con, period):
+                invoice = stored.invoice
+                hours = sum((u.gpu_hours for u in invoice.usage), Decimal(0))
+                billed[invoice.tenant] = billed.get(invoice.tenant, Decimal(0)) + hours
     finally:
         con.close()
     return {tenant: float(hours) for tenant, hours in billed.items() if hours}

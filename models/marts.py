@@ -5,19 +5,20 @@ not be able to reach other tenants' rows by any query). After each pipeline run 
 connection copies exactly each audience's rows into its own file: a tenant's file holds nothing
 but that tenant's rows, so isolation does not depend on a WHERE clause in the dashboard.
 
-Cost by day is an estimate: invoices price a month, not a day. Each tier's on-demand charge
-(after the plan discount) is spread over the tenant's GPU-hours of that tier, and the fixed
+Invoices are read as typed objects (models.billing.lifecycle.stored); their figures come from
+pricing and are never recomputed here. Cost by day is an estimate: invoices price a month, not
+a day. Each tier's on-demand charge after its share of the plan discount
+(pricing.on_demand_by_tier) is spread over the tenant's GPU-hours of that tier, and the fixed
 charges (reservations, base fee, true-up, credits) evenly over the period's hours, so a closed
-month's daily costs add up to its invoice total (to rounding). The forecast to month end scales
-the on-demand part by period hours / hours elapsed and keeps the fixed part, the minimum
-commitment and the credit."""
+month's daily costs add up to its invoice total (to rounding). The forecast to month end is
+pricing.forecast_total. Reserved, used and covered GPUs per hour are the invoice's own netting
+(`invoice_hours`)."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import hmac
-import json
 import os
 import secrets
 import tempfile
@@ -26,13 +27,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
+from models.billing import lifecycle
+from models.billing.invoices import DocumentKind, Status, StoredInvoice
+from models.billing.pricing import LineKind, forecast_total, on_demand_by_tier
 from models.billing.rate_cards import Tenant, month_bounds
+from models.ledger.gaps import GAP_RANGES
 from models.ledger.usage import (
     IDLE_TENANT,
     RESERVED_TENANTS,
@@ -49,7 +54,7 @@ NAMES_KEY = ".names.key"
 ANALYTICS_TABLES = ("usage_shifts", "tier_change_recommendations", "reservation_recommendations",
                     "scheduler_quota_changes")
 
-VARIABLE_KINDS = ("usage", "band_fee", "discount")
+VARIABLE_KINDS = (LineKind.USAGE, LineKind.BAND_FEE, LineKind.DISCOUNT)
 HOUR = timedelta(hours=1)
 STAGE = "mart_stage"
 """In-memory database attached while publishing: every tenant's rows of each tenant table,
@@ -117,13 +122,12 @@ def publish_marts(
 ) -> list[Path]:
     """Write every tenant's mart, the finance mart and the operator mart; returns their paths.
 
-    `con` is the warehouse connection (models.ledger.warehouse.connect). With Tenant objects,
-    tenant marts also hold reserved vs used GPUs per hour; with bare names they do not.
-    `workers` tenant files are written at once, each on its own cursor of `con` (default:
-    PUBLISH_WORKERS)."""
+    `con` is the warehouse connection (models.ledger.warehouse.connect); `tenants` names the
+    tenants that get a mart (a tenants mapping, or names). `workers` tenant files are
+    written at once, each on its own cursor of `con` (default: PUBLISH_WORKERS)."""
     published_at = now or datetime.now(UTC)
-    configs = dict(tenants) if isinstance(tenants, Mapping) else {t: None for t in tenants}
-    for name in configs:
+    names = sorted(tenants)
+    for name in names:
         if name in RESERVED_TENANTS:
             raise ValueError(f"tenant {name!r}: reserved names have no mart of their own")
     if workers is not None and workers < 1:
@@ -133,13 +137,12 @@ def publish_marts(
         folder.mkdir(parents=True, exist_ok=True)
         os.chmod(folder, 0o700)
     _names_key(marts_dir, create=True)
-    names = sorted(configs)
     horizon = _horizon(con)
     present = _present_tables(con)
     con.execute(f"DETACH DATABASE IF EXISTS {STAGE}")
     con.execute(f"ATTACH ':memory:' AS {STAGE}")
     try:
-        _stage(con, configs, names, horizon)
+        _stage(con, names, horizon)
         for name, query in _staged_tables(present):
             con.execute(f"CREATE TABLE {STAGE}.{name} AS {query}")
         paths = _publish_tenants(con, marts_dir, names, horizon, published_at,
@@ -150,7 +153,7 @@ def publish_marts(
                               (OPERATOR, None, published_at, horizon),
                               _operator_tables(present)))
     finally:
-        for table in ("mart_invoices", "mart_rates", "mart_reservations", "mart_periods"):
+        for table in ("mart_invoices", "mart_rates", "mart_periods"):
             con.execute(f"DROP TABLE IF EXISTS {table}")
         con.execute("DROP VIEW IF EXISTS mart_usage")
         con.execute(f"DETACH DATABASE IF EXISTS {STAGE}")
@@ -215,8 +218,7 @@ def _present_tables(con: duckdb.DuckDBPyConnection) -> dict[str, bool]:
     return {name: bool(has_tenant) for name, has_tenant in rows if name in ANALYTICS_TABLES}
 
 
-def _stage(con: duckdb.DuckDBPyConnection, configs: Mapping[str, Tenant | None],
-           names: Sequence[str], horizon: _Horizon) -> None:
+def _stage(con: duckdb.DuckDBPyConnection, names: Sequence[str], horizon: _Horizon) -> None:
     """Tables shared by every mart: the published tenants with their keys, their hourly usage,
     invoices with display status, cost rates, periods and reservations."""
     con.execute(f"CREATE TABLE {STAGE}.tenants AS SELECT unnest(range(?))::INTEGER AS _mart_key, "
@@ -235,21 +237,10 @@ def _stage(con: duckdb.DuckDBPyConnection, configs: Mapping[str, Tenant | None],
         FROM invoices i""")
     rates: list[tuple[Any, ...]] = []
     periods: list[tuple[Any, ...]] = []
-    # An invoice and its adjustments together are what the period was billed.
-    billed: dict[tuple[str, str], dict[str, Any]] = {}
-    closed: set[tuple[str, str]] = set()
-    for tenant, period, status, text in con.execute(
-            "SELECT tenant, period, status, document FROM invoices ORDER BY tenant, period, "
-            "kind DESC, invoice_id").fetchall():
-        doc = json.loads(text)
-        if status == "final":
-            closed.add((tenant, period))
-        if (tenant, period) in billed:
-            first = billed[(tenant, period)]
-            first["lines"] = first["lines"] + doc["lines"]
-            first["total"] = str(Decimal(first["total"]) + Decimal(doc["total"]))
-        else:
-            billed[(tenant, period)] = doc
+    # An invoice and its adjustment notes together are what the period was billed.
+    billed: dict[tuple[str, str], list[StoredInvoice]] = {}
+    for stored in lifecycle.stored(con):
+        billed.setdefault((stored.invoice.tenant, stored.invoice.period), []).append(stored)
     hours: dict[tuple[str, str, str], dict[str, Decimal]] = {}
     for tenant, period, basis, tier, gpu_hours in con.execute(
             "SELECT tenant, strftime(hour, '%Y-%m'), unnest(['allocation', 'usage']), "
@@ -257,21 +248,26 @@ def _stage(con: duckdb.DuckDBPyConnection, configs: Mapping[str, Tenant | None],
             "coalesce(sum(used_gpu_seconds), 0)])::DECIMAL(38, 6) / 3600 FROM usage_hourly "
             "GROUP BY tenant, strftime(hour, '%Y-%m'), hardware_tier").fetchall():
         hours.setdefault((tenant, period, basis), {})[tier] = Decimal(gpu_hours)
-    for (tenant, period), doc in billed.items():
-        hours_by_tier = hours.get((tenant, period, doc["basis"]), {})
-        split = _split_charges(doc, hours_by_tier)
+    for (tenant, period), documents in billed.items():
+        documents.sort(key=lambda s: s.kind is not DocumentKind.INVOICE)
+        invoice = documents[0].invoice
+        lines = [line for s in documents for line in s.invoice.lines]
+        total = sum((s.invoice.total for s in documents), ZERO)
+        hours_by_tier = hours.get((tenant, period, invoice.basis), {})
+        for tier, amount in on_demand_by_tier(lines).items():
+            if amount and hours_by_tier.get(tier):
+                rates.append((tenant, period, invoice.basis, tier,
+                              amount / hours_by_tier[tier]))
+        variable = sum((line.amount for line in lines if line.kind in VARIABLE_KINDS), ZERO)
         start, end = month_bounds(period)
-        for tier, rate in split.rate_per_gpu_hour.items():
-            rates.append((tenant, period, doc["basis"], tier, rate))
-        period_hours = Decimal((end - start) // HOUR)
+        period_hours = (end - start) // HOUR
         elapsed = _elapsed_hours(start, end, horizon)
-        final = (tenant, period) in closed
         # A closed month's bill is what it is, however many hours had data.
-        forecast = Decimal(doc["total"]) if final else _forecast(doc, split, period_hours,
-                                                                   elapsed)
-        periods.append((tenant, period, doc["currency"], start, end, int(period_hours),
-                        int(elapsed), final, split.fixed / period_hours,
-                        Decimal(doc["total"]), split.variable, split.fixed, forecast))
+        closed = any(s.status is Status.FINAL for s in documents)
+        forecast = total if closed else forecast_total(invoice, period_hours, elapsed)
+        periods.append((tenant, period, invoice.currency, start, end, period_hours, elapsed,
+                         closed, (total - variable) / period_hours, total, variable,
+                         total - variable, forecast))
     con.execute("CREATE OR REPLACE TEMP TABLE mart_rates (tenant VARCHAR, period VARCHAR, "
                 "basis VARCHAR, hardware_tier VARCHAR, cost_per_gpu_hour DECIMAL(38, 12))")
     con.execute("CREATE OR REPLACE TEMP TABLE mart_periods (tenant VARCHAR, period VARCHAR, "
@@ -282,13 +278,6 @@ def _stage(con: duckdb.DuckDBPyConnection, configs: Mapping[str, Tenant | None],
                 "forecast_total DECIMAL(18, 4))")
     _insert(con, "mart_rates", rates)
     _insert(con, "mart_periods", periods)
-    con.execute("CREATE OR REPLACE TEMP TABLE mart_reservations (tenant VARCHAR, "
-                "hardware_tier VARCHAR, gpus DECIMAL(18, 6), starts TIMESTAMPTZ, "
-                "ends TIMESTAMPTZ)")
-    reservations = [(name, r.tier, r.gpus, r.start, r.end)
-                    for name, config in configs.items() if config is not None
-                    for r in config.reservations]
-    _insert(con, "mart_reservations", reservations)
 
 
 def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -303,57 +292,10 @@ def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[tuple[Any
     con.execute(f"INSERT INTO {table} SELECT {unnests}", columns)
 
 
-@dataclass(frozen=True)
-class _Split:
-    rate_per_gpu_hour: dict[str, Decimal]
-    variable: Decimal
-    """On-demand charges after the discount: what grows with usage."""
-    fixed: Decimal
-    """Everything else on the invoice (reservations, base fee, true-up, credit)."""
-
-
-def _split_charges(doc: Mapping[str, Any], hours_by_tier: Mapping[str, Decimal]) -> _Split:
-    on_demand: dict[str, Decimal] = {}
-    discount = ZERO
-    for line in doc["lines"]:
-        if line["kind"] in ("usage", "band_fee"):
-            tier = line["hardware_tier"]
-            on_demand[tier] = on_demand.get(tier, ZERO) + Decimal(line["amount"])
-        elif line["kind"] == "discount":
-            discount += Decimal(line["amount"])
-    gross = sum(on_demand.values(), ZERO)
-    # The discount is one line over all tiers; each tier carries its share of it.
-    keep = (gross + discount) / gross if gross else Decimal(1)
-    rates = {tier: amount * keep / hours_by_tier[tier]
-             for tier, amount in on_demand.items() if amount and hours_by_tier.get(tier)}
-    variable = gross + discount
-    return _Split(rates, variable, Decimal(doc["total"]) - variable)
-
-
 def _elapsed_hours(start: datetime, end: datetime, horizon: _Horizon) -> int:
     if horizon.data_to is None or horizon.data_to <= start:
         return 0
     return (min(end, horizon.data_to) - start) // HOUR
-
-
-def _forecast(doc: Mapping[str, Any], split: _Split, period_hours: Decimal, elapsed: int
-              ) -> Decimal:
-    """The month's total if on-demand usage continues at its month-to-date rate."""
-    total = Decimal(doc["total"])
-    if elapsed <= 0 or elapsed >= period_hours:
-        return total
-    amounts: dict[str, Decimal] = {}
-    for line in doc["lines"]:
-        amounts[line["kind"]] = amounts.get(line["kind"], ZERO) + Decimal(line["amount"])
-    reservation = amounts.get("reservation", ZERO)
-    committed = split.variable * period_hours / elapsed + reservation
-    if "true_up" in amounts:
-        # A true-up line reveals the (prorated) minimum the committed charges are raised to.
-        committed = max(committed, split.variable + reservation + amounts["true_up"])
-    subtotal = committed + amounts.get("base_fee", ZERO)
-    credit = min(Decimal(doc.get("credit_available", 0)), max(subtotal, ZERO))
-    exponent = Decimal(1).scaleb(total.as_tuple().exponent)  # type: ignore[arg-type]
-    return (subtotal - credit).quantize(exponent, rounding=ROUND_HALF_UP)
 
 
 def _publish(cur: duckdb.DuckDBPyConnection, path: Path, alias: str,
@@ -450,23 +392,21 @@ _COST_DAILY = f"""
     SELECT _mart_key, day, period, 'fixed', NULL, NULL, NULL, 0, cost::DECIMAL(18, 4) FROM fixed
     ORDER BY ALL"""
 
+# The netting each invoice was priced with, per hour and tier where the tenant holds
+# reserved GPUs, up to the last hour with data: the same covered GPU-hours as the invoice.
 _RESERVATIONS = f"""
-    WITH hours AS (
-        SELECT h AS hour FROM (SELECT min(hour) AS lo, max(hour) AS hi FROM usage_hourly),
-             range(lo, hi + INTERVAL 1 HOUR, INTERVAL 1 HOUR) AS t(h)),
-    reserved AS (
-        SELECT k._mart_key, h.hour, r.hardware_tier, sum(r.gpus) AS reserved_gpus
-        FROM hours h JOIN mart_reservations r
-          ON r.starts <= h.hour AND (r.ends IS NULL OR h.hour < r.ends)
-        JOIN {STAGE}.tenants k ON k.tenant = r.tenant
-        GROUP BY ALL),
-    used AS (
-        SELECT _mart_key, hour, hardware_tier, sum(allocated_gpu_seconds) / 3600 AS used_gpus
-        FROM mart_usage GROUP BY ALL)
-    SELECT r._mart_key, r.hour, r.hardware_tier, r.reserved_gpus::DOUBLE AS reserved_gpus,
-           coalesce(u.used_gpus, 0)::DOUBLE AS used_gpus,
-           least(r.reserved_gpus, coalesce(u.used_gpus, 0))::DOUBLE AS covered_gpus
-    FROM reserved r LEFT JOIN used u USING (_mart_key, hour, hardware_tier)
+    SELECT k._mart_key, h.hour, h.hardware_tier,
+           sum(h.gpu_hours) FILTER (WHERE h.reservation_id IS NOT NULL)::DECIMAL(38, 6)
+               AS reserved_gpus,
+           coalesce(sum(h.gpu_hours) FILTER (WHERE h.size_class IS NOT NULL), 0)
+               ::DECIMAL(38, 6) AS used_gpus,
+           coalesce(sum(h.gpu_hours) FILTER (WHERE h.hour_use = 'covered'), 0)
+               ::DECIMAL(38, 6) AS covered_gpus
+    FROM invoice_hours h JOIN invoices i USING (invoice_id)
+    JOIN {STAGE}.tenants k ON k.tenant = i.tenant
+    WHERE i.kind = 'invoice'
+      AND h.hour < (SELECT max(hour) + INTERVAL 1 HOUR FROM usage_hourly)
+    GROUP BY ALL HAVING sum(h.gpu_hours) FILTER (WHERE h.reservation_id IS NOT NULL) > 0
     ORDER BY ALL"""
 
 _PERIODS = f"""
@@ -602,6 +542,8 @@ def _finance_tables() -> list[tuple[str, str]]:
         ("coverage_daily", _COVERAGE),
         ("node_days", _NODE_DAYS),
         ("spool_quarantine", "SELECT * FROM spool_quarantine ORDER BY day, quarantined_at, file"),
+        # What collectors could not read: no rows exist for it (models/ledger/gaps.py).
+        ("collection_gaps", GAP_RANGES.format(where="true")),
     ]
 
 

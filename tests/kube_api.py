@@ -1,7 +1,7 @@
 """A loopback HTTP server that speaks enough of the Kubernetes API for the pod collector's tests.
 
-It serves the core/v1 collections the collector reads (pods, nodes, namespaces) the way a
-kube-apiserver does:
+It serves the collections the collector reads (core/v1 pods, nodes, namespaces; resource.k8s.io/v1
+resourceslices and resourceclaims) the way a kube-apiserver does:
 - GET list with `resourceVersion` in the list metadata, `limit`/`continue` chunking over a
   consistent snapshot;
 - `?watch=true` as a chunked stream of newline-delimited JSON events ADDED/MODIFIED/DELETED,
@@ -14,6 +14,12 @@ event), `compact()` to expire history, and `drop_next_watch_after(collection, n)
 connection mid-stream. A watch ends (cleanly, like a server-side timeout) after `timeoutSeconds`
 or once it has been idle for `idle_close_s`, so tests never wait long. Every request is logged
 in `requests` for assertions.
+
+`fail_next(collection, fault)` makes the next request of a collection answer the way broken
+servers and proxies do (see FAULTS): an error status (404: its API group is not served), a
+body that is not JSON or is cut short, an object of the wrong kind, a list without its fields,
+an answer slower than the client's timeout, or a watch stream carrying garbage or an ERROR
+event.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ COLLECTIONS = {"pods": "Pod", "nodes": "Node", "namespaces": "Namespace",
                "resourceclaims": "ResourceClaim", "resourceslices": "ResourceSlice"}
 API_VERSIONS = {"resourceclaims": "resource.k8s.io/v1", "resourceslices": "resource.k8s.io/v1"}
 """Collections outside the core group, served at /apis/<group>/<version>/<collection>."""
+FAULTS = ("status-500", "status-404", "not-json", "truncated", "wrong-kind", "no-items",
+          "slow", "garbage-event", "error-event")
 VERSION_INFO = {
     "major": "1",
     "minor": "31",
@@ -85,6 +93,8 @@ class KubeAPI:
         self.idle_close_s = idle_close_s
         self.requests: list[tuple[str, dict[str, str]]] = []
         self._drop_after: dict[str, int] = {}
+        self._faults: dict[str, list[str]] = {}
+        self.slow_s = 3.0
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -129,6 +139,12 @@ class KubeAPI:
     def drop_next_watch_after(self, collection: str, events: int) -> None:
         """The next watch of `collection` sends `events` events, then the connection breaks."""
         self._drop_after[collection] = events
+
+    def fail_next(self, collection: str, fault: str, times: int = 1) -> None:
+        """The next `times` requests of `collection` (list or watch) answer with `fault`."""
+        if fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}; one of {', '.join(FAULTS)}")
+        self._faults.setdefault(collection, []).extend([fault] * times)
 
     # -- serving
 
@@ -233,10 +249,62 @@ class _Handler(BaseHTTPRequestHandler):
                 or group != API_VERSIONS.get(collection, "v1")):
             self._json(404, status(404, "NotFound", f"the server could not find {parts.path}"))
             return
+        pending = api._faults.get(collection)
+        fault = pending.pop(0) if pending else None
+        if fault == "slow":
+            time.sleep(api.slow_s)
+        elif fault is not None:
+            self._fault(fault, collection)
+            return
         if query.get("watch") in ("true", "1"):
             self._watch(collection, query)
         else:
             self._list(collection, query)
+
+    def _fault(self, fault: str, collection: str) -> None:
+        if fault == "status-500":
+            self._json(500, status(500, "InternalError",
+                                   "etcdserver: request timed out"))
+            return
+        if fault == "status-404":  # a server that does not serve the collection's API group
+            self._json(404, status(404, "NotFound", "the server could not find the requested "
+                                   "resource"))
+            return
+        if fault in ("garbage-event", "error-event"):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            if fault == "garbage-event":
+                data = b"<<< upstream reset >>>\n"
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            else:
+                self._chunk({"type": "ERROR", "object": status(
+                    500, "InternalError", "an error on the server has prevented the request")})
+            self.wfile.write(b"0\r\n\r\n")
+            return
+        listed = {"kind": f"{COLLECTIONS[collection]}List",
+                  "apiVersion": API_VERSIONS.get(collection, "v1"),
+                  "metadata": {"resourceVersion": str(self.server_api.cluster.resource_version)},
+                  "items": [{"metadata": {"name": "x"}}]}
+        body: bytes
+        content_type = "application/json"
+        if fault == "not-json":
+            body, content_type = b"<html><body>502 Bad Gateway</body></html>", "text/html"
+        elif fault == "truncated":
+            text = json.dumps(listed).encode()
+            body = text[: len(text) // 2]
+        elif fault == "wrong-kind":
+            other = next(c for c in COLLECTIONS if c != collection)
+            body = json.dumps({**listed, "kind": f"{COLLECTIONS[other]}List"}).encode()
+        else:  # no-items
+            body = json.dumps({"kind": listed["kind"], "apiVersion": listed["apiVersion"],
+                               "metadata": {}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def _list(self, collection: str, query: dict[str, str]) -> None:
         cluster = self.server_api.cluster

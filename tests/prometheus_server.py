@@ -4,7 +4,8 @@
 with `promtool tsdb create-blocks-from openmetrics`, starts Debian's `prometheus` on a free port
 over them and stops it by its own PID. Blocks hold samples at the times written, so tests query
 those times (well outside the head's two hours); retention is set long enough that the server
-never deletes them."""
+never deletes them. With `scrape_configs` the server also scrapes live targets (tests then read
+the last few seconds): a real scrape, so `up` says what Prometheus made of each target."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
@@ -103,21 +105,27 @@ def prometheus_with_history(
     *,
     lookback_delta: str = "1m",
     extra_args: Sequence[str] = (),
+    scrape_configs: Sequence[Mapping[str, object]] = (),
 ) -> Iterator[str]:
-    """Yield the URL of a Prometheus serving exactly this history; stop it afterwards."""
+    """Yield the URL of a Prometheus serving exactly this history (none when the text is
+    empty) and scraping `scrape_configs`; stop it afterwards."""
     prometheus, promtool = require_prometheus()
     folder.mkdir(parents=True, exist_ok=True)
-    source = folder / "history.om.txt"
-    source.write_text(openmetrics_text)
     data = folder / "data"
-    built = subprocess.run(
-        [promtool, "tsdb", "create-blocks-from", "openmetrics", str(source), str(data)],
-        capture_output=True, text=True, check=False,
-    )
-    if built.returncode != 0:
-        raise RuntimeError(f"promtool could not build blocks from {source}:\n{built.stderr}")
+    if openmetrics_text:
+        source = folder / "history.om.txt"
+        source.write_text(openmetrics_text)
+        built = subprocess.run(
+            [promtool, "tsdb", "create-blocks-from", "openmetrics", str(source), str(data)],
+            capture_output=True, text=True, check=False,
+        )
+        if built.returncode != 0:
+            raise RuntimeError(f"promtool could not build blocks from {source}:\n{built.stderr}")
     config = folder / "prometheus.yml"
-    config.write_text("global:\n  scrape_interval: 1h\nscrape_configs: []\n")
+    config.write_text(yaml.safe_dump({
+        "global": {"scrape_interval": "1h"},
+        "scrape_configs": [dict(c) for c in scrape_configs],
+    }))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = (folder / "prometheus.log").open("w")

@@ -36,9 +36,7 @@ labels = {f"{row.number or '(draft)'} · {row.tenant} · {row.kind}": i
 choice = st.selectbox("Invoice", list(labels))
 ui.invoice_downloads(shown.iloc[labels[choice]], key="finance-invoice")
 
-lines = ui.audience_data(audience="finance", table="invoice_lines")
-lines = lines[lines["period"] == period]
-ui.download(f"All invoice lines of {period} (CSV)", lambda: lines.to_csv(index=False),
+ui.download(f"All invoice lines of {period} (CSV)", lambda: ui.lines_of(shown),
             file_name=f"invoice-lines-{period}.csv", mime="text/csv", key="finance-lines")
 
 st.subheader("FOCUS cost-and-usage export")

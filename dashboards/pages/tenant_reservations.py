@@ -9,7 +9,8 @@ tenant = gate.require("tenant").role.tenant
 assert tenant is not None
 
 st.title("Reservations")
-hours = ui.tenant_data(tenant=tenant, table="reservations")
+hours = ui.as_float(ui.tenant_data(tenant=tenant, table="reservations"), "reserved_gpus",
+                    "used_gpus", "covered_gpus")
 if hours.empty:
     st.info("You hold no capacity reservation. On-demand GPU-hours are billed at the rate "
             "card's band prices; see Shifts and recommendations for whether one would pay off.")

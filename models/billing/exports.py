@@ -1,75 +1,51 @@
-"""Per-invoice files for finance: PDF for people, CSV and JSON for systems."""
+"""Per-invoice files for finance: PDF for people, CSV and JSON for systems.
+
+The one way invoice files are made and written: the billing asset, `chargeback invoices
+export` and the dashboards' downloads all render through `render`, and every file is written
+atomically under a safe name (models.files)."""
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import os
-import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import duckdb
 
 from models.billing.invoice_pdf import render_pdf
-from models.billing.invoices import LINE_COLUMNS, canonical_json
+from models.billing.invoices import StoredInvoice, canonical_json, export_document, lines_csv
+from models.files import atomic_write, safe_path
+
+FORMATS = ("pdf", "csv", "json")
+MEDIA_TYPES = {"pdf": "application/pdf", "csv": "text/csv", "json": "application/json"}
 
 
-def invoice_documents(con: duckdb.DuckDBPyConnection, period: str) -> list[dict[str, Any]]:
-    """The period's invoices as export documents: the stored document plus its status,
-    number and hashes."""
-    rows = con.execute(
-        "SELECT invoice_id, number, kind, status, adjusts, content_hash, inputs_hash, document "
-        "FROM invoices WHERE period = ? ORDER BY invoice_id", [period]).fetchall()
-    documents = []
-    for invoice_id, number, kind, status, adjusts, content, inputs, text in rows:
-        doc = json.loads(text)
-        doc.update(invoice_id=invoice_id, number=number, kind=kind, status=status,
-                   adjusts=adjusts, content_hash=content, inputs_hash=inputs)
-        documents.append(doc)
-    return documents
+def render(stored: StoredInvoice, fmt: str) -> bytes:
+    """The invoice as a file of format `fmt` (one of FORMATS)."""
+    if fmt == "json":
+        return canonical_json(export_document(stored)).encode()
+    if fmt == "csv":
+        return lines_csv([(stored.number, stored.invoice)]).encode()
+    if fmt == "pdf":
+        return render_pdf(stored)
+    raise ValueError(f"invoice files are {', '.join(FORMATS)}, not {fmt!r}")
 
 
-def file_stem(doc: dict[str, Any]) -> str:
-    return str(doc["number"] or f"DRAFT-{doc['period']}-{doc['tenant']}")
+def file_name(stored: StoredInvoice, fmt: str) -> str:
+    """`<number>.<fmt>`, or DRAFT-<period>-<tenant>.<fmt> made safe for any tenant name."""
+    return safe_path(Path("."), stored.stem, f".{fmt}").name
 
 
-def lines_csv(doc: dict[str, Any]) -> str:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=("number", *LINE_COLUMNS), lineterminator="\n")
-    writer.writeheader()
-    for n, line in enumerate(doc["lines"], start=1):
-        writer.writerow({
-            "number": doc["number"] or "", "tenant": doc["tenant"], "period": doc["period"],
-            "currency": doc["currency"], "line_no": n, "kind": line["kind"],
-            "description": line["description"], "hardware_tier": line["hardware_tier"] or "",
-            "size_class": line["size_class"] or "", "quantity": line["quantity"],
-            "unit": line["unit"], "unit_price": line["unit_price"], "amount": line["amount"],
-        })
-    return out.getvalue()
-
-
-def write_invoice_files(con: duckdb.DuckDBPyConnection, period: str, folder: Path
+def write_invoice_files(invoices: Sequence[StoredInvoice], folder: Path,
+                        formats: Sequence[str] = FORMATS, *, prune_drafts: bool = False
                         ) -> list[Path]:
-    """<stem>.pdf/.csv/.json per invoice; stale drafts' files are removed."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """One file per invoice and format in `folder`, each written atomically. With
+    `prune_drafts`, draft files of invoices no longer in `invoices` are removed (a period's
+    drafts become numbered invoices on close)."""
     written = []
-    for doc in invoice_documents(con, period):
-        stem = file_stem(doc)
-        written.append(_write(folder / f"{stem}.json", canonical_json(doc).encode()))
-        written.append(_write(folder / f"{stem}.csv", lines_csv(doc).encode()))
-        written.append(_write(folder / f"{stem}.pdf", render_pdf(doc)))
-    keep = set(written)
-    for stale in folder.glob("DRAFT-*"):
-        if stale not in keep:
-            stale.unlink()
+    for stored in invoices:
+        for fmt in formats:
+            written.append(atomic_write(folder / file_name(stored, fmt), render(stored, fmt)))
+    if prune_drafts:
+        keep = set(written)
+        for stale in folder.glob("DRAFT-*"):
+            if stale not in keep:
+                stale.unlink()
     return written
-
-
-def _write(path: Path, data: bytes) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(tmp, path)
-    return path

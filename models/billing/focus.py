@@ -5,9 +5,13 @@ or MIG instance), hardware tier, size class, model and workload kind; reserved G
 commitment-discount purchases and the usage they covered (or left unused); base fees, true-ups,
 credits; adjustment notes issued in the period as corrections of closed periods.
 
-Money ties to the invoices exactly: every invoice line's amount is spread over the rows it
-pertains to with the largest-remainder method at the currency's minor unit, so per tenant and
-invoice the sum of BilledCost is the invoice total to the cent. See docs/focus.md for the
+Every figure comes from the stored invoice (models.billing.lifecycle.stored): its lines and
+its hourly netting. Nothing is priced or netted here: the netting's on-demand and covered
+GPU-hours of each hour, tier and size class are spread over the resources (GPUs, MIG
+instances) that used them in proportion to their ledger GPU-hours, and every line's amount over
+the rows it pertains to, both with the largest-remainder method (pricing.allocate), so per
+tenant and invoice the sum of BilledCost is the invoice total to the cent and the covered
+quantities are the invoice's to the 6th decimal. See docs/focus.md for the
 column mapping and the decisions taken where the specification leaves a choice."""
 
 from __future__ import annotations
@@ -16,9 +20,6 @@ import csv
 import hashlib
 import io
 import json
-import os
-import re
-import tempfile
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,13 +32,21 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from models.billing.pricing import QUANTITY, active_hours
+from models.billing import lifecycle
+from models.billing.invoices import DocumentKind, Status, StoredInvoice
+from models.billing.pricing import (
+    QUANTITY,
+    HourUse,
+    InvoiceLine,
+    LineKind,
+    allocate,
+)
 from models.billing.rate_cards import Reservation, Tenant, month_bounds
+from models.files import atomic_open, atomic_write
 
 FOCUS_VERSION = "1.4"
 """The newest released FOCUS version (ratified June 2026; 1.5 is due December 2026)."""
 
-HOUR = timedelta(hours=1)
 ZERO = Decimal(0)
 COST_SCALE = 12
 """Decimal places of money columns: a unit price (6) times a quantity (6) is exact in 12."""
@@ -135,44 +144,16 @@ DATETIME_COLUMNS = frozenset(name for name, kind, _ in COLUMNS if kind == "Date/
 
 # Invoice line kinds of an adjustment note -> the FOCUS charge category of the correction.
 CORRECTION_CATEGORY = {
-    "usage": "Usage", "discount": "Usage", "band_fee": "Adjustment", "reservation": "Purchase",
-    "base_fee": "Purchase", "true_up": "Adjustment", "credit": "Credit",
+    LineKind.USAGE: "Usage", LineKind.DISCOUNT: "Usage", LineKind.BAND_FEE: "Adjustment",
+    LineKind.RESERVATION: "Purchase", LineKind.BASE_FEE: "Purchase",
+    LineKind.TRUE_UP: "Adjustment", LineKind.CREDIT: "Credit",
 }
-_BAND = re.compile(r"^(flat|volume|graduated)(?: band (\d+))?")
-
-
-def allocate(total: Decimal, weights: Sequence[Decimal], quantum: Decimal) -> list[Decimal]:
-    """`total` split over `weights` in multiples of `quantum`, summing to `total` exactly.
-
-    Largest remainder: every share is floored, the leftover quanta go to the largest
-    fractional parts (ties to the earlier weight)."""
-    if not weights:
-        if total:
-            raise ValueError(f"cannot allocate {total} over no rows")
-        return []
-    steps = total / quantum
-    if steps != steps.to_integral_value():
-        raise ValueError(f"{total} is not a multiple of {quantum}")
-    sign, count = (-1, -int(steps)) if steps < 0 else (1, int(steps))
-    weight_sum = sum(weights, ZERO)
-    if weight_sum <= 0:
-        if count:
-            raise ValueError(f"cannot allocate {total} over rows that all weigh zero")
-        return [ZERO for _ in weights]
-    if any(w < 0 for w in weights):
-        raise ValueError("allocation weights must not be negative")
-    exact = [count * w / weight_sum for w in weights]
-    floors = [int(e) for e in exact]
-    leftover = count - sum(floors)
-    order = sorted(range(len(weights)), key=lambda i: (-(exact[i] - floors[i]), i))
-    for i in order[:leftover]:
-        floors[i] += 1
-    return [sign * n * quantum for n in floors]
 
 
 @dataclass
 class _Usage:
-    """GPU-hours of one tenant for one UTC day, resource, tier, size class, model and kind."""
+    """GPU-hours of one tenant for one UTC day, resource, tier, size class, model and kind,
+    with its share of the invoice's netting."""
 
     day: datetime
     cluster: str
@@ -184,21 +165,10 @@ class _Usage:
     size: str
     model: str | None
     kind: str
-    gpu_seconds: Decimal = ZERO
-    covered: dict[int, Decimal] = field(default_factory=lambda: defaultdict(lambda: ZERO))
-    """Raw GPU-hours covered per reservation index."""
-
-    @property
-    def gpu_hours(self) -> Decimal:
-        return self.gpu_seconds / 3600
-
-    @property
-    def overflow(self) -> Decimal:
-        return max(ZERO, self.gpu_hours - sum(self.covered.values(), ZERO))
-
-
-def reservation_id(tenant: str, r: Reservation) -> str:
-    return f"{tenant}/reservations/{r.tier}/{r.start:%Y-%m-%dT%H:%M:%SZ}"
+    on_demand: Decimal = ZERO
+    """GPU-hours billed on demand, at 6 decimals."""
+    covered: dict[str, Decimal] = field(default_factory=lambda: defaultdict(lambda: ZERO))
+    """GPU-hours covered per reservation id, at 6 decimals."""
 
 
 def focus_table(
@@ -211,42 +181,41 @@ def focus_table(
     """The FOCUS rows of billing period `period` (YYYY-MM): every draft or final invoice of
     the period, and every adjustment note finalized during it (as corrections).
 
-    `tenants` gives the reservations (start, end, GPUs) needed to attribute reserved hours
-    hour by hour, exactly as the invoices were priced."""
+    `tenants` gives each tenant's display name (SubAccountName)."""
     provider = provider or Provider()
     start, end = month_bounds(period)
+    documents = sorted(
+        [*(s for s in lifecycle.stored(con, period, with_hours=True)
+           if s.kind is DocumentKind.INVOICE),
+         *(s for s in lifecycle.stored(con, status=Status.FINAL, finalized_in=(start, end))
+           if s.kind is DocumentKind.ADJUSTMENT)],
+        key=lambda s: s.invoice_id)
     rows: list[dict[str, Any]] = []
-    invoices = con.execute(
-        "SELECT invoice_id, number, kind, status, tenant, period, adjusts, document, "
-        "finalized_at FROM invoices WHERE (period = ? AND kind = 'invoice') OR "
-        "(kind = 'adjustment' AND finalized_at >= ? AND finalized_at < ?) ORDER BY invoice_id",
-        [period, start, end],
-    ).fetchall()
-    for invoice_id, number, kind, status, tenant, inv_period, adjusts, text, _ in invoices:
-        doc = json.loads(text)
-        if tenant not in tenants:
+    for stored in documents:
+        tenant = tenants.get(stored.invoice.tenant)
+        if tenant is None:
             raise ValueError(
-                f"invoice {invoice_id}: tenant {tenant!r} is missing from the tenants "
-                "configuration; the FOCUS export needs its reservations and name")
-        common = _common(doc, provider, tenants[tenant], start, end, invoice_id, kind, status)
-        common["x_Adjusts"] = adjusts
-        if kind == "adjustment":
-            rows += _correction_rows(doc, common, tenants[tenant], inv_period, number)
+                f"invoice {stored.invoice_id}: tenant {stored.invoice.tenant!r} is missing from "
+                "the tenants configuration; the FOCUS export needs its name")
+        common = _common(stored, provider, tenant, start, end)
+        if stored.kind is DocumentKind.ADJUSTMENT:
+            rows += _correction_rows(stored, common)
         else:
-            rows += _invoice_rows(con, doc, common, tenants[tenant], start, end, invoice_id)
+            rows += _invoice_rows(con, stored, common, start, end)
     return pa.Table.from_pylist(rows, schema=SCHEMA)
 
 
-def _common(doc: Mapping[str, Any], provider: Provider, tenant: Tenant, start: datetime,
-            end: datetime, invoice_id: str, kind: str, status: str) -> dict[str, Any]:
+def _common(stored: StoredInvoice, provider: Provider, tenant: Tenant, start: datetime,
+            end: datetime) -> dict[str, Any]:
+    invoice = stored.invoice
     return {
         "BillingAccountId": provider.billing_account_id,
         "BillingAccountName": provider.billing_account_name,
-        "BillingCurrency": doc["currency"],
+        "BillingCurrency": invoice.currency,
         "BillingPeriodStart": start,
         "BillingPeriodEnd": end,
         "HostProviderName": provider.host_provider_name,
-        "InvoiceId": invoice_id,
+        "InvoiceId": stored.invoice_id,
         "InvoiceIssuerName": provider.invoice_issuer_name,
         "ServiceCategory": provider.service_category,
         "ServiceName": provider.service_name,
@@ -254,67 +223,50 @@ def _common(doc: Mapping[str, Any], provider: Provider, tenant: Tenant, start: d
         "ServiceSubcategory": provider.service_subcategory,
         "SubAccountId": tenant.name,
         "SubAccountName": tenant.display_name or tenant.name,
-        "x_InvoiceKind": kind,
-        "x_InvoiceStatus": status,
-        "x_MeteringBasis": doc["basis"],
-        "x_RateCardVersion": doc["rate_card_version"],
+        "x_Adjusts": stored.adjusts,
+        "x_InvoiceKind": stored.kind.value,
+        "x_InvoiceStatus": stored.status.value,
+        "x_MeteringBasis": invoice.basis,
+        "x_RateCardVersion": invoice.rate_card_version,
     }
 
 
-def _minor(doc: Mapping[str, Any]) -> Decimal:
-    """The currency's minor unit, read off the invoice's own rounded amounts."""
-    exponents = [Decimal(line["amount"]).as_tuple().exponent for line in doc["lines"]]
-    exponent = min((e for e in exponents if isinstance(e, int)), default=-2)
-    return Decimal(1).scaleb(exponent)
-
-
-def _standalone(common: Mapping[str, Any], line_no: int, line: Mapping[str, Any],
+def _standalone(common: Mapping[str, Any], line_no: int, line: InvoiceLine,
                 category: str, frequency: str, start: datetime, end: datetime,
                 **extra: Any) -> dict[str, Any]:
     """A charge unrelated to other charges and without a SKU price: all costs equal."""
-    amount = Decimal(line["amount"])
     return dict(
         common, ChargeCategory=category, ChargeFrequency=frequency,
-        ChargeDescription=line["description"], ChargePeriodStart=start, ChargePeriodEnd=end,
-        BilledCost=amount, EffectiveCost=amount, ListCost=amount, ContractedCost=amount,
-        InvoiceDetailId=f"{common['InvoiceId']}#{line_no}", x_InvoiceLineKind=line["kind"],
-        x_HardwareTier=line.get("hardware_tier"), **extra)
+        ChargeDescription=line.description, ChargePeriodStart=start, ChargePeriodEnd=end,
+        BilledCost=line.amount, EffectiveCost=line.amount, ListCost=line.amount,
+        ContractedCost=line.amount, InvoiceDetailId=f"{common['InvoiceId']}#{line_no}",
+        x_InvoiceLineKind=line.kind.value, x_HardwareTier=line.hardware_tier, **extra)
 
 
-def _invoice_rows(con: duckdb.DuckDBPyConnection, doc: Mapping[str, Any],
-                  common: Mapping[str, Any], tenant: Tenant, start: datetime, end: datetime,
-                  invoice_id: str) -> list[dict[str, Any]]:
-    minor = _minor(doc)
-    lines = list(enumerate(doc["lines"], start=1))
+def _invoice_rows(con: duckdb.DuckDBPyConnection, stored: StoredInvoice,
+                  common: Mapping[str, Any], start: datetime, end: datetime
+                  ) -> list[dict[str, Any]]:
+    invoice = stored.invoice
+    lines = list(enumerate(invoice.lines, start=1))
     out: list[dict[str, Any]] = []
-    reservations = [r for r in tenant.reservations if active_hours(r.start, r.end, start, end)]
-    reservation_lines = [(n, x) for n, x in lines if x["kind"] == "reservation"]
-    if len(reservations) != len(reservation_lines):
-        raise ValueError(
-            f"invoice {invoice_id}: {len(reservation_lines)} reservation lines but tenant "
-            f"{tenant.name} has {len(reservations)} reservations active in the period; the "
-            "tenants configuration changed since the invoice was priced: re-run tenant_bills")
-    usage = _ledger_usage(con, tenant, doc["basis"], start, end, reservations)
-    multipliers = {(u["hardware_tier"], u["size_class"]): Decimal(u["multiplier"])
-                   for u in doc["usage"]}
+    usage = _resource_usage(con, stored, start, end)
 
     # Reserved GPUs: the purchase, and its cost amortized over the hours it covered or not.
-    for index, (r, (line_no, line)) in enumerate(zip(reservations, reservation_lines,
-                                                     strict=True)):
-        out += _reservation_rows(common, tenant, r, index, line_no, line, usage, start, end,
-                                 minor)
+    for line_no, line in lines:
+        if line.kind is LineKind.RESERVATION:
+            out += _reservation_rows(common, stored, line_no, line, usage)
 
-    # On-demand usage: overflow per row, units per band, amounts per line, then the discount.
-    on_demand = _on_demand_rows(common, doc, lines, usage, multipliers, minor, invoice_id)
+    # On-demand usage: netted GPU-hours per row, units per band, amounts per line, then the
+    # discount.
+    on_demand = _on_demand_rows(common, stored, lines, usage)
     band_fees = [
-        _standalone(common, n, x, "Adjustment", "One-Time", start, end,
-                    SkuId=x["hardware_tier"])
-        for n, x in lines if x["kind"] == "band_fee"
+        _standalone(common, n, x, "Adjustment", "One-Time", start, end, SkuId=x.hardware_tier)
+        for n, x in lines if x.kind is LineKind.BAND_FEE
     ]
-    discount = sum((Decimal(x["amount"]) for _, x in lines if x["kind"] == "discount"), ZERO)
+    discount = sum((x.amount for _, x in lines if x.kind is LineKind.DISCOUNT), ZERO)
     if discount:
         discounted = on_demand + band_fees
-        shares = allocate(discount, [abs(r["BilledCost"]) for r in discounted], minor)
+        shares = allocate(discount, [abs(r["BilledCost"]) for r in discounted], invoice.quantum)
         for row, share in zip(discounted, shares, strict=True):
             row["BilledCost"] += share
             row["EffectiveCost"] = row["BilledCost"]
@@ -324,29 +276,29 @@ def _invoice_rows(con: duckdb.DuckDBPyConnection, doc: Mapping[str, Any],
     out += band_fees
 
     for n, line in lines:
-        if line["kind"] == "base_fee":
-            price, qty = Decimal(line["unit_price"]), Decimal(line["quantity"])
+        if line.kind is LineKind.BASE_FEE:
+            price, qty = line.unit_price, line.quantity
             out.append(dict(
                 _standalone(common, n, line, "Purchase", "Recurring", start, end),
-                SkuId=f"plan/{doc['plan']}", SkuPriceId=f"plan/{doc['plan']}/base-fee",
+                SkuId=f"plan/{invoice.plan}", SkuPriceId=f"plan/{invoice.plan}/base-fee",
                 SkuMeter="Plan base fee", PricingCategory="Standard", PricingQuantity=qty,
                 PricingUnit="Months", ListUnitPrice=price, ContractedUnitPrice=price,
                 ListCost=price * qty, ContractedCost=price * qty,
-                SkuPriceDetails=json.dumps({"x_Plan": doc["plan"]})))
-        elif line["kind"] == "true_up":
+                SkuPriceDetails=json.dumps({"x_Plan": invoice.plan})))
+        elif line.kind is LineKind.TRUE_UP:
             out.append(_standalone(common, n, line, "Adjustment", "One-Time", start, end))
-        elif line["kind"] == "credit":
+        elif line.kind is LineKind.CREDIT:
             out.append(_standalone(common, n, line, "Credit", "One-Time", start, end))
     return out
 
 
-def _ledger_usage(con: duckdb.DuckDBPyConnection, tenant: Tenant, basis: str,
-                  start: datetime, end: datetime, reservations: Sequence[Reservation]
-                  ) -> list[_Usage]:
-    """Daily usage rows of the tenant, with the reserved GPU-hours each one used, netted hour
-    by hour as pricing does: in each hour every row of a tier is covered by the same
-    fraction min(1, reserved / used), split over the reservations by their GPUs."""
-    column = "used_gpu_seconds" if basis == "usage" else "allocated_gpu_seconds"
+def _resource_usage(con: duckdb.DuckDBPyConnection, stored: StoredInvoice, start: datetime,
+                    end: datetime) -> list[_Usage]:
+    """Daily usage rows of the invoice's tenant per resource, each with its share of the
+    invoice's netting: every on-demand or covered cell of an hour, tier and size class spread
+    over that hour's ledger rows in proportion to their GPU-hours."""
+    invoice = stored.invoice
+    column = "used_gpu_seconds" if invoice.basis == "usage" else "allocated_gpu_seconds"
     # Grouping happens in DuckDB, so a month of raw samples never comes into memory.
     hourly = con.execute(
         f"SELECT date_trunc('hour', window_start) AS hour, cluster, node, gpu_uuid, "
@@ -354,12 +306,10 @@ def _ledger_usage(con: duckdb.DuckDBPyConnection, tenant: Tenant, basis: str,
         f"sum({column}::DECIMAL(38, 6)) FROM ledger "
         "WHERE tenant = ? AND window_start >= ? AND window_start < ? "
         f"GROUP BY ALL HAVING sum({column}) > 0 ORDER BY ALL",
-        [tenant.name, start, end],
+        [invoice.tenant, start, end],
     ).fetchall()
-    used: dict[tuple[datetime, str], Decimal] = defaultdict(lambda: ZERO)
-    for hour, *_, tier, _size, _model, _kind, seconds in hourly:
-        used[(hour, tier)] += Decimal(seconds) / 3600
     rows: dict[tuple[Any, ...], _Usage] = {}
+    sharing: dict[tuple[datetime, str, str], list[tuple[_Usage, Decimal]]] = defaultdict(list)
     for hour, cluster, node, uuid, product, mig, tier, size, model, kind, seconds in hourly:
         day = hour.replace(hour=0)
         key = (day, cluster, node, uuid, product, mig, tier, size, model, kind)
@@ -367,15 +317,22 @@ def _ledger_usage(con: duckdb.DuckDBPyConnection, tenant: Tenant, basis: str,
         if row is None:
             row = rows[key] = _Usage(day.astimezone(UTC), cluster, node, uuid, product, mig,
                                      tier, size, model, kind)
-        row.gpu_seconds += Decimal(seconds)
-        active = [(i, r.gpus) for i, r in enumerate(reservations)
-                  if r.tier == tier and r.start <= hour and (r.end is None or hour < r.end)]
-        reserved = sum((g for _, g in active), ZERO)
-        total = used[(hour, tier)]
-        if reserved and total:
-            fraction = min(Decimal(1), reserved / total)
-            for i, gpus in active:
-                row.covered[i] += Decimal(seconds) / 3600 * fraction * gpus / reserved
+        sharing[(hour, tier, size)].append((row, Decimal(seconds)))
+    for cell in invoice.hours:
+        if cell.use is HourUse.UNUSED or cell.size_class is None:
+            continue
+        members = sharing.get((cell.hour, cell.hardware_tier, cell.size_class))
+        if not members:
+            raise ValueError(
+                f"invoice {stored.invoice_id}: {cell.gpu_hours} {cell.hardware_tier}/"
+                f"{cell.size_class} GPU-hours netted at {cell.hour:%Y-%m-%d %H:%M}Z, but the "
+                "ledger has no such usage any more; re-run tenant_bills before exporting")
+        shares = allocate(cell.gpu_hours, [seconds for _, seconds in members], QUANTITY)
+        for (row, _), share in zip(members, shares, strict=True):
+            if cell.use is HourUse.ON_DEMAND:
+                row.on_demand += share
+            elif cell.reservation_id is not None:
+                row.covered[cell.reservation_id] += share
     return list(rows.values())
 
 
@@ -390,47 +347,53 @@ def _resource(common: Mapping[str, Any], u: _Usage) -> dict[str, Any]:
         x_Model=u.model, x_WorkloadKind=u.kind)
 
 
-def _reservation_rows(common: Mapping[str, Any], tenant: Tenant, r: Reservation, index: int,
-                      line_no: int, line: Mapping[str, Any], usage: Sequence[_Usage],
-                      start: datetime, end: datetime, minor: Decimal) -> list[dict[str, Any]]:
-    rid = reservation_id(tenant.name, r)
-    price, qty, amount = (Decimal(line[k]) for k in ("unit_price", "quantity", "amount"))
-    commitment = {
-        "CommitmentDiscountId": rid, "CommitmentDiscountCategory": "Usage",
-        "CommitmentDiscountType": "Reserved GPU", "CommitmentDiscountUnit": GPU_HOURS,
+def _commitment(reservation_id: str, r: Reservation) -> dict[str, Any]:
+    return {
+        "CommitmentDiscountId": reservation_id, "CommitmentDiscountCategory": "Usage",
+        "CommitmentDiscountType": "Reserved GPU",
         "CommitmentDiscountName": f"{r.gpus} reserved {r.tier} GPUs from "
                                   f"{r.start:%Y-%m-%d %H:%M}Z",
+    }
+
+
+def _reservation_rows(common: Mapping[str, Any], stored: StoredInvoice, line_no: int,
+                      line: InvoiceLine, usage: Sequence[_Usage]) -> list[dict[str, Any]]:
+    invoice = stored.invoice
+    start, end = common["BillingPeriodStart"], common["BillingPeriodEnd"]
+    rid = line.reservation_id
+    assert rid is not None, "pricing names the reservation of every reservation line"
+    r = invoice.reservation(rid)
+    price, qty, amount = line.unit_price, line.quantity, line.amount
+    commitment = {
+        **_commitment(rid, r), "CommitmentDiscountUnit": GPU_HOURS,
         "SkuId": r.tier, "SkuPriceId": f"{r.tier}/reserved", "SkuMeter": "Reserved GPU",
         "SkuPriceDetails": json.dumps({"x_HardwareTier": r.tier, "x_Reserved": True}),
         "ListUnitPrice": price, "ContractedUnitPrice": price, "PricingUnit": GPU_HOURS,
         "x_HardwareTier": r.tier, "InvoiceDetailId": f"{common['InvoiceId']}#{line_no}",
-        "x_InvoiceLineKind": line["kind"],
+        "x_InvoiceLineKind": line.kind.value,
     }
     rows = [dict(
         common, **commitment, ChargeCategory="Purchase", ChargeFrequency="Recurring",
-        ChargeDescription=line["description"], ChargePeriodStart=start, ChargePeriodEnd=end,
+        ChargeDescription=line.description, ChargePeriodStart=start, ChargePeriodEnd=end,
         PricingCategory="Standard", PricingQuantity=qty, CommitmentDiscountQuantity=qty,
         BilledCost=amount, EffectiveCost=ZERO, ListCost=price * qty, ContractedCost=price * qty)]
 
-    # What the reservation could cover, hour by hour (a partial first or last hour counts
-    # for its part, as in the reservation's price), less what it covered.
+    # The netting says, hour by hour, what the reservation covered and what it left unused;
+    # together they are the quantity its line charges.
     unused_by_day: dict[datetime, Decimal] = defaultdict(lambda: ZERO)
-    covered_by_day: dict[datetime, Decimal] = defaultdict(lambda: ZERO)
-    for u in usage:
-        if u.covered.get(index):
-            covered_by_day[u.day] += u.covered[index]
-    hour = start
-    while hour < end:
-        capacity = r.gpus * active_hours(r.start, r.end, hour, hour + HOUR)
-        unused_by_day[hour.replace(hour=0)] += capacity
-        hour += HOUR
-    for day, covered in covered_by_day.items():
-        unused_by_day[day] -= covered
-    used_rows = [u for u in usage if u.covered.get(index)]
-    unused_days = sorted(d for d, v in unused_by_day.items() if v > 0)
-    weights = [u.covered[index] for u in used_rows] + [unused_by_day[d] for d in unused_days]
-    quantities = allocate(qty, weights, QUANTITY)
-    costs = allocate(amount, quantities, minor)
+    for cell in invoice.hours:
+        if cell.use is HourUse.UNUSED and cell.reservation_id == rid:
+            unused_by_day[cell.hour.replace(hour=0).astimezone(UTC)] += cell.gpu_hours
+    used_rows = [u for u in usage if u.covered.get(rid)]
+    unused_days = sorted(unused_by_day)
+    quantities = ([u.covered[rid] for u in used_rows]
+                  + [unused_by_day[d] for d in unused_days])
+    if sum(quantities, ZERO) != qty:
+        raise ValueError(
+            f"invoice {stored.invoice_id}: reservation {rid}: the stored netting holds "
+            f"{sum(quantities, ZERO)} GPU-hours, the reservation line {qty}; re-run "
+            "tenant_bills")
+    costs = allocate(amount, quantities, invoice.quantum)
     for i, u in enumerate(used_rows):
         q = quantities[i]
         rows.append(dict(
@@ -440,7 +403,7 @@ def _reservation_rows(common: Mapping[str, Any], tenant: Tenant, r: Reservation,
             PricingCategory="Committed", PricingQuantity=q, ConsumedQuantity=q,
             ConsumedUnit=GPU_HOURS, CommitmentDiscountQuantity=q, BilledCost=ZERO,
             EffectiveCost=costs[i], ListCost=price * q, ContractedCost=price * q,
-            x_GpuSeconds=_seconds(u, u.covered[index])))
+            x_GpuSeconds=_seconds(q)))
     for j, day in enumerate(unused_days, start=len(used_rows)):
         q = quantities[j]
         rows.append(dict(
@@ -454,39 +417,37 @@ def _reservation_rows(common: Mapping[str, Any], tenant: Tenant, r: Reservation,
     return rows
 
 
-def _seconds(u: _Usage, gpu_hours: Decimal) -> Decimal:
+def _seconds(gpu_hours: Decimal) -> Decimal:
     return (gpu_hours * 3600).quantize(QUANTITY)
 
 
-def _on_demand_rows(common: Mapping[str, Any], doc: Mapping[str, Any],
-                    lines: Sequence[tuple[int, Mapping[str, Any]]], usage: Sequence[_Usage],
-                    multipliers: Mapping[tuple[str, str], Decimal], minor: Decimal,
-                    invoice_id: str) -> list[dict[str, Any]]:
-    discount_factor = Decimal(1) + sum(
-        (Decimal(x["unit_price"]) for _, x in lines if x["kind"] == "discount"), ZERO)
+def _on_demand_rows(common: Mapping[str, Any], stored: StoredInvoice,
+                    lines: Sequence[tuple[int, InvoiceLine]], usage: Sequence[_Usage]
+                    ) -> list[dict[str, Any]]:
+    invoice = stored.invoice
+    discount_factor = invoice.discount_factor
     out: list[dict[str, Any]] = []
     by_tier: dict[str, list[tuple[_Usage, Decimal, Decimal]]] = defaultdict(list)
-    for u_doc in doc["usage"]:
-        tier, size = u_doc["hardware_tier"], u_doc["size_class"]
+    for tier_usage in invoice.usage:
+        tier, size = tier_usage.hardware_tier, tier_usage.size_class
         rows = sorted((u for u in usage if u.tier == tier and u.size == size), key=_order)
-        weights = [u.overflow for u in rows]
         try:
-            consumed = allocate(Decimal(u_doc["overflow_gpu_hours"]), weights, QUANTITY)
-            units = allocate(Decimal(u_doc["billable_units"]), weights, QUANTITY)
+            units = allocate(tier_usage.billable_units, [u.on_demand for u in rows], QUANTITY)
         except ValueError as error:
             raise ValueError(
-                f"invoice {invoice_id}: {tier}/{size}: the ledger no longer matches the "
+                f"invoice {stored.invoice_id}: {tier}/{size}: the ledger no longer matches the "
                 f"invoice's usage ({error}); re-run tenant_bills before exporting") from None
-        by_tier[tier] += [(u, c, n) for u, c, n in zip(rows, consumed, units, strict=True)
-                          if c or n]
+        by_tier[tier] += [(u, u.on_demand, n) for u, n in zip(rows, units, strict=True)
+                          if u.on_demand or n]
     for tier, pieces_in in by_tier.items():
         pieces_in.sort(key=lambda p: _order(p[0]))
-        bands = [(n, x) for n, x in lines if x["kind"] == "usage" and x["hardware_tier"] == tier]
+        bands = [(n, x) for n, x in lines
+                 if x.kind is LineKind.USAGE and x.hardware_tier == tier]
         # Graduated bands fill in time order: the month's first units are the first band's.
-        remaining = [Decimal(x["quantity"]) for _, x in bands]
+        remaining = [x.quantity for _, x in bands]
         if sum(remaining, ZERO) != sum((p[2] for p in pieces_in), ZERO):
-            raise ValueError(f"invoice {invoice_id}: {tier}: band quantities do not add up "
-                             "to the usage's billable units")
+            raise ValueError(f"invoice {stored.invoice_id}: {tier}: band quantities do not add "
+                             "up to the usage's billable units")
         pieces: list[tuple[_Usage, Decimal, Decimal, int]] = []
         band = 0
         for u, consumed_q, units_q in pieces_in:
@@ -505,27 +466,28 @@ def _on_demand_rows(common: Mapping[str, Any], doc: Mapping[str, Any],
             pieces += [(u, c, q, b) for (q, b), c in zip(parts, split, strict=True)]
         for b, (line_no, line) in enumerate(bands):
             members = [p for p in pieces if p[3] == b]
-            amounts = allocate(Decimal(line["amount"]), [p[2] for p in members], minor)
-            price = Decimal(line["unit_price"])
+            amounts = allocate(line.amount, [p[2] for p in members], invoice.quantum)
+            price = line.unit_price
             contracted = price * discount_factor
-            match = _BAND.match(line["description"].split(", ", 1)[-1])
-            mode, number = (match.group(1), match.group(2)) if match else ("flat", None)
+            assert line.band is not None, "pricing names the band of every usage line"
+            mode, number = line.band.mode.value, line.band.number
             sku_price = f"{tier}/{mode}" + (f"/band-{number}" if number else "")
             for (u, c, q, _), amount in zip(members, amounts, strict=True):
+                multiplier = next(t.multiplier for t in invoice.usage
+                                  if t.hardware_tier == u.tier and t.size_class == u.size)
                 out.append(dict(
                     _resource(common, u), ChargeCategory="Usage", ChargeFrequency="Usage-Based",
-                    ChargeDescription=f"{u.tier} on-demand GPU usage ({line['description']}), "
+                    ChargeDescription=f"{u.tier} on-demand GPU usage ({line.description}), "
                                       f"{u.model or 'unknown model'} ({u.size})",
                     SkuPriceId=sku_price, SkuMeter="On-demand GPU",
                     SkuPriceDetails=json.dumps({"x_HardwareTier": tier, "x_PricingMode": mode,
-                                                "x_Band": int(number) if number else None}),
+                                                "x_Band": number}),
                     PricingCategory="Standard", PricingQuantity=q, PricingUnit=BILLABLE_UNITS,
                     ConsumedQuantity=c, ConsumedUnit=GPU_HOURS, ListUnitPrice=price,
                     ContractedUnitPrice=contracted, ListCost=price * q,
                     ContractedCost=contracted * q, BilledCost=amount, EffectiveCost=amount,
-                    InvoiceDetailId=f"{invoice_id}#{line_no}", x_InvoiceLineKind="usage",
-                    x_GpuSeconds=_seconds(u, c),
-                    x_SizeMultiplier=multipliers[(u.tier, u.size)]))
+                    InvoiceDetailId=f"{stored.invoice_id}#{line_no}", x_InvoiceLineKind="usage",
+                    x_GpuSeconds=_seconds(c), x_SizeMultiplier=multiplier))
     return out
 
 
@@ -533,28 +495,20 @@ def _order(u: _Usage) -> tuple[Any, ...]:
     return (u.day, u.size, u.cluster, u.node, u.gpu_uuid, u.model or "", u.kind)
 
 
-def _correction_rows(doc: Mapping[str, Any], common: Mapping[str, Any], tenant: Tenant,
-                     corrected_period: str, number: str) -> list[dict[str, Any]]:
+def _correction_rows(stored: StoredInvoice, common: Mapping[str, Any]) -> list[dict[str, Any]]:
     """An adjustment note's delta lines, as corrections of the closed period they change."""
-    lo, hi = month_bounds(corrected_period)
+    note = stored.invoice
+    lo, hi = month_bounds(note.period)
     out = []
-    for n, line in enumerate(doc["lines"], start=1):
-        category = CORRECTION_CATEGORY[line["kind"]]
-        extra: dict[str, Any] = {"ChargeClass": "Correction", "SkuId": line["hardware_tier"]}
-        if line["kind"] == "reservation":
-            candidates = [r for r in tenant.reservations if r.tier == line["hardware_tier"]
-                          and active_hours(r.start, r.end, lo, hi)]
-            if candidates:
-                r = candidates[0]
-                extra.update(
-                    CommitmentDiscountId=reservation_id(tenant.name, r),
-                    CommitmentDiscountCategory="Usage", CommitmentDiscountType="Reserved GPU",
-                    CommitmentDiscountName=f"{r.gpus} reserved {r.tier} GPUs from "
-                                           f"{r.start:%Y-%m-%d %H:%M}Z")
+    for n, line in enumerate(note.lines, start=1):
+        category = CORRECTION_CATEGORY[line.kind]
+        extra: dict[str, Any] = {"ChargeClass": "Correction", "SkuId": line.hardware_tier}
+        if line.reservation_id is not None:
+            extra.update(_commitment(line.reservation_id,
+                                     note.reservation(line.reservation_id)))
         frequency = {"Usage": "Usage-Based", "Purchase": "Recurring"}.get(category, "One-Time")
-        out.append(_standalone(common, n, line, category, frequency, lo, hi, **extra))
-    for row in out:
-        row["InvoiceDetailId"] = f"{number}#{row['InvoiceDetailId'].rsplit('#', 1)[1]}"
+        out.append(dict(_standalone(common, n, line, category, frequency, lo, hi, **extra),
+                        InvoiceDetailId=f"{stored.number}#{n}"))
     return out
 
 
@@ -620,27 +574,10 @@ def write_focus_export(
     table = focus_table(con, period, tenants=tenants, provider=provider)
     meta = metadata(table, period, created or datetime.now(UTC))
     meta_text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
-    folder.mkdir(parents=True, exist_ok=True)
-    parquet = _atomic(folder / "focus.parquet", lambda path: pq.write_table(
-        table.replace_schema_metadata({
+    parquet = folder / "focus.parquet"
+    with atomic_open(parquet) as handle:
+        pq.write_table(table.replace_schema_metadata({
             "focus_version": FOCUS_VERSION, "focus_metadata": json.dumps(meta)}),
-        path, compression="zstd"))
-    csv_path = _atomic(folder / "focus.csv",
-                       lambda path: Path(path).write_text(csv_text(table), encoding="utf-8"))
-    meta_path = _atomic(folder / "focus.metadata.json",
-                        lambda path: Path(path).write_text(meta_text, encoding="utf-8"))
-    return [parquet, csv_path, meta_path]
-
-
-def _atomic(path: Path, write: Any) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+            handle, compression="zstd")
+    return [parquet, atomic_write(folder / "focus.csv", csv_text(table)),
+            atomic_write(folder / "focus.metadata.json", meta_text)]

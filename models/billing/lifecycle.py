@@ -3,40 +3,47 @@
 A final invoice is never changed. When its period's inputs change later (late usage, a
 corrected rate card), the next run issues an adjustment: a note whose lines are the
 difference between what should have been billed and what was billed, linked to the original.
-Numbers, hashes and documents depend only on the inputs, so reruns are byte-identical."""
+Numbers, hashes and documents depend only on the inputs, so reruns are byte-identical.
+
+The warehouse keeps each document (canonical JSON, models.billing.invoices), its lines as
+rows for SQL, and the invoice's hourly netting in `invoice_hours`: thousands of cells a month
+per tenant would swell every JSON file finance downloads, so the netting sits beside the
+document, written in the same transaction."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
 import duckdb
+import pyarrow as pa
 
-from models.billing.invoices import canonical_json, content_hash, invoice_document
-from models.billing.pricing import Invoice
+from models.billing.invoices import (
+    STORED_COLUMNS,
+    DocumentKind,
+    Status,
+    StoredInvoice,
+    canonical_json,
+    content_hash,
+    document,
+    from_row,
+)
+from models.billing.pricing import HourUse, Invoice, InvoiceLine, LineKind, NettedHour
 
 ZERO = Decimal(0)
 ADJUSTMENT_PREFIX = "adjustment: "
-
-
-@dataclass(frozen=True)
-class StoredInvoice:
-    invoice_id: str
-    number: str | None
-    kind: str
-    status: str
-    tenant: str
-    period: str
-    total: Decimal
-    adjusts: str | None
-    inputs_hash: str
-    document: dict[str, Any]
+_HOURS_SCHEMA = pa.schema([
+    ("invoice_id", pa.string()), ("hour", pa.timestamp("us", tz="UTC")),
+    ("hardware_tier", pa.string()), ("size_class", pa.string()),
+    ("reservation_id", pa.string()), ("hour_use", pa.string()),
+    ("gpu_hours", pa.decimal128(24, 6)),
+])
 
 
 def inputs_hash(con: duckdb.DuckDBPyConnection, start: datetime, end: datetime,
@@ -52,20 +59,45 @@ def inputs_hash(con: duckdb.DuckDBPyConnection, start: datetime, end: datetime,
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def stored(con: duckdb.DuckDBPyConnection, period: str, status: str | None = None
-           ) -> list[StoredInvoice]:
-    query = ("SELECT invoice_id, number, kind, status, tenant, period, total, adjusts, "
-             "inputs_hash, document FROM invoices WHERE period = ?")
-    params: list[object] = [period]
-    if status:
+def stored(con: duckdb.DuckDBPyConnection, period: str | None = None,
+           status: Status | None = None, *,
+           finalized_in: tuple[datetime, datetime] | None = None,
+           with_hours: bool = False) -> list[StoredInvoice]:
+    """The stored invoices and adjustment notes (of `period`, with `status`, finalized in
+    [start, end)), in invoice_id order, decoded through the codec. `with_hours` also reads
+    each one's hourly netting."""
+    query = f"SELECT {', '.join(STORED_COLUMNS)} FROM invoices WHERE true"
+    params: list[object] = []
+    if period is not None:
+        query += " AND period = ?"
+        params.append(period)
+    if status is not None:
         query += " AND status = ?"
-        params.append(status)
-    return [
-        StoredInvoice(invoice_id=row[0], number=row[1], kind=row[2], status=row[3],
-                      tenant=row[4], period=row[5], total=row[6], adjusts=row[7],
-                      inputs_hash=row[8], document=json.loads(row[9]))
-        for row in con.execute(query + " ORDER BY invoice_id", params).fetchall()
-    ]
+        params.append(status.value)
+    if finalized_in is not None:
+        query += " AND finalized_at >= ? AND finalized_at < ?"
+        params += list(finalized_in)
+    found = [from_row(dict(zip(STORED_COLUMNS, row, strict=True)))
+             for row in con.execute(query + " ORDER BY invoice_id", params).fetchall()]
+    if not with_hours:
+        return found
+    hours = netting(con, [s.invoice_id for s in found])
+    return [replace(s, invoice=replace(s.invoice, hours=hours.get(s.invoice_id, ())))
+            for s in found]
+
+
+def netting(con: duckdb.DuckDBPyConnection, invoice_ids: Sequence[str]
+            ) -> dict[str, tuple[NettedHour, ...]]:
+    """The stored hourly netting of each invoice, in the order pricing produced it."""
+    found: dict[str, list[NettedHour]] = defaultdict(list)
+    for invoice_id, hour, tier, size, reservation, use, gpu_hours in con.execute(
+            "SELECT invoice_id, hour, hardware_tier, size_class, reservation_id, hour_use, "
+            "gpu_hours FROM invoice_hours WHERE list_contains(?, invoice_id) "
+            "ORDER BY invoice_id, hour, hardware_tier, size_class NULLS LAST, "
+            "reservation_id NULLS FIRST", [list(invoice_ids)]).fetchall():
+        found[invoice_id].append(NettedHour(hour, tier, size, reservation, HourUse(use),
+                                            gpu_hours))
+    return {invoice_id: tuple(cells) for invoice_id, cells in found.items()}
 
 
 def is_closed(con: duckdb.DuckDBPyConnection, period: str) -> bool:
@@ -81,106 +113,137 @@ def credit_spent_before(con: duckdb.DuckDBPyConnection, tenant: str, period: str
     return Decimal(row[0]) if row else ZERO
 
 
-def _insert(con: duckdb.DuckDBPyConnection, *, invoice_id: str, number: str | None, kind: str,
-            status: str, doc: dict[str, Any], inputs: str, adjusts: str | None,
-            finalized_at: datetime | None) -> None:
+@contextlib.contextmanager
+def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """All of a step's statements or none: a run killed half-way through closing a period
+    must not leave half its invoices numbered (the next close would number them again)."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
+def _insert(con: duckdb.DuckDBPyConnection, invoice_id: str, invoice: Invoice, *,
+            kind: DocumentKind, status: Status, number: str | None, adjusts: str | None,
+            inputs: str, finalized_at: datetime | None) -> None:
+    doc = document(invoice, kind=kind, number=number, adjusts=adjusts)
     con.execute(
         "INSERT INTO invoices VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [invoice_id, number, kind, status, doc["tenant"], doc["period"], doc["plan"],
-         doc["currency"], Decimal(doc["total"]), Decimal(doc["credit_applied"]), adjusts,
-         doc["rate_card_version"], content_hash(doc), inputs, canonical_json(doc),
+        [invoice_id, number, kind.value, status.value, invoice.tenant, invoice.period,
+         invoice.plan, invoice.currency, invoice.total, invoice.credit_applied, adjusts,
+         invoice.rate_card_version, content_hash(doc), inputs, canonical_json(doc),
          finalized_at],
     )
-    if not doc["lines"]:
-        return
-    con.executemany(
-        "INSERT INTO invoice_lines VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [[invoice_id, n, line["kind"], line["description"], line["hardware_tier"],
-          line["size_class"], Decimal(line["quantity"]), line["unit"],
-          Decimal(line["unit_price"]), Decimal(line["amount"])]
-         for n, line in enumerate(doc["lines"], start=1)],
-    )
+    if invoice.lines:
+        con.executemany(
+            "INSERT INTO invoice_lines VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [[invoice_id, n, line.kind.value, line.description, line.hardware_tier,
+              line.size_class, line.quantity, line.unit, line.unit_price, line.amount]
+             for n, line in enumerate(invoice.lines, start=1)],
+        )
+    if invoice.hours:
+        cells = invoice.hours
+        table = pa.table([
+            [invoice_id] * len(cells), [c.hour for c in cells],
+            [c.hardware_tier for c in cells], [c.size_class for c in cells],
+            [c.reservation_id for c in cells], [c.use.value for c in cells],
+            [c.gpu_hours for c in cells]], schema=_HOURS_SCHEMA)
+        con.register("invoice_hours_new", table)
+        try:
+            con.execute("INSERT INTO invoice_hours SELECT * FROM invoice_hours_new")
+        finally:
+            con.unregister("invoice_hours_new")
 
 
-def write_drafts(con: duckdb.DuckDBPyConnection, period: str, invoices: Sequence[Invoice],
+def _delete(con: duckdb.DuckDBPyConnection, where: str, params: Sequence[object]) -> None:
+    """Delete the invoices matching `where` (over `invoices`) with their lines and netting."""
+    ids = f"SELECT invoice_id FROM invoices WHERE {where}"
+    con.execute(f"DELETE FROM invoice_lines WHERE invoice_id IN ({ids})", list(params))
+    con.execute(f"DELETE FROM invoice_hours WHERE invoice_id IN ({ids})", list(params))
+    con.execute(f"DELETE FROM invoices WHERE {where}", list(params))
+
+
+def write_drafts(con: duckdb.DuckDBPyConnection, period: str, invoices: Iterable[Invoice],
                  inputs: str, now: datetime) -> dict[str, int]:
     """Replace the period's drafts; after close, issue adjustments for what changed.
 
     Returns counts: drafts written, adjustments issued."""
-    con.execute("DELETE FROM invoice_lines WHERE invoice_id IN "
-                "(SELECT invoice_id FROM invoices WHERE period = ? AND status = 'draft')",
-                [period])
-    con.execute("DELETE FROM invoices WHERE period = ? AND status = 'draft'", [period])
-    closed = is_closed(con, period)
-    finals = stored(con, period, "final")
     counts = {"drafts": 0, "adjustments": 0}
-    for invoice in invoices:
-        doc = invoice_document(invoice)
-        if not closed:
-            _insert(con, invoice_id=f"draft:{period}:{invoice.tenant}", number=None,
-                    kind="invoice", status="draft", doc=doc, inputs=inputs, adjusts=None,
-                    finalized_at=None)
-            counts["drafts"] += 1
-            continue
-        billed = [f for f in finals if f.tenant == invoice.tenant]
-        delta = _delta_lines(doc, [f.document for f in billed])
-        if not delta:
-            continue
-        original = next((f.number for f in billed if f.kind == "invoice"), None)
-        sequence = sum(1 for f in billed if f.kind == "adjustment") + 1
-        number = f"ADJ-{period}-{invoice.tenant}-{sequence}"
-        credit = -sum((Decimal(x["amount"]) for x in delta if x["kind"] == "credit"), ZERO)
-        adjustment = dict(doc, lines=delta, usage=[], kind="adjustment", number=number,
-                          adjusts=original, credit_applied=str(credit),
-                          total=str(sum((Decimal(x["amount"]) for x in delta), ZERO)))
-        _insert(con, invoice_id=number, number=number, kind="adjustment", status="final",
-                doc=adjustment, inputs=inputs, adjusts=original, finalized_at=now)
-        counts["adjustments"] += 1
+    with _transaction(con):
+        _delete(con, "period = ? AND status = 'draft'", [period])
+        closed = is_closed(con, period)
+        finals = stored(con, period, Status.FINAL)
+        for invoice in invoices:
+            if not closed:
+                _insert(con, f"draft:{period}:{invoice.tenant}", invoice,
+                        kind=DocumentKind.INVOICE, status=Status.DRAFT, number=None,
+                        adjusts=None, inputs=inputs, finalized_at=None)
+                counts["drafts"] += 1
+                continue
+            billed = [f for f in finals if f.invoice.tenant == invoice.tenant]
+            delta = _delta_lines(invoice, [f.invoice for f in billed])
+            if not delta:
+                continue
+            original = next((f.number for f in billed if f.kind is DocumentKind.INVOICE), None)
+            sequence = sum(1 for f in billed if f.kind is DocumentKind.ADJUSTMENT) + 1
+            number = f"ADJ-{period}-{invoice.tenant}-{sequence}"
+            credit = -sum((x.amount for x in delta if x.kind is LineKind.CREDIT), ZERO)
+            # The note is the delta alone: its usage and netting stay with the invoice.
+            note = replace(invoice, lines=tuple(delta), usage=(), hours=(),
+                           credit_applied=credit)
+            _insert(con, number, note, kind=DocumentKind.ADJUSTMENT, status=Status.FINAL,
+                    number=number, adjusts=original, inputs=inputs, finalized_at=now)
+            counts["adjustments"] += 1
     return counts
 
 
-def _delta_lines(new: dict[str, Any], billed: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def _delta_lines(new: Invoice, billed: Sequence[Invoice]) -> list[InvoiceLine]:
     """Lines that turn what was billed (invoice + earlier adjustments) into `new`.
 
-    Lines are matched by (kind, description, tier, size class, unit, unit price); a line
-    whose amount or quantity changed yields one delta line with the differences."""
-    def key(line: dict[str, Any]) -> tuple[Any, ...]:
+    Lines are matched by everything but quantity and amount; a line whose amount or quantity
+    changed yields one delta line with the differences."""
+    def key(line: InvoiceLine) -> InvoiceLine:
         # An earlier adjustment's lines carry the prefix; they net against the same line.
-        return (line["kind"], line["description"].removeprefix(ADJUSTMENT_PREFIX),
-                line["hardware_tier"], line["size_class"], line["unit"], line["unit_price"])
+        return replace(line, description=line.description.removeprefix(ADJUSTMENT_PREFIX),
+                       quantity=ZERO, amount=ZERO)
 
-    totals: dict[tuple[Any, ...], list[Decimal]] = defaultdict(lambda: [ZERO, ZERO])
-    for doc in billed:
-        for line in doc["lines"]:
-            totals[key(line)][0] -= Decimal(line["quantity"])
-            totals[key(line)][1] -= Decimal(line["amount"])
-    for line in new["lines"]:
-        totals[key(line)][0] += Decimal(line["quantity"])
-        totals[key(line)][1] += Decimal(line["amount"])
-    delta = []
-    for (kind, description, tier, size, unit, price), (qty, amount) in totals.items():
-        if qty or amount:
-            delta.append({"kind": kind, "description": ADJUSTMENT_PREFIX + description,
-                          "hardware_tier": tier, "size_class": size, "quantity": str(qty),
-                          "unit": unit, "unit_price": price, "amount": str(amount)})
-    return sorted(delta, key=lambda line: (line["kind"], line["description"]))
+    totals: dict[InvoiceLine, list[Decimal]] = defaultdict(lambda: [ZERO, ZERO])
+    for invoice in billed:
+        for line in invoice.lines:
+            totals[key(line)][0] -= line.quantity
+            totals[key(line)][1] -= line.amount
+    for line in new.lines:
+        totals[key(line)][0] += line.quantity
+        totals[key(line)][1] += line.amount
+    delta = [replace(line, description=ADJUSTMENT_PREFIX + line.description, quantity=qty,
+                     amount=amount)
+             for line, (qty, amount) in totals.items() if qty or amount]
+    return sorted(delta, key=lambda line: (line.kind.value, line.description))
 
 
 def close_period(con: duckdb.DuckDBPyConnection, period: str, now: datetime) -> list[str]:
     """Finalize the period's drafts: numbers, content hashes; the drafts become finals.
 
     Closing twice is a no-op: returns the numbers finalized by this call."""
-    if is_closed(con, period):
-        return []
-    drafts = stored(con, period, "draft")
     numbers = []
-    for sequence, draft in enumerate(sorted(drafts, key=lambda d: d.tenant), start=1):
-        number = f"INV-{period}-{sequence:04d}"
-        doc = dict(draft.document, number=number, kind="invoice")
-        con.execute("DELETE FROM invoice_lines WHERE invoice_id = ?", [draft.invoice_id])
-        con.execute("DELETE FROM invoices WHERE invoice_id = ?", [draft.invoice_id])
-        _insert(con, invoice_id=number, number=number, kind="invoice", status="final", doc=doc,
-                inputs=draft.inputs_hash, adjusts=None, finalized_at=now)
-        numbers.append(number)
-    con.execute("INSERT INTO period_closes VALUES (?, ?)", [period, now])
+    with _transaction(con):
+        if is_closed(con, period):
+            return []
+        drafts = stored(con, period, Status.DRAFT)
+        for sequence, draft in enumerate(sorted(drafts, key=lambda d: d.invoice.tenant),
+                                         start=1):
+            number = f"INV-{period}-{sequence:04d}"
+            con.execute("DELETE FROM invoice_lines WHERE invoice_id = ?", [draft.invoice_id])
+            con.execute("DELETE FROM invoices WHERE invoice_id = ?", [draft.invoice_id])
+            _insert(con, number, draft.invoice, kind=DocumentKind.INVOICE,
+                    status=Status.FINAL, number=number, adjusts=None,
+                    inputs=draft.inputs_hash, finalized_at=now)
+            # The netting priced the draft; it moves with it, untouched.
+            con.execute("UPDATE invoice_hours SET invoice_id = ? WHERE invoice_id = ?",
+                        [number, draft.invoice_id])
+            numbers.append(number)
+        con.execute("INSERT INTO period_closes VALUES (?, ?)", [period, now])
     return numbers

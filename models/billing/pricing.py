@@ -3,18 +3,33 @@
 For one tenant and one calendar month, in this order: quantities per hour, hardware tier and
 size class; hour-level reservation netting; billable units; bands; discount; base fee;
 minimum-commitment true-up; credits. Every line is rounded half-up to the currency's minor unit
-and the total is the sum of the rounded lines."""
+and the total is the sum of the rounded lines.
+
+This is the only module that computes a price, a netting or a money figure of an invoice.
+Everything downstream (documents, PDF, FOCUS, marts, adjustments) reads the `Invoice` it
+returns, through models.billing.invoices, and at most spreads its figures over finer rows with
+`allocate`."""
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
+from typing import NamedTuple
 
-from models.billing.rate_cards import Band, ConfigError, PricingMode, RateCard, Tenant, month_bounds
+from models.billing.rate_cards import (
+    Band,
+    ConfigError,
+    PricingMode,
+    RateCard,
+    Reservation,
+    Tenant,
+    month_bounds,
+)
 
 QUANTITY = Decimal("0.000001")
 """Quantities are kept at 6 decimals of a GPU-hour (DESIGN.md, billing step 9)."""
@@ -32,7 +47,18 @@ class LineKind(StrEnum):
     CREDIT = "credit"
 
 
-@dataclass(frozen=True)
+class HourUse(StrEnum):
+    """Where a GPU-hour of the netting went."""
+
+    ON_DEMAND = "on_demand"
+    """Usage beyond the reservations: billed at band prices."""
+    COVERED = "covered"
+    """Usage covered by one reservation: paid for by the reservation line."""
+    UNUSED = "unused"
+    """Reserved capacity nobody used: paid for all the same."""
+
+
+@dataclass(frozen=True, slots=True)
 class UsageHour:
     """GPU-hours of one tenant in one hour, of one hardware tier and size class."""
 
@@ -42,21 +68,73 @@ class UsageHour:
     gpu_hours: Decimal
 
 
+class NettedHour(NamedTuple):
+    """One cell of the hourly netting (DESIGN.md billing step 2) of a tenant's month.
+
+    ON_DEMAND and COVERED cells belong to a size class; COVERED and UNUSED cells to a
+    reservation. In every hour and tier: the size classes' cells sum to their usage, the
+    COVERED cells to min(reserved, usage), and each reservation's COVERED and UNUSED cells to
+    its capacity in the hour. (A named tuple: a month holds thousands, made fast.)"""
+
+    hour: datetime
+    hardware_tier: str
+    size_class: str | None
+    reservation_id: str | None
+    use: HourUse
+    gpu_hours: Decimal
+
+
+@dataclass(frozen=True)
+class PriceBand:
+    """The band of a tier's price list that a usage line or band fee prices."""
+
+    mode: PricingMode
+    number: int | None
+    """1 for the tier's first band; None for a flat price (one price, no bands)."""
+    lower_units: Decimal
+    """Exclusive lower bound in billable units (0 for the first band)."""
+    upper_units: Decimal | None
+    """Inclusive upper bound; None for the open last band (and a flat price)."""
+
+    @property
+    def label(self) -> str:
+        if self.number is None:
+            return self.mode.value
+        span = (f"{self.lower_units}-{self.upper_units} units" if self.upper_units is not None
+                else f"over {self.lower_units} units")
+        return f"{self.mode.value} band {self.number} ({span})"
+
+
+@dataclass(frozen=True)
+class HeldReservation:
+    """A reservation of the tenant active in the period, with the id its lines and netting
+    cells refer to."""
+
+    reservation_id: str
+    reservation: Reservation
+
+
 @dataclass(frozen=True)
 class InvoiceLine:
     kind: LineKind
     description: str
-    hardware_tier: str | None
-    size_class: str | None
     quantity: Decimal
     unit: str
     unit_price: Decimal
     amount: Decimal
+    """Rounded to the invoice's currency minor unit (`Invoice.minor_unit`)."""
+    hardware_tier: str | None = None
+    size_class: str | None = None
+    band: PriceBand | None = None
+    """USAGE and BAND_FEE lines: the band priced."""
+    reservation_id: str | None = None
+    """RESERVATION lines: the reservation charged (`Invoice.reservations`)."""
 
 
 @dataclass(frozen=True)
 class TierUsage:
-    """What the usage lines were computed from, per hardware tier and size class."""
+    """What the usage lines were computed from, per hardware tier and size class: the sums of
+    the netting cells of the month."""
 
     hardware_tier: str
     size_class: str
@@ -73,17 +151,52 @@ class Invoice:
     plan: str
     period: str
     currency: str
+    minor_unit: int
+    """Decimal places of the currency (ISO 4217, or the rate card's `minor_unit`): every
+    amount is rounded to it."""
     rate_card_version: str
     basis: str
     lines: tuple[InvoiceLine, ...]
     usage: tuple[TierUsage, ...]
+    reservations: tuple[HeldReservation, ...]
+    hours: tuple[NettedHour, ...]
+    """The hourly netting, in (hour, tier, size class, reservation) order. Stored beside the
+    document (models.billing.lifecycle), not in it: thousands of cells a month."""
     credit_available: Decimal
     credit_applied: Decimal
     active_fraction: Decimal
+    minimum_commitment: Decimal
+    """The plan's minimum, prorated like the base fee; 0 when the plan has none."""
     total: Decimal = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "total", sum((line.amount for line in self.lines), ZERO))
+
+    @property
+    def quantum(self) -> Decimal:
+        """The currency's smallest amount (0.01 for USD, 1 for JPY)."""
+        return Decimal(1).scaleb(-self.minor_unit)
+
+    def reservation(self, reservation_id: str) -> Reservation:
+        for held in self.reservations:
+            if held.reservation_id == reservation_id:
+                return held.reservation
+        raise KeyError(f"invoice of {self.tenant} for {self.period} has no reservation "
+                       f"{reservation_id!r}")
+
+    @property
+    def discount_factor(self) -> Decimal:
+        """What the plan discount leaves of an on-demand price (0.95 for 5% off)."""
+        return Decimal(1) + sum(
+            (line.unit_price for line in self.lines if line.kind is LineKind.DISCOUNT), ZERO)
+
+
+@dataclass(frozen=True)
+class PricedBand:
+    band: PriceBand
+    quantity: Decimal
+    unit_price: Decimal
+    flat_fee: Decimal
 
 
 def money(value: Decimal, minor_unit: int) -> Decimal:
@@ -103,9 +216,168 @@ def active_hours(start: datetime, end: datetime | None, lo: datetime, hi: dateti
     return Decimal((finish - begin) // timedelta(seconds=1)) / 3600
 
 
-def price_bands(mode: PricingMode, bands: Sequence[Band], units: Decimal
-                ) -> list[tuple[str, Decimal, Decimal, Decimal]]:
-    """(description, quantity, unit price, fee) per priced band for a month's billable units.
+def allocate(total: Decimal, weights: Sequence[Decimal], quantum: Decimal) -> list[Decimal]:
+    """`total` split over `weights` in multiples of `quantum`, summing to `total` exactly.
+
+    Largest remainder: every share is floored, the leftover quanta go to the largest
+    fractional parts (ties to the earlier weight). Computed in integers, so no share depends on
+    the precision of a decimal division."""
+    steps = total / quantum
+    if steps != steps.to_integral_value():
+        raise ValueError(f"{total} is not a multiple of {quantum}")
+    if not weights:
+        if steps:
+            raise ValueError(f"cannot allocate {total} over no rows")
+        return []
+    if any(w < 0 for w in weights):
+        raise ValueError("allocation weights must not be negative")
+    ratios = [w.as_integer_ratio() for w in weights]  # exact, whatever the digits
+    denominator = math.lcm(*(d for _, d in ratios))
+    scaled = [n * (denominator // d) for n, d in ratios]
+    return [n * quantum for n in _largest_remainder(int(steps), scaled)]
+
+
+def _largest_remainder(count: int, weights: Sequence[int]) -> list[int]:
+    """`count` (any sign) split over non-negative integer `weights`, floors plus one to the
+    largest remainders."""
+    sign, count = (-1, -count) if count < 0 else (1, count)
+    weight_sum = sum(weights)
+    if weight_sum == 0:
+        if count:
+            raise ValueError(f"cannot allocate {count} quanta over rows that all weigh zero")
+        return [0] * len(weights)
+    shares = [divmod(count * w, weight_sum) for w in weights]
+    floors = [floor for floor, _ in shares]
+    leftover = count - sum(floors)
+    if leftover:
+        for i in sorted(range(len(shares)), key=lambda i: (-shares[i][1], i))[:leftover]:
+            floors[i] += 1
+    return [sign * n for n in floors] if sign < 0 else floors
+
+
+def _cross(rows: Sequence[Decimal], columns: Sequence[Decimal]) -> list[list[Decimal]]:
+    """A table of non-negative multiples of QUANTITY whose row sums are `rows` and column sums
+    `columns` exactly (both sum to the same total), each cell near rows[i] x columns[j] / total.
+
+    Cells are floored, then the missing quanta go to the largest fractional parts where both
+    the row and the column still lack one; whatever remains is filled corner by corner, which
+    always closes (the rows and the columns lack the same number of quanta)."""
+    row_q = [int(r / QUANTITY) for r in rows]
+    col_q = [int(c / QUANTITY) for c in columns]
+    total = sum(row_q)
+    if total != sum(col_q):
+        raise ValueError(f"rows sum to {sum(rows)} but columns to {sum(columns)}")
+    if total == 0:
+        return [[ZERO] * len(columns) for _ in rows]
+    cells = [[r * c // total for c in col_q] for r in row_q]
+    row_left = [r - sum(line) for r, line in zip(row_q, cells, strict=True)]
+    col_left = [c - sum(line[j] for line in cells) for j, c in enumerate(col_q)]
+    by_remainder = sorted(((-(r * c % total), i, j) for i, r in enumerate(row_q)
+                           for j, c in enumerate(col_q)))
+    for _, i, j in by_remainder:
+        if row_left[i] and col_left[j]:
+            cells[i][j] += 1
+            row_left[i] -= 1
+            col_left[j] -= 1
+    for i in range(len(row_q)):
+        for j in range(len(col_q)):
+            take = min(row_left[i], col_left[j])
+            cells[i][j] += take
+            row_left[i] -= take
+            col_left[j] -= take
+    return [[n * QUANTITY for n in line] for line in cells]
+
+
+def net_hour(hour: datetime, tier: str, used: Mapping[str, Decimal],
+             reserved: Sequence[tuple[str, Decimal]]) -> list[NettedHour]:
+    """The netting of one hour and hardware tier: `used` GPU-hours per size class against
+    `reserved` GPU-hours (capacity in the hour) per reservation id.
+
+    min(reserved, used) is covered; every size class by the same fraction min(1, R / used),
+    every reservation in proportion to its capacity, each rounded to 6 decimals by largest
+    remainder so that the covered quantities sum exactly to min(R, used) both ways."""
+    sizes = sorted(used)
+    capacity = sum((gpu_hours for _, gpu_hours in reserved), ZERO)
+    total_used = sum(used.values(), ZERO)
+    covered = min(capacity, total_used)
+    out: list[NettedHour] = []
+    if not covered:
+        out += [NettedHour(hour, tier, size, None, HourUse.ON_DEMAND, used[size])
+                for size in sizes if used[size]]
+        out += [NettedHour(hour, tier, None, rid, HourUse.UNUSED, gpu_hours)
+                for rid, gpu_hours in reserved if gpu_hours]
+        return out
+    # Allocation is only needed on the side that is not wholly covered or used; one size
+    # class or one reservation makes the table a single row or column.
+    by_size = ([used[size] for size in sizes] if covered == total_used
+               else allocate(covered, [used[size] for size in sizes], QUANTITY))
+    by_reservation = ([gpu_hours for _, gpu_hours in reserved] if covered == capacity
+                      else allocate(covered, [gpu_hours for _, gpu_hours in reserved], QUANTITY))
+    if len(sizes) == 1:
+        cells = [by_reservation]
+    elif len(reserved) == 1:
+        cells = [[size_covered] for size_covered in by_size]
+    else:
+        cells = _cross(by_size, by_reservation)
+    for size, size_covered, line in zip(sizes, by_size, cells, strict=True):
+        if used[size] - size_covered:
+            out.append(NettedHour(hour, tier, size, None, HourUse.ON_DEMAND,
+                                  used[size] - size_covered))
+        out += [NettedHour(hour, tier, size, rid, HourUse.COVERED, cell)
+                for (rid, _), cell in zip(reserved, line, strict=True) if cell]
+    out += [NettedHour(hour, tier, None, rid, HourUse.UNUSED, gpu_hours - taken)
+            for (rid, gpu_hours), taken in zip(reserved, by_reservation, strict=True)
+            if gpu_hours - taken]
+    return out
+
+
+def held_reservations(tenant: Tenant, lo: datetime, hi: datetime) -> list[HeldReservation]:
+    """The tenant's reservations active in [lo, hi), each with a stable id: tenant, tier and
+    start (a second reservation of the same tier and start gets `#2`, and so on)."""
+    held = []
+    seen: dict[str, int] = defaultdict(int)
+    for r in tenant.reservations:
+        base = f"{tenant.name}/reservations/{r.tier}/{r.start:%Y-%m-%dT%H:%M:%SZ}"
+        seen[base] += 1
+        if active_hours(r.start, r.end, lo, hi):
+            held.append(HeldReservation(
+                base if seen[base] == 1 else f"{base}#{seen[base]}", r))
+    return held
+
+
+def _hourly_capacity(held: Sequence[HeldReservation], lo: datetime, hi: datetime
+                     ) -> tuple[dict[tuple[datetime, str], list[tuple[str, Decimal]]],
+                                dict[str, Decimal]]:
+    """Each reservation's GPU-hours per hour of [lo, hi) and in all: a partial first or last
+    hour holds its part, and the hours, at 6 decimals, add up exactly to the month's quantity
+    that the reservation line charges."""
+    per_hour: dict[tuple[datetime, str], list[tuple[str, Decimal]]] = defaultdict(list)
+    totals: dict[str, Decimal] = {}
+    for h in held:
+        r = h.reservation
+        first = max(r.start, lo).replace(minute=0, second=0, microsecond=0)
+        last = min(r.end or hi, hi)
+        hours = []
+        weights = []
+        moment = first
+        while moment < last:
+            hours.append(moment)
+            whole = r.start <= moment and (r.end is None or moment + HOUR <= r.end)
+            weights.append(r.gpus if whole else
+                           r.gpus * active_hours(r.start, r.end, moment, moment + HOUR))
+            moment += HOUR
+        total = totals[h.reservation_id] = quantity(
+            r.gpus * active_hours(r.start, r.end, lo, hi))
+        # Whole hours of a whole number of millionths need no allocation (the usual case).
+        exact = sum(weights, ZERO) == total and all(quantity(w) == w for w in {*weights})
+        for moment, gpu_hours in zip(
+                hours, weights if exact else allocate(total, weights, QUANTITY), strict=True):
+            per_hour[(moment, r.tier)].append((h.reservation_id, gpu_hours))
+    return per_hour, totals
+
+
+def price_bands(mode: PricingMode, bands: Sequence[Band], units: Decimal) -> list[PricedBand]:
+    """The priced bands of a month's billable units of one tier.
 
     Bands are "up to X" inclusive and continuous: exactly X units are in the band that ends
     at X, X + 0.5 in the next. A band's flat fee is due once the quantity reaches the band,
@@ -113,19 +385,19 @@ def price_bands(mode: PricingMode, bands: Sequence[Band], units: Decimal
     if units <= 0:
         return []
     if mode is PricingMode.FLAT:
-        return [("flat", quantity(units), bands[0].price, bands[0].flat_fee)]
+        return [PricedBand(PriceBand(mode, None, ZERO, None), quantity(units), bands[0].price,
+                           bands[0].flat_fee)]
     lower = ZERO
     priced = []
     for number, band in enumerate(bands, start=1):
         upper = band.up_to
-        label = (f"band {number} ({lower}-{upper} units)" if upper is not None
-                 else f"band {number} (over {lower} units)")
+        ref = PriceBand(mode, number, lower, upper)
         if mode is PricingMode.VOLUME:
             if upper is None or units <= upper:
-                return [(f"volume {label}", quantity(units), band.price, band.flat_fee)]
+                return [PricedBand(ref, quantity(units), band.price, band.flat_fee)]
         elif units > lower:
             in_band = (units if upper is None else min(units, upper)) - lower
-            priced.append((f"graduated {label}", quantity(in_band), band.price, band.flat_fee))
+            priced.append(PricedBand(ref, quantity(in_band), band.price, band.flat_fee))
         if upper is None:
             break
         lower = upper
@@ -153,27 +425,33 @@ def price_invoice(
     by_hour: dict[tuple[datetime, str], dict[str, Decimal]] = defaultdict(
         lambda: defaultdict(lambda: ZERO)
     )
+    known = set()
     for row in usage:
         if not lo <= row.hour < hi:
             raise ValueError(f"usage hour {row.hour.isoformat()} is outside period {period}")
-        card.tier(row.hardware_tier)  # an unknown tier is a bug upstream, not a free hour
+        if row.hardware_tier not in known:
+            card.tier(row.hardware_tier)  # an unknown tier is a bug upstream, not a free hour
+            known.add(row.hardware_tier)
         by_hour[(row.hour, row.hardware_tier)][row.size_class] += quantity(row.gpu_hours)
 
+    held = held_reservations(tenant, lo, hi)
+    capacity, reserved_total = _hourly_capacity(held, lo, hi)
+    hours: list[NettedHour] = []
     totals: dict[tuple[str, str], list[Decimal]] = defaultdict(lambda: [ZERO, ZERO])
-    for (hour, tier_name), sizes in by_hour.items():
-        # A reservation active for part of the hour (starting or ending at 10:30) covers that
-        # part of R, as it is charged for that part of the hour.
-        reserved = sum(
-            (r.gpus * active_hours(r.start, r.end, hour, hour + HOUR)
-             for r in tenant.reservations if r.tier == tier_name),
-            ZERO,
-        )
-        used = sum(sizes.values(), ZERO)
-        covered_fraction = min(Decimal(1), reserved / used) if used > 0 else ZERO
+    for key in sorted(by_hour.keys() | capacity.keys()):
+        hour, tier_name = key
+        sizes = by_hour.get(key, {})
         for size, gpu_hours in sizes.items():
-            covered = quantity(gpu_hours * covered_fraction)
             totals[(tier_name, size)][0] += gpu_hours
-            totals[(tier_name, size)][1] += covered
+        if key not in capacity:  # nothing reserved: all on demand (most hours of most tenants)
+            hours += [NettedHour(hour, tier_name, size, None, HourUse.ON_DEMAND, sizes[size])
+                      for size in sorted(sizes) if sizes[size]]
+            continue
+        cells = net_hour(hour, tier_name, sizes, sorted(capacity[key]))
+        for cell in cells:
+            if cell.use is HourUse.COVERED and cell.size_class is not None:
+                totals[(tier_name, cell.size_class)][1] += cell.gpu_hours
+        hours += cells
 
     # 3. Billable units = overflow GPU-hours x size multiplier.
     tier_usage: list[TierUsage] = []
@@ -190,14 +468,16 @@ def price_invoice(
     # 4. Bands per hardware tier over the month's billable units.
     for tier in card.tiers:
         tier_name, units = tier.name, units_by_tier.get(tier.name, ZERO)
-        for label, qty, price, fee in price_bands(tier.mode, tier.bands, units):
+        for priced in price_bands(tier.mode, tier.bands, units):
+            band, qty, price = priced.band, priced.quantity, priced.unit_price
             lines.append(InvoiceLine(
-                LineKind.USAGE, f"{tier_name} on-demand, {label}", tier_name, None,
-                qty, "unit", price, money(qty * price, minor)))
-            if fee:
+                LineKind.USAGE, f"{tier_name} on-demand, {band.label}", qty, "unit", price,
+                money(qty * price, minor), hardware_tier=tier_name, band=band))
+            if priced.flat_fee:
                 lines.append(InvoiceLine(
-                    LineKind.BAND_FEE, f"{tier_name} {label} fee", tier_name, None,
-                    Decimal(1), "fee", fee, money(fee, minor)))
+                    LineKind.BAND_FEE, f"{tier_name} {band.label} fee", Decimal(1), "fee",
+                    priced.flat_fee, money(priced.flat_fee, minor), hardware_tier=tier_name,
+                    band=band))
     usage_amount = sum((line.amount for line in lines), ZERO)
 
     plan = card.plans.get(tenant.plan)
@@ -210,41 +490,40 @@ def price_invoice(
     if plan.discount_pct and usage_amount:
         discount = -money(usage_amount * plan.discount_pct / 100, minor)
         lines.append(InvoiceLine(
-            LineKind.DISCOUNT, f"plan {plan.name} discount {plan.discount_pct}%", None, None,
-            usage_amount, card.currency, -plan.discount_pct / 100, discount))
+            LineKind.DISCOUNT, f"plan {plan.name} discount {plan.discount_pct}%", usage_amount,
+            card.currency, -plan.discount_pct / 100, discount))
 
     # Reservations cost R x hours active in the period x reserved price, used or not.
     reservation_amount = ZERO
-    for r in tenant.reservations:
-        hours = active_hours(r.start, r.end, lo, hi)
-        if hours == 0:
-            continue
+    for h in held:
+        r = h.reservation
         reserved_price = card.tier(r.tier).reserved_price
         if reserved_price is None:
             raise ConfigError([f"{card.source}: tiers.{r.tier}.reserved_price: missing, but "
                                f"tenant {tenant.name} holds a {r.tier} reservation"])
-        qty = quantity(r.gpus * hours)
+        qty = reserved_total[h.reservation_id]
         amount = money(qty * reserved_price, minor)
         reservation_amount += amount
         lines.append(InvoiceLine(
-            LineKind.RESERVATION, f"{r.tier} reservation, {r.gpus} GPUs x {hours} h", r.tier,
-            None, qty, "GPU-hour", reserved_price, amount))
+            LineKind.RESERVATION,
+            f"{r.tier} reservation, {r.gpus} GPUs x {active_hours(r.start, r.end, lo, hi)} h",
+            qty, "GPU-hour", reserved_price, amount, hardware_tier=r.tier,
+            reservation_id=h.reservation_id))
 
     # 6. Base fee, prorated by the fraction of the period's hours the tenant was active.
     fraction = active_hours(tenant.start, tenant.end, lo, hi) / period_hours
     if plan.base_fee:
         lines.append(InvoiceLine(
-            LineKind.BASE_FEE, f"plan {plan.name} base fee", None, None, quantity(fraction),
-            "month", plan.base_fee, money(plan.base_fee * fraction, minor)))
+            LineKind.BASE_FEE, f"plan {plan.name} base fee", quantity(fraction), "month",
+            plan.base_fee, money(plan.base_fee * fraction, minor)))
 
     # 7. Minimum commitment (prorated likewise): a true-up line up to the minimum.
-    if plan.minimum:
-        committed = usage_amount + discount + reservation_amount
-        minimum = money(plan.minimum * fraction, minor)
-        if committed < minimum:
-            lines.append(InvoiceLine(
-                LineKind.TRUE_UP, f"minimum commitment {minimum} {card.currency}", None, None,
-                Decimal(1), "true-up", minimum - committed, minimum - committed))
+    minimum = money(plan.minimum * fraction, minor) if plan.minimum else ZERO
+    committed = usage_amount + discount + reservation_amount
+    if minimum and committed < minimum:
+        lines.append(InvoiceLine(
+            LineKind.TRUE_UP, f"minimum commitment {minimum} {card.currency}", Decimal(1),
+            "true-up", minimum - committed, minimum - committed))
 
     # 8. Credits reduce the total, never below zero; the rest carries forward.
     available = (tenant.credit_granted_before(hi) if credit_available is None
@@ -253,25 +532,57 @@ def price_invoice(
     applied = money(min(available, subtotal), minor) if subtotal > 0 and available > 0 else ZERO
     if applied:
         lines.append(InvoiceLine(
-            LineKind.CREDIT, "prepaid credit", None, None, applied, card.currency,
-            Decimal(-1), -applied))
+            LineKind.CREDIT, "prepaid credit", applied, card.currency, Decimal(-1), -applied))
 
     return Invoice(
         tenant=tenant.name, plan=plan.name, period=period, currency=card.currency,
-        rate_card_version=card.version, basis=tenant.basis.value, lines=tuple(lines),
-        usage=tuple(tier_usage), credit_available=available, credit_applied=applied,
-        active_fraction=quantity(fraction),
+        minor_unit=minor, rate_card_version=card.version, basis=tenant.basis.value,
+        lines=tuple(lines), usage=tuple(tier_usage), reservations=tuple(held),
+        hours=tuple(hours), credit_available=available, credit_applied=applied,
+        active_fraction=quantity(fraction), minimum_commitment=minimum,
     )
 
 
-def marginal_on_demand_price(card: RateCard, tier: str, monthly_gpu_hours: Decimal,
-                             multiplier: Decimal, discount_pct: Decimal) -> Decimal:
-    """What one more on-demand GPU-hour of `tier` costs a tenant using `monthly_gpu_hours` a
-    month at size multiplier `multiplier`: the price of the band its billable units reach (the
-    marginal band under graduated pricing, the band the total falls in under volume), times
-    the multiplier, less its plan's discount. A reserved GPU saves exactly this for each hour
-    it is used, so it is the price a reservation's break-even compares with."""
+def on_demand_by_tier(lines: Iterable[InvoiceLine]) -> dict[str, Decimal]:
+    """On-demand charges (usage and band fees) per hardware tier, each tier carrying its share
+    of the plan discount (one line over all tiers), so they sum to usage + discount."""
+    gross: dict[str, Decimal] = defaultdict(lambda: ZERO)
+    discount = ZERO
+    for line in lines:
+        if line.kind in (LineKind.USAGE, LineKind.BAND_FEE) and line.hardware_tier:
+            gross[line.hardware_tier] += line.amount
+        elif line.kind is LineKind.DISCOUNT:
+            discount += line.amount
+    total = sum(gross.values(), ZERO)
+    keep = (total + discount) / total if total else Decimal(1)
+    return {tier: amount * keep for tier, amount in gross.items()}
+
+
+def forecast_total(invoice: Invoice, period_hours: int, elapsed_hours: int) -> Decimal:
+    """The month's total if on-demand usage continues at its month-to-date rate: on-demand
+    charges (after discount) scaled to the whole period, reservations and the base fee as
+    they are, then the minimum commitment and the prepaid credit as pricing applies them."""
+    if elapsed_hours <= 0 or elapsed_hours >= period_hours:
+        return invoice.total
+    by_kind: dict[LineKind, Decimal] = defaultdict(lambda: ZERO)
+    for line in invoice.lines:
+        by_kind[line.kind] += line.amount
+    on_demand = by_kind[LineKind.USAGE] + by_kind[LineKind.BAND_FEE] + by_kind[LineKind.DISCOUNT]
+    committed = max(on_demand * period_hours / elapsed_hours + by_kind[LineKind.RESERVATION],
+                    invoice.minimum_commitment)
+    subtotal = committed + by_kind[LineKind.BASE_FEE]
+    credit = min(invoice.credit_available, max(subtotal, ZERO))
+    return money(subtotal - credit, invoice.minor_unit)
+
+
+def on_demand_price(card: RateCard, tier: str, monthly_gpu_hours: Decimal,
+                    multiplier: Decimal, discount_pct: Decimal) -> Decimal:
+    """What one more on-demand GPU-hour of `tier` costs the tenant: the price of the band its
+    month's billable units reach (the marginal band under graduated pricing, the band the total
+    falls in under volume), times its size multiplier, less its plan's discount. A reserved GPU
+    saves exactly this for each hour it is used, so it is the price the break-even compares."""
     spec = card.tier(tier)
-    bands = price_bands(spec.mode, spec.bands, monthly_gpu_hours * multiplier)
-    band_price = bands[-1][2] if bands else spec.bands[0].price
+    units = monthly_gpu_hours * multiplier
+    bands = price_bands(spec.mode, spec.bands, units)
+    band_price = bands[-1].unit_price if bands else spec.bands[0].price
     return band_price * multiplier * (100 - discount_pct) / 100

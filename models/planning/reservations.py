@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from models.billing.pricing import marginal_on_demand_price
+from models.billing.pricing import on_demand_price
 from models.billing.rate_cards import RateCard, Tenant
 from models.ledger.tiers import mig_gpu_equivalents
 
@@ -527,7 +527,7 @@ def recommend_for_tenants(
             monthly = total * MONTH_HOURS / max(hours_observed.get(key, 1), 1)
             reserved_price = card.tier(tier).reserved_price
             assert reserved_price is not None  # unpriced tiers were filtered out
-            prices[tier] = TierPrices(marginal_on_demand_price(
+            prices[tier] = TierPrices(on_demand_price(
                 card, tier, monthly, multiplier, Decimal(discount)), reserved_price)
         current: dict[ReservationKey, int] = {
             (tenant.name, r.tier, None): math.ceil(r.gpus)

@@ -98,7 +98,8 @@ def invoice_exports(
     period = partition_period(context)
     folder = Path(outputs.exports_path) / period
     with warehouse_db.connect() as con:
-        written = write_invoice_files(con, period, folder)
+        stored = lifecycle.stored(con, period)
+    written = write_invoice_files(stored, folder, prune_drafts=True)
     return dg.MaterializeResult(metadata={"files": len(written), "folder": str(folder)})
 
 

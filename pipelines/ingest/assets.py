@@ -6,14 +6,15 @@ from datetime import UTC, date, datetime
 
 import dagster as dg
 import duckdb
+import pyarrow as pa
 
 from collectors import spool as spool_files
 from models.billing.rate_cards import RateCard
-from models.ledger import warehouse
+from models.ledger import gaps, warehouse
 from pipelines.partitions import DAILY, partition_day
 from pipelines.resources import BillingConfigResource, SpoolResource, WarehouseResource
 
-KINDS = ("usage", "requests")
+KINDS = ("usage", "requests", "gaps")
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,8 @@ class SpoolDay:
     files: dict[str, int]
     """Files loaded, per kind."""
     quarantined: list[warehouse.QuarantinedFile]
+    gaps: int
+    """Collection gaps of the day (what collectors could not read)."""
 
 
 def load_spool_day(
@@ -43,7 +46,10 @@ def load_spool_day(
                 con, day, card,
                 usage=spool_files.scan([f.location for f in files["usage"]], "usage"),
                 requests=spool_files.scan([f.location for f in files["requests"]], "requests"))
-        except warehouse.UnreadableRows:
+            gap_files = [f.location for f in files["gaps"]]
+            gap_count = gaps.replace_day(con, day, spool_files.read_batches(
+                gap_files, gaps.GAP_SCHEMA) if gap_files else None)
+        except (warehouse.UnreadableRows, pa.ArrowException):
             culprits = [(kind, f, reason) for kind in KINDS for f in files[kind]
                         if (reason := spool_files.check_file(f.location, kind)) is not None]
             if not culprits:
@@ -56,7 +62,7 @@ def load_spool_day(
                 found.append(entry)
                 on_quarantine(entry)
             continue
-        return SpoolDay(loaded, {kind: len(files[kind]) for kind in KINDS}, found)
+        return SpoolDay(loaded, {kind: len(files[kind]) for kind in KINDS}, found, gap_count)
 
 
 @dg.asset(partitions_def=DAILY, group_name="ingest")
@@ -67,7 +73,8 @@ def gpu_usage_ledger(
     billing: BillingConfigResource,
 ) -> dg.MaterializeResult:
     """One UTC day of GPU usage rows, shared endpoints apportioned, tier and size attached;
-    spool files that cannot be read are quarantined and listed."""
+    spool files that cannot be read are quarantined and listed; and the day's collection gaps
+    (what collectors could not read, so has no rows)."""
     day = partition_day(context)
     card = billing.rate_card(day)
 
@@ -83,6 +90,7 @@ def gpu_usage_ledger(
         "staged_rows": loaded.load.staged_rows,
         "request_rows": loaded.load.request_rows,
         "ledger_rows": loaded.load.ledger_rows,
+        "collection_gaps": loaded.gaps,
         "tenants": loaded.load.tenants,
         "rate_card_version": card.version,
         "quarantined_files": len(loaded.quarantined),

@@ -3,7 +3,7 @@
 
 import dagster as dg
 
-from models.ledger import warehouse
+from models.ledger import gaps, warehouse
 from pipelines.ingest.assets import gpu_usage_hourly, gpu_usage_ledger
 from pipelines.partitions import partition_day
 from pipelines.resources import WarehouseResource
@@ -45,6 +45,25 @@ def every_row_has_a_tenant(
         passed=share <= UNATTRIBUTED_WARNING_SHARE,
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"unattributed_share": share, "unattributed_gpu_seconds": unattributed},
+    )
+
+
+@dg.asset_check(asset=gpu_usage_ledger)
+def no_collection_gaps(
+    context: dg.AssetCheckExecutionContext, warehouse_db: WarehouseResource
+) -> dg.AssetCheckResult:
+    """Every collector read its whole source all day; else the gaps, which have no rows."""
+    day = partition_day(context)
+    with warehouse_db.connect() as con:
+        ranges = gaps.day_ranges(con, day)
+    return dg.AssetCheckResult(
+        passed=not ranges,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "gaps": len(ranges),
+            "gap_records": sum(r.records for r in ranges),
+            "first_gaps": "\n".join(r.describe() for r in ranges[:20]) or "none",
+        },
     )
 
 

@@ -27,14 +27,16 @@ def daily_aggregation(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
 @dg.sensor(job=daily_usage_job, minimum_interval_seconds=300)
 def late_spool_files(context: dg.SensorEvaluationContext, spool: SpoolResource
                      ) -> dg.SensorResult:
-    """Spool files that arrived for a past day since it was last ingested: re-ingest it."""
+    """Spool files (usage, or gaps: a window nothing could be read of has only a gap) that
+    arrived for a past day since it was last ingested: re-ingest it."""
     seen: dict[str, float] = json.loads(context.cursor) if context.cursor else {}
     today = datetime.now(UTC).date()
     requests = []
-    for day in days(spool.path):
+    for day in sorted({*days(spool.path), *days(spool.path, "gaps")}):
         if day >= today:
             continue
-        newest = max((f.mtime_s for f in list_day(spool.path, "usage", day)), default=0.0)
+        newest = max((f.mtime_s for kind in ("usage", "gaps")
+                      for f in list_day(spool.path, kind, day)), default=0.0)
         key = f"{day}"
         if key in seen and newest > seen[key]:
             requests.append(dg.RunRequest(partition_key=key, run_key=f"late-{key}-{newest}"))

@@ -15,7 +15,15 @@ here as on a GPU node. What the real library does that the fake copies:
 - nvmlDeviceGetProcessUtilization returns the samples newer than the timestamp given, and
   raises NVMLError_NotFound when there are none;
 - compute process lists leave out graphics-only (`G`) processes; memory N/A (Windows WDDM)
-  becomes usedGpuMemory None, as pynvml does.
+  becomes usedGpuMemory None, as pynvml does;
+- a GPU that fell off the bus (`FakeGpu.lost`) answers every call on it, and the handle lookup
+  by index, with NVMLError_GpuIsLost;
+- while the driver is unloaded (`unload_driver`, e.g. during a driver restart or upgrade)
+  every call, nvmlInit included, raises NVMLError_DriverNotLoaded; once it is loaded again
+  (`load_driver`) the old session is gone (NVMLError_Uninitialized until nvmlInit) and old
+  handles are invalid (NVMLError_InvalidArgument);
+- a process that exited after the device's process list was read (`exited`) is still in that
+  list, but nvmlSystemGetProcessName raises NVMLError_NotFound for it.
 """
 
 from __future__ import annotations
@@ -164,6 +172,7 @@ class FakeNvml:
     ) -> None:
         self.gpus = list(gpus)
         self.driver = driver
+        self.driver_loaded = True
         self.driver_version = driver_version
         # Drivers before R470 named a MIG device like its parent GPU; newer ones append
         # `MIG 3g.20gb`. False exercises the collector's fallback on slice counts.
@@ -223,10 +232,20 @@ class FakeNvml:
         """Make the next `times` calls of `function` raise `error`."""
         self.injected.setdefault(function, []).extend([error] * times)
 
-    def restart_driver(self) -> None:
-        """The driver is reloaded: the session ends and every old handle is invalid."""
+    def unload_driver(self) -> None:
+        """The kernel module is removed (a driver restart or upgrade begins)."""
+        self.driver_loaded = False
+
+    def load_driver(self) -> None:
+        """The module is back: the session ended with it and every old handle is invalid."""
+        self.driver_loaded = True
         self.initialized = 0
         self.generation += 1
+
+    def restart_driver(self) -> None:
+        """Unloaded and loaded again between two calls."""
+        self.unload_driver()
+        self.load_driver()
 
     # -- helpers -------------------------------------------------------------------------
     def _enter(self, function: str) -> None:
@@ -234,6 +253,8 @@ class FakeNvml:
         pending = self.injected.get(function)
         if pending:
             raise pending.pop(0)()
+        if not self.driver_loaded:
+            raise pynvml.NVMLError_DriverNotLoaded()
         if not self.initialized:
             raise pynvml.NVMLError_Uninitialized()
 
@@ -255,6 +276,8 @@ class FakeNvml:
         if not self.driver:
             # What pynvml raises when CDLL("libnvidia-ml.so.1") fails.
             raise pynvml.NVMLError_LibraryNotFound()
+        if not self.driver_loaded:
+            raise pynvml.NVMLError_DriverNotLoaded()
         self.initialized += 1
 
     def nvmlShutdown(self) -> None:

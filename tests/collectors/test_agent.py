@@ -18,7 +18,9 @@ from prometheus_client import start_http_server
 
 from cli.collect import collect
 from collectors import spool
-from collectors.agent import Agent, SimulatorCollector
+from collectors.agent import Agent, CollectionGaps, SimulatorCollector, run_agent
+from models.errors import TransientError
+from models.ledger.gaps import Gap, GapReason
 from models.ledger.usage import GPU_SECONDS_TOLERANCE, LEDGER_SCHEMA, validate_ledger
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -162,12 +164,79 @@ def test_a_failing_collector_is_counted_and_the_agent_goes_on(tmp_path):
             return SimulatorCollector(origin=date(2026, 10, 1)).rows(window_start, duration_s)
 
     messages: list[str] = []
-    agent = Agent(Flaky(), tmp_path, "x", "n", 60, log=messages.append)
+    agent = Agent(Flaky(), tmp_path, "x", "n", 60, log=messages.append, cluster="c1",
+                  gap_node="gpu-7")
     agent.collect(datetime(2026, 10, 2, tzinfo=UTC))
     agent.collect(datetime(2026, 10, 2, 0, 1, tzinfo=UTC))
     assert agent.metrics.errors.labels("collect")._value.get() == 1
     assert "GPU fell off the bus" in messages[0]
-    assert len(set(spool_rows(tmp_path)["window_start"].to_pylist())) == 1
+    assert set(spool_rows(tmp_path)["window_start"].to_pylist()) == {
+        datetime(2026, 10, 2, 0, 1, tzinfo=UTC)}
+    # The failed window is a gap of the agent's node, not an empty window.
+    [gap] = spool_rows(tmp_path, "gaps").to_pylist()
+    assert (gap["source"], gap["cluster"], gap["node"], gap["gpu_uuid"], gap["reason"]) == (
+        "x", "c1", "gpu-7", None, "collector_failed")
+    assert (gap["window_start"], gap["window_end"]) == (
+        datetime(2026, 10, 2, tzinfo=UTC), datetime(2026, 10, 2, 0, 1, tzinfo=UTC))
+    assert gap["detail"] == "RuntimeError: GPU fell off the bus"
+    assert agent.metrics.gaps.labels("x", "collector_failed")._value.get() == 1
+
+
+class PartlyReadable:
+    """One GPU read, one not: rows for the first, a gap for the second, one pod unreadable."""
+
+    def __init__(self) -> None:
+        self.quarantined = {"Pod ns/bad": "Pod ns/bad: status.startTime: 'x' is not a time"}
+
+    def rows(self, window_start, duration_s):
+        return pa.Table.from_pylist([{
+            "sample_id": f"s-{window_start:%H%M}", "window_start": window_start,
+            "duration_s": duration_s, "cluster": "c", "node": "n1", "gpu_uuid": "GPU-1",
+            "gpu_product": "NVIDIA L4", "gpu_equivalents": 1.0, "tenant": "t",
+            "workload_kind": "batch", "allocated_gpu_seconds": duration_s, "source": "nvml",
+        }], schema=LEDGER_SCHEMA)
+
+    def gaps(self, window_start, duration_s):
+        return [Gap("nvml", "c", "n1", "GPU-2", window_start,
+                    window_start + timedelta(seconds=duration_s), GapReason.DEVICE_LOST,
+                    "GPU-2: GPU is lost")]
+
+
+def test_gaps_are_written_beside_the_rows_counted_and_served_in_metrics(tmp_path):
+    messages: list[str] = []
+    agent = Agent(PartlyReadable(), tmp_path, "nvml", "n1", 60, log=messages.append)
+    for minute in range(3):
+        agent.collect(datetime(2026, 10, 2, 0, minute, tzinfo=UTC))
+    assert spool_rows(tmp_path).num_rows == 3
+    gaps = spool_rows(tmp_path, "gaps").to_pylist()
+    assert [(g["gpu_uuid"], g["reason"]) for g in gaps] == [("GPU-2", "device_lost")] * 3
+    assert len({g["gap_id"] for g in gaps}) == 3
+    assert sum("gap: nvml, node n1 device GPU-2" in m for m in messages) == 3
+    port = free_port()
+    server, _thread = start_http_server(port, "127.0.0.1", registry=agent.metrics.registry)
+    try:
+        metrics = scrape(port)
+    finally:
+        server.shutdown()
+    assert metrics['chargeback_collector_gaps_total{reason="device_lost",source="nvml"}'] == 3
+    assert metrics['chargeback_collector_quarantined_objects{source="nvml"}'] == 1
+    assert metrics['chargeback_agent_batches_written_total{kind="gaps"}'] == 3
+
+
+def test_once_with_a_gap_writes_everything_then_raises(tmp_path):
+    now = datetime(2026, 10, 2, 0, 0, 30, tzinfo=UTC).timestamp()
+    agent = Agent(PartlyReadable(), tmp_path, "nvml", "n1", 60, clock=lambda: now,
+                  log=lambda _m: None)
+    with pytest.raises(CollectionGaps) as raised:
+        run_agent(agent, once=True, metrics_port=None)
+    assert raised.value.problems == [
+        "nvml, node n1 device GPU-2, 2026-10-02 00:00:00-00:01:00 UTC: GPU lost: "
+        "GPU-2: GPU is lost",
+        f"1 gap(s) recorded in {tmp_path} beside the rows that could be read",
+    ]
+    assert isinstance(raised.value, TransientError)
+    assert spool_rows(tmp_path).num_rows == 1
+    assert spool_rows(tmp_path, "gaps").num_rows == 1
 
 
 def test_due_windows_catch_up_but_not_forever():

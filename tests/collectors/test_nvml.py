@@ -29,6 +29,7 @@ from collectors.nvml import (
     ProcessSample,
     collect_interval,
 )
+from models.ledger.gaps import Gap, GapReason
 from models.ledger.usage import (
     GPU_SECONDS_TOLERANCE,
     IDLE_TENANT,
@@ -99,7 +100,14 @@ def one_window(c: NvmlCollector) -> list[dict]:
     rows = c.rows(T0, D).to_pylist()
     assert validate_ledger(rows) == []
     assert_conserved(rows)
+    assert c.gaps(T0, D) == []
     return rows
+
+
+def gap_spans(gaps: list[Gap]) -> list[tuple[str | None, float, float, str]]:
+    """(device, start, end in seconds after T0, reason) of each gap."""
+    return [(g.gpu_uuid, (g.window_start - T0).total_seconds(),
+             (g.window_end - T0).total_seconds(), g.reason.value) for g in gaps]
 
 
 def test_inventory_from_real_nvidia_smi(fake: FakeNvml, tmp_path: Path) -> None:
@@ -133,9 +141,7 @@ def test_mig_profile_from_slice_counts_when_the_name_lacks_it(shared_data: Path,
 
 
 def test_idle_node_is_all_idle_and_conserved(fake: FakeNvml, tmp_path: Path) -> None:
-    # No process anywhere a pod can be found for: the 2080's Windows processes have no /proc.
-    for pid in rtx2080_pids(fake):
-        fake.exited.add(pid)
+    fake.gpu(RTX2080).processes = []  # the only GPU with compute processes in the files
     rows = one_window(collector(fake, tmp_path))
     assert len(rows) == 6
     assert {r["tenant"] for r in rows} == {IDLE_TENANT}
@@ -266,14 +272,45 @@ def test_snapshots_within_a_window_are_time_weighted(fake: FakeNvml, tmp_path: P
     assert got["zen"]["memory_used_bytes"] == 2**31
 
 
-def test_process_exiting_between_calls_is_skipped(fake: FakeNvml, tmp_path: Path) -> None:
+def test_process_exiting_between_calls_is_a_gap_not_its_neighbours_time(
+    fake: FakeNvml, tmp_path: Path
+) -> None:
     fake.add_process(RTX4090, 7001)
     fake.add_process(RTX4090, 7002)
     in_pod(tmp_path, 7001, POD_A)
-    # 7002 was listed by NVML, then exited: no /proc entry and NVML no longer knows it.
+    # 7002 was listed by NVML, then exited: no /proc entry and NVML no longer knows it, and
+    # no earlier snapshot saw it. Half the GPU (no SM samples: equal shares) is nobody's known.
     fake.exited.add(7002)
-    rows = by_device(one_window(collector(fake, tmp_path)))[RTX4090]
-    assert [(r["tenant"], r["allocated_gpu_seconds"]) for r in rows] == [("acme", D)]
+    c = collector(fake, tmp_path)
+    c.sample(T0 + timedelta(seconds=D))
+    rows = c.rows(T0, D).to_pylist()
+    assert validate_ledger(rows) == []
+    assert [(r["tenant"], r["allocated_gpu_seconds"]) for r in by_device(rows)[RTX4090]] == [
+        ("acme", D / 2)]
+    [gap] = c.gaps(T0, D)
+    assert gap_spans([gap]) == [(RTX4090, 0.0, D, "process_exited")]
+    assert "process 7002 exited before its pod could be read" in gap.detail
+    assert (gap.source, gap.node, gap.cluster) == ("nvml", "gpu-node-1", "lab")
+
+
+def test_process_seen_before_it_exited_keeps_its_pod(fake: FakeNvml, tmp_path: Path) -> None:
+    fake.add_process(RTX4090, 7101)
+    fake.add_process(RTX4090, 7102)
+    in_pod(tmp_path, 7101, POD_A)
+    in_pod(tmp_path, 7102, POD_B)
+    c = collector(fake, tmp_path)
+    c.sample(T0 + timedelta(seconds=4))
+    # 7102 exits between the next listing and the read of its cgroup: the previous snapshot
+    # read its pod, so its share stays zen's.
+    (tmp_path / "7102" / "cgroup").unlink()
+    (tmp_path / "7102").rmdir()
+    fake.exited.add(7102)
+    c.sample(T0 + timedelta(seconds=D))
+    rows = c.rows(T0, D).to_pylist()
+    assert_conserved(rows)
+    assert {r["tenant"]: r["allocated_gpu_seconds"] for r in by_device(rows)[RTX4090]} == (
+        pytest.approx({"acme": D / 2, "zen": D / 2}))
+    assert c.gaps(T0, D) == []
 
 
 def test_process_invisible_to_an_agent_without_host_pids_is_unattributed(
@@ -330,12 +367,15 @@ def test_lost_gpu_is_reported_and_the_node_continues(fake: FakeNvml, tmp_path: P
     assert snapshot.lost == {RTX4090: "GPU is lost"}
     rows = c.rows(T0, D).to_pylist()
     assert validate_ledger(rows) == []
-    assert_conserved(rows)
     devices = by_device(rows)
-    # [0, 5) pod A held the 4090; [5, 10) it was lost: capacity nobody could use.
+    # [0, 5) pod A held the 4090; [5, 10) it could not be read: a gap, not idle capacity.
     assert {r["tenant"]: r["allocated_gpu_seconds"] for r in devices[RTX4090]} == pytest.approx(
-        {"acme": 5.0, IDLE_TENANT: 5.0})
+        {"acme": 5.0})
     assert [(r["tenant"], r["allocated_gpu_seconds"]) for r in devices[P100]] == [("zen", D)]
+    assert_conserved([r for r in rows if r["gpu_uuid"] != RTX4090])
+    [gap] = c.gaps(T0, D)
+    assert gap_spans([gap]) == [(RTX4090, 5.0, D, "device_lost")]
+    assert gap.detail == f"NVIDIA GeForce RTX 4090 {RTX4090}: GPU is lost"
     # Next round the lost GPU cannot even be enumerated; it stays in the report as lost.
     later = c.sample(T0 + timedelta(seconds=15))
     assert later.lost == {RTX4090: "GPU is lost"}
@@ -350,15 +390,54 @@ def test_driver_restart_is_survived(fake: FakeNvml, tmp_path: Path) -> None:
     fake.add_process(RTX4090, 9101)
     in_pod(tmp_path, 9101, POD_A)
     c = collector(fake, tmp_path)
+    devices = {d.uuid for d in c.inventory.devices}
     fake.restart_driver()
     during = c.sample(T0 + timedelta(seconds=5))
-    assert set(during.lost) == {d.uuid for d in c.inventory.devices}
+    assert set(during.lost) == devices
     after = c.sample(T0 + timedelta(seconds=10))
     assert after.lost == {}
     rows = c.rows(T0, D).to_pylist()
-    assert_conserved(rows)
+    # [0, 5): nothing could be read, on any GPU; [5, 10) as usual.
     assert {r["tenant"]: r["allocated_gpu_seconds"] for r in by_device(rows)[RTX4090]} == (
-        pytest.approx({IDLE_TENANT: 5.0, "acme": 5.0}))
+        pytest.approx({"acme": 5.0}))
+    assert sum(r["allocated_gpu_seconds"] for r in rows) == pytest.approx(
+        5.0 * sum(d.gpu_equivalents for d in c.inventory.devices))
+    gaps = c.gaps(T0, D)
+    assert sorted(gap_spans(gaps), key=str) == sorted(
+        [(uuid, 0.0, 5.0, "driver_unavailable") for uuid in devices], key=str)
+
+
+def test_driver_unloaded_across_samples_is_one_gap_per_device(fake: FakeNvml,
+                                                               tmp_path: Path) -> None:
+    fake.add_process(P100, 9201)
+    in_pod(tmp_path, 9201, POD_B)
+    c = collector(fake, tmp_path)
+    c.sample(T0 + timedelta(seconds=2))
+    fake.unload_driver()  # calls now raise NVMLError_DriverNotLoaded, nvmlInit too
+    first = c.sample(T0 + timedelta(seconds=4))
+    second = c.sample(T0 + timedelta(seconds=6))
+    assert set(first.lost) == set(second.lost) == {d.uuid for d in c.inventory.devices}
+    assert "Driver Not Loaded" in second.lost[P100]
+    fake.load_driver()
+    c.sample(T0 + timedelta(seconds=8))
+    c.sample(T0 + timedelta(seconds=D))
+    rows = c.rows(T0, D).to_pylist()
+    assert validate_ledger(rows) == []
+    # zen held the P100 while it could be read: [0, 2) and [6, 10).
+    assert [(r["tenant"], r["allocated_gpu_seconds"]) for r in by_device(rows)[P100]] == [
+        ("zen", pytest.approx(6.0))]
+    assert gap_spans([g for g in c.gaps(T0, D) if g.gpu_uuid == P100]) == [
+        (P100, 2.0, 6.0, "driver_unavailable")]
+
+
+def test_a_window_without_any_sample_is_a_gap_per_device(fake: FakeNvml,
+                                                         tmp_path: Path) -> None:
+    c = collector(fake, tmp_path)
+    c.sample(T0 + timedelta(seconds=D))
+    assert c.rows(T0 + timedelta(seconds=D), D).num_rows == 0  # sampling stalled
+    gaps = c.gaps(T0 + timedelta(seconds=D), D)
+    assert sorted(gap_spans(gaps), key=str) == sorted(
+        [(d.uuid, D, 2 * D, "not_sampled") for d in c.inventory.devices], key=str)
 
 
 def test_no_driver_raises_a_clear_error(fake: FakeNvml) -> None:
@@ -409,7 +488,9 @@ WHOLE = FakeGpu("GPU-00000000-0000-4000-8000-000000000001", "NVIDIA H100 80GB HB
             st.integers(1, 60_000),  # ms into a 60 s window
             st.booleans(),  # device lost
             st.lists(st.tuples(st.sampled_from([POD_A, POD_B, POD_C, None]),
-                               st.one_of(st.none(), st.floats(0, 100))), max_size=6),
+                               st.one_of(st.none(), st.floats(0, 100)),
+                               st.booleans()),  # exited before its pod was read
+                     max_size=6),
             st.one_of(st.none(), st.floats(0, 100)),
         ),
         min_size=1, max_size=8,
@@ -422,16 +503,26 @@ def test_conservation_for_any_snapshots(equivalents: float, snapshots: list) -> 
             T0 + timedelta(milliseconds=ms),
             (DeviceSample(
                 "MIG-x",
-                tuple(ProcessSample(i, pod, None, None, sm) for i, (pod, sm) in enumerate(procs)),
+                tuple(ProcessSample(i, pod, None, None, sm, exited)
+                      for i, (pod, sm, exited) in enumerate(procs)),
                 gpu_util, None, "GPU is lost" if lost else None),),
         )
         for ms, lost, procs, gpu_util in snapshots
     ]
-    rows = collect_interval([device], samples, T0, 60.0, node="n", cluster="c",
-                            pod_lookup=LOOKUP)
+    rows, gaps = collect_interval([device], samples, T0, 60.0, node="n", cluster="c",
+                                  pod_lookup=LOOKUP)
     assert validate_ledger(rows, now=T0 + timedelta(days=1)) == []
     total = sum(r["allocated_gpu_seconds"] for r in rows)
-    assert math.isclose(total, 60.0 * equivalents, abs_tol=GPU_SECONDS_TOLERANCE)
+    capacity = 60.0 * equivalents
+    lost_s = sum((g.window_end - g.window_start).total_seconds() for g in gaps
+                 if g.reason is GapReason.DEVICE_LOST)
+    # Rows never exceed what the device could hold; lost time is a gap, never a row; and
+    # only a process that exited unread leaves capacity to a gap while the device was read.
+    assert total <= capacity - lost_s * equivalents + GPU_SECONDS_TOLERANCE
+    if not any(g.reason is GapReason.PROCESS_EXITED for g in gaps):
+        assert math.isclose(total + lost_s * equivalents, capacity,
+                            abs_tol=GPU_SECONDS_TOLERANCE)
+    assert all(g.gpu_uuid == "MIG-x" and g.window_start < g.window_end for g in gaps)
     assert len({r["sample_id"] for r in rows}) == len(rows)
 
 

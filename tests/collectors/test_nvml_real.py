@@ -97,6 +97,7 @@ def test_real_rows_are_valid_and_conserved(real: NvmlCollector) -> None:
     duration = (datetime.now(UTC) - start).total_seconds()
     rows = real.rows(start, duration).to_pylist()
     assert validate_ledger(rows) == []
+    assert real.gaps(start, duration) == []  # a healthy node reads whole: no gap
     totals: dict[str, float] = defaultdict(float)
     for row in rows:
         totals[row["gpu_uuid"]] += row["allocated_gpu_seconds"]

@@ -384,6 +384,23 @@ def test_list_through_real_client_gives_hand_computed_rows(kube) -> None:
         table.column("sample_id").to_pylist())
 
 
+def test_rows_carry_their_devices_gpu_equivalents_as_the_warehouse_reads_them(kube) -> None:
+    # Conservation reads a device's capacity from its rows: duration x gpu_equivalents. A pod
+    # holding a time-slicing replica or a fraction holds a share of the seconds, not of that.
+    collector = make_collector(kube)
+    collector.sync()
+    rows = collector.rows(WINDOW, 60).to_pylist()
+    devices = {d.device_id: float(d.gpu_equivalents)
+               for node in collector.state.nodes.values() for d in node.devices()}
+    assert {r["gpu_uuid"]: r["gpu_equivalents"] for r in rows} == devices
+    held: dict[str, float] = defaultdict(float)
+    for row in rows:
+        held[row["gpu_uuid"]] += row["allocated_gpu_seconds"]
+    assert held == pytest.approx({g: 60 * e for g, e in devices.items()})
+    svc = next(r for r in rows if r["pod"] == "svc-0")
+    assert (svc["gpu_equivalents"], svc["allocated_gpu_seconds"]) == (1.0, 15.0)
+
+
 def test_chunked_list_follows_continue_tokens(kube) -> None:
     collector = make_collector(kube, page_size=3)
     collector.relist()

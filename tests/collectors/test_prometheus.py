@@ -30,6 +30,7 @@ from collectors.prometheus import (
     PrometheusUnavailable,
     mig_device_id,
 )
+from models.ledger.gaps import GapReason
 from models.ledger.usage import (
     IDLE_TENANT,
     LEDGER_SCHEMA,
@@ -62,6 +63,7 @@ GAP = (240, 480)  # seconds after T0 without samples on the T4 pod GPU
 SECOND_POD_FROM = 300  # a second pod shares the util-only A100 from here on
 
 SHARED = ("llm-shared", "llama-3-70b")
+MISSING_GPU = "GPU-00000000-0000-0000-0000-000000000000"
 
 PODS = {T4_POD: PodInfo(*T4_POD, tenant="team-a", pod_uid="uid-t4", workload_kind="inference",
                         model="llama-3-8b", model_params_b=8.0)}
@@ -166,7 +168,7 @@ def reader(prometheus_url):
 def usage(reader):
     return reader.read_usage(
         T0, END, STEP, pods=PODS, mig_allocations=MIG_ALLOCATIONS,
-        expected_devices=[T4_POD_GPU, MIG_GPU, "GPU-00000000-0000-0000-0000-000000000000"],
+        expected_devices=[T4_POD_GPU, MIG_GPU, MISSING_GPU],
     )
 
 
@@ -194,23 +196,24 @@ def test_pod_labelled_gpu_is_billed_its_activity_and_memory(usage):
         assert row["source"] == "dcgm"
 
 
-def test_gap_longer_than_staleness_keeps_allocation_without_activity(usage):
+def test_gap_longer_than_staleness_is_a_gap_not_a_guess(usage):
     rows = {r["window_start"]: r for r in _rows(usage.table, T4_POD_GPU)}
-    assert len(rows) == 10
     # [240, 300): no own sample, but the one at 225 s is within the 90 s staleness window.
     carried = rows[T0 + timedelta(seconds=240)]
     assert carried["used_gpu_seconds"] == pytest.approx(60.0 * t4_activity(3))
-    # [300, 480): the last sample is more than 90 s old: held, activity unknown.
-    for start in (300, 360, 420):
-        row = rows[T0 + timedelta(seconds=start)]
-        assert row["tenant"] == "team-a"
-        assert row["allocated_gpu_seconds"] == pytest.approx(60.0)
-        assert row["used_gpu_seconds"] is None
-        assert row["memory_used_bytes"] is None
+    # [300, 480): the last sample is more than 90 s old: who held the GPU, and how busy it
+    # was, is unknown. No rows (not the last holder carried on, not idle), one gap.
+    assert sorted((start - T0).seconds for start in rows) == [
+        0, 60, 120, 180, 240, 480, 540]
+    [gap] = [g for g in usage.gaps if g.gpu_uuid == T4_POD_GPU]
+    assert (gap.window_start - T0, gap.window_end - T0) == (timedelta(seconds=300),
+                                                            timedelta(seconds=480))
+    assert (gap.reason, gap.source, gap.node, gap.cluster) == (
+        GapReason.NO_SERIES, "dcgm", "nvidia-dcgm-exporter-s228n", "qa")
+    assert "within 90 s" in gap.detail
     assert rows[T0 + timedelta(seconds=480)]["used_gpu_seconds"] == pytest.approx(
         60.0 * t4_activity(8)
     )
-    assert usage.intervals_without_activity == 3
 
 
 def test_gpu_without_pod_is_idle(usage):
@@ -282,8 +285,14 @@ def test_rows_are_valid_and_conserve_gpu_seconds_per_device_and_interval(usage):
     for row in rows:
         held[row["gpu_uuid"], row["window_start"]] += row["allocated_gpu_seconds"]
         capacity[row["gpu_uuid"]] = row["duration_s"] * row["gpu_equivalents"]
-    # 2 T4s + 4 MIG instances + the A100 = 7 devices, each over all 10 intervals.
-    assert len(held) == 7 * 10
+    # 2 T4s + 4 MIG instances + the A100 = 7 devices, each over all 10 intervals, but for the
+    # 3 intervals of the T4's scrape gap, which the gaps hold instead.
+    assert len(held) == 7 * 10 - 3
+    gapped = {(g.gpu_uuid, g.window_start + timedelta(seconds=STEP * i))
+              for g in usage.gaps
+              for i in range(int((g.window_end - g.window_start).total_seconds()) // STEP)}
+    assert len(gapped & set(held)) == 0
+    assert len(gapped - {(MISSING_GPU, T0 + timedelta(seconds=STEP * i)) for i in range(10)}) == 3
     for (gpu_uuid, _), seconds in held.items():
         assert seconds == pytest.approx(capacity[gpu_uuid])
 
@@ -291,7 +300,10 @@ def test_rows_are_valid_and_conserve_gpu_seconds_per_device_and_interval(usage):
 def test_devices_seen_and_missing_are_reported(usage):
     assert T4_POD_GPU in usage.devices
     assert mig_device_id(MIG_GPU, "7") in usage.devices
-    assert usage.missing_devices == ("GPU-00000000-0000-0000-0000-000000000000",)
+    assert usage.missing_devices == (MISSING_GPU,)
+    [gap] = [g for g in usage.gaps if g.gpu_uuid == MISSING_GPU]
+    assert (gap.window_start, gap.window_end, gap.reason, gap.node) == (
+        T0, END, GapReason.NO_SERIES, None)
 
 
 def test_same_window_read_twice_gives_the_same_sample_ids(reader, usage):

@@ -14,7 +14,8 @@ import dagster as dg
 import pytest
 
 from collectors.simulate import simulate_to_spool
-from models.billing.exports import invoice_documents
+from models.billing import lifecycle
+from models.billing.invoices import export_document
 from models.ledger import warehouse
 from pipelines.resources import (
     BillingConfigResource,
@@ -76,9 +77,10 @@ class Pipeline:
             con.close()
 
     def documents(self) -> list[dict[str, Any]]:
+        """The period's invoices as finance gets them in JSON."""
         con = warehouse.connect(self.warehouse_path, read_only=True)
         try:
-            return invoice_documents(con, PERIOD)
+            return [export_document(s) for s in lifecycle.stored(con, PERIOD)]
         finally:
             con.close()
 

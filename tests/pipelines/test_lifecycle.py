@@ -36,7 +36,8 @@ def snapshot(pipeline: Pipeline) -> tuple[dict[str, bytes], list[tuple[Any, ...]
         "SELECT invoice_id, number, kind, status, total, adjusts, content_hash, inputs_hash, "
         "document FROM invoices ORDER BY invoice_id")
     lines = pipeline.query("SELECT * FROM invoice_lines ORDER BY invoice_id, line_no")
-    return files, rows + lines + focus
+    netting = pipeline.query("SELECT * FROM invoice_hours ORDER BY ALL")
+    return files, rows + lines + netting + focus
 
 
 @pytest.mark.slow
@@ -48,9 +49,14 @@ def test_rerunning_every_partition_gives_byte_identical_invoices(pipeline: Pipel
     pipeline.run()
     assert snapshot(pipeline) == drafts
 
+    netting = pipeline.query("SELECT count(*), sum(gpu_hours) FROM invoice_hours")
+    assert netting[0][0] > 0
     pipeline.run(close=True)
     finals = snapshot(pipeline)
     assert not any(name.startswith("DRAFT-") for name in finals[0])
+    # The netting each draft was priced with moved to its final invoice, untouched.
+    assert pipeline.query("SELECT count(*), sum(gpu_hours) FROM invoice_hours "
+                          "WHERE invoice_id LIKE 'INV-%'") == netting
     assert {f"INV-{PERIOD}-0001.{ext}" for ext in ("pdf", "csv", "json")} <= set(finals[0])
 
     # After close the same inputs produce nothing new: no adjustment, no changed byte.

@@ -40,6 +40,21 @@ CREATE TABLE IF NOT EXISTS request_work (
     day DATE NOT NULL
 );
 
+-- What collectors could not read (models/ledger/gaps.py): no ledger rows exist for it, and
+-- conservation lets a device-interval inside a gap of its source hold less than capacity.
+CREATE TABLE IF NOT EXISTS collection_gaps (
+    gap_id VARCHAR NOT NULL,
+    window_start TIMESTAMPTZ NOT NULL,
+    window_end TIMESTAMPTZ NOT NULL,
+    cluster VARCHAR NOT NULL,
+    node VARCHAR,                     -- NULL: every node of the cluster
+    gpu_uuid VARCHAR,                 -- NULL: every device of the node
+    source VARCHAR NOT NULL,
+    reason VARCHAR NOT NULL,
+    detail VARCHAR NOT NULL,
+    day DATE NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS usage_hourly (
     day DATE NOT NULL,
     hour TIMESTAMPTZ NOT NULL,
@@ -91,6 +106,19 @@ CREATE TABLE IF NOT EXISTS invoice_lines (
     unit VARCHAR NOT NULL,
     unit_price DECIMAL(18, 6) NOT NULL,
     amount DECIMAL(18, 4) NOT NULL
+);
+
+-- The hourly netting of each invoice (models.billing.pricing.NettedHour), written with it:
+-- per hour and tier, on_demand and covered GPU-hours per size class (covered per
+-- reservation), and each reservation's unused GPU-hours (size_class null).
+CREATE TABLE IF NOT EXISTS invoice_hours (
+    invoice_id VARCHAR NOT NULL,
+    hour TIMESTAMPTZ NOT NULL,
+    hardware_tier VARCHAR NOT NULL,
+    size_class VARCHAR,
+    reservation_id VARCHAR,
+    hour_use VARCHAR NOT NULL,        -- on_demand | covered | unused
+    gpu_hours DECIMAL(24, 6) NOT NULL
 );
 
 CREATE TABLE IF NOT EXISTS period_closes (
@@ -214,4 +242,42 @@ CREATE TABLE IF NOT EXISTS spool_quarantine (
     size_bytes BIGINT,
     reason VARCHAR NOT NULL,
     quarantined_at TIMESTAMPTZ NOT NULL
+);
+
+-- Month-end forecasts (models/planning/forecast.py), one row per analytics day and tenant:
+-- GPU-hours and the invoice total with 80% and 95% intervals, priced by the pricing engine.
+CREATE TABLE IF NOT EXISTS tenant_forecasts (
+    day DATE NOT NULL,
+    tenant VARCHAR NOT NULL,
+    period VARCHAR NOT NULL,
+    as_of TIMESTAMPTZ NOT NULL,
+    history_start DATE,
+    models VARCHAR,
+    currency VARCHAR NOT NULL,
+    rate_card_version VARCHAR NOT NULL,
+    actual_gpu_hours DECIMAL(18, 6) NOT NULL,
+    gpu_hours DECIMAL(18, 6) NOT NULL,
+    gpu_hours_lo80 DECIMAL(18, 6) NOT NULL,
+    gpu_hours_hi80 DECIMAL(18, 6) NOT NULL,
+    gpu_hours_lo95 DECIMAL(18, 6) NOT NULL,
+    gpu_hours_hi95 DECIMAL(18, 6) NOT NULL,
+    amount DECIMAL(18, 4) NOT NULL,
+    amount_lo80 DECIMAL(18, 4) NOT NULL,
+    amount_hi80 DECIMAL(18, 4) NOT NULL,
+    amount_lo95 DECIMAL(18, 4) NOT NULL,
+    amount_hi95 DECIMAL(18, 4) NOT NULL
+);
+
+-- The expected month-to-date GPU-hours at the end of each remaining day of the month (the fan
+-- chart, and what the next day's check compares its actuals with).
+CREATE TABLE IF NOT EXISTS tenant_forecast_days (
+    day DATE NOT NULL,
+    tenant VARCHAR NOT NULL,
+    period VARCHAR NOT NULL,
+    forecast_day DATE NOT NULL,
+    gpu_hours DECIMAL(18, 6) NOT NULL,
+    gpu_hours_lo80 DECIMAL(18, 6) NOT NULL,
+    gpu_hours_hi80 DECIMAL(18, 6) NOT NULL,
+    gpu_hours_lo95 DECIMAL(18, 6) NOT NULL,
+    gpu_hours_hi95 DECIMAL(18, 6) NOT NULL
 );

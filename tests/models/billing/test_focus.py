@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from models.billing import lifecycle
-from models.billing.focus import FOCUS_VERSION, allocate, focus_table, write_focus_export
+from models.billing.focus import FOCUS_VERSION, focus_table, write_focus_export
 from models.billing.pricing import price_invoice
 from models.billing.rate_cards import (
     CreditGrant,
@@ -100,20 +100,6 @@ def november(billed):
 
 def _rows(table):
     return table.to_pylist()
-
-
-def test_allocate_largest_remainder_sums_exactly():
-    cent = Decimal("0.01")
-    assert allocate(Decimal("1.00"), [Decimal(1)] * 3, cent) == [
-        Decimal("0.34"), Decimal("0.33"), Decimal("0.33")]
-    # 0.05 over 1:3 is 0.0125 and 0.0375: floors 0.01 and 0.03, the last cent to the larger
-    # remainder (0.0075 > 0.0025).
-    assert allocate(Decimal("0.05"), [Decimal(1), Decimal(3)], cent) == [
-        Decimal("0.01"), Decimal("0.04")]
-    assert allocate(Decimal("-0.05"), [Decimal(1), Decimal(3)], cent) == [
-        Decimal("-0.01"), Decimal("-0.04")]
-    with pytest.raises(ValueError, match="all weigh zero"):
-        allocate(Decimal("1.00"), [Decimal(0)], cent)
 
 
 @pytest.mark.parametrize("period", ["october", "november"])

@@ -13,6 +13,7 @@ import pytest
 from models.billing.pricing import (
     Invoice,
     LineKind,
+    PriceBand,
     UsageHour,
     active_hours,
     money,
@@ -145,21 +146,27 @@ def test_worked_example_zen(design_card: RateCard, design_tenants: dict[str, Ten
 
 
 def test_band_up_to_is_inclusive_and_continuous() -> None:
-    # Exactly 1,000 units are all in the first band ...
-    assert price_bands(PricingMode.GRADUATED, EDGE_BANDS, D(1000)) == [
-        ("graduated band 1 (0-1000 units)", D(1000), D("2.00"), D(0))]
+    def priced(mode: PricingMode, units: str) -> list[tuple[Decimal, Decimal]]:
+        return [(p.quantity, p.unit_price) for p in price_bands(mode, EDGE_BANDS, D(units))]
+
+    # Exactly 1,000 units are all in the first band, whose bounds are data on the line ...
+    (first,) = price_bands(PricingMode.GRADUATED, EDGE_BANDS, D(1000))
+    assert first.band == PriceBand(PricingMode.GRADUATED, 1, D(0), D(1000))
+    assert first.band.label == "graduated band 1 (0-1000 units)"
+    assert (first.quantity, first.unit_price, first.flat_fee) == (D(1000), D("2.00"), D(0))
     # ... and of 1,000.5 units, the half unit is in the second: no gap between bands.
-    priced = price_bands(PricingMode.GRADUATED, EDGE_BANDS, D("1000.5"))
-    assert [(q, p) for _, q, p, _ in priced] == [(D(1000), D("2.00")), (D("0.5"), D("1.00"))]
-    assert price_bands(PricingMode.VOLUME, EDGE_BANDS, D(1000))[0][1:3] == (D(1000), D("2.00"))
-    assert price_bands(PricingMode.VOLUME, EDGE_BANDS, D("1000.5"))[0][1:3] == (
-        D("1000.5"), D("1.00"))
+    assert priced(PricingMode.GRADUATED, "1000.5") == [(D(1000), D("2.00")), (D("0.5"), D("1.00"))]
+    assert priced(PricingMode.VOLUME, "1000") == [(D(1000), D("2.00"))]
+    assert priced(PricingMode.VOLUME, "1000.5") == [(D("1000.5"), D("1.00"))]
+    assert price_bands(PricingMode.VOLUME, EDGE_BANDS, D("1000.5"))[0].band == PriceBand(
+        PricingMode.VOLUME, 2, D(1000), D(10000))
     # Past the last bound, graduated prices every band; volume the open band only.
-    priced = price_bands(PricingMode.GRADUATED, EDGE_BANDS, D(12000))
-    assert [(q, p) for _, q, p, _ in priced] == [
+    assert priced(PricingMode.GRADUATED, "12000") == [
         (D(1000), D("2.00")), (D(9000), D("1.00")), (D(2000), D("0.50"))]
-    assert price_bands(PricingMode.VOLUME, EDGE_BANDS, D(12000))[0][1:3] == (D(12000),
-                                                                             D("0.50"))
+    (last,) = price_bands(PricingMode.VOLUME, EDGE_BANDS, D(12000))
+    assert (last.quantity, last.unit_price) == (D(12000), D("0.50"))
+    assert last.band == PriceBand(PricingMode.VOLUME, 3, D(10000), None)
+    assert last.band.label == "volume band 3 (over 10000 units)"
 
 
 def test_band_edges_through_the_invoice() -> None:

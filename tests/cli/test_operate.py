@@ -1,0 +1,180 @@
+"""`chargeback run`, `close` and `invoices list/show/export` as a user runs them: the real
+command in its own process, on a temp home with one simulated day of the default cluster."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from collections import defaultdict
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from pypdf import PdfReader
+
+from collectors.simulate import simulate_to_spool
+from models.billing import lifecycle
+from models.billing.invoices import LINE_COLUMNS, StoredInvoice, decode
+from models.ledger import warehouse
+
+PERIOD = "2026-09"
+DAY = "2026-09-01"
+TENANTS = 12
+"""The default cluster's tenants (examples/demo/tenants.yaml)."""
+pytestmark = pytest.mark.slow
+
+
+def chargeback(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CHARGEBACK_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
+    for name in ("CHARGEBACK_WAREHOUSE", "CHARGEBACK_SPOOL", "CHARGEBACK_EXPORTS",
+                 "CHARGEBACK_MARTS", "CHARGEBACK_RATE_CARD", "CHARGEBACK_TENANTS"):
+        env.pop(name, None)
+    return subprocess.run([str(Path(sys.executable).with_name("chargeback")), *args],
+                          cwd=home, env=env, capture_output=True, text=True, timeout=600,
+                          check=False)
+
+
+def ok(done: subprocess.CompletedProcess[str]) -> str:
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def stored(home: Path) -> list[StoredInvoice]:
+    con = warehouse.connect(home / "warehouse.duckdb", read_only=True)
+    try:
+        return lifecycle.stored(con, PERIOD)
+    finally:
+        con.close()
+
+
+@pytest.fixture(scope="module")
+def drafted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`chargeback run` over one simulated day: the month's drafts."""
+    home = tmp_path_factory.mktemp("operate")
+    simulate_to_spool(home / "spool", datetime(2026, 9, 1, tzinfo=UTC), 1, interval_s=900)
+    out = ok(chargeback(home, "run", "--from", DAY, "--to", DAY))
+    assert f"ingested 1 days, billed {PERIOD}" in out
+    return home
+
+
+@pytest.fixture(scope="module")
+def closed(drafted: Path) -> Path:
+    """The same home after `chargeback close`."""
+    out = ok(chargeback(drafted, "close", "--period", PERIOD))
+    assert f"{PERIOD} closed: {TENANTS} final invoices and adjustments" in out
+    return drafted
+
+
+def listed(out: str) -> dict[str, tuple[str, str, str]]:
+    """number -> (status, tenant, total) from `invoices list`."""
+    rows = {}
+    for line in out.splitlines()[1:]:
+        number, status, tenant, _plan, total, currency = line.split()
+        assert currency == "USD"
+        rows[number] = (status, tenant, total)
+    return rows
+
+
+def test_run_bills_drafts_that_list_shows(drafted: Path) -> None:
+    invoices = stored(drafted)
+    assert len(invoices) == TENANTS
+    rows = listed(ok(chargeback(drafted, "invoices", "list", "--period", PERIOD)))
+    assert rows == {s.stem: ("draft", s.invoice.tenant, f"{s.invoice.total:,.2f}")
+                    for s in invoices}
+    assert "DRAFT-2026-09-acme" in rows
+
+
+def test_show_prints_every_line_of_one_invoice(drafted: Path) -> None:
+    (acme,) = [s for s in stored(drafted) if s.invoice.tenant == "acme"]
+    out = ok(chargeback(drafted, "invoices", "show", "DRAFT-2026-09-acme", "--period", PERIOD))
+    lines = out.splitlines()
+    assert lines[0].split() == ["DRAFT-2026-09-acme", "acme", PERIOD, "plan",
+                                acme.invoice.plan, "status", "draft"]
+    assert len(lines) == len(acme.invoice.lines) + 2
+    for text, line in zip(lines[1:], acme.invoice.lines, strict=False):
+        assert text.split()[:-1] == line.description.split()
+        assert text.split()[-1] == f"{line.amount:,.2f}"
+    assert lines[-1].split() == ["total", f"{acme.invoice.total:,.2f}", "USD"]
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv", "pdf"])
+def test_export_writes_one_file_per_invoice(drafted: Path, tmp_path: Path, fmt: str) -> None:
+    out = ok(chargeback(drafted, "invoices", "export", "--period", PERIOD, "--format", fmt,
+                        "--out", str(tmp_path)))
+    invoices = {s.stem: s for s in stored(drafted)}
+    assert sorted(out.split()) == sorted(str(tmp_path / f"{n}.{fmt}") for n in invoices)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    for number, s in invoices.items():
+        data = (tmp_path / f"{number}.{fmt}").read_bytes()
+        if fmt == "json":
+            doc = json.loads(data)
+            assert decode(doc) == s.invoice
+            assert (doc["invoice_id"], doc["status"], doc["content_hash"]) == (
+                s.invoice_id, "draft", s.content_hash)
+        elif fmt == "csv":
+            rows = list(csv.DictReader(io.StringIO(data.decode())))
+            assert rows
+            assert tuple(rows[0]) == LINE_COLUMNS
+            assert [(r["kind"], r["description"], Decimal(r["quantity"]), Decimal(r["amount"]))
+                    for r in rows] == [(x.kind.value, x.description, x.quantity, x.amount)
+                                       for x in s.invoice.lines]
+        else:
+            text = [line for page in PdfReader(io.BytesIO(data)).pages
+                    for line in page.extract_text().splitlines()]
+            assert text[0] == "Invoice DRAFT (not final)"
+            assert f"Tenant {s.invoice.tenant}" in text
+            for line in s.invoice.lines:
+                assert any(t.startswith(line.description) and t.endswith(
+                    f"{line.amount:,.2f} USD") for t in text), line.description
+            assert f"Total {s.invoice.total:,.2f} USD" in text
+
+
+def test_export_focus_ties_to_the_invoices(drafted: Path, tmp_path: Path) -> None:
+    out = ok(chargeback(drafted, "invoices", "export", "--period", PERIOD, "--format",
+                        "focus", "--out", str(tmp_path)))
+    assert sorted(Path(p).name for p in out.split()) == [
+        "focus.csv", "focus.metadata.json", "focus.parquet"]
+    billed: dict[str, Decimal] = defaultdict(Decimal)
+    for row in pq.read_table(tmp_path / "focus.parquet").to_pylist():
+        billed[row["InvoiceId"]] += row["BilledCost"]
+    assert dict(billed) == {s.invoice_id: s.invoice.total for s in stored(drafted)}
+
+
+def test_close_numbers_the_invoices_once(closed: Path) -> None:
+    invoices = stored(closed)
+    rows = listed(ok(chargeback(closed, "invoices", "list", "--period", PERIOD)))
+    numbers = [f"INV-{PERIOD}-{n:04d}" for n in range(1, TENANTS + 1)]
+    assert sorted(rows) == numbers
+    assert {status for status, _, _ in rows.values()} == {"final"}
+    # Numbered in tenant order, with the totals the drafts had.
+    assert [rows[n][1] for n in numbers] == sorted(s.invoice.tenant for s in invoices)
+    out = ok(chargeback(closed, "invoices", "show", numbers[0], "--period", PERIOD))
+    assert out.splitlines()[0].endswith("status final")
+    # Closing again changes nothing.
+    before = [(s.invoice_id, s.content_hash) for s in invoices]
+    ok(chargeback(closed, "close", "--period", PERIOD))
+    assert [(s.invoice_id, s.content_hash) for s in stored(closed)] == before
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("invoices", "show", "INV-1999-01-0001", "--period", PERIOD), "no invoice INV-1999-01-0001"),
+    (("invoices", "list", "--period", "2026-13"), "2026-13"),
+    (("invoices", "export", "--period", PERIOD, "--format", "xml", "--out", "x"), "xml"),
+    (("run", "--from", "2026-09-02", "--to", DAY), "--to is before --from"),
+    (("run", "--from", "2026-09-31", "--to", DAY), "expected YYYY-MM-DD"),
+    (("close", "--period", "September"), "September"),
+])
+def test_a_mistake_is_refused_with_exit_code_2(drafted: Path, args: tuple[str, ...],
+                                               message: str) -> None:
+    before = [(s.invoice_id, s.content_hash) for s in stored(drafted)]
+    done = chargeback(drafted, *args)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    assert [(s.invoice_id, s.content_hash) for s in stored(drafted)] == before
