@@ -324,3 +324,26 @@ def test_a_cluster_without_the_resource_api_has_no_dra_gpus_and_no_gap():
         assert collector.gaps(T0, HOUR) == []
     assert not collector.dra_served
     assert rows == {(f"{PLUGIN_NODE}/gpu0", IDLE_TENANT): 3600.0}
+
+
+def test_a_claim_and_device_gone_after_the_pods_ended_still_bill_their_time():
+    with serve() as api:
+        _cluster(api)
+        clock = Clock(T0 + timedelta(minutes=30))
+        collector = _collector(api, clock)
+        collector.sync()
+        # zen's pods end, their claim is deleted and the MIG instance is reconfigured away
+        # before the window's rows are asked for.
+        for name, uid in (("zen-a", "uid-zen-a"), ("zen-b", "uid-zen-b")):
+            api.delete(_pod(name, uid, "zen-mig", tenant="zen"))
+        api.delete(_claims()[1])
+        reconfigured = _slice()
+        del reconfigured["spec"]["devices"][2]
+        api.put(reconfigured)
+        clock.now = LATER
+        collector.sync()
+        rows = _seconds(collector.rows(T0, HOUR).to_pylist())
+        assert collector.gaps(T0, HOUR) == []
+    # Still the 3g.40gb's 3/7 of a GPU for the hour, not a whole GPU of unknown size.
+    assert rows[("MIG-00000002-3g", "zen")] == pytest.approx(3600 * 3 / 7)
+    assert rows == pytest.approx(WHOLE)
