@@ -58,12 +58,6 @@ _KUEUE = click.option(
 )
 
 
-class QuotasFailed(click.ClickException):
-    """A ChargebackError as one line and exit 2 (bad input, a refusal, a locked warehouse)."""
-
-    exit_code = 2
-
-
 @click.group("quotas")
 def quotas() -> None:
     """Write or apply scheduler quotas from reservation recommendations.
@@ -93,11 +87,8 @@ def write(recommendations_path: Path | None, source_path: Path | None, day: date
     namespace. No cluster is contacted: use and current quota come from the warehouse, or from
     the file's optional in_use_gpus and current_gpus columns."""
     recommendations, setup = _inputs(recommendations_path, source_path, day, flavors, kueue)
-    try:
-        run = run_quotas(recommendations, ClusterState(), now=datetime.now(UTC),
-                         max_step=max_step, kueue=kueue, folder=out_dir, setup=setup)
-    except ChargebackError as error:
-        raise QuotasFailed(str(error)) from None
+    run = run_quotas(recommendations, ClusterState(), now=datetime.now(UTC),
+                     max_step=max_step, kueue=kueue, folder=out_dir, setup=setup)
     _print(run.records)
     _notes(run.plan, flavors)
     click.echo(f"{len(run.files)} manifest(s) in {out_dir}")
@@ -132,7 +123,7 @@ def apply(recommendations_path: Path | None, source_path: Path | None, day: date
     try:
         api = api_client(kubeconfig, context)
     except Exception as exc:  # the config loader raises several unrelated types
-        raise QuotasFailed(f"cannot load Kubernetes credentials: {exc}") from None
+        raise UserError(f"cannot load Kubernetes credentials: {exc}") from None
     try:
         con = None
         if warehouse_path is not None:
@@ -148,9 +139,7 @@ def apply(recommendations_path: Path | None, source_path: Path | None, day: date
                 con.close()
     except ApplyRefused as error:
         _print(error.records)
-        raise QuotasFailed(str(error)) from None
-    except ChargebackError as error:
-        raise QuotasFailed(str(error)) from None
+        raise
     finally:
         api.close()  # type: ignore[no-untyped-call]
     _print(run.records)
@@ -164,13 +153,13 @@ def apply(recommendations_path: Path | None, source_path: Path | None, day: date
 def _inputs(recommendations_path: Path | None, source_path: Path | None, day: datetime | None,
             flavors: str, kueue: bool) -> tuple[list[Recommendation], KueueSetup]:
     if (recommendations_path is None) == (source_path is None):
-        raise QuotasFailed("give exactly one of --recommendations FILE and --from-warehouse DB")
+        raise UserError("give exactly one of --recommendations FILE and --from-warehouse DB")
     if recommendations_path is not None:
         if day is not None:
-            raise QuotasFailed("--day goes with --from-warehouse only")
+            raise UserError("--day goes with --from-warehouse only")
         recommendations = _load(recommendations_path)
         if kueue and flavors == "generate":
-            raise QuotasFailed(
+            raise UserError(
                 "a recommendations file does not say which GPU products each tier's nodes "
                 "carry, so no ResourceFlavor can be generated from it: use --from-warehouse, "
                 "or --flavors existing if the operator manages the flavors")
@@ -181,22 +170,19 @@ def _inputs(recommendations_path: Path | None, source_path: Path | None, day: da
     from pipelines.resources import default_resources
 
     billing: Any = default_resources()["billing"]
+    tenants = billing.tenants()
+    con = warehouse.connect(source_path, read_only=True)
     try:
-        tenants = billing.tenants()
-        con = warehouse.connect(source_path, read_only=True)
-        try:
-            when: date | None = day.date() if day else warehouse.latest_recommendation_day(con)
-            if when is None:
-                raise UserError(f"{source_path}: no reservation recommendations yet; run the "
-                                "analytics job first")
-            inputs = warehouse_inputs(con, when, tenants,
-                                      generate_flavors=kueue and flavors == "generate")
-        finally:
-            con.close()
-    except (ChargebackError, ValueError) as error:  # ConfigError is a ValueError
-        raise QuotasFailed(str(error)) from None
+        when: date | None = day.date() if day else warehouse.latest_recommendation_day(con)
+        if when is None:
+            raise UserError(f"{source_path}: no reservation recommendations yet; run the "
+                            "analytics job first")
+        inputs = warehouse_inputs(con, when, tenants,
+                                  generate_flavors=kueue and flavors == "generate")
+    finally:
+        con.close()
     if not inputs.recommendations:
-        raise QuotasFailed(f"{source_path}: no recommendations for {when} with a namespace in "
+        raise UserError(f"{source_path}: no recommendations for {when} with a namespace in "
                            "the tenants file")
     if inputs.skipped_tenants:
         click.echo(f"skipped (no namespace in the tenants file): "
@@ -216,9 +202,9 @@ def _load(path: Path) -> list[Recommendation]:
     try:
         recommendations = read_recommendations(path)
     except ChargebackError as error:
-        raise QuotasFailed(f"fix these rows and rerun:\n{error}") from None
+        raise UserError(["fix these rows and rerun:", *error.problems]) from None
     if not recommendations:
-        raise QuotasFailed(f"{path}: no recommendations in the file")
+        raise UserError(f"{path}: no recommendations in the file")
     return recommendations
 
 
@@ -252,23 +238,20 @@ def mig_layout(source_path: Path | None, day: datetime | None, out_dir: Path) ->
     )
 
     if source_path is None:
-        raise QuotasFailed("--from-warehouse is required: a layout is sized from its analysis")
+        raise UserError("--from-warehouse is required: a layout is sized from its analysis")
+    con = warehouse.connect(source_path, read_only=True)
     try:
-        con = warehouse.connect(source_path, read_only=True)
-        try:
-            when = day.date() if day else warehouse.latest_recommendation_day(con)
-            if when is None:
-                raise UserError(f"{source_path}: no reservation recommendations yet")
-            layouts = layouts_from_warehouse(con, when)
-        finally:
-            con.close()
-    except (ChargebackError, ValueError) as error:
-        raise QuotasFailed(str(error)) from None
+        when = day.date() if day else warehouse.latest_recommendation_day(con)
+        if when is None:
+            raise UserError(f"{source_path}: no reservation recommendations yet")
+        layouts = layouts_from_warehouse(con, when)
+    finally:
+        con.close()
     config = mig_parted_config(layouts)
     problems = mig_parted_problems(
         config, {name: g.gpu_product for g in layouts for name in g.configs})
     if problems:
-        raise QuotasFailed("the layout would not apply:\n" + "\n".join(problems))
+        raise UserError(["the layout would not apply:", *problems])
     import yaml
 
     out_dir.mkdir(parents=True, exist_ok=True)

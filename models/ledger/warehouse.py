@@ -69,10 +69,13 @@ def connect(path: Path | str = ":memory:", *, read_only: bool = False
     """A connection whose dates and hour boundaries are UTC, whatever the machine's zone.
 
     DuckDB lets one process open a file for writing (or several for reading only); when
-    another process holds it, this raises TransientError naming that process."""
+    another process holds it, this raises TransientError naming that process. A file that is
+    not a DuckDB database raises UserError."""
     try:
         con = duckdb.connect(str(path), read_only=read_only)
     except duckdb.IOException as error:
+        if "not a valid DuckDB database file" in str(error):
+            raise UserError(f"{path}: not a DuckDB warehouse file") from None
         if "Could not set lock" not in str(error):
             raise
         holder = _LOCK_HOLDER.search(str(error))

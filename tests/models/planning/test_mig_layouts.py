@@ -10,6 +10,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from cli.main import main
 from cli.quotas import quotas
 from models.ledger import warehouse
 from models.planning.mig_layouts import (
@@ -165,3 +166,19 @@ def test_the_command_writes_a_checked_layout_from_a_warehouse(tmp_path):
     assert group["partitioned_gpus"] == 2
     assert {t["tenant"] for t in group["tenants"]} == {"acme", "vega", "zen"}
     assert "kubectl label node h100-0 nvidia.com/mig.config=" in result.output
+
+
+def test_cli_mig_layout_bad_input_exits_2(tmp_path):
+    result = CliRunner().invoke(main, ["quotas", "mig-layout", "--out", str(tmp_path / "m")])
+    assert result.exit_code == 2
+    assert "--from-warehouse is required" in result.output
+    empty = tmp_path / "w.duckdb"
+    con = warehouse.connect(empty)
+    warehouse.create_schema(con)
+    con.close()
+    result = CliRunner().invoke(main, ["quotas", "mig-layout", "--from-warehouse", str(empty),
+                                       "--out", str(tmp_path / "m")])
+    assert result.exit_code == 2
+    assert f"{empty}: no reservation recommendations yet" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "m").exists()
