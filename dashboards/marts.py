@@ -32,7 +32,8 @@ TENANT_TABLES = frozenset({
     "reservation_recommendations", "scheduler_quota_changes"})
 FINANCE_TABLES = frozenset({
     "meta", "invoices", "invoice_lines", "periods", "revenue", "revenue_vs_capacity",
-    "coverage_daily", "node_days", "spool_quarantine", "collection_gaps"})
+    "coverage_daily", "node_days", "spool_quarantine", "collection_gaps", "period_documents",
+    "journal", "journal_problems", "idle_by_cause", "idle_reserved_by_holder"})
 OPERATOR_TABLES = frozenset({
     "meta", "utilization_hourly", "demand_hour_of_day", "node_days", "usage_shifts",
     "tier_change_recommendations", "reservation_recommendations", "scheduler_quota_changes"})

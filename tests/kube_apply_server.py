@@ -1,9 +1,14 @@
-"""A loopback Kubernetes API server for server-side apply of ResourceQuotas and ClusterQueues.
+"""A loopback Kubernetes API server for server-side apply of ResourceQuotas and Kueue objects
+(ClusterQueues, Cohorts, ResourceFlavors, LocalQueues).
 
 It does what kube-apiserver does for the calls collectors/kube_apply.py makes: GET an object
-(404 Status when absent), PATCH with `application/apply-patch+yaml` (415 for any other patch
-type, 422 without fieldManager), `dryRun=All` answers with the object as it would be without
-storing it, and a field owned by another manager gives 409 Conflict unless `force=true`.
+(404 Status when absent), LIST ResourceFlavors, PATCH with `application/apply-patch+yaml` (415
+for any other patch type, 422 without fieldManager), `dryRun=All` answers with the object as it
+would be without storing it, and a field owned by another manager gives 409 Conflict unless
+`force=true`. Like a cluster with Kueue 0.19 installed, a Kueue object is refused (422 Invalid)
+when it breaks its CRD's schema (the release files in tests/fixtures/kueue, unknown fields
+included, as with fieldValidation=Strict) or the rules of Kueue's admission webhook and CEL
+validations (models.planning.kueue.admission_problems); dry runs are checked the same way.
 Every request is kept for the tests to inspect.
 """
 
@@ -19,10 +24,16 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
+from models.planning.kueue import admission_problems
 from tests.kube_api import start_http, status, stop_http, url_of
+from tests.kueue_schema import kueue_errors
 
 RQ_PREFIX = "/api/v1/namespaces/"
-CQ_PREFIX = "/apis/kueue.x-k8s.io/v1beta2/clusterqueues/"
+KUEUE_PREFIX = "/apis/kueue.x-k8s.io/v1beta2/"
+CQ_PREFIX = f"{KUEUE_PREFIX}clusterqueues/"
+COHORT_PREFIX = f"{KUEUE_PREFIX}cohorts/"
+RF_PREFIX = f"{KUEUE_PREFIX}resourceflavors/"
+LQ_PREFIX = f"{KUEUE_PREFIX}namespaces/"
 
 
 @dataclass
@@ -80,6 +91,16 @@ class LoopbackApiServer:
         self.owners[path] = manager
         return path
 
+    def put_resource_flavor(self, name: str, node_labels: dict[str, str] | None = None,
+                            manager: str = "kueue-admin") -> str:
+        path = f"{RF_PREFIX}{name}"
+        self.objects[path] = {
+            "apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ResourceFlavor",
+            "metadata": self._meta(name, None), "spec": {"nodeLabels": dict(node_labels or {})},
+        }
+        self.owners[path] = manager
+        return path
+
     def put_cluster_queue(self, name: str, spec: dict[str, Any],
                           usage: list[dict[str, Any]] | None = None,
                           manager: str = "gpu-chargeback") -> str:
@@ -111,7 +132,14 @@ class LoopbackApiServer:
         content_type = handler.headers.get("Content-Type")
         self.requests.append(Request(method, parts.path, query, content_type, body))
         path = parts.path
-        if not (path.startswith(CQ_PREFIX) or "/resourcequotas/" in path):
+        if method == "GET" and path == RF_PREFIX.rstrip("/"):
+            return self._reply(handler, 200, {
+                "apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ResourceFlavorList",
+                "metadata": {"resourceVersion": str(self._version)},
+                "items": [o for p, o in sorted(self.objects.items()) if p.startswith(RF_PREFIX)]})
+        kueue = path.startswith((CQ_PREFIX, COHORT_PREFIX, RF_PREFIX)) or (
+            path.startswith(LQ_PREFIX) and "/localqueues/" in path)
+        if not (kueue or (path.startswith(RQ_PREFIX) and "/resourcequotas/" in path)):
             return self._reply(handler, 404, status(404, "NotFound", f"no route {path}"))
         stored = self.objects.get(path)
         if method == "GET":
@@ -127,14 +155,19 @@ class LoopbackApiServer:
                                                     "fieldManager is required for apply"))
         if query.get("dryRun") not in (None, "All"):
             return self._reply(handler, 400, status(400, "BadRequest", "invalid dryRun"))
+        if kueue:
+            problems = kueue_errors(body) + admission_problems(body)
+            if problems:
+                return self._reply(handler, 422, status(
+                    422, "Invalid", f"{body.get('kind')} {path.rsplit('/', 1)[-1]!r} is "
+                    f"invalid: {'; '.join(problems)}"))
         current_owner = self.owners.get(path)
         if (stored is not None and current_owner not in (None, manager)
                 and query.get("force") != "true"):
-            kind = "ResourceQuota" if "/resourcequotas/" in path else "ClusterQueue"
             return self._reply(handler, 409, status(
                 409, "Conflict",
                 f'Apply failed with 1 conflict: conflict with "{current_owner}": .spec',
-                details={"name": path.rsplit("/", 1)[-1], "kind": kind.lower() + "s"},
+                details={"name": path.rsplit("/", 1)[-1], "kind": path.split("/")[-2]},
             ))
         result = copy.deepcopy(stored) if stored is not None else {
             "apiVersion": body["apiVersion"], "kind": body["kind"],
