@@ -125,7 +125,7 @@ def main() -> None:
             "Backtest reservation recommendations on Helios demand.",
         ),
         "forecast": (
-            "evaluation.forecast:forecast",
+            "cli.evaluate:forecast",
             "Backtest month-end usage forecasts on real traces against baselines.",
         ),
     },

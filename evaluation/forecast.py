@@ -36,14 +36,12 @@ TRACE_START, 2026-05-01; Helios keeps its own May 2020):
 from __future__ import annotations
 
 import math
-import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-import click
 import numpy as np
 import numpy.typing as npt
 import polars as pl
@@ -51,6 +49,7 @@ import statsmodels.api as sm
 from scipy.stats import norm
 
 from collectors.traces import TRACE_START
+from models.errors import UserError
 from models.planning.forecast import (
     DEFAULT_LOOKBACK_DAYS,
     LEVELS,
@@ -102,8 +101,8 @@ class Case:
     forecasts: dict[str, Forecast] = field(default_factory=dict)
 
 
-def _bad(path: Path, message: str, hint: str) -> click.BadParameter:
-    return click.BadParameter(f"{path}: {message}", param_hint=hint)
+def _bad(path: Path, message: str, hint: str) -> UserError:
+    return UserError(f"{hint}: {path}: {message}")
 
 
 def hourly_from_intervals(start_s: Floats, end_s: Floats, gpus: Floats, hours: int) -> Floats:
@@ -184,11 +183,11 @@ def load_helios(folder: Path) -> list[Series]:
     per-minute `running_gpu_num`, summed per hour / 60. Minutes missing from a file count as
     no GPUs running (the Earth files have every minute)."""
     if not folder.is_dir():
-        raise click.BadParameter(f"{folder} is not a folder", param_hint="--helios")
+        raise UserError(f"--helios: {folder} is not a folder")
     files = sorted(folder.glob("*.csv"))
     if not files:
-        raise click.BadParameter(f"{folder} has no .csv files (Helios VC files "
-                                 "<vc>_cluster_sequence_vc.csv)", param_hint="--helios")
+        raise UserError(f"--helios: {folder} has no .csv files (Helios VC files "
+                        "<vc>_cluster_sequence_vc.csv)")
     out = []
     for path in files:
         try:
@@ -393,43 +392,28 @@ def _markdown_table(rows: Sequence[Sequence[str]]) -> str:
                       *(line(r) for r in rows)])
 
 
-@click.command("forecast")
-@click.option("--data", "data_dir", default=Path("../shared/data"), show_default=True,
-              type=click.Path(file_okay=False, path_type=Path),
-              help="The shared data folder holding alibaba/ and helios/.")
-@click.option("--helios", "helios_dir", default=None,
-              type=click.Path(file_okay=False, path_type=Path),
-              help="Folder of Helios-format VC files [default: <data>/helios/earth_vcs].")
-@click.option("--trace", "traces", multiple=True, type=click.Choice(TRACES),
-              help="Traces to run (repeatable) [default: all].")
-@click.option("--top", default=DEFAULT_TOP, show_default=True, type=click.IntRange(min=1),
-              help="alibaba-2025: only the apps with the most GPU-hours (the trace has 156).")
-@click.option("--markdown", is_flag=True, help="Print the table as Markdown.")
-def forecast(data_dir: Path, helios_dir: Path | None, traces: tuple[str, ...], top: int,
-             markdown: bool) -> None:
-    """Backtest month-end GPU-hour forecasts from day 7, 14 and 21 on real traces.
-
-    Compares our forecast (exponential smoothing from the last confirmed usage shift, intervals
-    from simulated paths) with seasonal-naive and Koku's linear trend: MAPE, sMAPE, and how
-    often the 80% and 95% intervals hold the actual month total."""
+def run(data_dir: Path, helios_dir: Path | None, traces: Sequence[str], top: int,
+        progress: Callable[[str], None]) -> list[Case]:
+    """The backtest of every chosen trace (all of TRACES when none), reporting each trace's
+    tenant count through `progress`."""
     chosen = traces or TRACES
     if (any(t != "helios" for t in chosen) or helios_dir is None) and not data_dir.is_dir():
-        raise click.BadParameter(
-            f"{data_dir} is not a folder; point --data at the shared data folder "
-            "(../shared/data beside the project)", param_hint="--data")
+        raise UserError(f"--data: {data_dir} is not a folder; point --data at the shared data "
+                        "folder (../shared/data beside the project)")
     loaders: dict[str, Callable[[], list[Series]]] = {
         "alibaba-2025": lambda: sorted(load_alibaba_2025(data_dir),
                                        key=lambda s: -float(s.gpu_hours.sum()))[:top],
         "helios": lambda: load_helios(helios_dir or data_dir / "helios" / "earth_vcs"),
         "alibaba-2023": lambda: load_alibaba_2023(data_dir),
     }
-    began = time.monotonic()
     cases: list[Case] = []
     for trace in chosen:
         series = loaders[trace]()
-        click.echo(f"{trace}: {len(series)} tenants", err=True)
+        progress(f"{trace}: {len(series)} tenants")
         cases += backtest(series)
+    return cases
+
+
+def render(cases: Sequence[Case], *, markdown: bool) -> str:
     rows = report_rows(cases)
-    click.echo(_markdown_table(rows) if markdown else _text_table(rows))
-    click.echo(f"\n{len(cases)} forecasts in {time.monotonic() - began:.0f} s; errors on the "
-               "month's total GPU-hours (actual month to date + forecast of the rest).")
+    return _markdown_table(rows) if markdown else _text_table(rows)
