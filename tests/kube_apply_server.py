@@ -1,10 +1,13 @@
-"""A loopback Kubernetes API server for server-side apply of ResourceQuotas and ClusterQueues.
+"""A loopback Kubernetes API server for server-side apply of ResourceQuotas and Kueue
+ClusterQueues and LocalQueues.
 
 It does what kube-apiserver does for the calls collectors/kube_apply.py makes: GET an object
 (404 Status when absent), PATCH with `application/apply-patch+yaml` (415 for any other patch
 type, 422 without fieldManager), `dryRun=All` answers with the object as it would be without
 storing it, and a field owned by another manager gives 409 Conflict unless `force=true`.
-Every request is kept for the tests to inspect.
+Ownership is kept per field of `spec` (its top-level keys), as managedFields keeps it: two
+managers that set different fields of one object never conflict. Every request is kept for the
+tests to inspect.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from tests.kube_api import start_http, status, stop_http, url_of
 
 RQ_PREFIX = "/api/v1/namespaces/"
 CQ_PREFIX = "/apis/kueue.x-k8s.io/v1beta2/clusterqueues/"
+KUEUE_NS_PREFIX = "/apis/kueue.x-k8s.io/v1beta2/namespaces/"
 
 
 @dataclass
@@ -38,8 +42,8 @@ class Request:
 class LoopbackApiServer:
     objects: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Stored objects by API path."""
-    owners: dict[str, str] = field(default_factory=dict)
-    """API path -> field manager owning its quota fields (a different one conflicts)."""
+    owners: dict[str, dict[str, str]] = field(default_factory=dict)
+    """API path -> spec field -> the field manager owning it (a different one conflicts)."""
     requests: list[Request] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
@@ -77,7 +81,7 @@ class LoopbackApiServer:
             "spec": {"hard": dict(hard)},
             "status": {"hard": dict(hard), "used": dict(used)},
         }
-        self.owners[path] = manager
+        self.owners[path] = {"hard": manager}
         return path
 
     def put_cluster_queue(self, name: str, spec: dict[str, Any],
@@ -89,8 +93,23 @@ class LoopbackApiServer:
             "metadata": self._meta(name, None), "spec": copy.deepcopy(spec),
             "status": {"flavorsUsage": usage or []},
         }
-        self.owners[path] = manager
+        self.owners[path] = dict.fromkeys(spec, manager)
         return path
+
+    def put_local_queue(self, namespace: str, name: str, spec: dict[str, Any],
+                        manager: str = "kubectl") -> str:
+        path = f"{KUEUE_NS_PREFIX}{namespace}/localqueues/{name}"
+        self.objects[path] = {
+            "apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "LocalQueue",
+            "metadata": self._meta(name, namespace), "spec": copy.deepcopy(spec), "status": {},
+        }
+        self.owners[path] = dict.fromkeys(spec, manager)
+        return path
+
+    def set_spec_field(self, path: str, key: str, value: Any, manager: str) -> None:
+        """`spec.<key>` of a stored object set by `manager` (as by kubectl apply)."""
+        self.objects[path]["spec"][key] = value
+        self.owners[path][key] = manager
 
     def _meta(self, name: str, namespace: str | None) -> dict[str, Any]:
         self._version += 1
@@ -111,7 +130,8 @@ class LoopbackApiServer:
         content_type = handler.headers.get("Content-Type")
         self.requests.append(Request(method, parts.path, query, content_type, body))
         path = parts.path
-        if not (path.startswith(CQ_PREFIX) or "/resourcequotas/" in path):
+        if not (path.startswith(CQ_PREFIX) or "/resourcequotas/" in path
+                or (path.startswith(KUEUE_NS_PREFIX) and "/localqueues/" in path)):
             return self._reply(handler, 404, status(404, "NotFound", f"no route {path}"))
         stored = self.objects.get(path)
         if method == "GET":
@@ -127,13 +147,15 @@ class LoopbackApiServer:
                                                     "fieldManager is required for apply"))
         if query.get("dryRun") not in (None, "All"):
             return self._reply(handler, 400, status(400, "BadRequest", "invalid dryRun"))
-        current_owner = self.owners.get(path)
-        if (stored is not None and current_owner not in (None, manager)
-                and query.get("force") != "true"):
-            kind = "ResourceQuota" if "/resourcequotas/" in path else "ClusterQueue"
+        owned = self.owners.get(path, {})
+        conflicts = sorted((key, owned[key]) for key in body.get("spec", {})
+                           if owned.get(key) not in (None, manager))
+        if stored is not None and conflicts and query.get("force") != "true":
+            kind = stored["kind"]
             return self._reply(handler, 409, status(
                 409, "Conflict",
-                f'Apply failed with 1 conflict: conflict with "{current_owner}": .spec',
+                f"Apply failed with {len(conflicts)} conflict(s): " + ", ".join(
+                    f'conflict with "{who}": .spec.{key}' for key, who in conflicts),
                 details={"name": path.rsplit("/", 1)[-1], "kind": kind.lower() + "s"},
             ))
         result = copy.deepcopy(stored) if stored is not None else {
@@ -148,7 +170,7 @@ class LoopbackApiServer:
                                 "used": dict((result.get("status") or {}).get("used") or {})}
         if query.get("dryRun") != "All":
             self.objects[path] = result
-            self.owners[path] = manager
+            self.owners.setdefault(path, {}).update(dict.fromkeys(body.get("spec", {}), manager))
         return self._reply(handler, 200 if stored is not None else 201, result)
 
     @staticmethod

@@ -296,15 +296,16 @@ def alertmanager_alert(alert: PendingAlert, sent_at: datetime) -> dict[str, Any]
     crossed the threshold."""
     _, period_end = month_bounds(alert.period)
     limit = _figure(alert.limit, alert.unit, alert.currency)
+    percent = f"{alert.percent.normalize():f}"
     if alert.basis == ACTUAL:
         summary = (f"{alert.tenant} has spent {_figure(alert.value, alert.unit, alert.currency)}"
                    f" of its {limit} budget for {alert.period} "
-                   f"({_pct(alert.value, alert.limit)}%, threshold {alert.percent}%)")
+                   f"({_pct(alert.value, alert.limit)}%, threshold {percent}%)")
     else:
         summary = (f"{alert.tenant} is forecast to spend "
                    f"{_figure(alert.value, alert.unit, alert.currency)} in {alert.period}, "
                    f"{_pct(alert.value, alert.limit)}% of its {limit} budget (threshold "
-                   f"{alert.percent}%)")
+                   f"{percent}%)")
     runs_out = (f"at this rate the budget runs out on {alert.runs_out_on}"
                 if alert.runs_out_on else "at this rate the budget lasts the month")
     starts = datetime.combine(alert.crossed_on + timedelta(days=1), datetime.min.time(),
@@ -312,7 +313,7 @@ def alertmanager_alert(alert: PendingAlert, sent_at: datetime) -> dict[str, Any]
     return {
         "labels": {
             "alertname": ALERT_NAME, "tenant": alert.tenant, "period": alert.period,
-            "basis": alert.basis, "threshold_pct": f"{alert.percent.normalize():f}",
+            "basis": alert.basis, "threshold_pct": percent,
             "severity": severity(alert.percent),
         },
         "annotations": {
@@ -483,3 +484,54 @@ def plan_holds(
 def hold_action(tenant: Tenant) -> HoldAction | None:
     budget = tenant.budget
     return None if budget is None or budget.enforcement is None else budget.enforcement.action
+
+
+def hold_row(change: HoldChange, changed_at: datetime, outcome: str) -> tuple[Any, ...]:
+    """`change` as a budget_holds row (its columns after `day`)."""
+    queue = change.queue
+    return (change.tenant, change.period, queue.kind.value, queue.namespace, queue.name,
+            change.action, change.before, change.after, change.reason, changed_at, outcome)
+
+
+# --- metrics -----------------------------------------------------------------------------------
+
+def metrics_text(statuses: Sequence[BudgetStatus], held: Sequence[HeldQueue]) -> bytes:
+    """The budgets as Prometheus metrics (text exposition format), for node-exporter's textfile
+    collector or any server of /metrics: what Grafana and alerting rules read."""
+    from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
+    registry = CollectorRegistry()
+    figure = ["tenant", "period", "unit", "currency"]
+    limit = Gauge("chargeback_budget_limit", "Monthly budget, in its unit (currency or "
+                  "GPU-hours)", figure, registry=registry)
+    spent = Gauge("chargeback_budget_spent", "Month-to-date spend in the budget's unit",
+                  figure, registry=registry)
+    ratio = Gauge("chargeback_budget_used_ratio", "Month-to-date spend over the budget",
+                  ["tenant", "period"], registry=registry)
+    forecast = Gauge("chargeback_budget_forecast", "Month-end forecast in the budget's unit",
+                     [*figure, "scenario"], registry=registry)
+    crossed = Gauge("chargeback_budget_threshold_crossed", "1 when the threshold is crossed",
+                    ["tenant", "period", "basis", "threshold_pct"], registry=registry)
+    runs_out = Gauge("chargeback_budget_runs_out_timestamp_seconds", "Start of the day the "
+                     "budget runs out at this rate (absent: it lasts the month)",
+                     ["tenant", "period"], registry=registry)
+    held_gauge = Gauge("chargeback_budget_queue_held", "1 while a budget hold of ours is on the "
+                       "Kueue queue", ["tenant", "kind", "namespace", "name"], registry=registry)
+    for s in statuses:
+        labels = [s.tenant, s.period, s.budget.unit.value,
+                  s.currency if s.budget.unit is BudgetUnit.AMOUNT else ""]
+        limit.labels(*labels).set(float(s.budget.limit))
+        spent.labels(*labels).set(float(s.spent))
+        ratio.labels(s.tenant, s.period).set(float(s.spent / s.budget.limit))
+        for scenario, value in sorted((s.forecast or {}).items()):
+            forecast.labels(*labels, scenario).set(float(value))
+        for c in s.crossings:
+            crossed.labels(s.tenant, s.period, c.basis, f"{c.percent.normalize():f}").set(
+                0 if c.crossed_on is None else 1)
+        if s.runs_out_on is not None:
+            moment = datetime.combine(s.runs_out_on, datetime.min.time(), s.as_of.tzinfo)
+            runs_out.labels(s.tenant, s.period).set(moment.timestamp())
+    for h in held:
+        held_gauge.labels(h.tenant, h.queue.kind.value, h.queue.namespace or "",
+                          h.queue.name).set(1)
+    return generate_latest(registry)
