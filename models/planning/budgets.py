@@ -453,7 +453,8 @@ def plan_holds(
         assert enforcement is not None
         changes.append(HoldChange(
             status.tenant, period, queue, HOLD_ACTION, current, HOLD,
-            f"{status.used_pct}% of the {period} budget of {status.limit_text} spent by "
+            # The reason names no amount: operators see it, and they see no money.
+            f"{status.used_pct}% of the {period} budget spent by "
             f"{(status.as_of - timedelta(days=1)).date()}", enforcement.dry_run))
     for queue, ours in sorted(held_by.items()):
         if queue in wanted:
@@ -473,7 +474,7 @@ def plan_holds(
         elif ours.period != period:
             reason = f"new period {period}"
         elif evaluated is not None:
-            reason = f"budget {evaluated.limit_text}: {evaluated.used_pct}% spent"
+            reason = f"budget changed: {evaluated.used_pct}% spent"
         else:
             reason = f"{ours.tenant} has no budget evaluation in {period}"
         changes.append(HoldChange(ours.tenant, period, queue, RELEASE_ACTION, current,

@@ -183,8 +183,7 @@ def test_the_demo_alerts_at_80_percent_holds_at_100_and_lifts_the_hold_next_peri
             holds = query(home, "SELECT tenant, period, kind, name, action, before_policy, "
                           "after_policy, reason, outcome FROM budget_holds ORDER BY changed_at")
             assert holds == [("acme", "2026-10", "ClusterQueue", "acme", "hold", "None", "Hold",
-                              "100.80% of the 2026-10 budget of 1,000.0 GPU-hours spent by "
-                              "2026-10-14", "applied")]
+                              "100.80% of the 2026-10 budget spent by 2026-10-14", "applied")]
 
             # The alerts reach Alertmanager once each, also when the day is run again.
             sent = materialize([budget_alerts], DAY, res)
@@ -292,3 +291,32 @@ def test_without_a_cluster_the_hold_is_a_manifest_and_counts_as_in_force(home):
     released = yaml.safe_load((home / "exports" / "budget-holds" / f"{NEXT_PERIOD}"
                                / "clusterqueue-acme.yaml").read_text())
     assert released["spec"] == {"stopPolicy": "None"}
+
+
+def test_the_sensor_runs_the_alerts_of_the_analysed_day_and_says_why_when_it_cannot():
+    from pipelines.analytics.budgets import raise_budget_alerts
+    from pipelines.partitions import DAILY
+
+    @dg.asset(partitions_def=DAILY)
+    def analysed() -> None:
+        """Stands for the daily analytics run the sensor watches."""
+
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize([analysed], partition_key=f"{DAY}", instance=instance)
+    run = instance.get_run_by_id(result.run_id)
+    assert run is not None
+
+    def evaluate(url: str) -> Any:
+        context = dg.build_run_status_sensor_context(
+            sensor_name="raise_budget_alerts", dagster_event=result.get_run_success_event(),
+            dagster_instance=instance, dagster_run=run,
+            resources={"alertmanager": AlertmanagerResource(url=url)})
+        return raise_budget_alerts(context)
+
+    request = evaluate("http://127.0.0.1:9")
+    assert isinstance(request, dg.RunRequest)
+    assert request.partition_key == f"{DAY}"
+    assert request.run_key == f"budget-alerts-{result.run_id}"
+    skipped = evaluate("")
+    assert isinstance(skipped, dg.SkipReason)
+    assert "CHARGEBACK_ALERTMANAGER_URL" in (skipped.skip_message or "")
