@@ -320,3 +320,31 @@ def test_the_sensor_runs_the_alerts_of_the_analysed_day_and_says_why_when_it_can
     skipped = evaluate("")
     assert isinstance(skipped, dg.SkipReason)
     assert "CHARGEBACK_ALERTMANAGER_URL" in (skipped.skip_message or "")
+
+
+def test_local_queue_holds_read_and_apply_per_namespace(tmp_path):
+    from collectors import kube_apply
+    from models.billing.rate_cards import QueueKind
+    from models.planning.budgets import MISSING, HoldChange, QueueRef
+
+    server = LoopbackApiServer().start()
+    try:
+        path = server.put_local_queue("team-acme", "gpu-chargeback",
+                                      {"clusterQueue": "acme"})
+        held = QueueRef(QueueKind.LOCAL_QUEUE, "team-acme", "gpu-chargeback")
+        absent = QueueRef(QueueKind.LOCAL_QUEUE, "team-acme-2", "gpu-chargeback")
+        with kube_apply.api_client(str(kubeconfig_for(server, tmp_path))) as api:
+            assert kube_apply.read_stop_policies(api, [held, absent]) == {
+                held: "None", absent: MISSING}
+            change = HoldChange("acme", "2026-10", held, "hold", "None", "Hold", "why",
+                                dry_run=False)
+            done, problems = kube_apply.apply_holds(api, [change], now=datetime.now(UTC))
+        assert (done, problems) == ([(change, "applied")], [])
+        (patch,) = [r for r in server.requests if r.method == "PATCH"]
+        assert patch.path == path
+        assert patch.body == {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "LocalQueue",
+                              "metadata": {"name": "gpu-chargeback", "namespace": "team-acme"},
+                              "spec": {"stopPolicy": "Hold"}}
+        assert server.objects[path]["spec"] == {"clusterQueue": "acme", "stopPolicy": "Hold"}
+    finally:
+        server.stop()
