@@ -150,6 +150,10 @@ def tenant_budgets(
             tenant, card, as_of, hours[name],
             MonthForecast(*forecasts[name]) if name in forecasts else None)
             for name, tenant in budgeted.items()]
+        # A backfill of a day before the latest analysed one rewrites its figures only: holds
+        # follow the latest analysis (an old period's would hold or lift a queue today).
+        ((later,),) = con.execute("SELECT count(*) FROM tenant_budgets WHERE day > ?",
+                                  [day]).fetchall()
         frames = _frames(statuses)
         for table, frame in zip(("tenant_budgets", "tenant_budget_days", "budget_thresholds"),
                                 frames, strict=True):
@@ -160,14 +164,17 @@ def tenant_budgets(
         held = [HeldQueue(QueueRef(QueueKind(kind), ns, name), tenant, held_period)
                 for kind, ns, name, tenant, held_period in warehouse.held_queues(con, now)]
         live = None
-        if reason is None:
+        if reason is None and not later:
             api = stack.enter_context(kube_apply.api_client(kubernetes.kubeconfig or None))
             queues = [q for t in budgeted.values() for q in enforced_queues(t)]
             live = kube_apply.read_stop_policies(api, queues + [h.queue for h in held])
         changes, notes = plan_holds(statuses, tenants, period, held, live)
+        if later:
+            changes, notes = [], [f"{day} is not the latest analysed day: holds left as they "
+                                  "are (they follow the latest analysis)"]
         files = write_hold_manifests(changes, folder)
         problems: list[str] = []
-        if reason is None:
+        if reason is None and not later:
             done, problems = kube_apply.apply_holds(api, changes, now=now)
         else:
             done = [(c, "dry-run manifest" if c.dry_run else warehouse.MANIFEST_OUTCOME)
@@ -177,9 +184,10 @@ def tenant_budgets(
         in_force = [HeldQueue(QueueRef(QueueKind(kind), ns, name), tenant, held_period)
                     for kind, ns, name, tenant, held_period
                     in warehouse.held_queues(con, now + timedelta(microseconds=1))]
-    metrics = Path(outputs.exports_path) / "metrics"
-    metrics.mkdir(parents=True, exist_ok=True)
-    atomic_write(metrics / METRICS_FILE, metrics_text(statuses, in_force))
+    if not later:  # the metrics are the latest analysis's
+        metrics = Path(outputs.exports_path) / "metrics"
+        metrics.mkdir(parents=True, exist_ok=True)
+        atomic_write(metrics / METRICS_FILE, metrics_text(statuses, in_force))
     if problems:
         cls = ApplyConflict if any(o == "conflict" for _, o in done) else ApplyRefused
         raise cls("budget holds refused (recorded in budget_holds):\n" + "\n".join(problems))

@@ -229,6 +229,14 @@ def test_the_demo_alerts_at_80_percent_holds_at_100_and_lifts_the_hold_next_peri
             "release", "2026-11", "None", "new period 2026-11", "applied")
         metrics = (home / "exports" / "metrics" / "budgets.prom").read_text()
         assert "chargeback_budget_queue_held{" not in metrics
+        # A backfill of October 14 now rewrites its figures and holds nothing again.
+        patches = len([r for r in server.requests if r.method == "PATCH"])
+        again = materialize([tenant_forecasts, tenant_budgets], DAY, res)
+        assert again.success
+        assert len([r for r in server.requests if r.method == "PATCH"]) == patches
+        assert server.objects[CQ_PATH]["spec"]["stopPolicy"] == "None"
+        (m,) = again.asset_materializations_for_node("tenant_budgets")
+        assert "not the latest analysed day" in m.metadata["notes"].value
     finally:
         server.stop()
 
