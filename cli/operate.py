@@ -283,6 +283,11 @@ def _print_demo(period: str) -> None:
             "SELECT tenant, hardware_tier, sum(allocated_gpu_seconds) / 3600 FROM usage_hourly "
             "WHERE hour >= ? AND hour < ? GROUP BY ALL", [start, end]).fetchall()}
         found = lifecycle.stored(con, period)
+        budgets = con.execute(
+            "SELECT b.tenant, b.used_pct, b.limit_value, b.unit, b.currency, b.enforcement, "
+            "b.runs_out_on, h.outcome FROM tenant_budgets b LEFT JOIN budget_holds h "
+            "ON h.day = b.day AND h.tenant = b.tenant AND h.action = 'hold' "
+            "WHERE b.day = (SELECT max(day) FROM tenant_budgets) ORDER BY b.tenant").fetchall()
     finally:
         con.close()
     tiers = sorted({tier for _, tier in hours})
@@ -299,6 +304,12 @@ def _print_demo(period: str) -> None:
         total = sum((s.invoice.total for s in found), Decimal(0))
         click.echo(f"\n{len(found)} invoices, {_amount(total, first.minor_unit)} "
                    f"{first.currency}")
+    for tenant, used, limit, unit, currency, enforcement, runs_out, hold in budgets:
+        figure = f"{limit:,.2f} {currency}" if unit == "amount" else f"{limit:,.1f} GPU-hours"
+        click.echo(f"budget {tenant}: {used}% of {figure}"
+                   + (f", runs out {runs_out}" if runs_out else "")
+                   + (f"; queue hold: {hold}" if hold else "")
+                   + (f" (enforcement {enforcement})" if enforcement != "off" else ""))
     click.echo(f"invoice PDFs, CSV, JSON: {exports}/")
     focus = exports / "focus.parquet"
     if focus.exists():
