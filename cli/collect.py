@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from cli.options import FiniteFloatRange
 from collectors.agent import Agent, SimulatorCollector, run_agent
 from collectors.spool import SpoolLocation, SpoolLocationError, local_path
 from models.errors import ChargebackError
@@ -119,9 +120,9 @@ def simulate_command(spool: SpoolLocation, days: int, start: datetime | None, in
 
 @collect.command("nvml")
 @_common
-@click.option("--interval", "interval_s", type=click.FloatRange(min=1), default=10.0,
+@click.option("--interval", "interval_s", type=FiniteFloatRange(min=1), default=10.0,
               show_default=True, help="Seconds between NVML samples.")
-@click.option("--window", "window_s", type=click.FloatRange(min=1), default=60.0,
+@click.option("--window", "window_s", type=FiniteFloatRange(min=1), default=60.0,
               show_default=True, help="Seconds per spool batch (a multiple of --interval).")
 @click.option("--proc-root", type=click.Path(file_okay=False, path_type=Path),
               default=Path("/proc"), show_default=True,
@@ -130,17 +131,10 @@ def nvml_command(spool: SpoolLocation, once: bool, metrics_port: int | None, met
                  node: str, cluster: str, interval_s: float, window_s: float,
                  proc_root: Path) -> None:
     """Sample this node's GPUs through NVML (run on every GPU node: the DaemonSet)."""
-    from collectors.nvml import NoNvidiaDriver, NvmlCollector, NvmlUnavailable
+    from collectors.nvml import NvmlCollector
 
-    try:
-        collector = NvmlCollector(node=node, cluster=cluster, proc_root=proc_root)
-    except NoNvidiaDriver as exc:
-        message = str(exc)
-        if not message.startswith("no NVIDIA driver on this node"):
-            message = f"no NVIDIA driver on this node: {message}"
-        raise click.ClickException(message) from exc
-    except NvmlUnavailable as exc:
-        raise click.ClickException(str(exc)) from exc
+    # No driver, or NVML failing to start, is an NvmlUnavailable: exit 2 with its message.
+    collector = NvmlCollector(node=node, cluster=cluster, proc_root=proc_root)
     with collector:
         agent = Agent(collector, spool, "nvml", node, window_s, sample_s=interval_s,
                       cluster=cluster, gap_node=node)
@@ -163,7 +157,7 @@ def _tenant_options(command: Any) -> Any:
 
 @collect.command("pods")
 @_common
-@click.option("--interval", "interval_s", type=click.FloatRange(min=1), default=60.0,
+@click.option("--interval", "interval_s", type=FiniteFloatRange(min=1), default=60.0,
               show_default=True, help="Seconds per spool batch; the watch runs in between.")
 @click.option("--kubeconfig", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Default: in-cluster service account, else ~/.kube/config.")
@@ -172,12 +166,9 @@ def pods_command(spool: SpoolLocation, once: bool, metrics_port: int | None, met
                  node: str, cluster: str, interval_s: float, kubeconfig: str | None,
                  tenants_file: Path | None, namespace_tenant: tuple[str, ...]) -> None:
     """List and watch GPU pods through the Kubernetes API (one replica per cluster)."""
-    from collectors.pods import KubeConfigError, PodCollector, api_client_from_environment
+    from collectors.pods import PodCollector, api_client_from_environment
 
-    try:
-        api_client = api_client_from_environment(kubeconfig)
-    except KubeConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
+    api_client = api_client_from_environment(kubeconfig)
     # The watch runs on every tick and must return before the next one.
     collector = PodCollector(api_client, cluster=cluster,
                              namespace_tenants=_namespace_tenants(tenants_file, namespace_tenant),
@@ -217,7 +208,7 @@ def _namespace_tenants(tenants_file: Path | None, pairs: tuple[str, ...]) -> dic
 @click.option("--url", required=True, help="Prometheus (or Thanos/Mimir) base URL.")
 @click.option("--interval", "interval_s", type=click.IntRange(min=1), default=60,
               show_default=True, help="Seconds per window and query step.")
-@click.option("--delay", "delay_s", type=click.FloatRange(min=0), default=120.0,
+@click.option("--delay", "delay_s", type=FiniteFloatRange(min=0), default=120.0,
               show_default=True, help="Read a window this long after it ends, so its scrapes "
                                       "have landed.")
 @click.option("--exporter-job", default=None, metavar="REGEX",

@@ -10,31 +10,20 @@ import click
 
 from dashboards.auth import (
     User,
-    UsersFileError,
     hash_password,
     load_users,
     parse_role,
     save_users,
 )
 from dashboards.config import marts_dir, users_path
+from models.errors import UserError
 
 SERVER = Path(__file__).resolve().parents[1] / "dashboards" / "server.py"
 MIN_PASSWORD = 12
 
 
-class BadInput(click.ClickException):
-    exit_code = 2
-
-
 def _users_file(path: Path | None) -> Path:
     return path or users_path()
-
-
-def _load(path: Path) -> dict[str, User]:
-    try:
-        return load_users(path)
-    except UsersFileError as error:
-        raise BadInput(str(error)) from None
 
 
 USERS_OPTION = click.option(
@@ -54,7 +43,7 @@ def dashboard(port: int, users_file: Path | None, marts: Path | None) -> None:
     provider in .streamlit/secrets.toml [auth] when configured, else the local users file."""
     users_path = _users_file(users_file)
     marts_path = marts or marts_dir()
-    if not _load(users_path):
+    if not load_users(users_path):
         click.echo(f"note: {users_path} has no users yet; add one with "
                    "`chargeback users add NAME --role finance` (unless OIDC is configured)",
                    err=True)
@@ -98,13 +87,13 @@ def add(name: str, role: str, password_stdin: bool, no_password: bool,
     try:
         parsed = parse_role(role)
     except ValueError as error:
-        raise BadInput(f"--role: {error}") from None
+        raise UserError(f"--role: {error}") from None
     if not name.strip():
-        raise BadInput("NAME must not be empty")
+        raise UserError("NAME must not be empty")
     if password_stdin and no_password:
-        raise BadInput("--password-stdin and --no-password exclude each other")
+        raise UserError("--password-stdin and --no-password exclude each other")
     path = _users_file(users_file)
-    users_now = _load(path)
+    users_now = load_users(path)
     digest = None
     if not no_password:
         if password_stdin:
@@ -112,7 +101,7 @@ def add(name: str, role: str, password_stdin: bool, no_password: bool,
         else:
             password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
         if len(password) < MIN_PASSWORD:
-            raise BadInput(f"the password must have at least {MIN_PASSWORD} characters")
+            raise UserError(f"the password must have at least {MIN_PASSWORD} characters")
         digest = hash_password(password)
     existed = name in users_now
     users_now[name] = User(name, parsed, digest)
@@ -125,7 +114,7 @@ def add(name: str, role: str, password_stdin: bool, no_password: bool,
 def list_users(users_file: Path | None) -> None:
     """List users and their roles (never their hashes)."""
     path = _users_file(users_file)
-    found = _load(path)
+    found = load_users(path)
     if not found:
         click.echo(f"no users in {path}")
     for user in sorted(found.values(), key=lambda u: u.name):
@@ -139,9 +128,9 @@ def list_users(users_file: Path | None) -> None:
 def remove(name: str, users_file: Path | None) -> None:
     """Remove NAME; their open sessions end at their next click."""
     path = _users_file(users_file)
-    found = _load(path)
+    found = load_users(path)
     if name not in found:
-        raise BadInput(f"{path}: no user {name!r}; `chargeback users list` shows who exists")
+        raise UserError(f"{path}: no user {name!r}; `chargeback users list` shows who exists")
     del found[name]
     save_users(path, found)
     click.echo(f"removed {name} from {path}")

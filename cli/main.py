@@ -1,11 +1,25 @@
-"""`chargeback`: the command line. Subcommands load lazily so `--help` stays fast."""
+"""`chargeback`: the command line. Subcommands load lazily so `--help` stays fast.
+
+Every command runs inside one error boundary (`Chargeback.invoke`): a `ChargebackError` prints
+its message (one line per problem) and exits 2, an `InternalError` exits 1; click's own usage
+errors exit 2; anything else is a bug, reported in one line that names the log file holding
+its traceback (exit 1). No user ever sees a bare traceback."""
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+import os
+import sys
+import tempfile
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
 
 import click
+
+from models.errors import ChargebackError, InternalError, TransientError
+from models.files import home
 
 # name -> ("module:attribute" of a click command, one-line help). The help is written here so
 # that `chargeback --help` lists every command without importing Dagster or Streamlit.
@@ -17,7 +31,7 @@ COMMANDS = {
     "invoices": ("cli.operate:invoices", "List, show and export invoices."),
     "demo": ("cli.operate:demo", "Simulate a month, run the pipeline, print invoices."),
     "eval": ("cli.main:evaluate", "Evaluate shifts, reservations and forecasts on real data."),
-    "replay": ("evaluation.replay:replay", "Replay a real public cluster trace end to end."),
+    "replay": ("cli.replay:replay", "Replay a real public cluster trace end to end."),
     "quotas": ("cli.quotas:quotas", "Write or apply scheduler quotas from recommendations."),
     "dashboard": ("cli.dashboard:dashboard", "Start the Streamlit dashboard."),
     "users": ("cli.dashboard:users", "Manage the dashboard's local users file."),
@@ -45,7 +59,55 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
 
-@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+class Chargeback(LazyGroup):
+    """The top-level group: the one place where errors become messages and exit codes."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise  # click prints these itself (usage errors exit 2)
+        except InternalError as error:
+            log = write_log(ctx)
+            fail(ctx, 1, [*error.problems, "this is a bug or damaged data, not your input; "
+                          f"details in {log}"])
+        except ChargebackError as error:
+            hint = (["(temporary: the same command may succeed when run again later)"]
+                    if isinstance(error, TransientError) else [])
+            fail(ctx, 2, error.problems + hint)
+        except Exception as error:
+            log = write_log(ctx)
+            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            fail(ctx, 1, [f"internal error: {type(error).__name__}"
+                          + (f": {first[:200]}" if first else "")
+                          + f"; full traceback in {log}"])
+
+
+def fail(ctx: click.Context, code: int, lines: list[str]) -> NoReturn:
+    for line in lines:
+        click.echo(line, err=True)
+    ctx.exit(code)
+
+
+def write_log(ctx: click.Context) -> Path:
+    """The current exception's traceback in a new file under $CHARGEBACK_HOME/logs (or the
+    temporary folder when that cannot be written); returns the file."""
+    stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+    text = (f"{stamp} chargeback {' '.join(sys.argv[1:]) or ctx.info_name}\n"
+            + traceback.format_exc())
+    for folder in (home() / "logs", Path(tempfile.gettempdir()) / "chargeback-logs"):
+        path = folder / f"chargeback-{stamp}-{os.getpid()}.log"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        except OSError:
+            continue
+        return path
+    return Path("(no writable log folder)")
+
+
+@click.group(cls=Chargeback, lazy=COMMANDS,
+             context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """GPU metering and chargeback: collect GPU-seconds per tenant, bill them exactly.
 
@@ -57,9 +119,9 @@ def main() -> None:
     "eval",
     cls=LazyGroup,
     lazy={
-        "shifts": ("evaluation.shifts:shifts", "Change-point detection on the TCPD benchmark."),
+        "shifts": ("cli.evaluate:shifts", "Change-point detection on the TCPD benchmark."),
         "reservations": (
-            "evaluation.reservations:reservations",
+            "cli.evaluate:reservations",
             "Backtest reservation recommendations on Helios demand.",
         ),
         "forecast": (

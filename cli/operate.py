@@ -5,6 +5,7 @@ the CLI does is exactly what a schedule would do, and the runs show in the Dagst
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections.abc import Iterator
@@ -16,19 +17,17 @@ from typing import Any
 import click
 from tqdm import tqdm
 
+from cli import options
 from models.billing import lifecycle
 from models.billing.exports import write_invoice_files
 from models.billing.invoices import Status, StoredInvoice
 from models.billing.rate_cards import month_bounds
+from models.errors import ChargebackError, InternalError, UserError
+from models.files import home, make_folder
 from models.ledger import warehouse
-from pipelines.resources import ROOT, default_resources, home
 
 DEMO_PERIOD = "2026-09"
 """The demo simulates one whole 30-day month, fixed so that its figures are reproducible."""
-
-
-class CommandError(click.ClickException):
-    exit_code = 1
 
 
 def _instance() -> Any:
@@ -39,29 +38,34 @@ def _instance() -> Any:
     dagster_home = Path(os.environ["DAGSTER_HOME"])
     dagster_home.mkdir(parents=True, exist_ok=True)
     if not (dagster_home / "dagster.yaml").exists():
+        from pipelines.resources import ROOT
+
         shutil.copy(ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
     return dg.DagsterInstance.get()
 
 
-def _failure_text(result: Any) -> str:
+def _failed_checks(instance: Any, run_id: str) -> list[str]:
+    import dagster as dg
+
+    records = instance.get_records_for_run(
+        run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
     lines = []
-    for event in result.all_events:
-        if event.event_type_value in ("STEP_FAILURE", "RUN_FAILURE") and event.message:
-            lines.append(event.message)
-        data = getattr(event, "event_specific_data", None)
-        error = getattr(data, "error", None)
-        if error is not None:
-            lines.append(error.message.strip())
-    for evaluation in result.get_asset_check_evaluations():
+    for record in records:
+        evaluation = record.event_log_entry.dagster_event.event_specific_data
         if not evaluation.passed:
             lines.append(f"check {evaluation.check_name} failed on "
                          f"{evaluation.asset_key.to_user_string()}: "
                          + "; ".join(f"{k}={v.value}" for k, v in evaluation.metadata.items()))
-    return "\n".join(dict.fromkeys(lines)) or "see the run in the Dagster UI"
+    return lines
 
 
 def execute(job_name: str, partition_key: str | None,
             run_config: dict[str, Any] | None = None) -> Any:
+    """Run a job in-process. The product's own errors (a bad rate card, a locked warehouse)
+    come out as raised, so the CLI prints their one-line message instead of Dagster's stack
+    trace, which stays in the run's event log for the Dagster UI."""
+    import dagster as dg
+
     from pipelines.definitions import defs
     from pipelines.run_workers import fail_dead_runs
 
@@ -71,14 +75,34 @@ def execute(job_name: str, partition_key: str | None,
     # daemon's one writer place (dagster.yaml): fail it now rather than wait for the sensor.
     for line in fail_dead_runs(instance):
         click.echo(f"marked failed: {line}", err=True)
-    # The CLI shows progress bars; Dagster's step-by-step log stays in the run's event log.
-    quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
-    result = job.execute_in_process(
-        partition_key=partition_key, instance=instance,
-        run_config={**quiet, **(run_config or {})}, raise_on_error=False,
-    )
+    quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+    where = f"{job_name} for {partition_key}" if partition_key else job_name
+    try:
+        result = job.execute_in_process(
+            partition_key=partition_key, instance=instance,
+            run_config={**quiet, **(run_config or {})}, raise_on_error=True,
+        )
+    except ChargebackError:
+        raise
+    except dg.Failure as failure:
+        # An asset refused on purpose (products missing from the tier map, usage of unknown
+        # tenants, a broken conservation): its description says what the operator must fix.
+        details = [f"{k}: {v.value}" for k, v in failure.metadata.items()]
+        raise UserError([f"{where}: {failure.description}", *details]) from None
+    except dg.DagsterError as error:
+        # A blocking asset check failed (conservation, every row has a tenant): the data or
+        # the pipeline is wrong, not the command line.
+        runs = instance.get_run_records(dg.RunsFilter(job_name=job_name), limit=1)
+        checks = _failed_checks(instance, runs[0].dagster_run.run_id) if runs else []
+        raise InternalError([f"{where} failed: {' '.join(str(error).split())}", *checks,
+                             "the run's events are in the Dagster UI"]) from error
     if not result.success:
-        raise CommandError(f"{job_name} failed for {partition_key}:\n{_failure_text(result)}")
+        raise InternalError(f"{where} failed; see run {result.run_id} in the Dagster UI")
+    # What an asset warned about (a spool file quarantined) is for the operator to read now,
+    # not only in the Dagster UI; the console logger above shows nothing below CRITICAL.
+    for entry in instance.all_logs(result.run_id):
+        if entry.level == logging.WARNING and not entry.is_dagster_event:
+            click.echo(f"note: {where}: {entry.user_message}", err=True)
     return result
 
 
@@ -90,12 +114,18 @@ def days_between(first: date, last: date) -> Iterator[date]:
 
 
 def run_range(first: date, last: date, *, quiet: bool = False) -> list[str]:
-    """Ingest every day, bill every month touched, then analyse the last day (shifts,
-    recommendations, quota manifests); returns the months billed."""
+    """Ingest every day, bill every month touched that has ended, then analyse the last day
+    (shifts, recommendations, quota manifests); returns the months billed."""
+    from pipelines.partitions import MONTHLY
+
     days = list(days_between(first, last))
     for day in tqdm(days, desc="ingest days", unit="day", disable=quiet):
         execute("daily_usage_job", f"{day}")
-    months = sorted({f"{d:%Y-%m}" for d in days})
+    touched = sorted({f"{d:%Y-%m}" for d in days})
+    months = [m for m in touched if MONTHLY.has_partition_key(f"{m}-01")]
+    for month in sorted(set(touched) - set(months)):
+        click.echo(f"note: {month} has not ended: its days are ingested, its invoices are "
+                   "made once it ends", err=True)
     for period in tqdm(months, desc="bill months", unit="month", disable=quiet):
         execute("monthly_billing_job", f"{period}-01")
     execute("daily_analytics_job", f"{last}")
@@ -104,24 +134,33 @@ def run_range(first: date, last: date, *, quiet: bool = False) -> list[str]:
 
 
 def close(period: str) -> None:
-    month_bounds(period)
+    _billable_month(period)
     execute("monthly_billing_job", f"{period}-01",
             {"ops": {"invoices": {"config": {"close": True}}}})
     execute("publish_marts_job", None)
 
 
+def _resources() -> dict[str, Any]:
+    # Imported on use: Dagster takes seconds to import, and a mistyped argument is refused
+    # before that.
+    from pipelines.resources import default_resources
+
+    return default_resources()
+
+
 def _warehouse_path() -> Path:
-    return Path(default_resources()["warehouse_db"].path)  # type: ignore[attr-defined]
+    return Path(_resources()["warehouse_db"].path)
 
 
 def _exports_path() -> Path:
-    return Path(default_resources()["outputs"].exports_path)  # type: ignore[attr-defined]
+    return Path(_resources()["outputs"].exports_path)
 
 
 def _stored(period: str) -> list[StoredInvoice]:
     path = _warehouse_path()
-    if not path.exists():
-        raise CommandError(f"no warehouse at {path}: run `chargeback run` or `chargeback demo`")
+    if not path.is_file():
+        raise UserError(f"no warehouse at {path}: run `chargeback run` or `chargeback demo` "
+                        "first (or set CHARGEBACK_HOME / CHARGEBACK_WAREHOUSE)")
     con = warehouse.connect(path, read_only=True)
     try:
         return lifecycle.stored(con, period)
@@ -133,38 +172,51 @@ def _amount(value: Decimal, minor_unit: int) -> str:
     return f"{value:,.{minor_unit}f}"
 
 
-def _parse_day(value: str) -> date:
+def _day(_ctx: click.Context, _param: click.Parameter, value: str) -> date:
+    """A day that has a daily partition: from the first (CHARGEBACK_START_DATE) to yesterday."""
+    from pipelines.partitions import DAILY
+
     try:
-        return date.fromisoformat(value)
+        if len(value) != 10:
+            raise ValueError(value)
+        day = date.fromisoformat(value)
     except ValueError:
-        raise click.BadParameter(f"expected YYYY-MM-DD, got {value!r}") from None
+        raise click.BadParameter(f"expected a day YYYY-MM-DD, got {value!r}") from None
+    first, last = DAILY.get_first_partition_key(), DAILY.get_last_partition_key()
+    if first is None or last is None or not first <= f"{day}" <= last:
+        raise click.BadParameter(
+            f"{day}: the pipeline's days run from {first} (CHARGEBACK_START_DATE) to {last} "
+            "(the last complete UTC day)")
+    return day
 
 
-def _period(value: str) -> str:
-    try:
-        month_bounds(value)
-    except ValueError as error:
-        raise click.BadParameter(str(error)) from None
-    return value
+def _billable_month(period: str) -> None:
+    """A month the billing job has a partition for: begun on or after the first day, over."""
+    from pipelines.partitions import MONTHLY
+
+    if not MONTHLY.has_partition_key(f"{period}-01"):
+        raise UserError(f"period {period}: not a billing month of the pipeline; months run from "
+                        f"{MONTHLY.get_first_partition_key()} (CHARGEBACK_START_DATE) to "
+                        f"{MONTHLY.get_last_partition_key()} (the last month that has ended)")
 
 
 @click.command()
-@click.option("--from", "first", required=True, help="First UTC day, YYYY-MM-DD.")
-@click.option("--to", "last", required=True, help="Last UTC day (inclusive), YYYY-MM-DD.")
-def run(first: str, last: str) -> None:
+@click.option("--from", "first", required=True, callback=_day, help="First UTC day, YYYY-MM-DD.")
+@click.option("--to", "last", required=True, callback=_day,
+              help="Last UTC day (inclusive), YYYY-MM-DD.")
+def run(first: date, last: date) -> None:
     """Materialize ingest for every day in [FROM, TO], then billing for their months.
 
     Each day is one Dagster run of `daily_usage_job`, each month one of
     `monthly_billing_job`; reruns replace exactly their partitions."""
-    start, end = _parse_day(first), _parse_day(last)
-    if end < start:
-        raise click.BadParameter("--to is before --from")
-    months = run_range(start, end)
-    click.echo(f"ingested {(end - start).days + 1} days, billed {', '.join(months)}")
+    if last < first:
+        raise click.BadParameter(f"{last} is before --from {first}", param_hint="--to")
+    months = run_range(first, last)
+    click.echo(f"ingested {(last - first).days + 1} days, billed {', '.join(months) or 'none'}")
 
 
 @click.command("close")
-@click.option("--period", required=True, callback=lambda c, p, v: _period(v),
+@click.option("--period", required=True, callback=options.period,
               help="Billing month to close, YYYY-MM.")
 def close_command(period: str) -> None:
     """Finalize a month: drafts become numbered, hashed invoices that never change.
@@ -181,7 +233,7 @@ def invoices() -> None:
 
 
 @invoices.command("list")
-@click.option("--period", required=True, callback=lambda c, p, v: _period(v),
+@click.option("--period", required=True, callback=options.period,
               help="Billing month, YYYY-MM.")
 def list_invoices(period: str) -> None:
     """One line per invoice or adjustment of the period."""
@@ -199,14 +251,14 @@ def list_invoices(period: str) -> None:
 
 @invoices.command("show")
 @click.argument("number")
-@click.option("--period", required=True, callback=lambda c, p, v: _period(v),
+@click.option("--period", required=True, callback=options.period,
               help="Billing month, YYYY-MM.")
 def show_invoice(number: str, period: str) -> None:
     """Lines of one invoice (its number, or DRAFT-<period>-<tenant>)."""
     stored = next((s for s in _stored(period) if s.stem == number), None)
     if stored is None:
-        raise click.BadParameter(f"no invoice {number} in {period}: see `chargeback invoices "
-                                 "list`", param_hint="NUMBER")
+        raise UserError(f"no invoice {number} in {period}: see `chargeback invoices list "
+                        f"--period {period}`")
     invoice = stored.invoice
     click.echo(f"{stored.stem}  {invoice.tenant}  {invoice.period}  plan {invoice.plan}  "
                f"status {stored.status}")
@@ -217,44 +269,56 @@ def show_invoice(number: str, period: str) -> None:
 
 
 @invoices.command("export")
-@click.option("--period", required=True, callback=lambda c, p, v: _period(v),
+@click.option("--period", required=True, callback=options.period,
               help="Billing month, YYYY-MM.")
 @click.option("--format", "fmt", type=click.Choice(["pdf", "csv", "json", "focus"]),
               required=True, help="pdf/csv/json: one file per invoice; focus: the period's "
               "FOCUS cost-and-usage export (Parquet and CSV).")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder.")
 def export_invoices(period: str, fmt: str, out: Path) -> None:
     """Write the period's invoices (or its FOCUS export) into OUT."""
     if fmt == "focus":
         from models.billing.focus import write_focus_export
 
-        tenants = default_resources()["billing"].tenants()  # type: ignore[attr-defined]
+        tenants = _resources()["billing"].tenants()
+        make_folder(out, "--out")
         con = warehouse.connect(_warehouse_path(), read_only=True)
         try:
             paths = write_focus_export(con, period, out, tenants=tenants)
         finally:
             con.close()
     else:
-        paths = write_invoice_files(_stored(period), out, [fmt])
+        stored = _stored(period)
+        if not stored:
+            raise UserError(f"no invoices for {period}: nothing to export")
+        make_folder(out, "--out")
+        paths = write_invoice_files(stored, out, [fmt])
     for path in paths:
         click.echo(str(path))
 
 
 @click.command()
-@click.option("--period", default=DEMO_PERIOD, show_default=True, callback=lambda c, p, v:
-              _period(v), help="Month to simulate and bill.")
-@click.option("--scale", default=1, show_default=True, help="Copies of the 64-GPU cluster.")
-@click.option("--days", type=int, default=None,
+@click.option("--period", default=DEMO_PERIOD, show_default=True, callback=options.period,
+              help="Month to simulate and bill.")
+@click.option("--scale", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Copies of the 64-GPU cluster.")
+@click.option("--days", type=click.IntRange(1, 31), default=None,
               help="Simulate only the first DAYS days of the month (tests use 2).")
-@click.option("--interval", default=60, show_default=True, help="Sampling interval, seconds.")
+@click.option("--interval", type=click.IntRange(1, 3600), default=60, show_default=True,
+              help="Sampling interval, seconds; must divide an hour.")
 def demo(period: str, scale: int, days: int | None, interval: int) -> None:
     """Simulate a month of the default cluster, run the pipeline through Dagster, close the
     month and print the invoices."""
     from collectors.simulate import simulate_to_spool
 
+    if 3600 % interval:
+        raise click.BadParameter(f"must divide an hour (10, 60, 300...), got {interval}",
+                                 param_hint="--interval")
+    _billable_month(period)
     start, end = month_bounds(period)
-    n_days = days or (end - start).days
-    spool = Path(default_resources()["spool"].path)  # type: ignore[attr-defined]
+    n_days = min(days or 31, (end - start).days)
+    spool = Path(_resources()["spool"].path)
     click.echo(f"simulating {n_days} days of the default cluster (x{scale}) into {spool}")
     with tqdm(total=n_days, desc="simulate", unit="day") as bar:
         seen: set[str] = set()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from models.errors import ChargebackError
+from models.errors import ChargebackError, UserError
 from models.planning.quotas import (
     DEFAULT_MAX_STEP,
     ChangeRecord,
@@ -37,12 +37,6 @@ _KUEUE = click.option(
 )
 
 
-class QuotasFailed(click.ClickException):
-    """A ChargebackError as one line and exit 2 (bad input, a refusal, a locked warehouse)."""
-
-    exit_code = 2
-
-
 @click.group("quotas")
 def quotas() -> None:
     """Write or apply scheduler quotas from reservation recommendations.
@@ -62,11 +56,8 @@ def quotas() -> None:
 def write(recommendations_path: Path, out_dir: Path, max_step: int, kueue: bool) -> None:
     """Write manifests for GitOps. Use and current quota come from the file's optional
     in_use_gpus and current_gpus columns (no cluster is contacted)."""
-    try:
-        run = run_quotas(_load(recommendations_path), ClusterState(), now=datetime.now(UTC),
-                         max_step=max_step, kueue=kueue, folder=out_dir)
-    except ChargebackError as error:
-        raise QuotasFailed(str(error)) from None
+    run = run_quotas(_load(recommendations_path), ClusterState(), now=datetime.now(UTC),
+                     max_step=max_step, kueue=kueue, folder=out_dir)
     _print(run.records)
     click.echo(f"{len(run.files)} manifest(s) in {out_dir}")
 
@@ -98,7 +89,7 @@ def apply(recommendations_path: Path, really: bool, max_step: int, kueue: bool,
     try:
         api = api_client(kubeconfig, context)
     except Exception as exc:  # the config loader raises several unrelated types
-        raise QuotasFailed(f"cannot load Kubernetes credentials: {exc}") from None
+        raise UserError(f"cannot load Kubernetes credentials: {exc}") from None
     try:
         con = None
         if warehouse_path is not None:
@@ -114,9 +105,7 @@ def apply(recommendations_path: Path, really: bool, max_step: int, kueue: bool,
                 con.close()
     except ApplyRefused as error:
         _print(error.records)
-        raise QuotasFailed(str(error)) from None
-    except ChargebackError as error:
-        raise QuotasFailed(str(error)) from None
+        raise
     finally:
         api.close()  # type: ignore[no-untyped-call]
     _print(run.records)
@@ -128,9 +117,9 @@ def _load(path: Path) -> list[Recommendation]:
     try:
         recommendations = read_recommendations(path)
     except ChargebackError as error:
-        raise QuotasFailed(f"fix these rows and rerun:\n{error}") from None
+        raise UserError(["fix these rows and rerun:", *error.problems]) from None
     if not recommendations:
-        raise QuotasFailed(f"{path}: no recommendations in the file")
+        raise UserError(f"{path}: no recommendations in the file")
     return recommendations
 
 

@@ -19,6 +19,7 @@ import contextlib
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -28,7 +29,6 @@ from datetime import UTC, date, datetime, timedelta
 from types import FrameType
 from typing import Protocol, runtime_checkable
 
-import click
 import pyarrow as pa
 import pyarrow.compute as pc
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
@@ -161,7 +161,7 @@ class Agent:
     metrics: AgentMetrics = field(default_factory=AgentMetrics)
     stop: threading.Event = field(default_factory=threading.Event)
     clock: Callable[[], float] = time.time
-    log: Callable[[str], None] = lambda message: click.echo(message, err=True)
+    log: Callable[[str], None] = lambda message: print(message, file=sys.stderr, flush=True)
     _pending: deque[_Pending] = field(default_factory=deque)
     _next_window_end: float | None = None
 
@@ -299,7 +299,7 @@ def run_agent(agent: Agent, *, once: bool, metrics_port: int | None,
                   + (f"; metrics on :{metrics_port}/metrics" if metrics_port else ""))
         agent.run()
     if agent._pending:
-        raise click.ClickException(
+        raise TransientError(
             f"{len(agent._pending)} batches could not be written to {agent.spool}; see the "
             "errors above"
         )

@@ -21,6 +21,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from models.errors import TransientError
+
 # Kubernetes pod UIDs are RFC 4122 UUIDs; static (mirror) pods have a 32-hex config hash.
 _POD = re.compile(
     r"pod(?P<uid>[0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12}"
@@ -85,7 +87,7 @@ def parse_cgroup_path(path: str) -> PodCgroup | None:
     )
 
 
-class ProcessGone(LookupError):
+class ProcessGone(TransientError):
     """The process exited before its cgroup file could be read."""
 
 

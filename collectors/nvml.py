@@ -43,11 +43,13 @@ import pyarrow as pa
 import pynvml
 
 from collectors.cgroups import PodCgroup, ProcessGone, pod_of_pid
+from models.errors import UserError
 from models.ledger.gaps import Gap, GapReason
 from models.ledger.tiers import UnknownMigProfile, mig_gpu_equivalents
 from models.ledger.usage import (
     IDLE_TENANT,
     UNATTRIBUTED_TENANT,
+    PodInfo,
     WorkloadKind,
     ledger_table,
     make_sample_id,
@@ -74,24 +76,12 @@ _UNANSWERED = (
 _MIG_NAME = re.compile(r"\bMIG[\s-]+(?P<profile>(?:\d+c\.)?\d+g\.\d+gb(?:\+[a-z]+)*)", re.I)
 
 
-class NvmlUnavailable(RuntimeError):
+class NvmlUnavailable(UserError):
     """NVML cannot be used on this node; the agent reports it and exits non-zero."""
 
 
 class NoNvidiaDriver(NvmlUnavailable):
     """This node has no NVIDIA driver (or no NVML library): there is nothing to collect."""
-
-
-@dataclass(frozen=True)
-class PodInfo:
-    """What the pod collector knows about a pod UID (it owns the Kubernetes API)."""
-
-    tenant: str
-    namespace: str | None = None
-    pod: str | None = None
-    workload_kind: str = WorkloadKind.UNKNOWN.value
-    model: str | None = None
-    model_params_b: float | None = None
 
 
 PodLookup = Callable[[str], PodInfo | None] | Mapping[str, PodInfo]

@@ -36,7 +36,7 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
-from models.errors import TransientError
+from models.errors import TransientError, UserError
 from models.ledger.gaps import Gap, GapReason
 from models.ledger.tiers import UnknownMigProfile, mig_gpu_equivalents, normalize_product
 from models.ledger.usage import (
@@ -77,11 +77,11 @@ _WHOLE = "gpu"
 _UNPARTITIONED = "unpartitioned"
 
 
-class PodSpecError(ValueError):
+class PodSpecError(UserError):
     """A pod or node object whose GPU fields cannot be read; the message names object and field."""
 
 
-class KubeConfigError(RuntimeError):
+class KubeConfigError(UserError):
     """No way to reach the API server: neither in-cluster credentials nor a usable kubeconfig."""
 
 
@@ -834,7 +834,7 @@ class UnreadableAnswer(TransientError):
     """An API answer that cannot be read: not JSON, a wrong kind, missing fields."""
 
 
-class WatchExpired(Exception):
+class WatchExpired(TransientError):
     """The API server no longer has history back to our resourceVersion (410 Gone)."""
 
 

@@ -49,6 +49,7 @@ from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
+from models.errors import ChargebackError, TransientError, UserError
 from models.ledger.gaps import Gap, GapReason
 from models.ledger.tiers import UnknownMigProfile, mig_gpu_equivalents
 from models.ledger.usage import (
@@ -56,6 +57,7 @@ from models.ledger.usage import (
     LEDGER_SCHEMA,
     REQUEST_WORK_SCHEMA,
     UNATTRIBUTED_TENANT,
+    PodInfo,
     WorkloadKind,
     make_sample_id,
 )
@@ -109,19 +111,19 @@ POD_LABEL = "pod"
 NAMESPACE_LABEL = "namespace"
 
 
-class PrometheusError(Exception):
+class PrometheusError(ChargebackError):
     """Base of this reader's errors."""
 
 
-class PrometheusUnavailable(PrometheusError):
+class PrometheusUnavailable(PrometheusError, TransientError):
     """Prometheus could not be reached; transient, retry later."""
 
 
-class PrometheusQueryError(PrometheusError):
+class PrometheusQueryError(PrometheusError, UserError):
     """Prometheus rejected a query (bad PromQL, too many points); retrying will not help."""
 
 
-class PrometheusDataError(PrometheusError):
+class PrometheusDataError(PrometheusError, UserError):
     """A series lacks what the ledger needs (GPU UUID, product, a valid MIG profile)."""
 
 
@@ -129,9 +131,9 @@ class PodAttribution(Protocol):
     """What the pod collector knows about a pod: who pays and what it runs."""
 
     @property
-    def namespace(self) -> str: ...
+    def namespace(self) -> str | None: ...
     @property
-    def pod(self) -> str: ...
+    def pod(self) -> str | None: ...
     @property
     def tenant(self) -> str: ...
     @property
@@ -142,19 +144,6 @@ class PodAttribution(Protocol):
     def model(self) -> str | None: ...
     @property
     def model_params_b(self) -> float | None: ...
-
-
-@dataclass(frozen=True)
-class PodInfo:
-    """A plain PodAttribution, for callers without one of their own."""
-
-    namespace: str
-    pod: str
-    tenant: str
-    pod_uid: str | None = None
-    workload_kind: str = WorkloadKind.UNKNOWN.value
-    model: str | None = None
-    model_params_b: float | None = None
 
 
 MigKey = tuple[str, str]
@@ -503,7 +492,7 @@ class PrometheusReader:
             if known is not None:
                 return known
             tenant = namespace_tenants.get(who[0], "").strip()
-            return PodInfo(*who, tenant=tenant) if tenant else UNATTRIBUTED_TENANT
+            return PodInfo(tenant, *who) if tenant else UNATTRIBUTED_TENANT
         if device.mig_key is not None:
             return mig_allocations.get(device.mig_key, UNATTRIBUTED_TENANT)
         return IDLE_TENANT
@@ -687,7 +676,25 @@ class PrometheusReader:
             raise PrometheusQueryError(
                 f"Prometheus at {self.url} rejected query {promql!r}: {exc}"
             ) from exc
-        return result
+        return self._checked(result, promql)
+
+    def _checked(self, result: Any, promql: str) -> list[dict[str, Any]]:
+        """The answer's series with their samples as numbers, or PrometheusDataError naming
+        the server and query: an answer we cannot read is never read as zero or idle."""
+        series_list = []
+        try:
+            for series in result:
+                labels = series["metric"]
+                if not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+                    raise ValueError(f"labels {labels!r} are not strings")
+                values = [(float(ts), float(v)) for ts, v in series.get("values", [])]
+                series_list.append({"metric": labels, "values": values})
+        except (TypeError, KeyError, ValueError, AttributeError) as exc:
+            raise PrometheusDataError(
+                f"Prometheus at {self.url}: the answer to {promql!r} is not a matrix of "
+                f"labelled samples ({type(exc).__name__}: {exc})"
+            ) from None
+        return series_list
 
 
 class PrometheusCollector:

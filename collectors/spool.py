@@ -33,6 +33,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from models.errors import UserError
 from models.ledger.gaps import GAP_SCHEMA
 from models.ledger.usage import LEDGER_SCHEMA, REQUEST_WORK_SCHEMA
 
@@ -46,7 +47,7 @@ SpoolLocation = str | Path
 """A spool root or file: a local path, a `file://` URI or an `s3://` URI."""
 
 
-class SpoolLocationError(ValueError):
+class SpoolLocationError(UserError):
     """A spool location this code cannot open (unknown scheme, malformed URI)."""
 
 

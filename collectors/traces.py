@@ -34,6 +34,7 @@ import pyarrow.csv as pacsv
 from tqdm import tqdm
 
 from collectors.spool import write_batch
+from models.errors import InternalError, UserError
 from models.ledger.usage import (
     IDLE_TENANT,
     LEDGER_SCHEMA,
@@ -53,7 +54,7 @@ Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
 
 
-class TraceError(ValueError):
+class TraceError(UserError):
     """A trace file that cannot be read as documented: names the file, row and field."""
 
 
@@ -929,7 +930,7 @@ class ReconcileReport:
         return "\n".join(out)
 
 
-class ReconciliationError(AssertionError):
+class ReconciliationError(InternalError):
     def __init__(self, report: ReconcileReport) -> None:
         super().__init__(str(report))
         self.report = report

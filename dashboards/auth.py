@@ -19,6 +19,9 @@ from typing import Any
 
 import yaml
 
+from models.errors import UserError
+from models.files import read_yaml
+
 # 2**15 x 8 x 128 bytes = 32 MiB per hash and ~0.1 s here: OWASP's scrypt floor is
 # N=2**17 with r=8 (128 MiB); we take N=2**15 so that a login stays fast on a 2-core host and
 # record the parameters in every hash, so they can be raised without invalidating old ones.
@@ -30,7 +33,7 @@ ROLES = ("finance", "operator")
 TENANT_PREFIX = "tenant:"
 
 
-class UsersFileError(ValueError):
+class UsersFileError(UserError):
     pass
 
 
@@ -91,9 +94,9 @@ def load_users(path: Path) -> dict[str, User]:
     if not path.exists():
         return {}
     try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise UsersFileError(f"{path}: not valid YAML: {error}") from None
+        doc = read_yaml(path) or {}
+    except UserError as error:
+        raise UsersFileError(error.problems) from None
     raw = doc.get("users", {}) if isinstance(doc, Mapping) else None
     if not isinstance(raw, Mapping):
         raise UsersFileError(f"{path}: expected a `users:` mapping of name -> role and password")

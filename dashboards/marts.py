@@ -13,15 +13,16 @@ import pandas as pd
 import streamlit as st
 
 from dashboards.config import marts_dir
+from models.errors import InternalError, UserError
 from models.ledger import warehouse
 from models.marts import finance_mart_path, operator_mart_path, tenant_mart_path
 
 
-class MartMissing(LookupError):
+class MartMissing(UserError):
     pass
 
 
-class IsolationError(PermissionError):
+class IsolationError(InternalError):
     pass
 
 

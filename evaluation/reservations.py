@@ -7,17 +7,16 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 
-import click
 import numpy as np
 import polars as pl
 
+from models.billing.rate_cards import SlaClass
+from models.errors import UserError
 from models.planning.reservations import (
-    DEFAULT_HALF_LIFE_HOURS,
     DemandDistribution,
-    SlaClass,
     TierPrices,
     cost_of,
     cost_optimal_reservation,
@@ -56,15 +55,12 @@ def load_virtual_cluster(path: Path) -> VirtualCluster:
     try:
         header = pl.read_csv(path, n_rows=0).columns
     except (pl.exceptions.PolarsError, OSError) as error:
-        raise click.BadParameter(
-            f"{path}: not a readable CSV ({error})", param_hint="--helios"
-        ) from None
+        raise UserError(f"{path}: not a readable CSV ({error})") from None
     missing = [c for c in HELIOS_COLUMNS if c not in header]
     if missing:
-        raise click.BadParameter(
+        raise UserError(
             f"{path}: missing column(s) {', '.join(missing)}; a Helios VC file "
-            f"(<vc>{HELIOS_SUFFIX}.csv) has {', '.join(HELIOS_COLUMNS)}",
-            param_hint="--helios",
+            f"(<vc>{HELIOS_SUFFIX}.csv) has {', '.join(HELIOS_COLUMNS)}"
         )
     try:
         minutes = pl.read_csv(path, columns=list(HELIOS_COLUMNS)).select(
@@ -74,12 +70,12 @@ def load_virtual_cluster(path: Path) -> VirtualCluster:
             (pl.col("running_gpu_num") + pl.col("pending_gpu_num")).cast(pl.Float64).alias("d"),
         )
     except pl.exceptions.PolarsError as error:
-        raise click.BadParameter(
-            f"{path}: {error}; expected times like 2020-05-01 00:00:00 and whole GPU counts",
-            param_hint="--helios",
+        raise UserError(
+            f"{path}: {' '.join(str(error).split())[:300]}; expected times like "
+            "2020-05-01 00:00:00 and whole GPU counts"
         ) from None
     if minutes.height == 0 or minutes.null_count().sum_horizontal().item():
-        raise click.BadParameter(f"{path}: no rows, or empty cells", param_hint="--helios")
+        raise UserError(f"{path}: no rows, or empty cells")
     hours = (
         minutes.group_by(pl.col("time").dt.truncate("1h").alias("hour"))
         .agg(pl.col("d").mean().alias("demand_gpus"))
@@ -140,80 +136,43 @@ def _table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> 
     return "\n".join([title, head, line, *body[:-1], line, body[-1]])
 
 
-def _decimal_option(ctx: click.Context, param: click.Parameter, value: str) -> Decimal:
-    try:
-        price = Decimal(value)
-    except InvalidOperation:
-        raise click.BadParameter(f"{value!r} is not a decimal price such as 2.20") from None
-    if not price.is_finite() or price <= 0:
-        raise click.BadParameter(f"must be a positive price per GPU-hour, got {value}")
-    return price
+@dataclass(frozen=True)
+class Backtest:
+    helios_dir: Path
+    prices: TierPrices
+    half_life_hours: float
+    vcs: list[VirtualCluster]
+    start: datetime
+    split: datetime
+    test_hours: int
+    results: dict[str, dict[str, Outcome]]
+    """VC name -> strategy -> outcome over the test hours."""
+    pool: pl.DataFrame
+    """overflow_pools() of our recommendation over the training hours."""
+    test_overflow: np.ndarray
+    """Summed hourly demand above our reservation, test hours."""
 
 
-@click.command("reservations")
-@click.option(
-    "--helios",
-    "helios_dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Folder of Helios VC files (<vc>_cluster_sequence_vc.csv), e.g. "
-    "../shared/data/helios/earth_vcs.",
-)
-@click.option(
-    "--on-demand-price",
-    default="2.20",
-    callback=_decimal_option,
-    show_default=True,
-    help="On-demand price per GPU-hour (USD).",
-)
-@click.option(
-    "--reserved-price",
-    default="1.40",
-    callback=_decimal_option,
-    show_default=True,
-    help="Reserved price per GPU-hour (USD).",
-)
-@click.option(
-    "--half-life-hours",
-    default=DEFAULT_HALF_LIFE_HOURS,
-    show_default=True,
-    type=click.FloatRange(min=0, min_open=True),
-    help="Half-life of the decaying demand histogram.",
-)
-def reservations(
-    helios_dir: Path, on_demand_price: Decimal, reserved_price: Decimal, half_life_hours: float
-) -> None:
-    """Backtest reservation recommendations on every Helios VC file in --helios.
-
-    Train on the first 3 weeks of hourly demand (running + pending GPUs), test on the rest;
-    compare the cost and unmet demand of our recommendation with reserving the mean, the peak
-    and the VC's real quota."""
+def backtest(helios_dir: Path, prices: TierPrices, half_life_hours: float) -> Backtest:
+    """Train on the first 3 weeks of hourly demand (running + pending GPUs) of every Helios VC
+    file in `helios_dir`, test on the rest: each strategy's cost and unmet demand."""
     if not helios_dir.is_dir():
-        raise click.BadParameter(f"{helios_dir} is not a folder", param_hint="--helios")
+        raise UserError(f"{helios_dir} is not a folder")
     files = sorted(helios_dir.glob("*.csv"))
     if not files:
-        raise click.BadParameter(
+        raise UserError(
             f"{helios_dir} has no .csv files; point it at the Helios VC files "
-            f"(e.g. ../shared/data/helios/earth_vcs)",
-            param_hint="--helios",
+            f"(e.g. ../shared/data/helios/earth_vcs)"
         )
-    if reserved_price >= on_demand_price:
-        raise click.BadParameter(
-            f"reserved price {reserved_price} is not below on-demand {on_demand_price}: "
-            "reserving would never pay off",
-            param_hint="--reserved-price",
-        )
-    prices = TierPrices(on_demand_price, reserved_price)
     vcs = [load_virtual_cluster(path) for path in files]
     start = min(vc.hours["hour"][0] for vc in vcs)
     end = max(vc.hours["hour"][-1] for vc in vcs)
     total_hours = int((end - start).total_seconds() // 3600) + 1
     test_hours = total_hours - TRAIN_HOURS
     if test_hours <= 0:
-        raise click.BadParameter(
+        raise UserError(
             f"{helios_dir}: the files span {total_hours} h; the backtest trains on the first "
-            f"{TRAIN_HOURS} h and needs later hours to test on",
-            param_hint="--helios",
+            f"{TRAIN_HOURS} h and needs later hours to test on"
         )
     split = start + timedelta(hours=TRAIN_HOURS)
 
@@ -270,22 +229,25 @@ def reservations(
         results[vc.name] = {s: evaluate(test_demand, k, prices) for s, k in reserved.items()}
         test_overflow += np.maximum(test_demand - reserved["ours"], 0.0)
 
-    click.echo(
-        f"Rate card (backtest): tier {TIER}, on-demand {on_demand_price} USD/GPU-h, reserved "
-        f"{reserved_price} USD/GPU-h, break-even utilisation {float(prices.break_even):.3f}"
-    )
-    click.echo(
-        f"{len(vcs)} VC files in {helios_dir}; train {start:%Y-%m-%d %H:%M} + {TRAIN_HOURS} h, "
-        f"test {split:%Y-%m-%d %H:%M} + {test_hours} h; hourly demand = mean of per-minute "
-        f"running + pending GPUs; half-life {half_life_hours:g} h"
-    )
-    for strategy in STRATEGIES:
-        click.echo(f"  {strategy:<9} {STRATEGY_HELP[strategy]}")
+    return Backtest(helios_dir, prices, half_life_hours, vcs, start, split, test_hours, results,
+                    pool, test_overflow)
+
+
+def render(bt: Backtest) -> str:
+    """The backtest as the tables `chargeback eval reservations` prints."""
+    prices, vcs, results, test_hours = bt.prices, bt.vcs, bt.results, bt.test_hours
+    out = [
+        f"Rate card (backtest): tier {TIER}, on-demand {prices.on_demand_per_gpu_hour} USD/GPU-h, "
+        f"reserved {prices.reserved_per_gpu_hour} USD/GPU-h, break-even utilisation "
+        f"{float(prices.break_even):.3f}",
+        f"{len(vcs)} VC files in {bt.helios_dir}; train {bt.start:%Y-%m-%d %H:%M} + "
+        f"{TRAIN_HOURS} h, test {bt.split:%Y-%m-%d %H:%M} + {test_hours} h; hourly demand = "
+        f"mean of per-minute running + pending GPUs; half-life {bt.half_life_hours:g} h",
+        *(f"  {strategy:<9} {STRATEGY_HELP[strategy]}" for strategy in STRATEGIES),
+    ]
 
     def rows(cell: Callable[[Outcome], str]) -> list[list[str]]:
-        out = []
-        for vc in vcs:
-            out.append([vc.name, *(cell(results[vc.name][s]) for s in STRATEGIES)])
+        table = [[vc.name, *(cell(results[vc.name][s]) for s in STRATEGIES)] for vc in vcs]
         totals = [
             Outcome(
                 sum(r[s].reserved_gpus for r in results.values()),
@@ -295,36 +257,24 @@ def reservations(
             )
             for s in STRATEGIES
         ]
-        out.append(["TOTAL", *(cell(t) for t in totals)])
-        return out
+        table.append(["TOTAL", *(cell(t) for t in totals)])
+        return table
 
     header = ["vc", *STRATEGIES]
-    click.echo()
-    click.echo(_table("Reserved GPUs", header, rows(lambda o: str(o.reserved_gpus))))
-    click.echo()
-    click.echo(
-        _table(
-            f"Test-period cost, USD ({test_hours} h: reserved + on-demand overflow)",
-            header,
-            rows(lambda o: _money(o.cost)),
-        )
-    )
-    click.echo()
-    click.echo(
-        _table(
-            "Unmet-demand GPU-hours above the reservation (hours with any), test period",
-            header,
-            rows(lambda o: f"{o.unmet_gpu_hours:,.1f} ({o.unmet_hours})"),
-        )
-    )
-    for row in pool.iter_rows(named=True):
+    out += ["", _table("Reserved GPUs", header, rows(lambda o: str(o.reserved_gpus)))]
+    out += ["", _table(f"Test-period cost, USD ({test_hours} h: reserved + on-demand overflow)",
+                       header, rows(lambda o: _money(o.cost)))]
+    out += ["", _table("Unmet-demand GPU-hours above the reservation (hours with any), test "
+                       "period", header,
+                       rows(lambda o: f"{o.unmet_gpu_hours:,.1f} ({o.unmet_hours})"))]
+    for row in bt.pool.iter_rows(named=True):
         pool_gpus = row["pool_gpus"]
         separate = row["sum_of_tenant_overflow_gpus"]
-        click.echo()
-        click.echo(
+        out += ["", (
             f"Shared overflow pool above 'ours' ({row['hardware_tier']}): P95 of the summed "
             f"hourly overflow = {pool_gpus} GPUs, vs {separate} GPUs as the sum of each VC's P95 "
             f"overflow. Test hours with summed overflow above the pool: "
-            f"{int((test_overflow > pool_gpus + 1e-9).sum())} of {test_hours} "
-            f"(above the sum of P95s: {int((test_overflow > separate + 1e-9).sum())})."
-        )
+            f"{int((bt.test_overflow > pool_gpus + 1e-9).sum())} of {test_hours} "
+            f"(above the sum of P95s: {int((bt.test_overflow > separate + 1e-9).sum())})."
+        )]
+    return "\n".join(out)

@@ -8,8 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import click
-
 from evaluation import tcpd
 from models.planning import shifts as detector
 
@@ -47,12 +45,14 @@ def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError as exc:
-        raise click.ClickException(
+        raise tcpd.TcpdError(
             f"{path}: not found; --tcpd must be the TCPD folder holding datasets/, "
             "annotations.json and benchmark_results/"
         ) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise tcpd.TcpdError(f"{path}: cannot be read: {exc}") from exc
     except json.JSONDecodeError as exc:
-        raise click.ClickException(f"{path}: not valid JSON: {exc}") from exc
+        raise tcpd.TcpdError(f"{path}: not valid JSON: {exc}") from exc
 
 
 def evaluate_shifts(tcpd_dir: Path, **params: Any) -> Evaluation:
@@ -68,13 +68,13 @@ def evaluate_shifts(tcpd_dir: Path, **params: Any) -> Evaluation:
     )
     paths = sorted((tcpd_dir / "datasets").glob("*.json"))
     if not paths:
-        raise click.ClickException(f"{tcpd_dir / 'datasets'}: no TCPD dataset JSON files")
+        raise tcpd.TcpdError(f"{tcpd_dir / 'datasets'}: no TCPD dataset JSON files")
 
     results = []
     for path in paths:
         series = tcpd.load_series(path)
         if series.name not in annotations:
-            raise click.ClickException(
+            raise tcpd.TcpdError(
                 f"{path}: series {series.name!r} has no entry in annotations.json"
             )
         ann = annotations[series.name]
@@ -171,61 +171,3 @@ def render(evaluation: Evaluation, params: dict[str, Any]) -> str:
         "here): not the same set, shown for reference only.",
     ]
     return "\n".join(lines)
-
-
-@click.command("shifts")
-@click.option(
-    "--tcpd",
-    "tcpd_dir",
-    required=True,
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="TCPD folder: datasets/, annotations.json, benchmark_results/.",
-)
-@click.option(
-    "--penalty-factor",
-    type=float,
-    default=detector.DEFAULT_PENALTY_FACTOR,
-    show_default=True,
-    help="Penalty per change point, times log(n).",
-)
-@click.option(
-    "--min-segment",
-    type=int,
-    default=detector.DEFAULT_MIN_SEGMENT,
-    show_default=True,
-    help="Fewest points in a segment.",
-)
-@click.option(
-    "--model",
-    type=click.Choice(["mixed", "linear", "mean"]),
-    default=detector.DEFAULT_MODEL,
-    show_default=True,
-    help="mixed: each segment a level or a line (a slope costs half a change); "
-    "linear: lines only; mean: levels only.",
-)
-@click.option(
-    "--spike-threshold",
-    type=float,
-    default=detector.DEFAULT_SPIKE_THRESHOLD,
-    show_default=True,
-    help="Robust deviations from the 3-point median that make a point a spike; 0 disables.",
-)
-def shifts_command(
-    tcpd_dir: Path, penalty_factor: float, min_segment: int, model: str, spike_threshold: float
-) -> None:
-    """Score our change-point detector on every TCPD series with the benchmark's own metrics
-    (F1 with a 5-point margin, cover), beside the published default runs."""
-    params: dict[str, Any] = {
-        "penalty_factor": penalty_factor,
-        "min_segment": min_segment,
-        "model": model,
-        "spike_threshold": spike_threshold or None,
-    }
-    try:
-        evaluation = evaluate_shifts(tcpd_dir, **params)
-    except (tcpd.TcpdError, detector.ShiftInputError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    click.echo(render(evaluation, params))
-
-
-shifts = shifts_command

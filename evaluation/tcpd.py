@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from models.errors import UserError
+
 DEFAULT_MARGIN = 5
 DEFAULT_ALPHA = 0.5
 
@@ -31,7 +33,7 @@ Annotations = Mapping[str, Iterable[int]]
 """Annotator id -> 0-based change-point indices (as in TCPD's annotations.json)."""
 
 
-class TcpdError(ValueError):
+class TcpdError(UserError):
     """A benchmark file is missing or malformed; the message names the file and the field."""
 
 
@@ -173,20 +175,27 @@ def load_series(path: Path) -> TcpdSeries:
     """One TCPD dataset JSON (datasets/<name>.json) as an (n_obs, n_dim) array with NaN gaps."""
     try:
         doc = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:
         raise TcpdError(f"{path}: cannot read a TCPD dataset: {exc}") from exc
     try:
         name, n_obs, n_dim, series = doc["name"], doc["n_obs"], doc["n_dim"], doc["series"]
     except KeyError as exc:
         raise TcpdError(f"{path}: field {exc} missing (see the benchmark's schema.json)") from exc
+    except TypeError:
+        raise TcpdError(f"{path}: expected a JSON object with name, n_obs, n_dim and "
+                        "series") from None
     if len(series) != n_dim:
         raise TcpdError(f"{path}: n_dim is {n_dim} but 'series' has {len(series)} entries")
-    values = np.full((n_obs, n_dim), np.nan)
-    for j, column in enumerate(series):
-        raw = column["raw"]
-        if len(raw) != n_obs:
-            raise TcpdError(f"{path}: series[{j}].raw has {len(raw)} values, n_obs is {n_obs}")
-        values[:, j] = [math.nan if v is None else float(v) for v in raw]
+    try:
+        values = np.full((n_obs, n_dim), np.nan)
+        for j, column in enumerate(series):
+            raw = column["raw"]
+            if len(raw) != n_obs:
+                raise TcpdError(
+                    f"{path}: series[{j}].raw has {len(raw)} values, n_obs is {n_obs}")
+            values[:, j] = [math.nan if v is None else float(v) for v in raw]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TcpdError(f"{path}: series: not numbers in series[].raw ({exc})") from None
     return TcpdSeries(name=str(name), values=values)
 
 
@@ -194,12 +203,13 @@ def load_annotations(path: Path) -> dict[str, dict[str, list[int]]]:
     """annotations.json: dataset -> annotator id -> change points, in the file's order."""
     try:
         doc = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise TcpdError(f"{path}: cannot read TCPD annotations: {exc}") from exc
-    return {
-        str(ds): {str(uid): [int(x) for x in cps] for uid, cps in by_annotator.items()}
-        for ds, by_annotator in doc.items()
-    }
+        return {
+            str(ds): {str(uid): [int(x) for x in cps] for uid, cps in by_annotator.items()}
+            for ds, by_annotator in doc.items()
+        }
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        raise TcpdError(f"{path}: cannot read TCPD annotations (dataset -> annotator -> "
+                        f"change-point indices): {exc}") from None
 
 
 EXCLUDED_FROM_MEANS = frozenset({"uk_coal_employ"})

@@ -5,6 +5,9 @@
 - `TransientError`: a source or a resource is unavailable now (the warehouse locked by another
   process, Prometheus down). The same command may succeed later. The CLI exits 2 too, and
   the message says to retry; Dagster retries or fails the run loudly.
+- `InternalError`: the product caught its own result contradicting itself (a reconciliation
+  that does not add up, a mart holding another tenant's rows). Neither the user nor a retry
+  can fix it; the CLI prints the message, logs the traceback and exits 1.
 
 Anything else that escapes is a bug: the CLI prints one line and where the full traceback was
 logged, never a bare traceback."""
@@ -36,3 +39,7 @@ class TransientError(ChargebackError):
     """Unavailable now (a lock, a server): the same request may succeed later."""
 
     retry = True
+
+
+class InternalError(ChargebackError):
+    """A check of the product's own results failed: a bug or damaged data, never bad input."""

@@ -33,6 +33,11 @@ _HASHED = re.compile(r".*-[0-9a-f]{16}")
 _RESERVED = re.compile(r"(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?", re.IGNORECASE)
 
 
+def home() -> Path:
+    """Where the product keeps its files: $CHARGEBACK_HOME, else `var/` in the checkout."""
+    return Path(os.environ.get("CHARGEBACK_HOME") or Path(__file__).resolve().parents[1] / "var")
+
+
 def safe_name(name: str) -> str:
     """A single path component for `name`: the name itself when it is plainly safe
     (`acme`, `INV-2026-09-0001`), else a readable slug plus 16 hex digits of the name's hash.
@@ -56,6 +61,18 @@ def safe_path(folder: Path, name: str, suffix: str = "") -> Path:
     if path.parent != folder or path.name in ("", ".", ".."):
         raise UserError(f"{name!r}: cannot be used as a file name in {folder}")
     return path
+
+
+def make_folder(folder: Path, what: str) -> Path:
+    """`folder` and its parents, to write into; `what` names it in errors (e.g. `--out`)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(f"{what} {folder}: it, or a folder above it, is a file") from None
+    except OSError as error:
+        raise UserError(f"{what} {folder}: cannot create the folder: "
+                        f"{error.strerror or error}") from None
+    return folder
 
 
 @contextlib.contextmanager
@@ -162,6 +179,11 @@ def read_yaml(path: Path, *, max_bytes: int = MAX_CONFIG_BYTES) -> Any:
 def parse_yaml(text: str, where: str) -> Any:
     try:
         return yaml.load(text, Loader=_StrictLoader)
+    except yaml.reader.ReaderError as error:
+        line = text.count("\n", 0, error.position) + 1
+        column = error.position - (text.rfind("\n", 0, error.position) + 1) + 1
+        raise UserError(f"{where}: line {line}, column {column}: character "
+                        f"U+{error.character:04X} is not allowed in YAML") from None
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         place = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

@@ -15,14 +15,11 @@ import dagster as dg
 import duckdb
 
 from models.billing.rate_cards import RateCard, Tenant, load_rate_cards, load_tenants, rate_card_for
+from models.files import home
 from models.ledger import warehouse
 from pipelines.run_workers import record_worker
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def home() -> Path:
-    return Path(os.environ.get("CHARGEBACK_HOME", ROOT / "var"))
 
 
 def _env(name: str, default: Path) -> str:

@@ -38,11 +38,11 @@ def write_invoice_files(invoices: Sequence[StoredInvoice], folder: Path,
                         ) -> list[Path]:
     """One file per invoice and format in `folder`, each written atomically. With
     `prune_drafts`, draft files of invoices no longer in `invoices` are removed (a period's
-    drafts become numbered invoices on close)."""
-    written = []
-    for stored in invoices:
-        for fmt in formats:
-            written.append(atomic_write(folder / file_name(stored, fmt), render(stored, fmt)))
+    drafts become numbered invoices on close). Every file is rendered before the first is
+    written, so a failure leaves the folder as it was."""
+    files = {folder / file_name(stored, fmt): render(stored, fmt)
+             for stored in invoices for fmt in formats}
+    written = [atomic_write(path, data) for path, data in files.items()]
     if prune_drafts:
         keep = set(written)
         for stale in folder.glob("DRAFT-*"):

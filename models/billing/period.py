@@ -9,10 +9,11 @@ import duckdb
 
 from models.billing.pricing import Invoice, price_invoice
 from models.billing.rate_cards import RateCard, Tenant, month_bounds
+from models.errors import UserError
 from models.ledger import warehouse
 
 
-class UnknownTenants(ValueError):
+class UnknownTenants(UserError):
     """Usage of tenants the tenants file does not define: it cannot be priced."""
 
     def __init__(self, names: list[str]) -> None:

@@ -16,8 +16,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from models.errors import UserError
+from models.files import read_yaml
 from models.ledger.tiers import normalize_product
 
 
@@ -41,6 +41,7 @@ class Isolation(StrEnum):
 class SlaClass(StrEnum):
     STANDARD = "standard"
     LATENCY_SENSITIVE = "latency-sensitive"
+    """Gets at least its decayed P95 demand reserved, even where on-demand would be cheaper."""
 
 
 # ISO 4217 minor units of the currencies we have been asked for; others must be declared
@@ -49,17 +50,30 @@ MINOR_UNITS = {"USD": 2, "EUR": 2, "GBP": 2, "CHF": 2, "CAD": 2, "AUD": 2, "CNY"
 
 UNKNOWN_SIZE = "unknown"
 
+# Bounds on every number a rate card or tenants file holds. Far beyond any real contract, and
+# small enough that no product of them (units x price, GPUs x hours x price) comes near the
+# 28 digits of Decimal's default context, so pricing can never overflow or round silently.
+MAX_UNIT_PRICE = Decimal(1_000_000)
+"""Per GPU-hour, billable unit or similar unit."""
+MAX_AMOUNT = Decimal(10) ** 12
+"""Fees, minimums, credits, band bounds in units, GPU-hour ranges."""
+MAX_MULTIPLIER = Decimal(1000)
+MAX_PARAMS_B = Decimal(1_000_000)
+MAX_GPUS = Decimal(1_000_000)
+MAX_DECIMALS = 12
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+"""Dates and billing periods lie in [EARLIEST, LATEST): date arithmetic near year 9999
+overflows, and no contract of this product starts before 1970."""
+MAX_NAME_LENGTH = 200
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError):
     """A rate card or tenants file is invalid; `problems` lists every one of them."""
 
-    def __init__(self, problems: Sequence[str]) -> None:
-        self.problems = list(problems)
-        super().__init__("\n".join(self.problems))
 
-
-class UnknownProduct(ValueError):
-    pass
+class UnknownProduct(UserError):
+    """A GPU product that no hardware tier of the rate card matches."""
 
 
 @dataclass(frozen=True)
@@ -140,7 +154,7 @@ class RateCard:
         for tier in self.tiers:
             if tier.name == name:
                 return tier
-        raise ValueError(
+        raise ConfigError(
             f"{self.source}: rate card {self.version} has no hardware tier {name!r}; "
             f"its tiers are {', '.join(t.name for t in self.tiers)}"
         )
@@ -192,24 +206,37 @@ class _Problems:
         self.items.append(f"{self.source}: {key}: {message}")
 
 
-def _decimal(p: _Problems, key: str, value: Any, *, minimum: Decimal | None = Decimal(0),
-             maximum: Decimal | None = None) -> Decimal | None:
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:30]}... ({len(text)} characters)"
+
+
+def _decimal(p: _Problems, key: str, value: Any, *, maximum: Decimal,
+             minimum: Decimal = Decimal(0)) -> Decimal | None:
     # Floats in YAML (`price: 4.1`) would carry binary error into money; only exact text counts.
     if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
-        p.add(key, f"must be a decimal number written as a string or integer, got {value!r}")
+        p.add(key, f"must be a decimal number written as a string or integer, got {_shown(value)}")
+        return None
+    text = str(value).replace("_", "").replace(",", "")
+    if len(text) > 40:
+        p.add(key, f"not a plausible number: {_shown(value)}")
         return None
     try:
-        number = Decimal(str(value).replace("_", "").replace(",", ""))
+        number = Decimal(text)
     except InvalidOperation:
-        p.add(key, f"not a decimal number: {value!r}")
+        p.add(key, f"not a decimal number: {_shown(value)}")
         return None
     if not number.is_finite():
-        p.add(key, f"must be finite, got {value!r}")
+        p.add(key, f"must be a finite number, got {_shown(value)}")
         return None
-    if minimum is not None and number < minimum:
+    # Out of range is reported, and the number kept so that checks depending on it (band
+    # order) still run; any problem fails the whole file, so it is never priced with.
+    if number < minimum:
         p.add(key, f"must be at least {minimum}, got {number}")
-    if maximum is not None and number > maximum:
-        p.add(key, f"must be at most {maximum}, got {number}")
+    elif number > maximum:
+        p.add(key, f"must be at most {maximum:,}, got {number}")
+    elif int(number.as_tuple().exponent) < -MAX_DECIMALS:
+        p.add(key, f"at most {MAX_DECIMALS} decimal places, got {number}")
     return number
 
 
@@ -231,10 +258,12 @@ def _moment(p: _Problems, key: str, value: Any, *, required: bool = True) -> dat
     else:
         p.add(key, f"not a date: {value!r}")
         return None
-    if moment.tzinfo is None:
-        # A bare date or time in these files means UTC, as DESIGN.md's periods do.
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    # A bare date or time in these files means UTC, as DESIGN.md's periods do.
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    if not EARLIEST <= moment < LATEST:
+        p.add(key, f"must lie between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d}, got {value!r}")
+        return None
+    return moment
 
 
 def _day(p: _Problems, key: str, value: Any, *, required: bool = True) -> date | None:
@@ -258,6 +287,28 @@ def _unknown_keys(p: _Problems, key: str, doc: Mapping[str, Any], allowed: Itera
         p.add(f"{key}.{extra}" if key else extra, "unknown key (a typo?)")
 
 
+def _in_key(name: Any) -> str:
+    """A name as it appears in a problem's key: itself when plainly printable, else quoted."""
+    text = str(name)
+    return text if text.strip() and text.isprintable() and len(text) <= 60 else _shown(name)
+
+
+def _name(p: _Problems, key: str, name: Any) -> bool:
+    """Names of tenants, plans and tiers end up in file names, invoices and exports: text
+    only, printable, and of a length a person can read."""
+    if not isinstance(name, str):
+        p.add(key, f"a name must be text, got {type(name).__name__} {_shown(name)}; quote it")
+    elif not name.strip():
+        p.add(key, "a name must not be empty")
+    elif not name.isprintable():
+        p.add(key, f"a name must not hold control characters, got {_shown(name)}")
+    elif len(name) > MAX_NAME_LENGTH:
+        p.add(key, f"a name must be at most {MAX_NAME_LENGTH} characters, got {len(name)}")
+    else:
+        return True
+    return False
+
+
 def _enum(p: _Problems, key: str, value: Any, kind: type[StrEnum], default: StrEnum) -> Any:
     if value is None:
         return default
@@ -270,11 +321,9 @@ def _enum(p: _Problems, key: str, value: Any, kind: type[StrEnum], default: StrE
 
 def _read_yaml(path: Path) -> Any:
     try:
-        return yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError([f"{path}: file not found"]) from None
-    except yaml.YAMLError as error:
-        raise ConfigError([f"{path}: not valid YAML: {error}"]) from None
+        return read_yaml(path)
+    except UserError as error:
+        raise ConfigError(error.problems) from None
 
 
 def load_rate_cards(path: Path) -> list[RateCard]:
@@ -335,8 +384,9 @@ def _rate_card(p: _Problems, at: str, raw: Any) -> RateCard | None:
     if not raw_tiers:
         p.add(key("tiers"), "at least one hardware tier is needed")
     for name, raw_tier in raw_tiers.items():
-        tier = _tier(p, key(f"tiers.{name}"), str(name), raw_tier)
-        if tier:
+        tier_key = key(f"tiers.{_in_key(name)}")
+        tier = _tier(p, tier_key, str(name), raw_tier)
+        if _name(p, tier_key, name) and tier:
             tiers.append(tier)
 
     sizes: list[SizeClass] = []
@@ -358,20 +408,23 @@ def _rate_card(p: _Problems, at: str, raw: Any) -> RateCard | None:
         if last and "below_params_b" in size_doc:
             p.add(f"{k}.below_params_b", "the last size class is open-ended: remove the bound")
         elif not last:
-            below = _decimal(p, f"{k}.below_params_b", size_doc.get("below_params_b"))
+            below = _decimal(p, f"{k}.below_params_b", size_doc.get("below_params_b"),
+                             maximum=MAX_PARAMS_B)
             if below is not None and bound is not None and below <= bound:
                 p.add(f"{k}.below_params_b", f"must be above the previous bound {bound}")
             bound = below
-        multiplier = _decimal(p, f"{k}.multiplier", size_doc.get("multiplier"))
+        multiplier = _decimal(p, f"{k}.multiplier", size_doc.get("multiplier"),
+                              maximum=MAX_MULTIPLIER)
         if multiplier is not None:
             sizes.append(SizeClass(size_name, below, multiplier))
     unknown_multiplier = _decimal(p, key("unknown_size_multiplier"),
-                                  doc.get("unknown_size_multiplier"))
+                                  doc.get("unknown_size_multiplier"), maximum=MAX_MULTIPLIER)
 
     plans: dict[str, Plan] = {}
     for name, raw_plan in _mapping(p, key("plans"), doc.get("plans")).items():
-        plan = _plan(p, key(f"plans.{name}"), str(name), raw_plan)
-        if plan:
+        plan_key = key(f"plans.{_in_key(name)}")
+        plan = _plan(p, plan_key, str(name), raw_plan)
+        if _name(p, plan_key, name) and plan:
             plans[str(name)] = plan
     if not plans:
         p.add(key("plans"), "at least one plan is needed")
@@ -409,7 +462,8 @@ def _tier(p: _Problems, at: str, name: str, raw: Any) -> Tier | None:
             p.add(f"{at}.bands", "a flat tier has one `price`, not bands")
         if "price" not in doc:
             p.add(f"{at}.price", "missing: a flat tier needs its price per unit")
-        price = _decimal(p, f"{at}.price", doc["price"]) if "price" in doc else None
+        price = (_decimal(p, f"{at}.price", doc["price"], maximum=MAX_UNIT_PRICE)
+                 if "price" in doc else None)
         if price is not None:
             bands.append(Band(None, price))
     else:
@@ -427,18 +481,19 @@ def _tier(p: _Problems, at: str, name: str, raw: Any) -> Tier | None:
             if band_doc.get("up_to") is not None:
                 if last:
                     p.add(f"{k}.up_to", "the last band is open-ended: leave out up_to")
-                up_to = _decimal(p, f"{k}.up_to", band_doc["up_to"])
+                up_to = _decimal(p, f"{k}.up_to", band_doc["up_to"], maximum=MAX_AMOUNT)
                 if up_to is not None and up_to <= previous:
                     p.add(f"{k}.up_to", f"must be above the previous band's {previous}")
                 previous = up_to if up_to is not None else previous
             elif not last:
                 p.add(f"{k}.up_to", "missing: only the last band is open-ended")
-            price = _decimal(p, f"{k}.price", band_doc.get("price"))
-            fee = _decimal(p, f"{k}.flat_fee", band_doc.get("flat_fee", 0))
+            price = _decimal(p, f"{k}.price", band_doc.get("price"), maximum=MAX_UNIT_PRICE)
+            fee = _decimal(p, f"{k}.flat_fee", band_doc.get("flat_fee", 0), maximum=MAX_AMOUNT)
             if price is not None and fee is not None:
                 bands.append(Band(up_to, price, fee))
     reserved = doc.get("reserved_price")
-    reserved_price = None if reserved is None else _decimal(p, f"{at}.reserved_price", reserved)
+    reserved_price = None if reserved is None else _decimal(
+        p, f"{at}.reserved_price", reserved, maximum=MAX_UNIT_PRICE)
     if not bands:
         return None
     return Tier(name, tuple(products), mode, tuple(bands), reserved_price)
@@ -447,18 +502,19 @@ def _tier(p: _Problems, at: str, name: str, raw: Any) -> Tier | None:
 def _plan(p: _Problems, at: str, name: str, raw: Any) -> Plan | None:
     doc = _mapping(p, at, raw)
     _unknown_keys(p, at, doc, ["base_fee", "discount_pct", "minimum", "usage_range_gpu_hours"])
-    base_fee = _decimal(p, f"{at}.base_fee", doc.get("base_fee", 0))
+    base_fee = _decimal(p, f"{at}.base_fee", doc.get("base_fee", 0), maximum=MAX_AMOUNT)
     discount = _decimal(p, f"{at}.discount_pct", doc.get("discount_pct", 0),
                         maximum=Decimal(100))
-    minimum = _decimal(p, f"{at}.minimum", doc.get("minimum", 0))
+    minimum = _decimal(p, f"{at}.minimum", doc.get("minimum", 0), maximum=MAX_AMOUNT)
     raw_range = doc.get("usage_range_gpu_hours")
     if not isinstance(raw_range, list) or len(raw_range) != 2:
         p.add(f"{at}.usage_range_gpu_hours", "must be [low, high] GPU-hours a month "
               "(high may be null for open-ended)")
         return None
-    low = _decimal(p, f"{at}.usage_range_gpu_hours[0]", raw_range[0])
+    low = _decimal(p, f"{at}.usage_range_gpu_hours[0]", raw_range[0], maximum=MAX_AMOUNT)
     high = (None if raw_range[1] is None
-            else _decimal(p, f"{at}.usage_range_gpu_hours[1]", raw_range[1]))
+            else _decimal(p, f"{at}.usage_range_gpu_hours[1]", raw_range[1],
+                           maximum=MAX_AMOUNT))
     if low is not None and high is not None and high <= low:
         p.add(f"{at}.usage_range_gpu_hours", f"high {high} must be above low {low}")
     if base_fee is None or discount is None or minimum is None or low is None:
@@ -479,7 +535,8 @@ def load_tenants(path: Path, cards: Sequence[RateCard] = ()) -> dict[str, Tenant
     tenants: dict[str, Tenant] = {}
     namespaces: dict[str, str] = {}
     for name, raw in raw_tenants.items():
-        at = f"tenants.{name}"
+        at = f"tenants.{_in_key(name)}"
+        _name(p, at, name)
         if str(name).startswith("__"):
             p.add(at, "names starting with __ are reserved (__idle__, __unattributed__, ...)")
         t = _mapping(p, at, raw)
@@ -514,7 +571,7 @@ def load_tenants(path: Path, cards: Sequence[RateCard] = ()) -> dict[str, Tenant
             tier = rd.get("tier")
             if not isinstance(tier, str) or (cards and tier not in tiers):
                 p.add(f"{k}.tier", f"unknown hardware tier {tier!r}")
-            gpus = _decimal(p, f"{k}.gpus", rd.get("gpus"))
+            gpus = _decimal(p, f"{k}.gpus", rd.get("gpus"), maximum=MAX_GPUS)
             r_start = _moment(p, f"{k}.start", rd.get("start"))
             r_end = _moment(p, f"{k}.end", rd.get("end"), required=False)
             if gpus is not None and r_start is not None and isinstance(tier, str):
@@ -525,7 +582,7 @@ def load_tenants(path: Path, cards: Sequence[RateCard] = ()) -> dict[str, Tenant
             k = f"{at}.credits[{i}]"
             cd = _mapping(p, k, c)
             _unknown_keys(p, k, cd, ["amount", "granted"])
-            amount = _decimal(p, f"{k}.amount", cd.get("amount"))
+            amount = _decimal(p, f"{k}.amount", cd.get("amount"), maximum=MAX_AMOUNT)
             granted = _moment(p, f"{k}.granted", cd.get("granted"))
             if amount is not None and granted is not None:
                 credits.append(CreditGrant(amount, granted))
@@ -551,9 +608,14 @@ def load_tenants(path: Path, cards: Sequence[RateCard] = ()) -> dict[str, Tenant
 def month_bounds(period: str) -> tuple[datetime, datetime]:
     """`2026-10` -> [2026-10-01T00:00Z, 2026-11-01T00:00Z)."""
     try:
+        if not re.fullmatch(r"\d{4}-\d{2}", period):
+            raise ValueError(period)  # strptime would also take `2026-1`
         start = datetime.strptime(period, "%Y-%m").replace(tzinfo=UTC)
-    except ValueError:
-        raise ValueError(f"period must be YYYY-MM, got {period!r}") from None
+    except (TypeError, ValueError):
+        raise UserError(f"period must be a month written YYYY-MM, got {period!r}") from None
+    if not EARLIEST <= start < LATEST:
+        raise UserError(f"period {period}: must be a month from {EARLIEST:%Y-%m} to "
+                        f"{LATEST - timedelta(days=1):%Y-%m}")
     end = (start + timedelta(days=32)).replace(day=1)
     return start, end
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 
+from models.errors import UserError
+
 # Compute slices of the whole GPU per product family. Every MIG-capable NVIDIA GPU so far
 # (A100, A30, H100, H200, B200) has its "Ng" profiles over 7 slices, except A30 over 4.
 _SLICES_BY_FAMILY = {"A30": 4}
@@ -25,7 +27,7 @@ KNOWN_MIG_PROFILES: dict[str, frozenset[str]] = {
 }
 
 
-class UnknownMigProfile(ValueError):
+class UnknownMigProfile(UserError):
     pass
 
 

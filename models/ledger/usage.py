@@ -19,6 +19,19 @@ SHARED_TENANT = "__shared__"
 SHARED_IDLE_TENANT = "__shared_idle__"
 RESERVED_TENANTS = frozenset({IDLE_TENANT, UNATTRIBUTED_TENANT, SHARED_TENANT, SHARED_IDLE_TENANT})
 
+MAX_ROW_DURATION_S = 31 * 86400
+"""No collector writes a row longer than its window (seconds to an hour); a month is plenty."""
+NUMBER_BOUNDS: Mapping[str, float] = {
+    "duration_s": MAX_ROW_DURATION_S,
+    "gpu_equivalents": math.inf,  # (0, 1], checked below
+    "allocated_gpu_seconds": MAX_ROW_DURATION_S,
+    "used_gpu_seconds": MAX_ROW_DURATION_S,
+    "model_params_b": 1e6,
+    "memory_used_bytes": 2.0**60,
+}
+"""Upper bounds of the ledger's numeric columns (all are at least 0): a row beyond them is
+corrupt, never billed."""
+
 # Conservation is checked on floats summed in different orders; a microsecond of a GPU-second
 # per row is far below anything billed (quantities are kept at 6 decimals of a GPU-hour).
 GPU_SECONDS_TOLERANCE = 1e-6
@@ -33,6 +46,20 @@ class WorkloadKind(StrEnum):
     UNKNOWN = "unknown"
     IDLE = "idle"
     """Unallocated capacity (tenant `__idle__`, `__shared_idle__`)."""
+
+
+@dataclass(frozen=True)
+class PodInfo:
+    """Who pays for a pod and what it runs, as the pod collector (which owns the Kubernetes
+    API) or a configured namespace map knows it; the other collectors attribute rows by it."""
+
+    tenant: str
+    namespace: str | None = None
+    pod: str | None = None
+    workload_kind: str = WorkloadKind.UNKNOWN.value
+    model: str | None = None
+    model_params_b: float | None = None
+    pod_uid: str | None = None
 
 
 UTC_TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -129,15 +156,21 @@ def validate_ledger(
                 bad("window_start", f"in the future: {start.isoformat()}")
         elif start is not None:
             bad("window_start", f"not a timestamp: {start!r}")
-        for name in ("duration_s", "gpu_equivalents", "allocated_gpu_seconds",
-                     "used_gpu_seconds"):
+        for name, most in NUMBER_BOUNDS.items():
             value = row.get(name)
             if value is None:
                 continue
-            if not isinstance(value, int | float) or math.isnan(value):
+            if isinstance(value, bool) or not isinstance(value, int | float):
                 bad(name, f"not a number: {value!r}")
+            elif not math.isfinite(value):
+                bad(name, f"not a number: {value!r}; expected a finite value")
             elif value < 0:
                 bad(name, f"negative: {value}")
+            elif value > most:
+                bad(name, f"must be at most {most:g}, got {value}")
+        tenant = row.get("tenant")
+        if tenant is not None and (not isinstance(tenant, str) or not tenant.strip()):
+            bad("tenant", f"must be a tenant name, got {tenant!r}")
         duration, equivalents = row.get("duration_s"), row.get("gpu_equivalents")
         allocated, used = row.get("allocated_gpu_seconds"), row.get("used_gpu_seconds")
         if _finite(duration) and _finite(equivalents) and _finite(allocated):

@@ -21,14 +21,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
-from enum import StrEnum
 
 import numpy as np
 import numpy.typing as npt
 import polars as pl
 
 from models.billing.pricing import on_demand_price
-from models.billing.rate_cards import RateCard, Tenant
+from models.billing.rate_cards import RateCard, SlaClass, Tenant
 from models.ledger.tiers import mig_gpu_equivalents
 
 FloatArray = npt.NDArray[np.float64]
@@ -57,12 +56,6 @@ QUANTITY = Decimal("0.000001")
 _UNIT_DECIMALS = 9
 
 DEMAND_COLUMNS = ("tenant", "hardware_tier", "mig_profile", "hour", "demand_gpus")
-
-
-class SlaClass(StrEnum):
-    STANDARD = "standard"
-    LATENCY_SENSITIVE = "latency-sensitive"
-    """Gets at least its decayed P95 demand reserved, even where on-demand would be cheaper."""
 
 
 @dataclass(frozen=True)

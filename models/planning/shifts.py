@@ -28,6 +28,8 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
+from models.errors import UserError
+
 Model = Literal["mixed", "linear", "mean"]
 
 DEFAULT_PENALTY_FACTOR = 3.0
@@ -50,7 +52,7 @@ SHIFTS_SCHEMA = {
 }
 
 
-class ShiftInputError(ValueError):
+class ShiftInputError(UserError):
     """The series handed to the detector is unusable; the message says which and why."""
 
 

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from prometheus_client import start_http_server
 
 from cli.collect import collect
+from cli.main import main
 from collectors import spool
 from collectors.agent import Agent, CollectionGaps, SimulatorCollector, run_agent
 from models.errors import TransientError
@@ -261,8 +262,8 @@ def test_delay_collects_windows_later():
 
 @pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="this node has a driver")
 def test_nvml_without_a_driver_says_so_and_exits_non_zero(tmp_path):
-    result = CliRunner().invoke(collect, ["nvml", "--once", "--spool", str(tmp_path)])
-    assert result.exit_code != 0
+    result = CliRunner().invoke(main, ["collect", "nvml", "--once", "--spool", str(tmp_path)])
+    assert result.exit_code == 2
     assert "no NVIDIA driver on this node" in result.output
     assert "Traceback" not in result.output
     assert not list(tmp_path.rglob("*.parquet"))

@@ -65,12 +65,12 @@ SECOND_POD_FROM = 300  # a second pod shares the util-only A100 from here on
 SHARED = ("llm-shared", "llama-3-70b")
 MISSING_GPU = "GPU-00000000-0000-0000-0000-000000000000"
 
-PODS = {T4_POD: PodInfo(*T4_POD, tenant="team-a", pod_uid="uid-t4", workload_kind="inference",
+PODS = {T4_POD: PodInfo("team-a", *T4_POD, pod_uid="uid-t4", workload_kind="inference",
                         model="llama-3-8b", model_params_b=8.0)}
 MIG_ALLOCATIONS = {
-    (MIG_GPU, "8"): PodInfo("runai-team-a", "job-2-0-0", tenant="team-a",
+    (MIG_GPU, "8"): PodInfo("team-a", "runai-team-a", "job-2-0-0",
                             workload_kind="training"),
-    (MIG_GPU, "5"): PodInfo("runai-team-b", "job-7-0-0", tenant="team-b"),
+    (MIG_GPU, "5"): PodInfo("team-b", "runai-team-b", "job-7-0-0"),
 }
 
 

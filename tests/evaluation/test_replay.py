@@ -35,6 +35,6 @@ def test_helios_replay_bills_what_the_trace_says(tmp_path: Path, shared_data: Pa
 
 def test_replay_without_the_data_folder_says_where_to_find_it(tmp_path: Path) -> None:
     result = replay("helios", tmp_path / "out", tmp_path / "nowhere")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "no such folder" in result.stderr
     assert "Traceback" not in result.stderr

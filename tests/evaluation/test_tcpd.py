@@ -164,6 +164,6 @@ def test_eval_means_come_from_the_metrics_module(tcpd_dir, annotations):
 
 def test_eval_shifts_bad_folder_is_a_clean_error(tmp_path):
     result = CliRunner().invoke(main, ["eval", "shifts", "--tcpd", str(tmp_path)])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "annotations.json" in result.output
     assert "Traceback" not in result.output

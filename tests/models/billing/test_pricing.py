@@ -23,6 +23,7 @@ from models.billing.pricing import (
 from models.billing.rate_cards import (
     Band,
     Basis,
+    ConfigError,
     CreditGrant,
     Isolation,
     Plan,
@@ -295,7 +296,7 @@ def test_unused_reserved_hours_are_not_carried_over() -> None:
 def test_reservation_on_a_tier_without_reserved_price_is_an_error() -> None:
     card = card_with(flat("4.00"))
     held = Reservation("gpu", D(1), OCT, None)
-    with pytest.raises(ValueError, match=r"tiers\.gpu\.reserved_price: missing"):
+    with pytest.raises(ConfigError, match=r"tiers\.gpu\.reserved_price: missing"):
         price_invoice(tenant(reservations=(held,)), card, "2026-10", [])
 
 
@@ -447,13 +448,13 @@ def test_usage_outside_the_period_is_refused() -> None:
 
 def test_unknown_tier_in_usage_is_a_clear_error() -> None:
     card = card_with(flat("1.00"))
-    with pytest.raises(ValueError, match="'mystery'"):
+    with pytest.raises(ConfigError, match="'mystery'"):
         price_invoice(tenant(), card, "2026-10", hours("mystery", "small", 1, 1))
 
 
 def test_plan_missing_from_the_rate_card_is_an_error() -> None:
     card = card_with(flat("1.00"))
-    with pytest.raises(ValueError, match="plan 'gold' is not in rate card"):
+    with pytest.raises(ConfigError, match="plan 'gold' is not in rate card"):
         price_invoice(tenant(plan="gold"), card, "2026-10", [])
 
 

@@ -16,6 +16,7 @@ from models.billing.rate_cards import (
     month_bounds,
     rate_card_for,
 )
+from models.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[3]
 CARDS = ROOT / "tests" / "fixtures" / "rate-cards"
@@ -208,7 +209,7 @@ def test_missing_and_unparsable_files_are_config_errors(tmp_path: Path) -> None:
         load_rate_cards(tmp_path / "absent.yaml")
     broken = tmp_path / "broken.yaml"
     broken.write_text("tiers: [unclosed\n")
-    with pytest.raises(ConfigError, match=f"{broken}: not valid YAML"):
+    with pytest.raises(ConfigError, match=f"{broken}: line 2, column 1: expected ','"):
         load_rate_cards(broken)
 
 
@@ -217,5 +218,10 @@ def test_month_bounds_are_utc_calendar_months() -> None:
                                        datetime(2026, 11, 1, tzinfo=UTC))
     assert month_bounds("2026-12")[1] == datetime(2027, 1, 1, tzinfo=UTC)
     assert month_bounds("2028-02")[1] == datetime(2028, 3, 1, tzinfo=UTC)
-    with pytest.raises(ValueError, match="YYYY-MM"):
-        month_bounds("2026-13")
+    for bad in ("2026-13", "2026-1", "26-10", "2026-10-01", "", "2026-00"):
+        with pytest.raises(UserError, match="YYYY-MM"):
+            month_bounds(bad)
+    # Years whose month arithmetic would overflow, or that no contract covers, are refused.
+    for far in ("9999-12", "0001-01", "1969-12", "2200-01"):
+        with pytest.raises(UserError, match="must be a month from 1970-01 to 2199-12"):
+            month_bounds(far)

@@ -16,7 +16,7 @@ import yaml
 from click.testing import CliRunner
 from kubernetes import client
 
-from cli.quotas import quotas
+from cli.main import main
 from collectors.kube_apply import APPLY_PATCH, apply_plan, read_cluster_state
 from models.errors import UserError
 from models.ledger import warehouse
@@ -443,11 +443,11 @@ def test_conflict_gives_a_clear_error(server, tmp_path):
     runner = CliRunner()
     args = ["apply", "--recommendations", str(recs), "--no-kueue", "--apply",
             "--kubeconfig", str(kubeconfig), "--warehouse", str(tmp_path / "w.duckdb")]
-    result = runner.invoke(quotas, args)
+    result = runner.invoke(main, ["quotas", *args])
     assert result.exit_code == 2
     assert "Traceback" not in result.output
     assert "--force-conflicts" in result.output
-    result = runner.invoke(quotas, [*args, "--force-conflicts"])
+    result = runner.invoke(main, ["quotas", *args, "--force-conflicts"])
     assert result.exit_code == 0, result.output
     assert "3 -> 2" in result.output
     assert server.objects[RQ_PATH]["spec"]["hard"] == {"requests.nvidia.com/gpu": "2"}
@@ -492,7 +492,7 @@ def test_cli_write_and_bad_input(tmp_path, resource_quota_schema, cluster_queue_
     out = tmp_path / "out"
     (out).mkdir()
     (out / "resourcequota-gone.gpu-chargeback.yaml").write_text("stale: true\n")
-    result = CliRunner().invoke(quotas, ["write", "--recommendations", str(recs),
+    result = CliRunner().invoke(main, ["quotas", "write", "--recommendations", str(recs),
                                          "--out", str(out), "--max-step", "3"])
     assert result.exit_code == 0, result.output
     files = sorted(p.name for p in out.iterdir())
@@ -507,7 +507,7 @@ def test_cli_write_and_bad_input(tmp_path, resource_quota_schema, cluster_queue_
 
     bad = tmp_path / "bad.csv"
     bad.write_text("tenant,namespace\nacme,acme\n")
-    result = CliRunner().invoke(quotas, ["write", "--recommendations", str(bad),
+    result = CliRunner().invoke(main, ["quotas", "write", "--recommendations", str(bad),
                                          "--out", str(tmp_path / "o2")])
     assert result.exit_code == 2
     assert f"{bad}: missing column(s) hardware_tier" in result.output
