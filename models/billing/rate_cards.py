@@ -645,6 +645,7 @@ class QueueKind(StrEnum):
 
 
 DEFAULT_ACTUAL_THRESHOLDS = (Decimal(50), Decimal(80), Decimal(100))
+MAX_THRESHOLD_PCT = Decimal(1000)
 DEFAULT_FORECAST_THRESHOLDS = (Decimal(100),)
 DEFAULT_LOCAL_QUEUE = "gpu-chargeback"
 """The LocalQueue the quota path writes in each tenant namespace."""
@@ -687,7 +688,7 @@ def _budget(p: _Problems, at: str, raw: Any, cards: Sequence[RateCard],
         p.add(at, "give either `amount` (with `currency`) or `gpu_hours` per month")
         return None
     unit = BudgetUnit.AMOUNT if "amount" in doc else BudgetUnit.GPU_HOURS
-    limit = _decimal(p, f"{at}.{unit.value}", doc[unit.value])
+    limit = _decimal(p, f"{at}.{unit.value}", doc[unit.value], maximum=MAX_AMOUNT)
     if limit is not None and limit <= 0:
         p.add(f"{at}.{unit.value}", f"must be above 0, got {limit}")
     currency = doc.get("currency")
@@ -719,9 +720,9 @@ def _thresholds(p: _Problems, at: str, raw: Any, default: tuple[Decimal, ...]
     if raw is None:
         return default
     if not isinstance(raw, list):
-        p.add(at, f"must be a list of percentages of the budget, got {raw!r}")
+        p.add(at, f"must be a list of percentages of the budget, got {_shown(raw)}")
         return default
-    values = [_decimal(p, f"{at}[{i}]", v) for i, v in enumerate(raw)]
+    values = [_decimal(p, f"{at}[{i}]", v, maximum=MAX_THRESHOLD_PCT) for i, v in enumerate(raw)]
     out = sorted(v for v in values if v is not None)
     for i, value in enumerate(out):
         if value <= 0:
@@ -742,7 +743,7 @@ def _enforcement(p: _Problems, at: str, raw: Any, namespaces: tuple[str, ...]
     if name is not None and (not isinstance(name, str) or len(name) > 253
                              or not _DNS_SUBDOMAIN.match(name)):
         p.add(f"{at}.name", f"must be a Kubernetes object name (DNS-1123 subdomain), got "
-              f"{name!r}")
+              f"{_shown(name)}")
     if action is HoldAction.NO_BORROWING:
         # Its borrowingLimit sits inside resourceGroups, an atomic list the quota path owns
         # under server-side apply: setting it needs the two writers merged first.
@@ -751,7 +752,7 @@ def _enforcement(p: _Problems, at: str, raw: Any, namespaces: tuple[str, ...]
         p.add(f"{at}.queue", "a LocalQueue hold needs the tenant's `namespaces`")
     dry_run = doc.get("dry_run", True)
     if not isinstance(dry_run, bool):
-        p.add(f"{at}.dry_run", f"must be true or false, got {dry_run!r}")
+        p.add(f"{at}.dry_run", f"must be true or false, got {_shown(dry_run)}")
     if len(p.items) > before:
         return None
     return Enforcement(action, queue, name, bool(dry_run))
