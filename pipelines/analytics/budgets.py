@@ -218,7 +218,7 @@ def budget_alerts(
     alertmanager: AlertmanagerResource,
 ) -> dg.MaterializeResult:
     """Post the thresholds the day's budgets crossed, not alerted before, to Alertmanager."""
-    from collectors.alertmanager import post_alerts
+    from collectors.alertmanager import AlertmanagerUnavailable, post_alerts
 
     if not alertmanager.url:
         raise UserError("no Alertmanager configured (CHARGEBACK_ALERTMANAGER_URL): budget "
@@ -228,7 +228,12 @@ def budget_alerts(
     with warehouse_db.connect() as con:
         pending = [_pending(r) for r in warehouse.pending_budget_alerts(con, day)]
         if pending:
-            post_alerts(alertmanager.url, [alertmanager_alert(a, sent_at) for a in pending])
+            try:
+                post_alerts(alertmanager.url, [alertmanager_alert(a, sent_at) for a in pending])
+            except AlertmanagerUnavailable as exc:
+                # Retried a few times; what is still unsent goes with any later day's run of
+                # the month (each day's analysis holds every crossing so far).
+                raise dg.RetryRequested(max_retries=3, seconds_to_wait=60) from exc
             for a in pending:
                 warehouse.record_budget_alert(con, (
                     a.tenant, a.period, a.basis, a.percent, a.unit, a.limit, a.crossed_on,
