@@ -156,12 +156,16 @@ def _exports_path() -> Path:
     return Path(_resources()["outputs"].exports_path)
 
 
-def _stored(period: str) -> list[StoredInvoice]:
+def _connect() -> Any:
     path = _warehouse_path()
     if not path.is_file():
         raise UserError(f"no warehouse at {path}: run `chargeback run` or `chargeback demo` "
                         "first (or set CHARGEBACK_HOME / CHARGEBACK_WAREHOUSE)")
-    con = warehouse.connect(path, read_only=True)
+    return warehouse.connect(path, read_only=True)
+
+
+def _stored(period: str) -> list[StoredInvoice]:
+    con = _connect()
     try:
         return lifecycle.stored(con, period)
     finally:
@@ -271,29 +275,57 @@ def show_invoice(number: str, period: str) -> None:
 @invoices.command("export")
 @click.option("--period", required=True, callback=options.period,
               help="Billing month, YYYY-MM.")
-@click.option("--format", "fmt", type=click.Choice(["pdf", "csv", "json", "focus"]),
-              required=True, help="pdf/csv/json: one file per invoice; focus: the period's "
-              "FOCUS cost-and-usage export (Parquet and CSV).")
+@click.option("--format", "fmt",
+              type=click.Choice(["pdf", "csv", "json", "focus", "register", "journal", "zip"]),
+              required=True, help="pdf/csv/json: one file per document; focus: the period's "
+              "FOCUS 1.4 datasets (cost and usage, invoice detail, billing period, contract "
+              "commitment; Parquet and CSV); register / journal: the period's invoice register "
+              "or journal (CSV); zip: every document, the register and the journal in one ZIP.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder.")
 def export_invoices(period: str, fmt: str, out: Path) -> None:
-    """Write the period's invoices (or its FOCUS export) into OUT."""
-    if fmt == "focus":
-        from models.billing.focus import write_focus_export
+    """Write the period's documents (or its FOCUS datasets, register, journal, ZIP) into OUT.
 
-        tenants = _resources()["billing"].tenants()
-        make_folder(out, "--out")
-        con = warehouse.connect(_warehouse_path(), read_only=True)
-        try:
-            paths = write_focus_export(con, period, out, tenants=tenants)
-        finally:
-            con.close()
-    else:
-        stored = _stored(period)
-        if not stored:
+    A period's documents are its invoices and statements and the credit and debit notes
+    issued during it."""
+    from models.billing.exports import journal_name, period_zip, register_name, zip_name
+    from models.billing.focus import provider_of
+    from models.billing.focus_datasets import write_focus_export
+    from models.billing.journal import journal_csv
+    from models.billing.register import register_csv
+    from models.files import atomic_write
+
+    billing = _resources()["billing"]
+    con = _connect()
+    try:
+        documents = lifecycle.period_documents(con, period)
+        if fmt != "focus" and not documents:
             raise UserError(f"no invoices for {period}: nothing to export")
+        books = billing.books() if fmt in ("focus", "journal", "zip") else None
+        if fmt == "journal" and books is None:
+            raise UserError("no finance file (CHARGEBACK_FINANCE): the journal needs its "
+                            "ledger accounts")
+        # Everything is made before the folder is: a refused export leaves nothing behind.
+        files: list[tuple[str, str | bytes]] = []
+        if fmt == "register":
+            files = [(register_name(period), register_csv(documents))]
+        elif fmt == "journal":
+            assert books is not None, "checked above"
+            files = [(journal_name(period), journal_csv(documents, period, books.accounts))]
+        elif fmt == "zip":
+            journal = journal_csv(documents, period, books.accounts) if books else None
+            files = [(zip_name(period), period_zip(documents, period, journal))]
         make_folder(out, "--out")
-        paths = write_invoice_files(stored, out, [fmt])
+        if fmt == "focus":
+            paths = write_focus_export(con, period, out, tenants=billing.tenants(),
+                                       cards=billing.rate_cards(),
+                                       provider=provider_of(books))
+        elif files:
+            paths = [atomic_write(out / name, data) for name, data in files]
+        else:
+            paths = write_invoice_files(documents, out, [fmt])
+    finally:
+        con.close()
     for path in paths:
         click.echo(str(path))
 
@@ -365,22 +397,31 @@ def _print_demo(period: str) -> None:
     exports = _exports_path() / period
     if found:
         first = found[0].invoice
-        total = sum((s.invoice.total for s in found), Decimal(0))
-        click.echo(f"\n{len(found)} invoices, {_amount(total, first.minor_unit)} "
+        billed = [s for s in found if s.document_type.payable]
+        shown = [s for s in found if not s.document_type.payable]
+        total = sum((s.invoice.total for s in billed), Decimal(0))
+        summary = (f"\n{len(billed)} invoices, {_amount(total, first.minor_unit)} "
                    f"{first.currency}")
+        if shown:
+            total = sum((s.invoice.total for s in shown), Decimal(0))
+            summary += (f"; {len(shown)} showback statement{'s' if len(shown) > 1 else ''}, "
+                        f"{_amount(total, first.minor_unit)} {first.currency}")
+        click.echo(summary)
     for tenant, used, limit, unit, currency, enforcement, runs_out, hold in budgets:
         figure = f"{limit:,.2f} {currency}" if unit == "amount" else f"{limit:,.1f} GPU-hours"
         click.echo(f"budget {tenant}: {used}% of {figure}"
                    + (f", runs out {runs_out}" if runs_out else "")
                    + (f"; queue hold: {hold}" if hold else "")
                    + (f" (enforcement {enforcement})" if enforcement != "off" else ""))
-    click.echo(f"invoice PDFs, CSV, JSON: {exports}/")
-    focus = exports / "focus.parquet"
-    if focus.exists():
-        click.echo(f"FOCUS export:            {focus} (and focus.csv)")
-    click.echo("dashboard:               .venv/bin/chargeback users add alice --role tenant:acme "
+    click.echo(f"documents (PDF, CSV, JSON): {exports}/")
+    for label, name in (("invoice register:", f"register-{period}.csv"),
+                        ("journal:", f"journal-{period}.csv"),
+                        ("FOCUS 1.4 datasets:", "focus.parquet")):
+        if (exports / name).exists():
+            click.echo(f"{label:<27}{exports / name}")
+    click.echo("dashboard:                 .venv/bin/chargeback users add alice --role tenant:acme "
                "(asks for a password; --role finance or operator for the other views), then "
                ".venv/bin/chargeback dashboard")
-    click.echo("Dagster UI:              make dagster   (or: DAGSTER_HOME="
+    click.echo("Dagster UI:                make dagster   (or: DAGSTER_HOME="
                + os.environ.get("DAGSTER_HOME", "") + " .venv/bin/dagster dev)")
     click.echo(f"generated at {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")

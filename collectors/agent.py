@@ -81,8 +81,9 @@ class AgentMetrics:
             "the whole cluster that could not be read, so it has no rows.", ["source", "reason"],
             registry=r)
         self.quarantined = Gauge(
-            "chargeback_collector_quarantined_objects", "Objects (pods, nodes) whose fields "
-            "cannot be read, kept out of the rows until they can.", ["source"], registry=r)
+            "chargeback_collector_quarantined_objects", "Objects (pods, nodes, DRA slices and "
+            "claims) whose fields cannot be read, kept out of the rows until they can.",
+            ["source"], registry=r)
         self.tenant_gpu_seconds = Counter(
             "chargeback_tenant_gpu_seconds", "Allocated GPU-seconds acknowledged in the spool.",
             ["tenant", "model", "hardware_tier"], registry=r)

@@ -19,9 +19,9 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from models.planning.budgets import HOLD_MANAGER, MISSING, NO_HOLD, HoldChange, QueueRef
+from models.planning.kueue import KUEUE_GROUP, KUEUE_VERSION, PLURALS
 from models.planning.quotas import (
-    KUEUE_GROUP,
-    KUEUE_VERSION,
+    COHORT_NAME,
     MANAGER,
     QUOTA_NAME,
     ApplyConflict,
@@ -57,10 +57,11 @@ def why_no_cluster(kubeconfig: str) -> str | None:
 
 
 def read_cluster_state(api: client.ApiClient, recommendations: Sequence[Recommendation], *,
-                       kueue: bool = True) -> ClusterState:
+                       kueue: bool = True, cohort: str = COHORT_NAME) -> ClusterState:
     """The quotas in force and in use for the recommendations' namespaces (our ResourceQuota
-    in each) and, with `kueue`, their tenants' ClusterQueues. An object that does not exist
-    yet has no figures."""
+    in each) and, with `kueue`, their tenants' ClusterQueues, the cohort's pool (in use: what
+    the queues borrow) and the ResourceFlavors that exist. An object that does not exist yet
+    has no figures."""
     core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
     in_force: dict[QuotaKey, int] = {}
     in_use: dict[QuotaKey, int] = {}
@@ -79,6 +80,29 @@ def read_cluster_state(api: client.ApiClient, recommendations: Sequence[Recommen
     if not kueue:
         return ClusterState(in_force, in_use)
     gpu_resources = {device_resource(r.mig_profile) for r in recommendations}
+    cohort = dns_name(cohort)
+    try:
+        listed = custom.list_cluster_custom_object(KUEUE_GROUP, KUEUE_VERSION,
+                                                   PLURALS["ResourceFlavor"])
+    except ApiException as exc:
+        raise _refusal(exc, "ResourceFlavor", "(all)", "list") from exc
+    items = listed.get("items") if isinstance(listed, dict) else None
+    flavors = frozenset(item["metadata"]["name"] for item in items or [])
+    live_cohort: dict[str, Any] = {}
+    try:
+        fetched_cohort = custom.get_cluster_custom_object(KUEUE_GROUP, KUEUE_VERSION,
+                                                          PLURALS["Cohort"], cohort)
+        if isinstance(fetched_cohort, dict):
+            live_cohort = fetched_cohort
+    except ApiException as exc:
+        if exc.status != 404:
+            raise _refusal(exc, "Cohort", cohort, "read") from exc
+    for group in (live_cohort.get("spec") or {}).get("resourceGroups") or []:
+        for flavor in group.get("flavors") or []:
+            for res in flavor.get("resources") or []:
+                if _is_gpu(res["name"]):
+                    in_force[QuotaKey.cohort(cohort, flavor["name"], res["name"])] = (
+                        whole_gpus(res["nominalQuota"]))
     for queue in sorted({dns_name(r.tenant) for r in recommendations}):
         try:
             fetched = custom.get_cluster_custom_object(KUEUE_GROUP, KUEUE_VERSION,
@@ -96,12 +120,17 @@ def read_cluster_state(api: client.ApiClient, recommendations: Sequence[Recommen
                 for res in flavor.get("resources") or []:
                     in_force[QuotaKey.cluster_queue(queue, flavor["name"], res["name"])] = (
                         whole_gpus(res["nominalQuota"]))
+        in_cohort = (live.get("spec") or {}).get("cohortName") == cohort
         for flavor in (live.get("status") or {}).get("flavorsUsage") or []:
             for res in flavor.get("resources") or []:
                 if res["name"] in gpu_resources or _is_gpu(res["name"]):
                     in_use[QuotaKey.cluster_queue(queue, flavor["name"], res["name"])] = (
                         whole_gpus(res.get("total", 0)))
-    return ClusterState(in_force, in_use, other_groups)
+                    if in_cohort and res.get("borrowed"):
+                        # What the queues borrow now is what the pool must keep.
+                        key = QuotaKey.cohort(cohort, flavor["name"], res["name"])
+                        in_use[key] = in_use.get(key, 0) + whole_gpus(res["borrowed"])
+    return ClusterState(in_force, in_use, other_groups, flavors)
 
 
 def apply_plan(api: client.ApiClient, plan: QuotaPlan, *, dry_run: bool = True,
@@ -115,7 +144,9 @@ def apply_plan(api: client.ApiClient, plan: QuotaPlan, *, dry_run: bool = True,
     core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
     records: list[ChangeRecord] = []
     for obj in plan.objects:
-        if not any(c.changes for c in obj.changes):
+        # Objects without figures (flavors, local queues) are applied every run: server-side
+        # apply of an unchanged object changes nothing, and a dry run checks them all.
+        if obj.changes and not any(c.changes for c in obj.changes):
             records += [ChangeRecord.of(c, now, dry_run, "unchanged") for c in obj.changes]
             continue
         # The client serializes a dict body as JSON for apply-patch+yaml: JSON is YAML 1.2.
@@ -128,15 +159,19 @@ def apply_plan(api: client.ApiClient, plan: QuotaPlan, *, dry_run: bool = True,
                 assert obj.namespace is not None
                 core.patch_namespaced_resource_quota(obj.name, obj.namespace, obj.manifest,
                                                      **options)
+            elif obj.namespace is not None:
+                custom.patch_namespaced_custom_object(
+                    KUEUE_GROUP, KUEUE_VERSION, obj.namespace, PLURALS[obj.kind.value],
+                    obj.name, obj.manifest, **options)
             else:
-                custom.patch_cluster_custom_object(KUEUE_GROUP, KUEUE_VERSION, "clusterqueues",
-                                                   obj.name, obj.manifest, **options)
+                custom.patch_cluster_custom_object(KUEUE_GROUP, KUEUE_VERSION,
+                                                   PLURALS[obj.kind.value], obj.name,
+                                                   obj.manifest, **options)
         except ApiException as exc:
             outcome = "conflict" if exc.status == 409 else f"error: HTTP {exc.status}"
             records += [ChangeRecord.of(c, now, dry_run, outcome)
                         for c in obj.changes if c.changes]
-            where = f"{obj.namespace}/{obj.name}" if obj.namespace else obj.name
-            raise _refusal(exc, obj.kind.value, where, "apply", records) from exc
+            raise _refusal(exc, obj.kind.value, obj.where, "apply", records) from exc
         outcome = "dry-run" if dry_run else "applied"
         records += [ChangeRecord.of(c, now, dry_run, outcome if c.changes else "unchanged")
                     for c in obj.changes]
@@ -224,8 +259,9 @@ def _refusal(exc: ApiException, kind: str, where: str, verb: str,
     if exc.status in (401, 403):
         return ApplyRefused(
             f"{kind} {where}: {verb} forbidden ({message}): the credentials need get and patch "
-            f"on resourcequotas (and clusterqueues.kueue.x-k8s.io).", records)
-    if exc.status == 404 and kind == "ClusterQueue":
+            f"on resourcequotas and, with Kueue, get, list and patch on clusterqueues, cohorts, "
+            f"resourceflavors and localqueues.kueue.x-k8s.io.", records)
+    if exc.status == 404 and kind != "ResourceQuota":
         return ApplyRefused(
             f"{kind} {where}: {verb}: not found ({message}); is Kueue installed with "
             f"{KUEUE_GROUP}/{KUEUE_VERSION}? Use --no-kueue if the cluster does not use Kueue.",

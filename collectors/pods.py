@@ -1,11 +1,12 @@
 """Kubernetes pod collector: GPU allocations of pods, as ledger rows (`source = pods`).
 
-Lists and watches pods, nodes and namespaces through the kubernetes client (the only module
-that imports it, besides the scheduler-quota write-back). A pod holds GPUs from the moment it
-is scheduled to a node until it terminates; `PodCollector.rows` turns those allocation
-intervals into one row per (window, device, pod) plus `__idle__` rows for the capacity no pod
-holds, so that GPU-seconds are conserved per device. What it cannot read (an answer that is
-not a readable list or watch, a pod or node with unreadable fields) has no rows and is
+Lists and watches pods, nodes and namespaces, and lists the ResourceSlices and ResourceClaims
+of Dynamic Resource Allocation, through the kubernetes client (the only module that imports
+it, besides the scheduler-quota write-back). A pod holds GPUs from the moment it is scheduled
+to a node until it terminates; `PodCollector.rows` turns those allocation intervals into one
+row per (window, device, pod) plus `__idle__` rows for the capacity no pod holds, so that
+GPU-seconds are conserved per device. What it cannot read (an answer that is not a readable
+list or watch, a pod, node, slice or claim with unreadable fields) has no rows and is
 reported by `PodCollector.gaps` instead: never idle.
 
 The API does not say which physical GPU a pod got, so devices are synthetic and stable per
@@ -22,7 +23,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -324,6 +325,104 @@ def node_gpus(node: Mapping[str, Any]) -> NodeGpus:
     )
 
 
+# ---------------------------------------------------------------------------------------------
+# Dynamic Resource Allocation (resource.k8s.io/v1)
+
+DRA_DRIVER = "gpu.nvidia.com"
+"""NVIDIA's DRA driver (k8s-dra-driver-gpu). Its ResourceSlices publish each GPU and MIG
+device of a node with the attributes `type` (gpu or mig), `uuid`, `productName` and, for MIG,
+`profile`; a ResourceClaim's `status.allocation.devices.results` names the devices (driver,
+pool, device) and `status.reservedFor` the pods that hold them."""
+_DRA = "dra:"
+"""Device kind prefix: a claim's slot goes to exactly the device it was allocated, not to any
+device of a kind as with device-plugin GPUs."""
+
+
+def dra_key(driver: str, pool: str, device: str) -> str:
+    return f"{driver}/{pool}/{device}"
+
+
+def dra_devices(resource_slice: Mapping[str, Any]) -> list[tuple[str, Device]]:
+    """(node, device) for every GPU or MIG device a ResourceSlice of NVIDIA's driver publishes;
+    other drivers and devices not bound to one node are not GPUs of ours. A device of the
+    driver whose fields cannot be read raises PodSpecError: which GPUs the node has is unknown."""
+    spec = resource_slice.get("spec") or {}
+    node = spec.get("nodeName")
+    if spec.get("driver") != DRA_DRIVER or node is None:
+        return []
+    where = _where({**resource_slice, "kind": "ResourceSlice"})
+    pool = (spec.get("pool") or {}).get("name")
+    if not isinstance(node, str) or not node:
+        raise PodSpecError(f"{where}: spec.nodeName: {node!r} is not a name")
+    if not isinstance(pool, str) or not pool:
+        raise PodSpecError(f"{where}: spec.pool.name: {pool!r} is not a name")
+    out = []
+    for i, device in enumerate(spec.get("devices") or []):
+        name = device.get("name")
+        if not isinstance(name, str) or not name:
+            raise PodSpecError(f"{where}: spec.devices[{i}].name: {name!r} is not a name")
+        attributes = device.get("attributes") or {}
+
+        def text(attribute: str, attributes: Mapping[str, Any] = attributes) -> str | None:
+            value = (attributes.get(attribute) or {}).get("string")
+            return str(value) if value else None
+
+        kind = text("type")
+        if kind not in ("gpu", "mig"):
+            continue
+        product = normalize_product(text("productName") or "UNKNOWN")
+        profile, equivalents = None, Fraction(1)
+        if kind == "mig":
+            profile = (text("profile") or "").lower().removeprefix("mig-")
+            try:
+                equivalents = mig_gpu_equivalents(profile, product)
+            except UnknownMigProfile as exc:
+                raise PodSpecError(f"{where}: device {name}: {exc}") from None
+        key = dra_key(DRA_DRIVER, pool, name)
+        out.append((node, Device(text("uuid") or f"{node}/{key}", _DRA + key, product,
+                                 profile, equivalents)))
+    return out
+
+
+def claim_allocation(claim: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """The devices of NVIDIA's driver a ResourceClaim was allocated (dra_key), and the UIDs of
+    the pods that reserve it; PodSpecError when either cannot be read."""
+    where = _where({**claim, "kind": "ResourceClaim"})
+    status = claim.get("status") or {}
+    results = ((status.get("allocation") or {}).get("devices") or {}).get("results") or []
+    keys = []
+    for i, result in enumerate(results):
+        if result.get("driver") != DRA_DRIVER:
+            continue
+        pool, device = result.get("pool"), result.get("device")
+        if not (isinstance(pool, str) and pool and isinstance(device, str) and device):
+            raise PodSpecError(f"{where}: status.allocation.devices.results[{i}]: pool "
+                               f"{pool!r} and device {device!r} must be names")
+        keys.append(dra_key(DRA_DRIVER, pool, device))
+    pods = []
+    for i, ref in enumerate(status.get("reservedFor") or []):
+        uid = ref.get("uid")
+        if ref.get("resource") != "pods":
+            continue
+        if not isinstance(uid, str) or not uid:
+            raise PodSpecError(f"{where}: status.reservedFor[{i}].uid: {uid!r} is not a UID")
+        pods.append(uid)
+    return keys, pods
+
+
+def _claim_node(claim: Mapping[str, Any]) -> str | None:
+    """The node of a claim's devices, from the node selector the scheduler writes into its
+    allocation (`metadata.name In [node]`); None when that cannot be read (any node)."""
+    with contextlib.suppress(AttributeError, TypeError, KeyError, ValueError):
+        (term,) = claim["status"]["allocation"]["nodeSelector"]["nodeSelectorTerms"]
+        (match,) = [m for m in term.get("matchFields") or []
+                    if m["key"] == "metadata.name" and m["operator"] == "In"]
+        (node,) = match["values"]
+        if isinstance(node, str) and node:
+            return node
+    return None
+
+
 def _time(value: Any, where: str) -> datetime | None:
     """An RFC 3339 time as the API writes it (`2026-11-01T00:00:00Z`); None when absent."""
     if value is None or value == "":
@@ -448,7 +547,8 @@ def allocation_from_pod(
     meta = _meta(pod)
     node = spec.get("nodeName")
     labels: Mapping[str, str] = meta.get("labels") or {}
-    if not request or not node or labels.get("app") == RUNAI_RESERVATION_APP:
+    claims = spec.get("resourceClaims") or []
+    if (not request and not claims) or not node or labels.get("app") == RUNAI_RESERVATION_APP:
         return None
     # The fields that identify the pod and its node: without them the interval belongs to no one.
     for field_name, value in (("metadata.uid", meta.get("uid")),
@@ -542,14 +642,21 @@ def _seconds(start: datetime, end: datetime) -> Fraction:
 _UNREADABLE_FIELDS = (PodSpecError, ValueError, TypeError, AttributeError, KeyError)
 
 
+def _problem(where: str, exc: Exception) -> str:
+    return str(exc) if isinstance(exc, PodSpecError) else (
+        f"{where}: cannot be read ({type(exc).__name__}: {exc})")
+
+
 @dataclass(frozen=True)
 class Quarantined:
     """An object whose fields could not be read, kept out of the rows while it is so."""
 
     kind: str
-    """`Pod` or `Node`."""
+    """`Pod` or `ResourceClaim` (what the node's pods hold is unknown, so is its idle), `Node`
+    or `ResourceSlice` (which GPUs the node has is unknown: no rows at all)."""
     key: str
-    """The pod's UID (else namespace/name) or the node's name."""
+    """The pod's UID (else namespace/name), the node's or slice's name, the claim's
+    namespace/name."""
     node: str | None
     """The node whose windows it makes unreadable: `""` for a pod on no node (it holds no
     GPU, so nothing is unknown), None when even its node cannot be read (every node)."""
@@ -567,6 +674,11 @@ def _pod_key(pod: Mapping[str, Any]) -> str:
     meta = meta if isinstance(meta, Mapping) else {}
     uid = meta.get("uid")
     return uid if isinstance(uid, str) and uid else _where(pod).removeprefix("Pod ")
+
+
+def _object_key(obj: Mapping[str, Any]) -> str:
+    """A slice's name or a claim's namespace/name, as `_where` reads them."""
+    return _where(obj).partition(" ")[2]
 
 
 def _pod_node(pod: Mapping[str, Any]) -> str | None:
@@ -589,6 +701,11 @@ class CollectorState:
     """Objects unreadable now, by (kind, key)."""
     released: list[Quarantined] = field(default_factory=list)
     """Objects that were unreadable for a while (until set): their windows stay gaps."""
+    dra_devices: dict[str, tuple[str, Device]] = field(default_factory=dict)
+    """dra_key -> (node, device) from the readable ResourceSlices."""
+    dra_held: dict[str, tuple[tuple[Device, Fraction], ...]] = field(default_factory=dict)
+    """Pod UID -> (device, share of it) from the readable claims reserving it. Kept with the
+    pod's interval, so a claim deleted (or a slice gone) after its pod ended still bills it."""
 
     def quarantine(self, record: Quarantined) -> None:
         key = (record.kind, record.key)
@@ -606,6 +723,56 @@ class CollectorState:
             log.info("%s %s can be read again", kind, key)
             self.released.append(replace(record, until=at))
 
+    def set_dra(self, slices: Sequence[Mapping[str, Any]], claims: Sequence[Mapping[str, Any]],
+                *, observed_at: datetime) -> None:
+        """Devices and allocations from full lists of ResourceSlices and ResourceClaims. A
+        device reserved by several pods (a shared claim) is split between them equally.
+
+        A slice whose devices cannot be read is quarantined: its node has no rows (which of
+        its GPUs are held is unknown). A claim that cannot be read, or that holds a device no
+        readable slice publishes, is quarantined like an unreadable pod: its node keeps its
+        readable pods' rows but has no idle rows."""
+        devices: dict[str, tuple[str, Device]] = {}
+        for item in slices:
+            key = _object_key(item)
+            try:
+                found = dra_devices(item)
+            except _UNREADABLE_FIELDS as exc:
+                spec = item.get("spec")
+                node = spec.get("nodeName") if isinstance(spec, Mapping) else None
+                self.quarantine(Quarantined("ResourceSlice", key,
+                                            node if isinstance(node, str) and node else None,
+                                            observed_at, _problem(_where(item), exc)))
+                continue
+            self.release("ResourceSlice", key, observed_at)
+            devices.update((device.kind.removeprefix(_DRA), (node, device))
+                           for node, device in found)
+        self.release_missing("ResourceSlice", {_object_key(s) for s in slices},
+                             observed_at=observed_at)
+        self.dra_devices = devices
+        held: dict[str, list[tuple[Device, Fraction]]] = {}
+        for claim in claims:
+            key = _object_key(claim)
+            try:
+                keys, pods = claim_allocation(claim)
+                unpublished = [k for k in keys if k not in devices]
+                if unpublished:
+                    raise PodSpecError(
+                        f"{_where(claim)}: allocated {', '.join(unpublished)}, which no "
+                        f"readable ResourceSlice of {DRA_DRIVER} publishes")
+            except _UNREADABLE_FIELDS as exc:
+                self.quarantine(Quarantined("ResourceClaim", key, _claim_node(claim),
+                                            observed_at, _problem(_where(claim), exc)))
+                continue
+            self.release("ResourceClaim", key, observed_at)
+            for uid in pods:
+                held.setdefault(uid, []).extend((devices[k][1], Fraction(1, len(pods)))
+                                                for k in keys)
+        self.release_missing("ResourceClaim", {_object_key(c) for c in claims},
+                             observed_at=observed_at)
+        self.dra_held.update({uid: tuple(sorted(h, key=lambda d: d[0].kind))
+                              for uid, h in held.items()})
+
     def upsert_pod(self, pod: Mapping[str, Any], *, observed_at: datetime,
                    deleted: bool = False) -> None:
         """Record a Pod object; the same UID always updates one interval, never adds one.
@@ -617,8 +784,7 @@ class CollectorState:
         try:
             new = allocation_from_pod(pod, observed_at=observed_at, deleted=deleted)
         except _UNREADABLE_FIELDS as exc:
-            problem = str(exc) if isinstance(exc, PodSpecError) else (
-                f"{_where(pod)}: cannot be read ({type(exc).__name__}: {exc})")
+            problem = _problem(_where(pod), exc)
             if deleted:
                 # Gone, however it looked: it holds nothing from now on.
                 self.release("Pod", key, observed_at)
@@ -660,6 +826,7 @@ class CollectorState:
         gone = [u for u, a in self.allocations.items() if a.end is not None and a.end < when]
         for uid in gone:
             del self.allocations[uid]
+            self.dra_held.pop(uid, None)
         self.released = [r for r in self.released if r.until is None or r.until >= when]
         return len(gone)
 
@@ -671,13 +838,14 @@ class CollectorState:
     def rows(self, window_start: datetime, duration_s: float, *, cluster: str,
              namespace_tenants: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
         """Rows of every node whose window could be read. A node with an unreadable Node
-        object has none; a node with an unreadable pod has its readable pods' rows but no
-        idle rows (what the unreadable pod held is unknown, so is what nobody held)."""
+        object or ResourceSlice has none; a node with an unreadable pod or ResourceClaim has
+        its readable pods' rows but no idle rows (what the unreadable object held is unknown,
+        so is what nobody held)."""
         window_start, window_end = _window(window_start, duration_s)
         duration = _seconds(window_start, window_end)
         unknown = self.unreadable(window_start, window_end)
-        unreadable_nodes = {r.node for r in unknown if r.kind == "Node"}
-        idle_unknown = {r.node for r in unknown if r.kind == "Pod"}
+        unreadable_nodes = {r.node for r in unknown if r.kind in ("Node", "ResourceSlice")}
+        idle_unknown = {r.node for r in unknown if r.kind in ("Pod", "ResourceClaim")}
         tenants = namespace_tenants or {}
         by_node: dict[str, list[PodAllocation]] = {}
         for allocation in self.allocations.values():
@@ -686,10 +854,18 @@ class CollectorState:
             ):
                 by_node.setdefault(allocation.node, []).append(allocation)
         rows: list[dict[str, Any]] = []
-        for node_name in sorted({*self.nodes, *by_node} - unreadable_nodes):
+        known = {*self.nodes, *by_node, *(n for n, _ in self.dra_devices.values())}
+        for node_name in sorted(known - unreadable_nodes if None not in unreadable_nodes
+                                else ()):
             node = self.nodes.get(node_name)
             devices = (node.devices() if node is not None
                        and node.alive_during(window_start, window_end) else [])
+            published = [d for n, d in self.dra_devices.values() if n == node_name]
+            # Devices held in the window that no slice publishes any more (the claim and its
+            # slice gone since) are still the pods' for that time.
+            gone = {d for a in by_node.get(node_name, [])
+                    for d, _ in self.dra_held.get(a.uid, ())} - set(published)
+            devices += published + sorted(gone, key=lambda d: d.kind)
             placed: dict[str, list[_Slot]] = {d.device_id: [] for d in devices}
             slots = [
                 slot
@@ -698,7 +874,8 @@ class CollectorState:
                 for slot in _slots(
                     allocation, node, max(allocation.start, window_start),
                     min(allocation.end or window_end, window_end),
-                )
+                ) + self._dra_slots(allocation, max(allocation.start, window_start),
+                                    min(allocation.end or window_end, window_end))
             ]
             for i, slot in enumerate(slots):
                 target = next(
@@ -715,7 +892,8 @@ class CollectorState:
                         slot.allocation.namespace, slot.allocation.name, slot.equivalents,
                         slot.kind, node_name,
                     )
-                    profile = None if slot.kind == _WHOLE else slot.kind
+                    profile = (None if slot.kind == _WHOLE or slot.kind.startswith(_DRA)
+                               else slot.kind)
                     target = Device(
                         f"{node_name}/unplaced-{slot.allocation.uid}-{i}", slot.kind,
                         (node.product if node else None) or "UNKNOWN", profile,
@@ -731,6 +909,12 @@ class CollectorState:
                     node_name, cluster, tenants, idle=idle,
                 )
         return rows
+
+    def _dra_slots(self, allocation: PodAllocation, start: datetime, end: datetime
+                   ) -> list[_Slot]:
+        """The devices the pod's claims were allocated, each its share of the device."""
+        return [_Slot(allocation, device.kind, device.gpu_equivalents * share, start, end)
+                for device, share in self.dra_held.get(allocation.uid, ())]
 
     def gaps(self, window_start: datetime, duration_s: float, *, cluster: str) -> list[Gap]:
         """One gap per node (None: every node) that an unreadable object hides in the window."""
@@ -924,6 +1108,11 @@ class PodCollector:
         self.state = CollectorState()
         self.pods = _Resource("Pod", self.api.list_pod_for_all_namespaces)
         self.nodes = _Resource("Node", self.api.list_node)
+        resource_api = k8s.ResourceV1Api(api_client)
+        self.slices = _Resource("ResourceSlice", resource_api.list_resource_slice)
+        self.claims = _Resource("ResourceClaim",
+                                resource_api.list_resource_claim_for_all_namespaces)
+        self.dra_served = True
         self.relists = 0
         self.resumes = 0
         self.outages: list[Outage] = []
@@ -994,6 +1183,25 @@ class PodCollector:
         keys = {_pod_key(p) for p in pods}
         self.state.end_missing(keys, observed_at=now)
         self.state.release_missing("Pod", keys, observed_at=now)
+        self.refresh_dra(now)
+
+    def refresh_dra(self, now: datetime) -> None:
+        """ResourceSlices and ResourceClaims, listed whole on every sync (they change at pod
+        scheduling, far less often than pods), after the pods: the scheduler reserves a
+        claim before it binds the pod, so every pod seen has its claims in the list. A
+        cluster that does not serve resource.k8s.io/v1 (before Kubernetes 1.34, or DRA off)
+        has no DRA GPUs; any other failure to list is an outage like a pod list's."""
+        if not self.dra_served:
+            return
+        try:
+            slices, claims = self._list(self.slices), self._list(self.claims)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            self.dra_served = False
+            log.info("resource.k8s.io/v1 is not served: no DRA-allocated GPUs to attribute")
+            return
+        self.state.set_dra(slices, claims, observed_at=now)
 
     def refresh_namespaces(self) -> None:
         where = f"Kubernetes API {self.host}: Namespace list"
@@ -1032,8 +1240,7 @@ class PodCollector:
         try:
             self.state.nodes[name] = node_gpus(node)
         except _UNREADABLE_FIELDS as exc:
-            problem = str(exc) if isinstance(exc, PodSpecError) else (
-                f"Node {name}: cannot be read ({type(exc).__name__}: {exc})")
+            problem = _problem(f"Node {name}", exc)
             self.state.quarantine(Quarantined("Node", name, name, now, problem))
             return
         self.state.release("Node", name, now)
@@ -1095,6 +1302,7 @@ class PodCollector:
                     self.refresh_namespaces()
                     events += self._watch(self.nodes, self._apply_node)
                     events += self._watch(self.pods, self._apply_pod)
+                    self.refresh_dra(self.clock())
             except WatchExpired as exc:
                 log.info("%s; relisting", exc)
                 self.relist()

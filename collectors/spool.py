@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -34,6 +33,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from models.errors import UserError
+from models.files import atomic_open, fsync_dir
 from models.ledger.gaps import GAP_SCHEMA
 from models.ledger.usage import LEDGER_SCHEMA, REQUEST_WORK_SCHEMA
 
@@ -146,18 +146,8 @@ def write_batch(
 
 
 def write_atomic(path: Path, table: pa.Table) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".parquet", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            pq.write_table(table, handle, compression="zstd")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    with atomic_open(path) as handle:
+        pq.write_table(table, handle, compression="zstd")
     return path
 
 
@@ -170,14 +160,6 @@ def _put(remote: _Remote, path: str, table: pa.Table) -> str:
     with remote.fs.open_output_stream(path) as out:
         out.write(sink.getvalue())
     return remote.uri(path)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -327,8 +309,8 @@ def quarantine(root: SpoolLocation, location: SpoolLocation) -> SpoolLocation:
         target.parent.mkdir(parents=True, exist_ok=True)
         target = Path(_free_name(str(target), lambda p: Path(p).exists()))
         os.replace(local_file, target)
-        _fsync_dir(target.parent)
-        _fsync_dir(local_file.parent)
+        fsync_dir(target.parent)
+        fsync_dir(local_file.parent)
         return target
     spool, remote = _remote(str(root)), _remote(str(location))
     relative = remote.path.removeprefix(spool.path + "/")

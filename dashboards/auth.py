@@ -9,9 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import secrets
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +18,7 @@ from typing import Any
 import yaml
 
 from models.errors import UserError
-from models.files import read_yaml
+from models.files import atomic_write, read_yaml
 
 # 2**15 x 8 x 128 bytes = 32 MiB per hash and ~0.1 s here: OWASP's scrypt floor is
 # N=2**17 with r=8 (128 MiB); we take N=2**15 so that a login stays fast on a 2-core host and
@@ -129,12 +127,7 @@ def save_users(path: Path, users: Mapping[str, User]) -> None:
                **({"password": user.password_hash} if user.password_hash else {})}
         for name, user in sorted(users.items())
     }}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-users-")
-    with os.fdopen(fd, "w") as handle:
-        yaml.safe_dump(doc, handle, sort_keys=False)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    atomic_write(path, yaml.safe_dump(doc, sort_keys=False), mode=0o600)
 
 
 def authenticate(users: Mapping[str, User], name: str, password: str) -> User | None:

@@ -96,9 +96,36 @@ def invoice_downloads(row: pd.Series, *, key: str) -> None:
                      key=f"{key}-{fmt}")
 
 
-def invoice_table(invoices: pd.DataFrame) -> pd.DataFrame:
-    shown = invoices[["number", "kind", "display_status", "tenant", "period", "plan", "total",
-                      "currency", "adjusts", "finalized_at"]].copy()
-    shown["number"] = shown["number"].fillna("(draft)")
-    shown["total"] = shown["total"].map(lambda v: f"{Decimal(str(v)):,.2f}")
-    return shown.rename(columns={"display_status": "status"})
+def documents_of(invoices: pd.DataFrame) -> list[StoredInvoice]:
+    """The typed documents of a mart's `invoices` rows."""
+    return [stored_invoice(row) for _, row in invoices.iterrows()]
+
+
+def document_table(invoices: pd.DataFrame) -> pd.DataFrame:
+    """One row per document: what finance files it by (number or statement id, type,
+    status, tenant and legal name, dates) and its total as a number, for sorting; show it
+    with `money_columns`."""
+    rows = []
+    for (_, row), stored in zip(invoices.iterrows(), documents_of(invoices), strict=True):
+        parties = stored.parties
+        rows.append({
+            "document": stored.stem, "type": stored.document_type.heading,
+            "status": row["display_status"], "tenant": stored.invoice.tenant,
+            "legal name": parties.bill_to.party.legal_name if parties else None,
+            "period": stored.invoice.period, "issued": stored.issue_date,
+            "due": stored.due_date, "total": float(stored.invoice.total),
+            "currency": stored.invoice.currency, "corrects": stored.adjusts,
+        })
+    return pd.DataFrame(rows, columns=["document", "type", "status", "tenant", "legal name",
+                                       "period", "issued", "due", "total", "currency",
+                                       "corrects"])
+
+
+def money_columns(frame: pd.DataFrame, *columns: str, minor_unit: int = 2) -> dict[str, Any]:
+    """Column settings that show amounts as numbers with their currency (so they sort as
+    numbers): the currency in the format when the frame has one, else the amount beside the
+    `currency` column."""
+    currencies = set(frame["currency"].dropna()) if "currency" in frame else set()
+    suffix = f" {next(iter(currencies))}" if len(currencies) == 1 else ""
+    return {column: st.column_config.NumberColumn(column, format=f"%.{minor_unit}f{suffix}")
+            for column in columns}

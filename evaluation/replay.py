@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from collectors.traces import IMPORTERS, ReconcileReport, expected_gpu_hours, reconcile
+from models.billing.rate_cards import load_rate_cards
 from models.files import atomic_write
 from models.ledger.usage import RESERVED_TENANTS
 
@@ -42,19 +43,35 @@ def configure(out: Path) -> None:
     os.environ["DAGSTER_HOME"] = str(out / "dagster")
     os.environ["CHARGEBACK_RATE_CARD"] = str(RATE_CARD)
     os.environ["CHARGEBACK_TENANTS"] = str(out / "tenants.yaml")
+    os.environ["CHARGEBACK_FINANCE"] = str(out / "finance.yaml")
     for variable in ("CHARGEBACK_WAREHOUSE", "CHARGEBACK_SPOOL", "CHARGEBACK_EXPORTS",
                      "CHARGEBACK_MARTS"):
         os.environ.pop(variable, None)
 
 
 def import_trace(name: str, data_dir: Path, out: Path) -> ImportedTrace:
-    """The trace `name` as spool files under `out/spool`, and a tenants file with every tenant
-    of the trace on the pay-as-you-go plan (traces carry no contracts)."""
+    """The trace `name` as spool files under `out/spool`, a tenants file with every tenant
+    of the trace on the pay-as-you-go plan (traces carry no contracts), and the finance file.
+
+    Each tenant is shown its cost as a showback statement: a trace's users are a cluster's
+    internal teams, with no legal entity, cost center or payment terms to invoice. The
+    finance file names the issuer and has a ledger account per tier of the replay rate card
+    (docs/finance.md; showback posts no journal)."""
     summary = IMPORTERS[name].write(data_dir, out / "spool", progress=True)
     expected = expected_gpu_hours(name, data_dir)
     tenants = sorted(t for t in expected if t not in RESERVED_TENANTS)
-    doc = {"tenants": {t: {"plan": "payg", "start": "2026-01-01"} for t in tenants}}
+    doc = {"tenants": {t: {"plan": "payg", "start": "2026-01-01",
+                           "billing": {"legal_name": t, "mode": "showback",
+                                       "payment_terms_days": 0}} for t in tenants}}
     atomic_write(out / "tenants.yaml", yaml.safe_dump(doc, sort_keys=True))
+    tiers = sorted({tier.name for card in load_rate_cards(RATE_CARD) for tier in card.tiers})
+    books = {"issuer": {"legal_name": "Replay GPU platform"},
+             "ledger": {"platform_cost_center": "REPLAY", "accounts": {
+                 "revenue": {tier: f"40{i:02d}" for i, tier in enumerate(tiers, start=1)},
+                 "reservations": "4100", "base_fees": "4200", "true_ups": "4300",
+                 "discounts": "4900", "prepaid_credits": "2450", "adjustments": "4800",
+                 "tax": "2200"}}}
+    atomic_write(out / "finance.yaml", yaml.safe_dump(books, sort_keys=True))
     return ImportedTrace(summary.rows, tenants, expected, summary.start, summary.end)
 
 

@@ -34,9 +34,13 @@ from typing import Any
 import duckdb
 
 from models.billing import lifecycle
+from models.billing.books import Books
+from models.billing.idle import IdleCause, idle_by_cause, split_value
 from models.billing.invoices import DocumentKind, Status, StoredInvoice
-from models.billing.pricing import LineKind, forecast_total, on_demand_by_tier
+from models.billing.journal import JOURNAL_COLUMNS, journal_rows
+from models.billing.pricing import LineKind, allocate, forecast_total, on_demand_by_tier
 from models.billing.rate_cards import Tenant, month_bounds
+from models.errors import UserError
 from models.ledger.gaps import GAP_RANGES
 from models.ledger.usage import (
     IDLE_TENANT,
@@ -123,12 +127,15 @@ def publish_marts(
     *,
     now: datetime | None = None,
     workers: int | None = None,
+    books: Books | None = None,
 ) -> list[Path]:
     """Write every tenant's mart, the finance mart and the operator mart; returns their paths.
 
     `con` is the warehouse connection (models.ledger.warehouse.connect); `tenants` names the
     tenants that get a mart (a tenants mapping, or names). `workers` tenant files are
-    written at once, each on its own cursor of `con` (default: PUBLISH_WORKERS)."""
+    written at once, each on its own cursor of `con` (default: PUBLISH_WORKERS). `books`
+    (the finance file) gives the ledger accounts of the finance mart's journal; without it
+    the finance mart has no journal."""
     published_at = now or datetime.now(UTC)
     names = sorted(tenants)
     for name in names:
@@ -147,6 +154,7 @@ def publish_marts(
     con.execute(f"ATTACH ':memory:' AS {STAGE}")
     try:
         _stage(con, names, horizon)
+        _stage_finance(con, names, horizon, books)
         for name, query in _staged_tables(present):
             con.execute(f"CREATE TABLE {STAGE}.{name} AS {query}")
         paths = _publish_tenants(con, marts_dir, names, horizon, published_at,
@@ -158,7 +166,7 @@ def publish_marts(
                               (OPERATOR, None, published_at, horizon),
                               _operator_tables(present)))
     finally:
-        for table in ("mart_invoices", "mart_rates", "mart_periods"):
+        for table in ("mart_invoices", "mart_rates", "mart_periods", *_FINANCE_STAGED):
             con.execute(f"DROP TABLE IF EXISTS {table}")
         con.execute("DROP VIEW IF EXISTS mart_usage")
         con.execute(f"DETACH DATABASE IF EXISTS {STAGE}")
@@ -283,6 +291,82 @@ def _stage(con: duckdb.DuckDBPyConnection, names: Sequence[str], horizon: _Horiz
                 "forecast_total DECIMAL(18, 4))")
     _insert(con, "mart_rates", rates)
     _insert(con, "mart_periods", periods)
+
+
+_FINANCE_STAGED = ("mart_period_documents", "mart_journal", "mart_journal_problems",
+                   "mart_idle_by_cause", "mart_idle_reserved_by_holder")
+
+
+def _stage_finance(con: duckdb.DuckDBPyConnection, names: Sequence[str], horizon: _Horizon,
+                   books: Books | None) -> None:
+    """The finance mart's own tables: which documents each billing period has (its invoices
+    and statements, and the notes issued during it: lifecycle.period_documents), the
+    period's journal lines (or why there are none), and idle capacity by cause."""
+    periods = [p for (p,) in con.execute(
+        "SELECT period FROM invoices UNION SELECT strftime(finalized_at, '%Y-%m') FROM invoices "
+        "WHERE kind = 'adjustment' ORDER BY 1").fetchall()]
+    documents: list[tuple[Any, ...]] = []
+    journal: list[tuple[Any, ...]] = []
+    problems: list[tuple[Any, ...]] = []
+    for period in periods:
+        found = lifecycle.period_documents(con, period)
+        documents += [(period, s.invoice_id) for s in found]
+        if books is None:
+            continue
+        try:
+            journal += [(period, *(row[c] for c in JOURNAL_COLUMNS))
+                        for row in journal_rows(found, period, books.accounts)]
+        except UserError as error:
+            # The dashboards must publish even when finance's configuration is incomplete:
+            # the page says why this period has no journal.
+            problems += [(period, problem) for problem in error.problems]
+    con.execute("CREATE OR REPLACE TEMP TABLE mart_period_documents (period VARCHAR, "
+                "invoice_id VARCHAR)")
+    _insert(con, "mart_period_documents", documents)
+    con.execute("CREATE OR REPLACE TEMP TABLE mart_journal (period VARCHAR, "
+                + ", ".join(f"{c} VARCHAR" for c in JOURNAL_COLUMNS) + ")")
+    _insert(con, "mart_journal", journal)
+    con.execute("CREATE OR REPLACE TEMP TABLE mart_journal_problems (period VARCHAR, "
+                "problem VARCHAR)")
+    _insert(con, "mart_journal_problems", problems)
+
+    idle: list[tuple[Any, ...]] = []
+    holders: list[tuple[Any, ...]] = []
+    if horizon.data_from is not None and horizon.data_to is not None:
+        # A tier nobody was billed for has no realized price, so its idle has no value (null,
+        # as in revenue_vs_capacity), only GPU-hours.
+        values: dict[tuple[str, str], tuple[Decimal | None, str | None]] = {
+            (p, tier): (value, currency) for p, tier, value, currency in con.execute(
+                f"""SELECT c.period, c.hardware_tier, c.idle_value,
+                           (SELECT any_value(currency) FROM mart_periods m
+                            WHERE m.period = c.period)
+                    FROM ({_REVENUE_VS_CAPACITY}) c""").fetchall()}
+        cent = Decimal("0.01")
+        for split in idle_by_cause(con, horizon.data_from, horizon.data_to, names):
+            value, currency = values.get((split.period, split.hardware_tier), (None, None))
+            worth: dict[IdleCause, Decimal | None] = (
+                dict(split_value(value, split, cent)) if value is not None
+                else dict.fromkeys(IdleCause))
+            idle += [(split.period, split.hardware_tier, order, cause.value, cause.label,
+                      split.gpu_hours[cause], worth[cause], currency)
+                     for order, cause in enumerate(IdleCause, start=1)]
+            names_of = sorted(split.reserved_by_holder)
+            reserved = worth[IdleCause.RESERVED_UNUSED]
+            shares: list[Decimal | None] = [None] * len(names_of)
+            if reserved is not None and names_of:
+                shares = list(allocate(reserved, [split.reserved_by_holder[n] for n in names_of],
+                                       cent) if reserved else [ZERO] * len(names_of))
+            holders += [(split.period, split.hardware_tier, n, split.reserved_by_holder[n], v,
+                         currency) for n, v in zip(names_of, shares, strict=True)]
+    con.execute("CREATE OR REPLACE TEMP TABLE mart_idle_by_cause (period VARCHAR, "
+                "hardware_tier VARCHAR, cause_order INTEGER, cause VARCHAR, "
+                "cause_label VARCHAR, gpu_hours DECIMAL(38, 6), value DECIMAL(18, 2), "
+                "currency VARCHAR)")
+    _insert(con, "mart_idle_by_cause", idle)
+    con.execute("CREATE OR REPLACE TEMP TABLE mart_idle_reserved_by_holder (period VARCHAR, "
+                "hardware_tier VARCHAR, tenant VARCHAR, gpu_hours DECIMAL(38, 6), "
+                "value DECIMAL(18, 2), currency VARCHAR)")
+    _insert(con, "mart_idle_reserved_by_holder", holders)
 
 
 def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -549,6 +633,11 @@ def _finance_tables(present: Mapping[str, bool]) -> list[tuple[str, str]]:
     forecast = [("revenue_forecast", _REVENUE_FORECAST)] if "tenant_forecasts" in present else []
     return [*forecast,
         ("invoices", "SELECT * FROM mart_invoices ORDER BY period, tenant, invoice_id"),
+        ("period_documents", "SELECT * FROM mart_period_documents ORDER BY ALL"),
+        ("journal", "SELECT * FROM mart_journal ORDER BY period, line_no::INTEGER"),
+        ("journal_problems", "SELECT * FROM mart_journal_problems ORDER BY ALL"),
+        ("idle_by_cause", "SELECT * FROM mart_idle_by_cause ORDER BY ALL"),
+        ("idle_reserved_by_holder", "SELECT * FROM mart_idle_reserved_by_holder ORDER BY ALL"),
         ("invoice_lines", "SELECT i.tenant, i.period, l.* FROM invoice_lines l "
                           "JOIN invoices i USING (invoice_id) ORDER BY l.invoice_id, l.line_no"),
         ("periods", "SELECT * FROM mart_periods ORDER BY period, tenant"),

@@ -14,6 +14,8 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
+from models.billing.books import Books, load_books
+from models.billing.invoices import Parties
 from models.billing.rate_cards import RateCard, Tenant, load_rate_cards, load_tenants, rate_card_for
 from models.files import home
 from models.ledger import warehouse
@@ -61,10 +63,13 @@ class SpoolResource(dg.ConfigurableResource):
 
 
 class BillingConfigResource(dg.ConfigurableResource):
-    """The rate-card and tenants YAML files."""
+    """The rate-card, tenants and finance YAML files."""
 
     rate_card_path: str
     tenants_path: str
+    finance_path: str = ""
+    """The issuer block and ledger accounts (models/billing/books.py); empty: none configured,
+    so documents carry no issuer and no journal is written (CHARGEBACK_FINANCE)."""
 
     def rate_cards(self) -> list[RateCard]:
         return load_rate_cards(Path(self.rate_card_path))
@@ -75,8 +80,21 @@ class BillingConfigResource(dg.ConfigurableResource):
     def tenants(self) -> dict[str, Tenant]:
         return load_tenants(Path(self.tenants_path), self.rate_cards())
 
+    def books(self) -> Books | None:
+        return load_books(Path(self.finance_path), self.rate_cards()) if self.finance_path else None
+
+    def parties(self) -> dict[str, Parties]:
+        """Issuer and bill-to blocks of every tenant with a `billing:` block, for its
+        documents; none without a finance file (there is no issuer to name)."""
+        books = self.books()
+        if books is None:
+            return {}
+        return {name: Parties(books.issuer, tenant.billing)
+                for name, tenant in self.tenants().items() if tenant.billing is not None}
+
     def digest(self) -> str:
-        return "".join(Path(p).read_text() for p in (self.rate_card_path, self.tenants_path))
+        return "".join(Path(p).read_text() for p in (self.rate_card_path, self.tenants_path,
+                                                      self.finance_path) if p)
 
 
 class OutputsResource(dg.ConfigurableResource):
@@ -115,6 +133,7 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
         "billing": BillingConfigResource(
             rate_card_path=_env("CHARGEBACK_RATE_CARD", demo / "rate-card.yaml"),
             tenants_path=_env("CHARGEBACK_TENANTS", demo / "tenants.yaml"),
+            finance_path=_env("CHARGEBACK_FINANCE", demo / "finance.yaml"),
         ),
         "outputs": OutputsResource(
             exports_path=_env("CHARGEBACK_EXPORTS", base / "exports"),

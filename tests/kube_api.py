@@ -1,7 +1,7 @@
 """A loopback HTTP server that speaks enough of the Kubernetes API for the pod collector's tests.
 
-It serves the core/v1 collections the collector reads (pods, nodes, namespaces) the way a
-kube-apiserver does:
+It serves the collections the collector reads (core/v1 pods, nodes, namespaces; resource.k8s.io/v1
+resourceslices and resourceclaims) the way a kube-apiserver does:
 - GET list with `resourceVersion` in the list metadata, `limit`/`continue` chunking over a
   consistent snapshot;
 - `?watch=true` as a chunked stream of newline-delimited JSON events ADDED/MODIFIED/DELETED,
@@ -16,9 +16,10 @@ or once it has been idle for `idle_close_s`, so tests never wait long. Every req
 in `requests` for assertions.
 
 `fail_next(collection, fault)` makes the next request of a collection answer the way broken
-servers and proxies do (see FAULTS): an error status, a body that is not JSON or is cut short,
-an object of the wrong kind, a list without its fields, an answer slower than the client's
-timeout, or a watch stream carrying garbage or an ERROR event.
+servers and proxies do (see FAULTS): an error status (404: its API group is not served), a
+body that is not JSON or is cut short, an object of the wrong kind, a list without its fields,
+an answer slower than the client's timeout, or a watch stream carrying garbage or an ERROR
+event.
 """
 
 from __future__ import annotations
@@ -36,9 +37,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-COLLECTIONS = {"pods": "Pod", "nodes": "Node", "namespaces": "Namespace"}
-FAULTS = ("status-500", "not-json", "truncated", "wrong-kind", "no-items", "slow",
-          "garbage-event", "error-event")
+COLLECTIONS = {"pods": "Pod", "nodes": "Node", "namespaces": "Namespace",
+               "resourceclaims": "ResourceClaim", "resourceslices": "ResourceSlice"}
+API_VERSIONS = {"resourceclaims": "resource.k8s.io/v1", "resourceslices": "resource.k8s.io/v1"}
+"""Collections outside the core group, served at /apis/<group>/<version>/<collection>."""
+FAULTS = ("status-500", "status-404", "not-json", "truncated", "wrong-kind", "no-items",
+          "slow", "garbage-event", "error-event")
 VERSION_INFO = {
     "major": "1",
     "minor": "31",
@@ -239,10 +243,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200, VERSION_INFO)
             return
         segments = parts.path.strip("/").split("/")
-        if segments[:2] != ["api", "v1"] or len(segments) != 3 or segments[2] not in COLLECTIONS:
+        collection = segments[-1]
+        group = "/".join(segments[1:-1])
+        if (collection not in COLLECTIONS or segments[0] != ("apis" if "/" in group else "api")
+                or group != API_VERSIONS.get(collection, "v1")):
             self._json(404, status(404, "NotFound", f"the server could not find {parts.path}"))
             return
-        collection = segments[2]
         pending = api._faults.get(collection)
         fault = pending.pop(0) if pending else None
         if fault == "slow":
@@ -260,6 +266,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(500, status(500, "InternalError",
                                    "etcdserver: request timed out"))
             return
+        if fault == "status-404":  # a server that does not serve the collection's API group
+            self._json(404, status(404, "NotFound", "the server could not find the requested "
+                                   "resource"))
+            return
         if fault in ("garbage-event", "error-event"):
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -273,7 +283,8 @@ class _Handler(BaseHTTPRequestHandler):
                     500, "InternalError", "an error on the server has prevented the request")})
             self.wfile.write(b"0\r\n\r\n")
             return
-        listed = {"kind": f"{COLLECTIONS[collection]}List", "apiVersion": "v1",
+        listed = {"kind": f"{COLLECTIONS[collection]}List",
+                  "apiVersion": API_VERSIONS.get(collection, "v1"),
                   "metadata": {"resourceVersion": str(self.server_api.cluster.resource_version)},
                   "items": [{"metadata": {"name": "x"}}]}
         body: bytes
@@ -287,7 +298,7 @@ class _Handler(BaseHTTPRequestHandler):
             other = next(c for c in COLLECTIONS if c != collection)
             body = json.dumps({**listed, "kind": f"{COLLECTIONS[other]}List"}).encode()
         else:  # no-items
-            body = json.dumps({"kind": listed["kind"], "apiVersion": "v1",
+            body = json.dumps({"kind": listed["kind"], "apiVersion": listed["apiVersion"],
                                "metadata": {}}).encode()
         self.send_response(200)
         self.send_header("Content-Type", content_type)
@@ -323,7 +334,7 @@ class _Handler(BaseHTTPRequestHandler):
             metadata["remainingItemCount"] = len(items) - offset - limit
         self._json(200, {
             "kind": f"{COLLECTIONS[collection]}List",
-            "apiVersion": "v1",
+            "apiVersion": API_VERSIONS.get(collection, "v1"),
             "metadata": metadata,
             "items": page,
         })

@@ -1,13 +1,19 @@
-"""A loopback Kubernetes API server for server-side apply of ResourceQuotas and Kueue
-ClusterQueues and LocalQueues.
+"""A loopback Kubernetes API server for server-side apply of ResourceQuotas and Kueue objects
+(ClusterQueues, Cohorts, ResourceFlavors, LocalQueues).
 
 It does what kube-apiserver does for the calls collectors/kube_apply.py makes: GET an object
-(404 Status when absent), PATCH with `application/apply-patch+yaml` (415 for any other patch
-type, 422 without fieldManager), `dryRun=All` answers with the object as it would be without
-storing it, and a field owned by another manager gives 409 Conflict unless `force=true`.
-Ownership is kept per field of `spec` (its top-level keys), as managedFields keeps it: two
-managers that set different fields of one object never conflict. Every request is kept for the
-tests to inspect.
+(404 Status when absent), LIST ResourceFlavors, PATCH with `application/apply-patch+yaml` (415
+for any other patch type, 422 without fieldManager), `dryRun=All` answers with the object as it
+would be without storing it, and a field owned by another manager gives 409 Conflict unless
+`force=true`; ownership is kept per field of `spec` (its top-level keys), as managedFields
+keeps it, so two managers that set different fields of one object never conflict. Like a
+cluster with Kueue 0.19 installed, a Kueue object is refused (422 Invalid)
+when it breaks its CRD's schema (the release files in tests/fixtures/kueue, unknown fields
+included, as with fieldValidation=Strict) or the rules of Kueue's admission webhook and CEL
+validations (models.planning.kueue.admission_problems); what is checked is the object as the
+apply leaves it (the stored one with the applied fields merged in), and dry runs are checked
+the same way.
+Every request is kept for the tests to inspect.
 """
 
 from __future__ import annotations
@@ -22,11 +28,16 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
+from models.planning.kueue import admission_problems
 from tests.kube_api import start_http, status, stop_http, url_of
+from tests.kueue_schema import kueue_errors
 
 RQ_PREFIX = "/api/v1/namespaces/"
-CQ_PREFIX = "/apis/kueue.x-k8s.io/v1beta2/clusterqueues/"
-KUEUE_NS_PREFIX = "/apis/kueue.x-k8s.io/v1beta2/namespaces/"
+KUEUE_PREFIX = "/apis/kueue.x-k8s.io/v1beta2/"
+CQ_PREFIX = f"{KUEUE_PREFIX}clusterqueues/"
+COHORT_PREFIX = f"{KUEUE_PREFIX}cohorts/"
+RF_PREFIX = f"{KUEUE_PREFIX}resourceflavors/"
+LQ_PREFIX = f"{KUEUE_PREFIX}namespaces/"
 
 
 @dataclass
@@ -84,6 +95,16 @@ class LoopbackApiServer:
         self.owners[path] = {"hard": manager}
         return path
 
+    def put_resource_flavor(self, name: str, node_labels: dict[str, str] | None = None,
+                            manager: str = "kueue-admin") -> str:
+        path = f"{RF_PREFIX}{name}"
+        self.objects[path] = {
+            "apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ResourceFlavor",
+            "metadata": self._meta(name, None), "spec": {"nodeLabels": dict(node_labels or {})},
+        }
+        self.owners[path] = {"nodeLabels": manager}
+        return path
+
     def put_cluster_queue(self, name: str, spec: dict[str, Any],
                           usage: list[dict[str, Any]] | None = None,
                           manager: str = "gpu-chargeback") -> str:
@@ -98,7 +119,7 @@ class LoopbackApiServer:
 
     def put_local_queue(self, namespace: str, name: str, spec: dict[str, Any],
                         manager: str = "kubectl") -> str:
-        path = f"{KUEUE_NS_PREFIX}{namespace}/localqueues/{name}"
+        path = f"{LQ_PREFIX}{namespace}/localqueues/{name}"
         self.objects[path] = {
             "apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "LocalQueue",
             "metadata": self._meta(name, namespace), "spec": copy.deepcopy(spec), "status": {},
@@ -130,8 +151,14 @@ class LoopbackApiServer:
         content_type = handler.headers.get("Content-Type")
         self.requests.append(Request(method, parts.path, query, content_type, body))
         path = parts.path
-        if not (path.startswith(CQ_PREFIX) or "/resourcequotas/" in path
-                or (path.startswith(KUEUE_NS_PREFIX) and "/localqueues/" in path)):
+        if method == "GET" and path == RF_PREFIX.rstrip("/"):
+            return self._reply(handler, 200, {
+                "apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ResourceFlavorList",
+                "metadata": {"resourceVersion": str(self._version)},
+                "items": [o for p, o in sorted(self.objects.items()) if p.startswith(RF_PREFIX)]})
+        kueue = path.startswith((CQ_PREFIX, COHORT_PREFIX, RF_PREFIX)) or (
+            path.startswith(LQ_PREFIX) and "/localqueues/" in path)
+        if not (kueue or (path.startswith(RQ_PREFIX) and "/resourcequotas/" in path)):
             return self._reply(handler, 404, status(404, "NotFound", f"no route {path}"))
         stored = self.objects.get(path)
         if method == "GET":
@@ -151,12 +178,11 @@ class LoopbackApiServer:
         conflicts = sorted((key, owned[key]) for key in body.get("spec", {})
                            if owned.get(key) not in (None, manager))
         if stored is not None and conflicts and query.get("force") != "true":
-            kind = stored["kind"]
             return self._reply(handler, 409, status(
                 409, "Conflict",
                 f"Apply failed with {len(conflicts)} conflict(s): " + ", ".join(
                     f'conflict with "{who}": .spec.{key}' for key, who in conflicts),
-                details={"name": path.rsplit("/", 1)[-1], "kind": kind.lower() + "s"},
+                details={"name": path.rsplit("/", 1)[-1], "kind": path.split("/")[-2]},
             ))
         result = copy.deepcopy(stored) if stored is not None else {
             "apiVersion": body["apiVersion"], "kind": body["kind"],
@@ -165,6 +191,16 @@ class LoopbackApiServer:
         }
         result["metadata"]["labels"] = dict(body["metadata"].get("labels") or {})
         result["spec"] = {**result.get("spec", {}), **body.get("spec", {})}
+        if kueue:
+            merged = {"apiVersion": body["apiVersion"], "kind": body["kind"],
+                      "metadata": {k: v for k, v in result["metadata"].items()
+                                   if k in ("name", "namespace", "labels")},
+                      "spec": result["spec"]}
+            problems = kueue_errors(merged) + admission_problems(merged)
+            if problems:
+                return self._reply(handler, 422, status(
+                    422, "Invalid", f"{body.get('kind')} {path.rsplit('/', 1)[-1]!r} is "
+                    f"invalid: {'; '.join(problems)}"))
         if result["kind"] == "ResourceQuota":
             result["status"] = {"hard": dict(result["spec"]["hard"]),
                                 "used": dict((result.get("status") or {}).get("used") or {})}

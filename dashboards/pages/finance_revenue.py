@@ -1,4 +1,4 @@
-"""Finance: revenue against GPU capacity, with idle and unattributed GPU-hours valued."""
+"""Finance: revenue against GPU capacity, idle GPU cost by cause, unattributed GPU-hours."""
 
 import streamlit as st
 
@@ -52,6 +52,59 @@ st.caption("Idle (`__idle__`, `__shared_idle__`) and unattributed GPU-hours are 
            "tier's realized price: on-demand revenue per billed GPU-hour. Fixed charges "
            "(reservations, plan fees, minimum commitments) are in the monthly totals above.")
 st.dataframe(capacity[capacity["period"] == period], hide_index=True, width="stretch")
+
+st.subheader("Idle GPU cost by cause")
+causes = ui.audience_data(audience="finance", table="idle_by_cause")
+causes = causes[causes["period"] == period]
+if causes.empty:
+    st.caption(f"No idle capacity recorded in {period}.")
+else:
+    unvalued = sorted(causes[causes["value"].isna()]["hardware_tier"].unique())
+    if unvalued:
+        st.warning("No value for the idle capacity of " + ", ".join(unvalued) + ": nobody was "
+                   "billed for that tier this month, so it has no realized price. Its GPU-hours "
+                   "are below; the values below leave it out.")
+    causes = ui.as_float(causes.copy(), "gpu_hours", "value")
+    by_cause = causes.groupby(["cause_order", "cause_label"], as_index=False)[
+        ["gpu_hours", "value"]].sum().sort_values("cause_order")
+    currency = str(causes["currency"].dropna().iloc[0]) if causes["currency"].notna().any() \
+        else ""
+    reserved = by_cause[by_cause["cause_label"].str.startswith("Reserved")]
+    platform = by_cause.drop(reserved.index)
+    a, b, c = st.columns(3)
+    a.metric("Idle in all", f"{by_cause['gpu_hours'].sum():,.1f} GPU-h",
+             f"{by_cause['value'].sum():,.2f} {currency}", delta_color="off", delta_arrow="off")
+    b.metric("The platform's idle", f"{platform['gpu_hours'].sum():,.1f} GPU-h",
+             f"{platform['value'].sum():,.2f} {currency}", delta_color="off",
+             delta_arrow="off")
+    c.metric("Reserved but unused (billed to its holders)",
+             f"{reserved['gpu_hours'].sum():,.1f} GPU-h",
+             f"{reserved['value'].sum():,.2f} {currency}", delta_color="off",
+             delta_arrow="off")
+    table = by_cause.drop(columns=["cause_order"]).rename(columns={
+        "cause_label": "cause", "gpu_hours": "GPU-hours", "value": "value"})
+    table["currency"] = currency
+    st.dataframe(table, hide_index=True, width="stretch",
+                 column_config=ui.money_columns(table, "value"))
+    st.bar_chart(causes.pivot_table(index="hardware_tier", columns="cause_label",
+                                    values="gpu_hours", aggfunc="sum"),
+                 y_label="GPU-hours", x_label="hardware tier")
+    holders = ui.audience_data(audience="finance", table="idle_reserved_by_holder")
+    holders = holders[holders["period"] == period]
+    if not holders.empty:
+        st.caption("Reserved but unused, by the tenant holding the reservation (its invoice's "
+                   "reservation line pays for it):")
+        holders = ui.as_float(holders.copy(), "gpu_hours", "value").groupby(
+            ["tenant", "currency"], as_index=False)[["gpu_hours", "value"]].sum().rename(
+            columns={"gpu_hours": "GPU-hours"})
+        st.dataframe(holders, hide_index=True, width="stretch",
+                     column_config=ui.money_columns(holders, "value"))
+    st.caption("Each idle GPU-hour has one cause, the first that applies: a shared endpoint "
+               "without requests; MIG slices no instance covers; a reservation its holder "
+               "did not use (paid for by the reservation line); a queue's quota beyond what "
+               "its tenant used or reserved; otherwise unreserved idle. The causes sum to the "
+               "idle total exactly, in GPU-hours and in value (idle is valued at the tier's "
+               "realized price, as above).")
 
 # --- forecast revenue (self-contained: reads only `revenue_forecast`) ---
 forecast = ui.audience_data(audience="finance", table="revenue_forecast")

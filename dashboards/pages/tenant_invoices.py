@@ -1,4 +1,4 @@
-"""Tenant: invoices and adjustment notes, with PDF, CSV and JSON downloads."""
+"""Tenant: invoices, credit and debit notes (or statements), with PDF, CSV and JSON downloads."""
 
 import streamlit as st
 
@@ -12,14 +12,15 @@ invoices = ui.tenant_data(tenant=tenant, table="invoices")
 if invoices.empty:
     st.info("No invoices yet.")
     st.stop()
-st.dataframe(ui.invoice_table(invoices).drop(columns=["tenant"]), hide_index=True,
-             width="stretch")
+table = ui.document_table(invoices).drop(columns=["tenant"])
+st.dataframe(table, hide_index=True, width="stretch",
+             column_config=ui.money_columns(table, "total"))
 labels = {
-    f"{row.number or '(draft)'!s} · {row.period} · {row.kind} · {row.display_status}": i
-    for i, row in enumerate(invoices.itertuples())
+    f"{row.document} · {row.period} · {row.type} · {row.status}": i
+    for i, row in enumerate(table.itertuples())
 }
 choice = st.selectbox("Download", list(labels)[::-1])
 chosen = invoices.iloc[labels[choice]]
-st.metric(f"Total of {chosen['number'] or 'the draft'}",
+st.metric(f"Total of {table.iloc[labels[choice]]['document']}",
           ui.money(chosen["total"], chosen["currency"]))
 ui.invoice_downloads(chosen, key="tenant-invoice")

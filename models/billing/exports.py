@@ -1,16 +1,23 @@
-"""Per-invoice files for finance: PDF for people, CSV and JSON for systems.
+"""Files for finance: each document as PDF for people, CSV and JSON for systems; per period
+the invoice register, the journal, and a ZIP of all of it.
 
-The one way invoice files are made and written: the billing asset, `chargeback invoices
-export` and the dashboards' downloads all render through `render`, and every file is written
-atomically under a safe name (models.files)."""
+The one way these files are made and written: the billing asset, `chargeback invoices
+export` and the dashboards' downloads all render through `render` and `period_zip`, and every
+file is written atomically under a safe name (models.files)."""
 
 from __future__ import annotations
 
+import io
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from models.billing.books import Accounts
 from models.billing.invoice_pdf import render_pdf
 from models.billing.invoices import StoredInvoice, canonical_json, export_document, lines_csv
+from models.billing.journal import journal_csv
+from models.billing.rate_cards import month_bounds
+from models.billing.register import register_csv
 from models.files import atomic_write, safe_path
 
 FORMATS = ("pdf", "csv", "json")
@@ -49,3 +56,47 @@ def write_invoice_files(invoices: Sequence[StoredInvoice], folder: Path,
             if stale not in keep:
                 stale.unlink()
     return written
+
+
+def register_name(period: str) -> str:
+    return f"register-{period}.csv"
+
+
+def journal_name(period: str) -> str:
+    return f"journal-{period}.csv"
+
+
+def zip_name(period: str) -> str:
+    return f"documents-{period}.zip"
+
+
+def write_period_files(documents: Sequence[StoredInvoice], period: str, folder: Path,
+                       accounts: Accounts | None) -> list[Path]:
+    """The period's register and, when ledger accounts are configured, its journal."""
+    written = [atomic_write(folder / register_name(period), register_csv(documents))]
+    if accounts is not None:
+        written.append(atomic_write(folder / journal_name(period),
+                                    journal_csv(documents, period, accounts)))
+    return written
+
+
+def period_zip(documents: Sequence[StoredInvoice], period: str, journal: str | None) -> bytes:
+    """A ZIP of the period's documents (every format of each), its register and its journal
+    (CSV text, from `journal_csv`; None when no ledger accounts are configured), in a folder
+    named after the period. Entries carry the period's end as their time, so the same
+    documents always make the same bytes."""
+    _, end = month_bounds(period)
+    stamp = end.timetuple()[:6]
+    entries = [(file_name(stored, fmt), render(stored, fmt))
+               for stored in documents for fmt in FORMATS]
+    entries.append((register_name(period), register_csv(documents).encode()))
+    if journal is not None:
+        entries.append((journal_name(period), journal.encode()))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, data in sorted(entries):
+            info = zipfile.ZipInfo(f"{period}/{name}", date_time=stamp)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, data)
+    return out.getvalue()

@@ -2,8 +2,10 @@
 
 One row per charge, as FOCUS defines it: on-demand GPU usage per tenant, UTC day, resource (GPU
 or MIG instance), hardware tier, size class, model and workload kind; reserved GPUs as
-commitment-discount purchases and the usage they covered (or left unused); base fees, true-ups,
-credits; adjustment notes issued in the period as corrections of closed periods.
+commitment-discount and capacity-reservation purchases and the usage they covered (or left
+unused); base fees, true-ups, credits, tax; adjustment notes issued in the period as
+corrections of closed periods. Plan minimums and reservations are contract commitments
+(`ContractApplied`); the companion datasets are in models.billing.focus_datasets.
 
 Every figure comes from the stored invoice (models.billing.lifecycle.stored): its lines and
 its hourly netting. Nothing is priced or netted here: the netting's on-demand and covered
@@ -25,27 +27,29 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from models.billing import lifecycle
-from models.billing.invoices import DocumentKind, Status, StoredInvoice
+from models.billing.books import Books
+from models.billing.invoices import DocumentKind, StoredInvoice
 from models.billing.pricing import (
     QUANTITY,
     HourUse,
+    Invoice,
     InvoiceLine,
     LineKind,
     allocate,
+    marginal_band,
 )
-from models.billing.rate_cards import Reservation, Tenant, month_bounds
-from models.files import atomic_open, atomic_write
+from models.billing.rate_cards import RateCard, Reservation, Tenant, month_bounds
+from models.errors import UserError
 
 FOCUS_VERSION = "1.4"
-"""The newest released FOCUS version (ratified June 2026; 1.5 is due December 2026)."""
+"""The newest released FOCUS version: 1.4, approved 2026-06-04 (FOCUS_Spec PR #2436,
+`candidate_recommendation` to `main`); 1.5 is due December 2026."""
 
 ZERO = Decimal(0)
 COST_SCALE = 12
@@ -54,8 +58,16 @@ DECIMAL = pa.decimal128(38, COST_SCALE)
 DATETIME = pa.timestamp("us", tz="UTC")
 
 GPU_HOURS = "GPU-Hours"
-BILLABLE_UNITS = "Normalized GPU-Hours"
-"""On-demand pricing unit: overflow GPU-hours times the size class's multiplier."""
+BILLABLE_UNITS = "Units"
+"""The rate card's billable unit: a GPU-hour times its size class's multiplier (FOCUS Unit
+Format: a recommended count-based unit, plural)."""
+RESERVED_GPU = "Reserved GPU"
+"""CommitmentDiscountType of a reservation, and the commitment program GPU-hours of a tier with
+a reserved price are eligible for."""
+ELIGIBLE = json.dumps({"CommitmentPrograms": [{"ProgramType": RESERVED_GPU}]})
+"""CommitmentProgramEligibilityDetails of usage of a tier that can be reserved."""
+RESERVATION_RESOURCE = "GPU Reservation"
+"""ResourceType of a reservation's purchase and unused rows: the reservation is the resource."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +84,16 @@ class Provider:
     service_subcategory: str = "AI Platforms"
 
 
+def provider_of(books: Books | None) -> Provider:
+    """The finance file's issuer names the provider, the host and the invoice issuer (the
+    name the documents carry); without one, the defaults above."""
+    if books is None:
+        return Provider()
+    name = books.issuer.legal_name
+    return Provider(service_provider_name=name, host_provider_name=name,
+                    invoice_issuer_name=name, billing_account_name=name)
+
+
 # (name, FOCUS data type, Arrow type). FOCUS columns first, alphabetically as in the spec's
 # column table, then our own x_ columns.
 COLUMNS: tuple[tuple[str, str, pa.DataType], ...] = (
@@ -81,6 +103,8 @@ COLUMNS: tuple[tuple[str, str, pa.DataType], ...] = (
     ("BillingCurrency", "String", pa.string()),
     ("BillingPeriodEnd", "Date/Time", DATETIME),
     ("BillingPeriodStart", "Date/Time", DATETIME),
+    ("CapacityReservationId", "String", pa.string()),
+    ("CapacityReservationStatus", "String", pa.string()),
     ("ChargeCategory", "String", pa.string()),
     ("ChargeClass", "String", pa.string()),
     ("ChargeDescription", "String", pa.string()),
@@ -94,8 +118,10 @@ COLUMNS: tuple[tuple[str, str, pa.DataType], ...] = (
     ("CommitmentDiscountStatus", "String", pa.string()),
     ("CommitmentDiscountType", "String", pa.string()),
     ("CommitmentDiscountUnit", "String", pa.string()),
+    ("CommitmentProgramEligibilityDetails", "JSON", pa.string()),
     ("ConsumedQuantity", "Decimal", DECIMAL),
     ("ConsumedUnit", "String", pa.string()),
+    ("ContractApplied", "JSON", pa.string()),
     ("ContractedCost", "Decimal", DECIMAL),
     ("ContractedUnitPrice", "Decimal", DECIMAL),
     ("EffectiveCost", "Decimal", DECIMAL),
@@ -123,6 +149,7 @@ COLUMNS: tuple[tuple[str, str, pa.DataType], ...] = (
     ("SubAccountName", "String", pa.string()),
     ("x_Adjusts", "String", pa.string()),
     ("x_Cluster", "String", pa.string()),
+    ("x_DocumentType", "String", pa.string()),
     ("x_GpuProduct", "String", pa.string()),
     ("x_GpuSeconds", "Decimal", DECIMAL),
     ("x_HardwareTier", "String", pa.string()),
@@ -142,12 +169,40 @@ SCHEMA = pa.schema([pa.field(name, arrow) for name, _, arrow in COLUMNS])
 DECIMAL_COLUMNS = frozenset(name for name, kind, _ in COLUMNS if kind == "Decimal")
 DATETIME_COLUMNS = frozenset(name for name, kind, _ in COLUMNS if kind == "Date/Time")
 
-# Invoice line kinds of an adjustment note -> the FOCUS charge category of the correction.
-CORRECTION_CATEGORY = {
+# Invoice line kinds -> the FOCUS charge category of the charge (of a correction, for an
+# adjustment note's delta lines).
+CHARGE_CATEGORY = {
     LineKind.USAGE: "Usage", LineKind.DISCOUNT: "Usage", LineKind.BAND_FEE: "Adjustment",
     LineKind.RESERVATION: "Purchase", LineKind.BASE_FEE: "Purchase",
-    LineKind.TRUE_UP: "Adjustment", LineKind.CREDIT: "Credit",
+    LineKind.TRUE_UP: "Adjustment", LineKind.CREDIT: "Credit", LineKind.TAX: "Tax",
 }
+TOWARD_MINIMUM = frozenset({LineKind.USAGE, LineKind.BAND_FEE, LineKind.DISCOUNT,
+                            LineKind.RESERVATION, LineKind.TRUE_UP})
+"""Line kinds that count toward a plan's minimum commitment (DESIGN.md billing step 7: usage
+after discount plus reservation fees), and the true-up that brings them to it."""
+
+
+def contract_id(tenant: str) -> str:
+    """The tenant's agreement with the platform: its plan and its reservations."""
+    return f"{tenant}/contract"
+
+
+def minimum_commitment_id(invoice: Invoice) -> str:
+    """The plan's minimum spend for one billing period: a contract commitment."""
+    return f"{invoice.tenant}/plan/{invoice.plan}/minimum/{invoice.period}"
+
+
+def contract_applied(elements: Sequence[Mapping[str, Any]]) -> str | None:
+    """ContractApplied: `{"Elements": [...]}`, decimals written digit for digit as JSON
+    numbers (json.dumps would go through a float); read back with `parse_float=Decimal`."""
+    if not elements:
+        return None
+    def text(value: Any) -> str:
+        return format(value, "f") if isinstance(value, Decimal) else json.dumps(value)
+
+    objects = ["{" + ", ".join(f"{json.dumps(key)}: {text(value)}"
+                               for key, value in element.items()) + "}" for element in elements]
+    return '{"Elements": [' + ", ".join(objects) + "]}"
 
 
 @dataclass
@@ -176,38 +231,47 @@ def focus_table(
     period: str,
     *,
     tenants: Mapping[str, Tenant],
+    cards: Sequence[RateCard],
     provider: Provider | None = None,
 ) -> pa.Table:
-    """The FOCUS rows of billing period `period` (YYYY-MM): every draft or final invoice of
-    the period, and every adjustment note finalized during it (as corrections).
+    """The FOCUS rows of billing period `period` (YYYY-MM): every draft or final invoice or
+    statement of the period, and every adjustment note finalized during it (as corrections).
 
-    `tenants` gives each tenant's display name (SubAccountName)."""
+    `tenants` gives each tenant's display name (SubAccountName); `cards` the rate card each
+    invoice names (by version), for the on-demand list price of covered GPU-hours and which
+    tiers can be reserved."""
     provider = provider or Provider()
     start, end = month_bounds(period)
-    documents = sorted(
-        [*(s for s in lifecycle.stored(con, period, with_hours=True)
-           if s.kind is DocumentKind.INVOICE),
-         *(s for s in lifecycle.stored(con, status=Status.FINAL, finalized_in=(start, end))
-           if s.kind is DocumentKind.ADJUSTMENT)],
-        key=lambda s: s.invoice_id)
     rows: list[dict[str, Any]] = []
-    for stored in documents:
+    for stored in lifecycle.period_documents(con, period, with_hours=True):
         tenant = tenants.get(stored.invoice.tenant)
         if tenant is None:
-            raise ValueError(
+            raise UserError(
                 f"invoice {stored.invoice_id}: tenant {stored.invoice.tenant!r} is missing from "
                 "the tenants configuration; the FOCUS export needs its name")
+        card = card_of(stored.invoice, cards)
         common = _common(stored, provider, tenant, start, end)
         if stored.kind is DocumentKind.ADJUSTMENT:
             rows += _correction_rows(stored, common)
         else:
-            rows += _invoice_rows(con, stored, common, start, end)
+            rows += _invoice_rows(con, stored, common, card, start, end)
     return pa.Table.from_pylist(rows, schema=SCHEMA)
+
+
+def card_of(invoice: Invoice, cards: Sequence[RateCard]) -> RateCard:
+    """The rate card version an invoice was priced with."""
+    for card in cards:
+        if card.version == invoice.rate_card_version:
+            return card
+    raise UserError(f"invoice of {invoice.tenant} for {invoice.period}: rate card version "
+                    f"{invoice.rate_card_version!r} is no longer in the rate-card file; the "
+                    "FOCUS export needs its prices")
 
 
 def _common(stored: StoredInvoice, provider: Provider, tenant: Tenant, start: datetime,
             end: datetime) -> dict[str, Any]:
     invoice = stored.invoice
+    kind = stored.document_type
     return {
         "BillingAccountId": provider.billing_account_id,
         "BillingAccountName": provider.billing_account_name,
@@ -215,7 +279,8 @@ def _common(stored: StoredInvoice, provider: Provider, tenant: Tenant, start: da
         "BillingPeriodStart": start,
         "BillingPeriodEnd": end,
         "HostProviderName": provider.host_provider_name,
-        "InvoiceId": stored.invoice_id,
+        # A showback statement is not an invoice, issued or provisional: no InvoiceId.
+        "InvoiceId": stored.invoice_id if kind.payable else None,
         "InvoiceIssuerName": provider.invoice_issuer_name,
         "ServiceCategory": provider.service_category,
         "ServiceName": provider.service_name,
@@ -224,11 +289,27 @@ def _common(stored: StoredInvoice, provider: Provider, tenant: Tenant, start: da
         "SubAccountId": tenant.name,
         "SubAccountName": tenant.display_name or tenant.name,
         "x_Adjusts": stored.adjusts,
+        "x_DocumentType": kind.value,
         "x_InvoiceKind": stored.kind.value,
         "x_InvoiceStatus": stored.status.value,
         "x_MeteringBasis": invoice.basis,
         "x_RateCardVersion": invoice.rate_card_version,
     }
+
+
+def _detail_id(common: Mapping[str, Any], line_no: int) -> str | None:
+    """The InvoiceDetailId of an invoice line (the Invoice Detail dataset's row of it)."""
+    invoice_id = common["InvoiceId"]
+    return None if invoice_id is None else f"{invoice_id}#{line_no}"
+
+
+def _minimum(invoice: Invoice, cost: Decimal) -> list[dict[str, Any]]:
+    """The ContractApplied element of a charge counting `cost` toward the plan minimum."""
+    if not invoice.minimum_commitment:
+        return []
+    return [{"ContractId": contract_id(invoice.tenant),
+             "ContractCommitmentId": minimum_commitment_id(invoice),
+             "ContractCommitmentAppliedCost": cost}]
 
 
 def _standalone(common: Mapping[str, Any], line_no: int, line: InvoiceLine,
@@ -239,12 +320,12 @@ def _standalone(common: Mapping[str, Any], line_no: int, line: InvoiceLine,
         common, ChargeCategory=category, ChargeFrequency=frequency,
         ChargeDescription=line.description, ChargePeriodStart=start, ChargePeriodEnd=end,
         BilledCost=line.amount, EffectiveCost=line.amount, ListCost=line.amount,
-        ContractedCost=line.amount, InvoiceDetailId=f"{common['InvoiceId']}#{line_no}",
+        ContractedCost=line.amount, InvoiceDetailId=_detail_id(common, line_no),
         x_InvoiceLineKind=line.kind.value, x_HardwareTier=line.hardware_tier, **extra)
 
 
 def _invoice_rows(con: duckdb.DuckDBPyConnection, stored: StoredInvoice,
-                  common: Mapping[str, Any], start: datetime, end: datetime
+                  common: Mapping[str, Any], card: RateCard, start: datetime, end: datetime
                   ) -> list[dict[str, Any]]:
     invoice = stored.invoice
     lines = list(enumerate(invoice.lines, start=1))
@@ -254,11 +335,11 @@ def _invoice_rows(con: duckdb.DuckDBPyConnection, stored: StoredInvoice,
     # Reserved GPUs: the purchase, and its cost amortized over the hours it covered or not.
     for line_no, line in lines:
         if line.kind is LineKind.RESERVATION:
-            out += _reservation_rows(common, stored, line_no, line, usage)
+            out += _reservation_rows(common, stored, card, line_no, line, usage)
 
     # On-demand usage: netted GPU-hours per row, units per band, amounts per line, then the
     # discount.
-    on_demand = _on_demand_rows(common, stored, lines, usage)
+    on_demand = _on_demand_rows(common, stored, card, lines, usage)
     band_fees = [
         _standalone(common, n, x, "Adjustment", "One-Time", start, end, SkuId=x.hardware_tier)
         for n, x in lines if x.kind is LineKind.BAND_FEE
@@ -272,6 +353,9 @@ def _invoice_rows(con: duckdb.DuckDBPyConnection, stored: StoredInvoice,
             row["EffectiveCost"] = row["BilledCost"]
             if row["ChargeCategory"] == "Adjustment":
                 row["ListCost"] = row["ContractedCost"] = row["BilledCost"]
+    # Usage after its discount share counts toward the plan minimum, band fees too.
+    for row in [*on_demand, *band_fees]:
+        row["ContractApplied"] = contract_applied(_minimum(invoice, row["BilledCost"]))
     out += [r for r in on_demand if r["PricingQuantity"] or r["BilledCost"]]
     out += band_fees
 
@@ -286,9 +370,14 @@ def _invoice_rows(con: duckdb.DuckDBPyConnection, stored: StoredInvoice,
                 ListCost=price * qty, ContractedCost=price * qty,
                 SkuPriceDetails=json.dumps({"x_Plan": invoice.plan})))
         elif line.kind is LineKind.TRUE_UP:
-            out.append(_standalone(common, n, line, "Adjustment", "One-Time", start, end))
+            # The shortfall settles the minimum at the end of its (monthly) interval.
+            out.append(_standalone(common, n, line, "Adjustment", "One-Time", start, end,
+                                   ContractApplied=contract_applied(
+                                       _minimum(invoice, line.amount))))
         elif line.kind is LineKind.CREDIT:
             out.append(_standalone(common, n, line, "Credit", "One-Time", start, end))
+        elif line.kind is LineKind.TAX:
+            out.append(_standalone(common, n, line, "Tax", "Recurring", start, end))
     return out
 
 
@@ -323,7 +412,7 @@ def _resource_usage(con: duckdb.DuckDBPyConnection, stored: StoredInvoice, start
             continue
         members = sharing.get((cell.hour, cell.hardware_tier, cell.size_class))
         if not members:
-            raise ValueError(
+            raise UserError(
                 f"invoice {stored.invoice_id}: {cell.gpu_hours} {cell.hardware_tier}/"
                 f"{cell.size_class} GPU-hours netted at {cell.hour:%Y-%m-%d %H:%M}Z, but the "
                 "ledger has no such usage any more; re-run tenant_bills before exporting")
@@ -348,35 +437,59 @@ def _resource(common: Mapping[str, Any], u: _Usage) -> dict[str, Any]:
 
 
 def _commitment(reservation_id: str, r: Reservation) -> dict[str, Any]:
+    """The commitment-discount and capacity-reservation columns of a reservation's charges:
+    one agreement is both (GPUs held for the tenant, billed used or not, at the reserved
+    price), so both ids are the reservation's."""
     return {
         "CommitmentDiscountId": reservation_id, "CommitmentDiscountCategory": "Usage",
-        "CommitmentDiscountType": "Reserved GPU",
-        "CommitmentDiscountName": f"{r.gpus} reserved {r.tier} GPUs from "
-                                  f"{r.start:%Y-%m-%d %H:%M}Z",
+        "CommitmentDiscountType": RESERVED_GPU,
+        "CommitmentDiscountName": reservation_name(r),
+        "CapacityReservationId": reservation_id,
     }
 
 
-def _reservation_rows(common: Mapping[str, Any], stored: StoredInvoice, line_no: int,
-                      line: InvoiceLine, usage: Sequence[_Usage]) -> list[dict[str, Any]]:
+def reservation_name(r: Reservation) -> str:
+    return f"{r.gpus} reserved {r.tier} GPUs from {r.start:%Y-%m-%d %H:%M}Z"
+
+
+def _reservation_resource(reservation_id: str, r: Reservation) -> dict[str, Any]:
+    """The reservation as the resource of its purchase and unused rows (FOCUS 1.4:
+    CommitmentDiscountId equals ResourceId on both)."""
+    return {"ResourceId": reservation_id, "ResourceName": reservation_name(r),
+            "ResourceType": RESERVATION_RESOURCE}
+
+
+def _reservation_rows(common: Mapping[str, Any], stored: StoredInvoice, card: RateCard,
+                      line_no: int, line: InvoiceLine, usage: Sequence[_Usage]
+                      ) -> list[dict[str, Any]]:
     invoice = stored.invoice
     start, end = common["BillingPeriodStart"], common["BillingPeriodEnd"]
     rid = line.reservation_id
     assert rid is not None, "pricing names the reservation of every reservation line"
     r = invoice.reservation(rid)
     price, qty, amount = line.unit_price, line.quantity, line.amount
+    reservation = {"ContractId": contract_id(invoice.tenant), "ContractCommitmentId": rid}
     commitment = {
-        **_commitment(rid, r), "CommitmentDiscountUnit": GPU_HOURS,
-        "SkuId": r.tier, "SkuPriceId": f"{r.tier}/reserved", "SkuMeter": "Reserved GPU",
-        "SkuPriceDetails": json.dumps({"x_HardwareTier": r.tier, "x_Reserved": True}),
-        "ListUnitPrice": price, "ContractedUnitPrice": price, "PricingUnit": GPU_HOURS,
-        "x_HardwareTier": r.tier, "InvoiceDetailId": f"{common['InvoiceId']}#{line_no}",
+        **_commitment(rid, r), "CommitmentDiscountUnit": GPU_HOURS, "SkuId": r.tier,
+        "x_HardwareTier": r.tier, "InvoiceDetailId": _detail_id(common, line_no),
         "x_InvoiceLineKind": line.kind.value,
     }
+    reserved_sku = {
+        "SkuPriceId": f"{r.tier}/reserved", "SkuMeter": RESERVED_GPU,
+        "SkuPriceDetails": json.dumps({"x_HardwareTier": r.tier, "x_Reserved": True}),
+        "ListUnitPrice": price, "ContractedUnitPrice": price, "PricingUnit": GPU_HOURS,
+    }
     rows = [dict(
-        common, **commitment, ChargeCategory="Purchase", ChargeFrequency="Recurring",
+        common, **commitment, **reserved_sku, **_reservation_resource(rid, r),
+        ChargeCategory="Purchase", ChargeFrequency="Recurring",
         ChargeDescription=line.description, ChargePeriodStart=start, ChargePeriodEnd=end,
         PricingCategory="Standard", PricingQuantity=qty, CommitmentDiscountQuantity=qty,
-        BilledCost=amount, EffectiveCost=ZERO, ListCost=price * qty, ContractedCost=price * qty)]
+        BilledCost=amount, EffectiveCost=ZERO, ListCost=price * qty, ContractedCost=price * qty,
+        ContractApplied=contract_applied([
+            {**reservation, "ContractCommitmentAppliedCost": amount,
+             "ContractCommitmentAppliedQuantity": qty,
+             "ContractCommitmentAppliedUnit": GPU_HOURS},
+            *_minimum(invoice, amount)]))]
 
     # The netting says, hour by hour, what the reservation covered and what it left unused;
     # together they are the quantity its line charges.
@@ -389,31 +502,58 @@ def _reservation_rows(common: Mapping[str, Any], stored: StoredInvoice, line_no:
     quantities = ([u.covered[rid] for u in used_rows]
                   + [unused_by_day[d] for d in unused_days])
     if sum(quantities, ZERO) != qty:
-        raise ValueError(
+        raise UserError(
             f"invoice {stored.invoice_id}: reservation {rid}: the stored netting holds "
             f"{sum(quantities, ZERO)} GPU-hours, the reservation line {qty}; re-run "
             "tenant_bills")
     costs = allocate(amount, quantities, invoice.quantum)
+    # Covered GPU-hours are priced as the on-demand usage they are: list and contracted unit
+    # prices exclude the commitment discount, so ContractedCost - EffectiveCost is the saving.
+    units = {t.hardware_tier: ZERO for t in invoice.usage}
+    for t in invoice.usage:
+        units[t.hardware_tier] += t.billable_units
+    band, list_price = marginal_band(card, r.tier, units.get(r.tier, ZERO))
+    contracted = list_price * invoice.discount_factor
+    on_demand_sku = {
+        "SkuPriceId": _sku_price_id(r.tier, band.mode.value, band.number),
+        "SkuMeter": "On-demand GPU",
+        "SkuPriceDetails": json.dumps({"x_HardwareTier": r.tier,
+                                       "x_PricingMode": band.mode.value, "x_Band": band.number,
+                                       "x_CoveredBy": RESERVED_GPU}),
+        "PricingUnit": BILLABLE_UNITS, "ListUnitPrice": list_price,
+        "ContractedUnitPrice": contracted,
+    }
     for i, u in enumerate(used_rows):
         q = quantities[i]
+        multiplier = _multiplier(invoice, u)
+        billable = q * multiplier
         rows.append(dict(
-            _resource(common, u), **commitment, ChargeCategory="Usage",
+            _resource(common, u), **commitment, **on_demand_sku, ChargeCategory="Usage",
             ChargeFrequency="Usage-Based", CommitmentDiscountStatus="Used",
+            CapacityReservationStatus="Used",
             ChargeDescription=f"{r.tier} GPU usage covered by reservation {rid}",
-            PricingCategory="Committed", PricingQuantity=q, ConsumedQuantity=q,
+            PricingCategory="Committed", PricingQuantity=billable, ConsumedQuantity=q,
             ConsumedUnit=GPU_HOURS, CommitmentDiscountQuantity=q, BilledCost=ZERO,
-            EffectiveCost=costs[i], ListCost=price * q, ContractedCost=price * q,
-            x_GpuSeconds=_seconds(q)))
+            EffectiveCost=costs[i], ListCost=list_price * billable,
+            ContractedCost=contracted * billable, x_GpuSeconds=_seconds(q),
+            x_SizeMultiplier=multiplier, CommitmentProgramEligibilityDetails=ELIGIBLE,
+            ContractApplied=contract_applied([{
+                **reservation, "ContractCommitmentAppliedQuantity": q,
+                "ContractCommitmentAppliedUnit": GPU_HOURS}])))
     for j, day in enumerate(unused_days, start=len(used_rows)):
         q = quantities[j]
         rows.append(dict(
-            common, **commitment, ChargeCategory="Usage", ChargeFrequency="Usage-Based",
-            CommitmentDiscountStatus="Unused",
+            common, **commitment, **reserved_sku, **_reservation_resource(rid, r),
+            ChargeCategory="Usage", ChargeFrequency="Usage-Based",
+            CommitmentDiscountStatus="Unused", CapacityReservationStatus="Unused",
             ChargeDescription=f"unused hours of reservation {rid}",
             ChargePeriodStart=day, ChargePeriodEnd=day + timedelta(days=1),
             PricingCategory="Committed", PricingQuantity=q, CommitmentDiscountQuantity=q,
             BilledCost=ZERO, EffectiveCost=costs[j], ListCost=price * q,
-            ContractedCost=price * q))
+            ContractedCost=price * q,
+            ContractApplied=contract_applied([{
+                **reservation, "ContractCommitmentAppliedQuantity": q,
+                "ContractCommitmentAppliedUnit": GPU_HOURS}])))
     return rows
 
 
@@ -421,7 +561,16 @@ def _seconds(gpu_hours: Decimal) -> Decimal:
     return (gpu_hours * 3600).quantize(QUANTITY)
 
 
-def _on_demand_rows(common: Mapping[str, Any], stored: StoredInvoice,
+def _multiplier(invoice: Invoice, u: _Usage) -> Decimal:
+    return next(t.multiplier for t in invoice.usage
+                if t.hardware_tier == u.tier and t.size_class == u.size)
+
+
+def _sku_price_id(tier: str, mode: str, band: int | None) -> str:
+    return f"{tier}/{mode}" + (f"/band-{band}" if band else "")
+
+
+def _on_demand_rows(common: Mapping[str, Any], stored: StoredInvoice, card: RateCard,
                     lines: Sequence[tuple[int, InvoiceLine]], usage: Sequence[_Usage]
                     ) -> list[dict[str, Any]]:
     invoice = stored.invoice
@@ -434,7 +583,7 @@ def _on_demand_rows(common: Mapping[str, Any], stored: StoredInvoice,
         try:
             units = allocate(tier_usage.billable_units, [u.on_demand for u in rows], QUANTITY)
         except ValueError as error:
-            raise ValueError(
+            raise UserError(
                 f"invoice {stored.invoice_id}: {tier}/{size}: the ledger no longer matches the "
                 f"invoice's usage ({error}); re-run tenant_bills before exporting") from None
         by_tier[tier] += [(u, u.on_demand, n) for u, n in zip(rows, units, strict=True)
@@ -446,8 +595,8 @@ def _on_demand_rows(common: Mapping[str, Any], stored: StoredInvoice,
         # Graduated bands fill in time order: the month's first units are the first band's.
         remaining = [x.quantity for _, x in bands]
         if sum(remaining, ZERO) != sum((p[2] for p in pieces_in), ZERO):
-            raise ValueError(f"invoice {stored.invoice_id}: {tier}: band quantities do not add "
-                             "up to the usage's billable units")
+            raise UserError(f"invoice {stored.invoice_id}: {tier}: band quantities do not "
+                            "add up to the usage's billable units; re-run tenant_bills")
         pieces: list[tuple[_Usage, Decimal, Decimal, int]] = []
         band = 0
         for u, consumed_q, units_q in pieces_in:
@@ -464,6 +613,7 @@ def _on_demand_rows(common: Mapping[str, Any], stored: StoredInvoice,
             if not parts:
                 pieces.append((u, consumed_q, ZERO, band))
             pieces += [(u, c, q, b) for (q, b), c in zip(parts, split, strict=True)]
+        reservable = card.tier(tier).reserved_price is not None
         for b, (line_no, line) in enumerate(bands):
             members = [p for p in pieces if p[3] == b]
             amounts = allocate(line.amount, [p[2] for p in members], invoice.quantum)
@@ -471,23 +621,21 @@ def _on_demand_rows(common: Mapping[str, Any], stored: StoredInvoice,
             contracted = price * discount_factor
             assert line.band is not None, "pricing names the band of every usage line"
             mode, number = line.band.mode.value, line.band.number
-            sku_price = f"{tier}/{mode}" + (f"/band-{number}" if number else "")
             for (u, c, q, _), amount in zip(members, amounts, strict=True):
-                multiplier = next(t.multiplier for t in invoice.usage
-                                  if t.hardware_tier == u.tier and t.size_class == u.size)
                 out.append(dict(
                     _resource(common, u), ChargeCategory="Usage", ChargeFrequency="Usage-Based",
                     ChargeDescription=f"{u.tier} on-demand GPU usage ({line.description}), "
                                       f"{u.model or 'unknown model'} ({u.size})",
-                    SkuPriceId=sku_price, SkuMeter="On-demand GPU",
+                    SkuPriceId=_sku_price_id(tier, mode, number), SkuMeter="On-demand GPU",
                     SkuPriceDetails=json.dumps({"x_HardwareTier": tier, "x_PricingMode": mode,
                                                 "x_Band": number}),
                     PricingCategory="Standard", PricingQuantity=q, PricingUnit=BILLABLE_UNITS,
                     ConsumedQuantity=c, ConsumedUnit=GPU_HOURS, ListUnitPrice=price,
                     ContractedUnitPrice=contracted, ListCost=price * q,
                     ContractedCost=contracted * q, BilledCost=amount, EffectiveCost=amount,
-                    InvoiceDetailId=f"{stored.invoice_id}#{line_no}", x_InvoiceLineKind="usage",
-                    x_GpuSeconds=_seconds(c), x_SizeMultiplier=multiplier))
+                    InvoiceDetailId=_detail_id(common, line_no), x_InvoiceLineKind="usage",
+                    x_GpuSeconds=_seconds(c), x_SizeMultiplier=_multiplier(invoice, u),
+                    CommitmentProgramEligibilityDetails=ELIGIBLE if reservable else None))
     return out
 
 
@@ -496,26 +644,35 @@ def _order(u: _Usage) -> tuple[Any, ...]:
 
 
 def _correction_rows(stored: StoredInvoice, common: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """An adjustment note's delta lines, as corrections of the closed period they change."""
+    """An adjustment note's delta lines, as corrections of the closed period they change.
+    Corrections carry no SKU price (FOCUS allows it), so their pricing columns are null."""
     note = stored.invoice
     lo, hi = month_bounds(note.period)
     out = []
     for n, line in enumerate(note.lines, start=1):
-        category = CORRECTION_CATEGORY[line.kind]
+        category = CHARGE_CATEGORY[line.kind]
         extra: dict[str, Any] = {"ChargeClass": "Correction", "SkuId": line.hardware_tier}
+        applied = _minimum(note, line.amount) if line.kind in TOWARD_MINIMUM else []
         if line.reservation_id is not None:
-            extra.update(_commitment(line.reservation_id,
-                                     note.reservation(line.reservation_id)))
-        frequency = {"Usage": "Usage-Based", "Purchase": "Recurring"}.get(category, "One-Time")
-        out.append(dict(_standalone(common, n, line, category, frequency, lo, hi, **extra),
-                        InvoiceDetailId=f"{stored.number}#{n}"))
+            r = note.reservation(line.reservation_id)
+            extra.update(_commitment(line.reservation_id, r))
+            extra.update(_reservation_resource(line.reservation_id, r))
+            applied.insert(0, {"ContractId": contract_id(note.tenant),
+                               "ContractCommitmentId": line.reservation_id,
+                               "ContractCommitmentAppliedCost": line.amount})
+        extra["ContractApplied"] = contract_applied(applied)
+        frequency = {"Usage": "Usage-Based", "Purchase": "Recurring",
+                     "Tax": "Recurring"}.get(category, "One-Time")
+        out.append(_standalone(common, n, line, category, frequency, lo, hi, **extra))
     return out
 
 
-def metadata(table: pa.Table, period: str, created: datetime) -> dict[str, Any]:
-    """FOCUS metadata: the schema of the export, with the FOCUS version it conforms to."""
+def metadata(dataset_id: str, columns: Sequence[tuple[str, str, pa.DataType]],
+             table: pa.Table, period: str, created: datetime) -> dict[str, Any]:
+    """FOCUS metadata of one dataset of the export: its schema, with the FOCUS version it
+    conforms to."""
     definitions = []
-    for name, kind, arrow in COLUMNS:
+    for name, kind, arrow in columns:
         entry: dict[str, Any] = {"ColumnName": name, "DataType": kind.upper()}
         if kind == "Decimal":
             assert isinstance(arrow, pa.Decimal128Type)
@@ -526,7 +683,7 @@ def metadata(table: pa.Table, period: str, created: datetime) -> dict[str, Any]:
     schema_id = hashlib.sha256(json.dumps(definitions).encode()).hexdigest()[:32]
     return {
         "FocusVersion": FOCUS_VERSION,
-        "DatasetInstance": "CostAndUsage",
+        "DatasetInstance": dataset_id,
         "DataGenerator": "gpu-chargeback",
         "BillingPeriod": period,
         "Rows": table.num_rows,
@@ -558,26 +715,3 @@ def _csv_value(name: str, value: Any) -> str:
         text = format(value.normalize(), "f")
         return "0" if text in {"-0", "0"} else text
     return str(value)
-
-
-def write_focus_export(
-    con: duckdb.DuckDBPyConnection,
-    period: str,
-    folder: Path,
-    *,
-    tenants: Mapping[str, Tenant],
-    provider: Provider | None = None,
-    created: datetime | None = None,
-) -> list[Path]:
-    """folder/focus.parquet, folder/focus.csv and folder/focus.metadata.json, each written
-    atomically (temporary file, then rename)."""
-    table = focus_table(con, period, tenants=tenants, provider=provider)
-    meta = metadata(table, period, created or datetime.now(UTC))
-    meta_text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
-    parquet = folder / "focus.parquet"
-    with atomic_open(parquet) as handle:
-        pq.write_table(table.replace_schema_metadata({
-            "focus_version": FOCUS_VERSION, "focus_metadata": json.dumps(meta)}),
-            handle, compression="zstd")
-    return [parquet, atomic_write(folder / "focus.csv", csv_text(table)),
-            atomic_write(folder / "focus.metadata.json", meta_text)]

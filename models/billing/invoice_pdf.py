@@ -1,4 +1,9 @@
-"""Invoices as PDF for people: header, tenant, period, lines by tier and size class, totals."""
+"""Documents as PDF for people: invoices, credit and debit notes, showback statements.
+
+Header with the document's title and number, the issuer and bill-to blocks, issue and due
+dates with the payment terms, cost center, GL account and purchase order; then usage by tier
+and size class, the charges and the total. Everything printed is in the stored document (the
+parties as they were when it was made), so a filed document renders the same forever."""
 
 from __future__ import annotations
 
@@ -7,8 +12,11 @@ from decimal import Decimal
 
 from fpdf import FPDF
 
-from models.billing.invoices import DocumentKind, StoredInvoice
-from models.billing.rate_cards import month_bounds
+from models.billing.invoices import DocumentType, StoredInvoice
+from models.billing.rate_cards import Party, month_bounds
+
+NOT_PAYABLE = ("Showback statement: the cost of your GPU usage for the period, "
+               "for information. Nothing is due.")
 
 
 def number_text(value: Decimal) -> str:
@@ -21,34 +29,74 @@ def money_text(value: Decimal, currency: str, minor_unit: int) -> str:
     return f"{value:,.{minor_unit}f} {currency}"
 
 
-def render_pdf(stored: StoredInvoice, *, issuer: str = "GPU platform chargeback") -> bytes:
-    """The stored invoice or adjustment note as PDF bytes.
+def _party_lines(party: Party) -> list[str]:
+    lines = [party.legal_name, *party.address]
+    if party.tax_id:
+        lines.append(f"Tax ID {party.tax_id}")
+    if party.email:
+        lines.append(party.email)
+    return lines
+
+
+def render_pdf(stored: StoredInvoice) -> bytes:
+    """The stored document as PDF bytes.
 
     The PDF's creation date is the end of the billing period, so the same document always
     renders to the same bytes."""
     invoice = stored.invoice
+    kind = stored.document_type
     _, period_end = month_bounds(invoice.period)
+    parties = stored.parties
     pdf = FPDF(orientation="P", unit="mm", format="A4")
     pdf.set_creation_date(period_end.astimezone(UTC))
-    pdf.set_title(f"{stored.number or 'Draft'} {invoice.tenant} {invoice.period}")
-    pdf.set_author(issuer)
+    pdf.set_title(f"{kind.heading} {stored.stem} {invoice.tenant} {invoice.period}")
+    if parties is not None:
+        pdf.set_author(parties.issuer.legal_name)
     pdf.add_page()
     pdf.set_font("Helvetica", "B", 16)
-    kind = "Adjustment note" if stored.kind is DocumentKind.ADJUSTMENT else "Invoice"
-    number = stored.number or "DRAFT (not final)"
-    pdf.cell(0, 10, f"{kind} {number}", new_x="LMARGIN", new_y="NEXT")
+    if stored.number:
+        title = f"{kind.heading} {stored.number}"
+    elif stored.status.value == "final":
+        title = f"{kind.heading} {stored.stem}"
+    else:
+        title = f"{kind.heading} DRAFT (not final)"
+    pdf.cell(0, 10, title, new_x="LMARGIN", new_y="NEXT")
+
+    # Issuer on the left, bill-to on the right.
+    if parties is not None:
+        pdf.set_font("Helvetica", "B", 9)
+        top = pdf.get_y()
+        pdf.cell(95, 5, "Issuer")
+        pdf.cell(0, 5, "Bill to", new_x="LMARGIN", new_y="NEXT")
+        pdf.set_font("Helvetica", "", 9)
+        left = _party_lines(parties.issuer)
+        right = _party_lines(parties.bill_to.party)
+        for i in range(max(len(left), len(right))):
+            pdf.cell(95, 5, left[i] if i < len(left) else "")
+            pdf.cell(0, 5, right[i] if i < len(right) else "", new_x="LMARGIN", new_y="NEXT")
+        pdf.set_y(max(pdf.get_y(), top))
+        pdf.ln(3)
+
     pdf.set_font("Helvetica", "", 10)
-    header = [
-        ("Issuer", issuer),
-        ("Tenant", invoice.tenant),
-        ("Billing period", f"{invoice.period} (UTC)"),
-        ("Plan", invoice.plan),
-        ("Metering basis", invoice.basis),
-        ("Rate card", invoice.rate_card_version),
-        ("Currency", invoice.currency),
-    ]
+    header = [("Tenant", invoice.tenant), ("Billing period", f"{invoice.period} (UTC)")]
+    if stored.issue_date is not None:
+        header.append(("Issue date", stored.issue_date.isoformat()))
+    if parties is not None and kind.payable:
+        header.append(("Payment terms", parties.bill_to.payment_terms))
+        if stored.due_date is not None:
+            header.append(("Due date", stored.due_date.isoformat()))
+    if parties is not None:
+        bill_to = parties.bill_to
+        for label, value in (("Cost center", bill_to.cost_center),
+                             ("GL account", bill_to.gl_account),
+                             ("Purchase order", bill_to.purchase_order)):
+            if value:
+                header.append((label, value))
+    header += [("Plan", invoice.plan), ("Metering basis", invoice.basis),
+               ("Rate card", invoice.rate_card_version), ("Currency", invoice.currency)]
     if stored.adjusts:
-        header.append(("Adjusts invoice", stored.adjusts))
+        corrected = "statement" if kind is DocumentType.STATEMENT_CORRECTION else "invoice"
+        header.append((f"Corrects {corrected}", stored.adjusts))
     for label, value in header:
         pdf.cell(40, 6, label)
         pdf.cell(0, 6, value, new_x="LMARGIN", new_y="NEXT")
@@ -87,6 +135,8 @@ def render_pdf(stored: StoredInvoice, *, issuer: str = "GPU platform chargeback"
     pdf.cell(30, 8, money_text(invoice.total, currency, minor), align="R", new_x="LMARGIN",
              new_y="NEXT")
     pdf.set_font("Helvetica", "", 8)
+    if not kind.payable:
+        pdf.cell(0, 5, NOT_PAYABLE, new_x="LMARGIN", new_y="NEXT")
     if invoice.credit_applied:
         pdf.cell(0, 5, "Prepaid credit applied: "
                  + money_text(invoice.credit_applied, currency, minor),

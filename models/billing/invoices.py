@@ -14,7 +14,7 @@ import io
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -27,7 +27,14 @@ from models.billing.pricing import (
     PriceBand,
     TierUsage,
 )
-from models.billing.rate_cards import PricingMode, Reservation
+from models.billing.rate_cards import (
+    BillingMode,
+    BillingProfile,
+    Party,
+    PricingMode,
+    Reservation,
+    TaxRate,
+)
 from models.errors import UserError
 
 
@@ -42,25 +49,81 @@ class Status(StrEnum):
     FINAL = "final"
 
 
+class DocumentType(StrEnum):
+    """What a document is to finance: the register's and the journal's document types."""
+
+    INVOICE = "invoice"
+    CREDIT_NOTE = "credit_note"
+    """An adjustment note that lowers what was billed (its total is negative)."""
+    DEBIT_NOTE = "debit_note"
+    """An adjustment note that raises what was billed (or moves amounts between lines)."""
+    STATEMENT = "statement"
+    """A showback tenant's month: the same figures as an invoice, no number, not payable."""
+    STATEMENT_CORRECTION = "statement_correction"
+
+    @property
+    def heading(self) -> str:
+        """What the document calls itself: `Credit note`."""
+        return self.value.replace("_", " ").capitalize()
+
+    @property
+    def payable(self) -> bool:
+        """Issued under a number of its own, registered and posted to the journal."""
+        return self not in (DocumentType.STATEMENT, DocumentType.STATEMENT_CORRECTION)
+
+
+@dataclass(frozen=True)
+class Parties:
+    """Who issues a document and whom it is addressed to, as they were when it was made: a
+    filed document does not change when the tenants file does."""
+
+    issuer: Party
+    bill_to: BillingProfile
+
+    @property
+    def showback(self) -> bool:
+        return self.bill_to.mode is BillingMode.SHOWBACK
+
+
 @dataclass(frozen=True)
 class StoredInvoice:
-    """An invoice or adjustment note as the warehouse keeps it."""
+    """An invoice, adjustment note or statement as the warehouse keeps it."""
 
     invoice_id: str
     number: str | None
+    """The invoice, credit note or debit note number; None for drafts and statements."""
     kind: DocumentKind
     status: Status
     adjusts: str | None
-    """The number of the invoice an adjustment note corrects."""
+    """The number (a statement's id) of the document an adjustment note corrects."""
     content_hash: str
     inputs_hash: str
     finalized_at: datetime | None
     invoice: Invoice
+    parties: Parties | None = None
+    """None when the tenants file had no `billing:` block for the tenant when it was made."""
+    issue_date: date | None = None
+    due_date: date | None = None
+    """Issue date plus the payment terms; None for drafts and documents without terms."""
 
     @property
     def stem(self) -> str:
-        """The name finance knows the document by: its number, or DRAFT-<period>-<tenant>."""
-        return self.number or f"DRAFT-{self.invoice.period}-{self.invoice.tenant}"
+        """The name finance knows the document by: its number, a statement's id, or
+        DRAFT-<period>-<tenant>."""
+        if self.number:
+            return self.number
+        if self.status is Status.FINAL:
+            return self.invoice_id
+        return f"DRAFT-{self.invoice.period}-{self.invoice.tenant}"
+
+    @property
+    def document_type(self) -> DocumentType:
+        showback = self.parties is not None and self.parties.showback
+        if self.kind is DocumentKind.INVOICE:
+            return DocumentType.STATEMENT if showback else DocumentType.INVOICE
+        if showback:
+            return DocumentType.STATEMENT_CORRECTION
+        return DocumentType.CREDIT_NOTE if self.invoice.total < 0 else DocumentType.DEBIT_NOTE
 
 
 LINE_COLUMNS = ("number", "tenant", "period", "currency", "minor_unit", "line_no", "kind",
@@ -75,14 +138,41 @@ def _time(value: datetime | None) -> str | None:
     return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _party(party: Party) -> dict[str, Any]:
+    return {"legal_name": party.legal_name, "address": list(party.address),
+            "tax_id": party.tax_id, "email": party.email}
+
+
+def _parties(parties: Parties | None) -> dict[str, Any] | None:
+    if parties is None:
+        return None
+    bill_to = parties.bill_to
+    return {
+        "issuer": _party(parties.issuer),
+        "bill_to": {
+            **_party(bill_to.party), "mode": bill_to.mode.value,
+            "payment_terms_days": bill_to.payment_terms_days,
+            "cost_center": bill_to.cost_center, "gl_account": bill_to.gl_account,
+            "purchase_order": bill_to.purchase_order,
+            "tax": None if bill_to.tax is None else {
+                "label": bill_to.tax.label, "rate_pct": str(bill_to.tax.rate_pct)},
+        },
+    }
+
+
 def document(invoice: Invoice, *, kind: DocumentKind = DocumentKind.INVOICE,
-             number: str | None = None, adjusts: str | None = None) -> dict[str, Any]:
+             number: str | None = None, adjusts: str | None = None,
+             parties: Parties | None = None, issue_date: date | None = None,
+             due_date: date | None = None) -> dict[str, Any]:
     """The stored JSON document of an invoice (what its content hash covers). The hourly
     netting is not in it: it is stored beside it (models.billing.lifecycle)."""
     return {
         "kind": kind.value,
         "number": number,
         "adjusts": adjusts,
+        "parties": _parties(parties),
+        "issue_date": None if issue_date is None else issue_date.isoformat(),
+        "due_date": None if due_date is None else due_date.isoformat(),
         "tenant": invoice.tenant,
         "period": invoice.period,
         "plan": invoice.plan,
@@ -145,7 +235,9 @@ def export_document(stored: StoredInvoice) -> dict[str, Any]:
     """The JSON file finance gets: the stored document with its id, status and hashes."""
     return {
         **document(stored.invoice, kind=stored.kind, number=stored.number,
-                   adjusts=stored.adjusts),
+                   adjusts=stored.adjusts, parties=stored.parties,
+                   issue_date=stored.issue_date, due_date=stored.due_date),
+        "document_type": stored.document_type.value,
         "invoice_id": stored.invoice_id,
         "status": stored.status.value,
         "content_hash": stored.content_hash,
@@ -211,6 +303,34 @@ def decode(doc: Mapping[str, Any], where: str = "invoice document") -> Invoice:
     return invoice
 
 
+def _decode_party(doc: Mapping[str, Any]) -> Party:
+    return Party(doc["legal_name"], tuple(doc["address"]), doc["tax_id"], doc["email"])
+
+
+def decode_parties(doc: Mapping[str, Any], where: str = "invoice document"
+                   ) -> tuple[Parties | None, date | None, date | None]:
+    """The parties, issue date and due date of a stored or exported document. Documents made
+    before they were recorded have none of them (null, or no key at all)."""
+    try:
+        raw = doc.get("parties")
+        parties = None
+        if raw is not None:
+            bill_to, tax = raw["bill_to"], raw["bill_to"]["tax"]
+            parties = Parties(_decode_party(raw["issuer"]), BillingProfile(
+                _decode_party(bill_to), BillingMode(bill_to["mode"]),
+                int(bill_to["payment_terms_days"]), bill_to["cost_center"],
+                bill_to["gl_account"], bill_to["purchase_order"],
+                None if tax is None else TaxRate(tax["label"], _decimal(tax["rate_pct"]))))
+        issued, due = doc.get("issue_date"), doc.get("due_date")
+        return (parties, None if issued is None else date.fromisoformat(issued),
+                None if due is None else date.fromisoformat(due))
+    except KeyError as error:
+        raise UserError(f"{where}: parties: no {error.args[0]!r}: not a document this "
+                        "version writes") from None
+    except (TypeError, ValueError) as error:
+        raise UserError(f"{where}: parties: {error}") from None
+
+
 STORED_COLUMNS = ("invoice_id", "number", "kind", "status", "adjusts", "content_hash",
                   "inputs_hash", "finalized_at", "document")
 """The columns of the warehouse's `invoices` table (and the marts' copies) a StoredInvoice is
@@ -224,12 +344,15 @@ def from_row(row: Mapping[str, Any]) -> StoredInvoice:
         cell = row[name]
         return None if cell is None or cell != cell else cell  # pandas' NaN and NaT are nulls
 
+    where = f"invoice {row['invoice_id']}"
+    doc = json.loads(row["document"])
+    parties, issued, due = decode_parties(doc, where)
     return StoredInvoice(
         invoice_id=row["invoice_id"], number=value("number"), kind=DocumentKind(row["kind"]),
         status=Status(row["status"]), adjusts=value("adjusts"),
         content_hash=row["content_hash"], inputs_hash=row["inputs_hash"],
-        finalized_at=value("finalized_at"),
-        invoice=decode(json.loads(row["document"]), f"invoice {row['invoice_id']}"))
+        finalized_at=value("finalized_at"), invoice=decode(doc, where), parties=parties,
+        issue_date=issued, due_date=due)
 
 
 def canonical_json(doc: Any) -> str:

@@ -16,9 +16,9 @@ import contextlib
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 import duckdb
@@ -27,6 +27,7 @@ import pyarrow as pa
 from models.billing.invoices import (
     STORED_COLUMNS,
     DocumentKind,
+    Parties,
     Status,
     StoredInvoice,
     canonical_json,
@@ -35,6 +36,7 @@ from models.billing.invoices import (
     from_row,
 )
 from models.billing.pricing import HourUse, Invoice, InvoiceLine, LineKind, NettedHour
+from models.billing.rate_cards import month_bounds
 
 ZERO = Decimal(0)
 ADJUSTMENT_PREFIX = "adjustment: "
@@ -126,10 +128,21 @@ def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     con.execute("COMMIT")
 
 
+def _dates(parties: Parties | None, issued: datetime) -> tuple[date, date | None]:
+    """Issue date (UTC) and due date (issue date plus the payment terms) of a document
+    finalized at `issued`."""
+    day = issued.date()
+    if parties is None:
+        return day, None
+    return day, day + timedelta(days=parties.bill_to.payment_terms_days)
+
+
 def _insert(con: duckdb.DuckDBPyConnection, invoice_id: str, invoice: Invoice, *,
             kind: DocumentKind, status: Status, number: str | None, adjusts: str | None,
-            inputs: str, finalized_at: datetime | None) -> None:
-    doc = document(invoice, kind=kind, number=number, adjusts=adjusts)
+            inputs: str, finalized_at: datetime | None, parties: Parties | None) -> None:
+    issued, due = (None, None) if finalized_at is None else _dates(parties, finalized_at)
+    doc = document(invoice, kind=kind, number=number, adjusts=adjusts, parties=parties,
+                   issue_date=issued, due_date=due)
     con.execute(
         "INSERT INTO invoices VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [invoice_id, number, kind.value, status.value, invoice.tenant, invoice.period,
@@ -166,36 +179,58 @@ def _delete(con: duckdb.DuckDBPyConnection, where: str, params: Sequence[object]
     con.execute(f"DELETE FROM invoices WHERE {where}", list(params))
 
 
-def write_drafts(con: duckdb.DuckDBPyConnection, period: str, invoices: Iterable[Invoice],
-                 inputs: str, now: datetime) -> dict[str, int]:
-    """Replace the period's drafts; after close, issue adjustments for what changed.
+def _next_in_sequence(con: duckdb.DuckDBPyConnection, prefix: str) -> str:
+    """`<prefix><n>` with n one above the numbers already issued under `prefix`: finals are
+    never deleted, so a sequence has no gaps."""
+    row = con.execute("SELECT count(*) FROM invoices WHERE starts_with(number, ?)",
+                      [prefix]).fetchone()
+    return f"{prefix}{(row[0] if row else 0) + 1:04d}"
 
-    Returns counts: drafts written, adjustments issued."""
+
+def write_drafts(con: duckdb.DuckDBPyConnection, period: str, invoices: Iterable[Invoice],
+                 inputs: str, now: datetime, *,
+                 parties: Mapping[str, Parties] | None = None) -> dict[str, int]:
+    """Replace the period's drafts; after close, issue adjustment notes for what changed.
+
+    `parties` gives each tenant's issuer and bill-to blocks (the tenants file's `billing:`
+    block); a tenant without one gets documents without them. An adjustment note of a
+    chargeback tenant is a credit note (`CN-<year>-<n>`, total below zero) or a debit note
+    (`DN-<year>-<n>`), each its own gapless sequence per year of issue; a showback tenant's
+    is a statement correction with no number. Returns counts: drafts written, adjustments
+    issued."""
+    parties = parties or {}
     counts = {"drafts": 0, "adjustments": 0}
     with _transaction(con):
         _delete(con, "period = ? AND status = 'draft'", [period])
         closed = is_closed(con, period)
         finals = stored(con, period, Status.FINAL)
         for invoice in invoices:
+            party = parties.get(invoice.tenant)
             if not closed:
                 _insert(con, f"draft:{period}:{invoice.tenant}", invoice,
                         kind=DocumentKind.INVOICE, status=Status.DRAFT, number=None,
-                        adjusts=None, inputs=inputs, finalized_at=None)
+                        adjusts=None, inputs=inputs, finalized_at=None, parties=party)
                 counts["drafts"] += 1
                 continue
             billed = [f for f in finals if f.invoice.tenant == invoice.tenant]
             delta = _delta_lines(invoice, [f.invoice for f in billed])
             if not delta:
                 continue
-            original = next((f.number for f in billed if f.kind is DocumentKind.INVOICE), None)
-            sequence = sum(1 for f in billed if f.kind is DocumentKind.ADJUSTMENT) + 1
-            number = f"ADJ-{period}-{invoice.tenant}-{sequence}"
+            original = next((f.stem for f in billed if f.kind is DocumentKind.INVOICE), None)
             credit = -sum((x.amount for x in delta if x.kind is LineKind.CREDIT), ZERO)
             # The note is the delta alone: its usage and netting stay with the invoice.
             note = replace(invoice, lines=tuple(delta), usage=(), hours=(),
                            credit_applied=credit)
-            _insert(con, number, note, kind=DocumentKind.ADJUSTMENT, status=Status.FINAL,
-                    number=number, adjusts=original, inputs=inputs, finalized_at=now)
+            number: str | None
+            if party is not None and party.showback:
+                corrections = sum(1 for f in billed if f.kind is DocumentKind.ADJUSTMENT)
+                number, note_id = None, f"STATEMENT-{period}-{invoice.tenant}-C{corrections + 1}"
+            else:
+                kind = "CN" if note.total < 0 else "DN"
+                number = note_id = _next_in_sequence(con, f"{kind}-{now:%Y}-")
+            _insert(con, note_id, note, kind=DocumentKind.ADJUSTMENT, status=Status.FINAL,
+                    number=number, adjusts=original, inputs=inputs, finalized_at=now,
+                    parties=party)
             counts["adjustments"] += 1
     return counts
 
@@ -225,25 +260,47 @@ def _delta_lines(new: Invoice, billed: Sequence[Invoice]) -> list[InvoiceLine]:
 
 
 def close_period(con: duckdb.DuckDBPyConnection, period: str, now: datetime) -> list[str]:
-    """Finalize the period's drafts: numbers, content hashes; the drafts become finals.
+    """Finalize the period's drafts: numbers (`INV-<period>-<n>`, gapless in tenant order),
+    issue and due dates, content hashes; the drafts become finals. A showback tenant's draft
+    becomes its statement `STATEMENT-<period>-<tenant>`, with no number.
 
-    Closing twice is a no-op: returns the numbers finalized by this call."""
-    numbers = []
+    Closing twice is a no-op: returns the numbers and statement ids finalized by this call."""
+    finalized = []
     with _transaction(con):
         if is_closed(con, period):
             return []
         drafts = stored(con, period, Status.DRAFT)
-        for sequence, draft in enumerate(sorted(drafts, key=lambda d: d.invoice.tenant),
-                                         start=1):
-            number = f"INV-{period}-{sequence:04d}"
+        sequence = 0
+        for draft in sorted(drafts, key=lambda d: d.invoice.tenant):
+            number: str | None
+            if draft.parties is not None and draft.parties.showback:
+                number, final_id = None, f"STATEMENT-{period}-{draft.invoice.tenant}"
+            else:
+                sequence += 1
+                number = final_id = f"INV-{period}-{sequence:04d}"
             con.execute("DELETE FROM invoice_lines WHERE invoice_id = ?", [draft.invoice_id])
             con.execute("DELETE FROM invoices WHERE invoice_id = ?", [draft.invoice_id])
-            _insert(con, number, draft.invoice, kind=DocumentKind.INVOICE,
+            _insert(con, final_id, draft.invoice, kind=DocumentKind.INVOICE,
                     status=Status.FINAL, number=number, adjusts=None,
-                    inputs=draft.inputs_hash, finalized_at=now)
+                    inputs=draft.inputs_hash, finalized_at=now, parties=draft.parties)
             # The netting priced the draft; it moves with it, untouched.
             con.execute("UPDATE invoice_hours SET invoice_id = ? WHERE invoice_id = ?",
-                        [number, draft.invoice_id])
-            numbers.append(number)
+                        [final_id, draft.invoice_id])
+            finalized.append(final_id)
         con.execute("INSERT INTO period_closes VALUES (?, ?)", [period, now])
-    return numbers
+    return finalized
+
+
+def period_documents(con: duckdb.DuckDBPyConnection, period: str, *,
+                     with_hours: bool = False) -> list[StoredInvoice]:
+    """The documents of billing period `period` as finance books them: every draft or final
+    invoice (or statement) of the period, and every adjustment note issued during it
+    (finalized in the month, whatever period it corrects), in invoice_id order. FOCUS, the
+    register, the journal and a period's ZIP all list these."""
+    start, end = month_bounds(period)
+    return sorted(
+        [*(s for s in stored(con, period, with_hours=with_hours)
+           if s.kind is DocumentKind.INVOICE),
+         *(s for s in stored(con, status=Status.FINAL, finalized_in=(start, end))
+           if s.kind is DocumentKind.ADJUSTMENT)],
+        key=lambda s: s.invoice_id)

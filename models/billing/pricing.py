@@ -45,6 +45,7 @@ class LineKind(StrEnum):
     BASE_FEE = "base_fee"
     TRUE_UP = "true_up"
     CREDIT = "credit"
+    TAX = "tax"
 
 
 class HourUse(StrEnum):
@@ -534,6 +535,16 @@ def price_invoice(
         lines.append(InvoiceLine(
             LineKind.CREDIT, "prepaid credit", applied, card.currency, Decimal(-1), -applied))
 
+    # 10. Tax of the tenant's billing profile on what is due after credits: one line, rounded
+    # like every other (the tax base is the sum of the rounded lines above it).
+    tax = tenant.billing.tax if tenant.billing else None
+    due = sum((line.amount for line in lines), ZERO)
+    if tax is not None and tax.rate_pct and due:
+        rate = tax.rate_pct / 100
+        lines.append(InvoiceLine(
+            LineKind.TAX, f"{tax.label} {tax.rate_pct}%", due, card.currency, rate,
+            money(due * rate, minor)))
+
     return Invoice(
         tenant=tenant.name, plan=plan.name, period=period, currency=card.currency,
         minor_unit=minor, rate_card_version=card.version, basis=tenant.basis.value,
@@ -561,7 +572,8 @@ def on_demand_by_tier(lines: Iterable[InvoiceLine]) -> dict[str, Decimal]:
 def forecast_total(invoice: Invoice, period_hours: int, elapsed_hours: int) -> Decimal:
     """The month's total if on-demand usage continues at its month-to-date rate: on-demand
     charges (after discount) scaled to the whole period, reservations and the base fee as
-    they are, then the minimum commitment and the prepaid credit as pricing applies them."""
+    they are, then the minimum commitment, the prepaid credit and the tax as pricing applies
+    them."""
     if elapsed_hours <= 0 or elapsed_hours >= period_hours:
         return invoice.total
     by_kind: dict[LineKind, Decimal] = defaultdict(lambda: ZERO)
@@ -572,7 +584,9 @@ def forecast_total(invoice: Invoice, period_hours: int, elapsed_hours: int) -> D
                     invoice.minimum_commitment)
     subtotal = committed + by_kind[LineKind.BASE_FEE]
     credit = min(invoice.credit_available, max(subtotal, ZERO))
-    return money(subtotal - credit, invoice.minor_unit)
+    rate = next((line.unit_price for line in invoice.lines if line.kind is LineKind.TAX), ZERO)
+    due = money(subtotal - credit, invoice.minor_unit)
+    return due + money(due * rate, invoice.minor_unit)
 
 
 def spent_to_date(invoice: Invoice, period_hours: int, elapsed_hours: int) -> Decimal:
@@ -601,8 +615,20 @@ def on_demand_price(card: RateCard, tier: str, monthly_gpu_hours: Decimal,
     month's billable units reach (the marginal band under graduated pricing, the band the total
     falls in under volume), times its size multiplier, less its plan's discount. A reserved GPU
     saves exactly this for each hour it is used, so it is the price the break-even compares."""
-    spec = card.tier(tier)
-    units = monthly_gpu_hours * multiplier
-    bands = price_bands(spec.mode, spec.bands, units)
-    band_price = bands[-1].unit_price if bands else spec.bands[0].price
+    _, band_price = marginal_band(card, tier, monthly_gpu_hours * multiplier)
     return band_price * multiplier * (100 - discount_pct) / 100
+
+
+def marginal_band(card: RateCard, tier: str, units: Decimal) -> tuple[PriceBand, Decimal]:
+    """The band of `tier` that a month's `units` billable units reach, and its list price per
+    unit: the last band reached under graduated pricing, the band the total falls in under
+    volume pricing, the one price of a flat tier; the first band when there are no units.
+    This is the on-demand list price of the tier's GPU-hours that a reservation covered."""
+    spec = card.tier(tier)
+    bands = price_bands(spec.mode, spec.bands, units)
+    if bands:
+        return bands[-1].band, bands[-1].unit_price
+    first = spec.bands[0]
+    number = None if spec.mode is PricingMode.FLAT else 1
+    upper = None if spec.mode is PricingMode.FLAT else first.up_to
+    return PriceBand(spec.mode, number, ZERO, upper), first.price

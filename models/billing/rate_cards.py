@@ -192,6 +192,9 @@ class Tenant:
     display_name: str = ""
     budget: Budget | None = None
     """The monthly budget, when the tenants file gives one (see `Budget` below)."""
+    billing: BillingProfile | None = None
+    """Who the documents are addressed to and how they are booked (`billing:` in the tenants
+    file); None when the tenants file has no such block."""
 
     def credit_granted_before(self, moment: datetime) -> Decimal:
         return sum((c.amount for c in self.credits if c.granted < moment), Decimal(0))
@@ -542,7 +545,7 @@ def load_tenants(path: Path, cards: Sequence[RateCard] = ()) -> dict[str, Tenant
         t = _mapping(p, at, raw)
         _unknown_keys(p, at, t, ["plan", "basis", "isolation", "sla_class", "start", "end",
                                  "namespaces", "reservations", "credits", "display_name",
-                                 "budget"])
+                                 "budget", "billing"])
         plan = t.get("plan")
         if not isinstance(plan, str):
             p.add(f"{at}.plan", "missing")
@@ -599,10 +602,137 @@ def load_tenants(path: Path, cards: Sequence[RateCard] = ()) -> dict[str, Tenant
                 start=start, end=end, namespaces=tuple(ns), reservations=tuple(reservations),
                 credits=tuple(credits), display_name=str(t.get("display_name", name)),
                 budget=budget,
+                billing=(None if t.get("billing") is None
+                         else _billing_profile(p, f"{at}.billing", t["billing"])),
             )
     if p.items:
         raise ConfigError(p.items)
     return tenants
+
+
+# --- the tenants file's `billing:` block: documents finance can file ------------------------
+
+class BillingMode(StrEnum):
+    CHARGEBACK = "chargeback"
+    """Invoices with numbers, posted to the journal."""
+    SHOWBACK = "showback"
+    """Statements with the same figures, no invoice number, no journal lines."""
+
+
+@dataclass(frozen=True)
+class Party:
+    """A legal entity as a document names it: the issuer, or the tenant billed."""
+
+    legal_name: str
+    address: tuple[str, ...] = ()
+    tax_id: str | None = None
+    email: str | None = None
+
+
+@dataclass(frozen=True)
+class TaxRate:
+    label: str
+    """What the document calls it (`VAT 20%`, `GST`)."""
+    rate_pct: Decimal
+
+
+@dataclass(frozen=True)
+class BillingProfile:
+    """How a tenant is billed and booked: the bill-to block of its documents, the cost center
+    and GL account the journal debits, its purchase order, payment terms and tax."""
+
+    party: Party
+    mode: BillingMode
+    payment_terms_days: int
+    cost_center: str | None = None
+    gl_account: str | None = None
+    purchase_order: str | None = None
+    tax: TaxRate | None = None
+
+    @property
+    def payment_terms(self) -> str:
+        return f"Net {self.payment_terms_days}"
+
+
+_TEXT_LIMIT = 200
+"""Longest name, address line or code a document prints on one line."""
+MAX_PAYMENT_TERMS_DAYS = 365
+
+
+def _text(p: _Problems, key: str, value: Any, *, required: bool) -> str | None:
+    if value is None:
+        if required:
+            p.add(key, "missing")
+        return None
+    if not isinstance(value, str) or not value.strip():
+        p.add(key, f"must be non-empty text, got {value!r}")
+        return None
+    if len(value) > _TEXT_LIMIT or any(ch in value for ch in "\r\n\t\x00"):
+        p.add(key, f"must be one line of at most {_TEXT_LIMIT} characters")
+        return None
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        # The PDF's built-in fonts print Latin-1 only; refuse here rather than at close.
+        p.add(key, f"must be Latin-1 text (the documents' font has no other letters): "
+              f"{value!r}")
+        return None
+    return value.strip()
+
+
+def _party(p: _Problems, at: str, doc: Mapping[str, Any]) -> Party | None:
+    """The `legal_name`, `address`, `tax_id` and `email` keys of `doc` as a Party."""
+    legal_name = _text(p, f"{at}.legal_name", doc.get("legal_name"), required=True)
+    raw_address = doc.get("address", [])
+    address: list[str] = []
+    if not isinstance(raw_address, list) or len(raw_address) > 6:
+        p.add(f"{at}.address", "must be a list of at most 6 address lines")
+    else:
+        for i, line in enumerate(raw_address):
+            text = _text(p, f"{at}.address[{i}]", line, required=True)
+            if text is not None:
+                address.append(text)
+    tax_id = _text(p, f"{at}.tax_id", doc.get("tax_id"), required=False)
+    email = _text(p, f"{at}.email", doc.get("email"), required=False)
+    if email is not None and ("@" not in email or " " in email):
+        p.add(f"{at}.email", f"not an e-mail address: {email!r}")
+    if legal_name is None:
+        return None
+    return Party(legal_name, tuple(address), tax_id, email)
+
+
+def _billing_profile(p: _Problems, at: str, raw: Any) -> BillingProfile | None:
+    doc = _mapping(p, at, raw)
+    before = len(p.items)
+    _unknown_keys(p, at, doc, ["legal_name", "address", "tax_id", "email", "mode",
+                               "payment_terms_days", "cost_center", "gl_account",
+                               "purchase_order", "tax"])
+    party = _party(p, at, doc)
+    mode = _enum(p, f"{at}.mode", doc.get("mode"), BillingMode, BillingMode.CHARGEBACK)
+    terms = doc.get("payment_terms_days")
+    if isinstance(terms, bool) or not isinstance(terms, int) or not (
+            0 <= terms <= MAX_PAYMENT_TERMS_DAYS):
+        p.add(f"{at}.payment_terms_days",
+              f"must be a whole number of days from 0 to {MAX_PAYMENT_TERMS_DAYS} (30 for "
+              f"Net 30), got {terms!r}")
+    cost_center = _text(p, f"{at}.cost_center", doc.get("cost_center"),
+                        required=mode is BillingMode.CHARGEBACK)
+    gl_account = _text(p, f"{at}.gl_account", doc.get("gl_account"),
+                       required=mode is BillingMode.CHARGEBACK)
+    purchase_order = _text(p, f"{at}.purchase_order", doc.get("purchase_order"),
+                           required=False)
+    tax = None
+    if doc.get("tax") is not None:
+        tax_doc = _mapping(p, f"{at}.tax", doc["tax"])
+        _unknown_keys(p, f"{at}.tax", tax_doc, ["label", "rate_pct"])
+        label = _text(p, f"{at}.tax.label", tax_doc.get("label"), required=True)
+        rate = _decimal(p, f"{at}.tax.rate_pct", tax_doc.get("rate_pct"),
+                        maximum=Decimal(100))
+        if label is not None and rate is not None:
+            tax = TaxRate(label, rate)
+    if len(p.items) > before or party is None or not isinstance(terms, int):
+        return None
+    return BillingProfile(party, mode, terms, cost_center, gl_account, purchase_order, tax)
 
 
 def month_bounds(period: str) -> tuple[datetime, datetime]:

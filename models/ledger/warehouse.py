@@ -69,10 +69,13 @@ def connect(path: Path | str = ":memory:", *, read_only: bool = False
     """A connection whose dates and hour boundaries are UTC, whatever the machine's zone.
 
     DuckDB lets one process open a file for writing (or several for reading only); when
-    another process holds it, this raises TransientError naming that process."""
+    another process holds it, this raises TransientError naming that process. A file that is
+    not a DuckDB database raises UserError."""
     try:
         con = duckdb.connect(str(path), read_only=read_only)
     except duckdb.IOException as error:
+        if "not a valid DuckDB database file" in str(error):
+            raise UserError(f"{path}: not a DuckDB warehouse file") from None
         if "Could not set lock" not in str(error):
             raise
         holder = _LOCK_HOLDER.search(str(error))
@@ -468,6 +471,65 @@ def gpus_in_use_at_end_of(con: duckdb.DuckDBPyConnection, day: date
             "WHERE hour = (SELECT max(hour) FROM usage_hourly WHERE day = ?) GROUP BY ALL",
             [day]).fetchall()
     }
+
+
+def overflow_pools_of(con: duckdb.DuckDBPyConnection, day: date
+                      ) -> dict[tuple[str, str | None], int]:
+    """(tier, MIG profile) -> shared overflow pool of `day`'s analysis, in GPUs or instances."""
+    return {(t, m): int(n) for t, m, n in con.execute(
+        "SELECT hardware_tier, mig_profile, pool_gpus FROM reservation_overflow_pools "
+        "WHERE day = ?", [day]).fetchall()}
+
+
+def tier_products(con: duckdb.DuckDBPyConnection, start: datetime, end: datetime
+                  ) -> dict[str, list[str]]:
+    """tier -> the GPU products of its devices in [start, end), idle devices included."""
+    products: dict[str, list[str]] = {}
+    for tier, product in con.execute(
+            "SELECT DISTINCT hardware_tier, gpu_product FROM usage_hourly "
+            "WHERE hour >= ? AND hour < ? ORDER BY ALL", [start, end]).fetchall():
+        products.setdefault(tier, []).append(product)
+    return products
+
+
+def node_gpus(con: duckdb.DuckDBPyConnection, start: datetime, end: datetime
+              ) -> list[tuple[str, str, str, int, bool]]:
+    """(tier, GPU product, node, GPUs, has MIG instances) of every node in [start, end): its
+    GPUs are the most GPU-hours it accounted for in an hour (idle included, so by
+    conservation its capacity)."""
+    return [(t, p, n, round(g), bool(m)) for t, p, n, g, m in con.execute(
+        "WITH hourly AS (SELECT hardware_tier, gpu_product, node, hour, "
+        "sum(allocated_gpu_seconds) / 3600 AS gpus, bool_or(mig_profile IS NOT NULL) AS mig "
+        "FROM usage_hourly WHERE hour >= ? AND hour < ? GROUP BY ALL) "
+        "SELECT hardware_tier, gpu_product, node, max(gpus)::DOUBLE, bool_or(mig) "
+        "FROM hourly GROUP BY ALL ORDER BY ALL", [start, end]).fetchall()]
+
+
+def workload_kinds(con: duckdb.DuckDBPyConnection, start: datetime, end: datetime
+                   ) -> dict[tuple[str, str, str | None], list[str]]:
+    """(tenant, tier, MIG profile) -> the workload kinds it ran in [start, end)."""
+    kinds: dict[tuple[str, str, str | None], list[str]] = {}
+    for tenant, tier, mig, kind in con.execute(
+            "SELECT DISTINCT tenant, hardware_tier, mig_profile, workload_kind FROM usage_hourly "
+            f"WHERE hour >= ? AND hour < ? AND tenant NOT IN ({_RESERVED}) ORDER BY ALL",
+            [start, end]).fetchall():
+        kinds.setdefault((tenant, tier, mig), []).append(kind)
+    return kinds
+
+
+def reservation_costs(con: duckdb.DuckDBPyConnection, day: date
+                      ) -> list[tuple[str, str, str | None, str, int, Decimal, str]]:
+    """`day`'s recommendations as (tenant, tier, MIG profile, SLA class, units, expected
+    monthly cost with them, currency)."""
+    return con.execute(
+        "SELECT tenant, hardware_tier, mig_profile, sla_class, recommended_gpus, "
+        "expected_monthly_cost_recommended, currency FROM reservation_recommendations "
+        "WHERE day = ? ORDER BY ALL", [day]).fetchall()
+
+
+def latest_recommendation_day(con: duckdb.DuckDBPyConnection) -> date | None:
+    row = con.execute("SELECT max(day) FROM reservation_recommendations").fetchone()
+    return row[0] if row else None
 
 
 # --- scheduler quota changes -------------------------------------------------------------------

@@ -42,7 +42,8 @@ from models.billing.rate_cards import (
     month_bounds,
 )
 from models.errors import UserError
-from models.planning.quotas import KUEUE_API_VERSION, dns_name
+from models.planning.kueue import KUEUE_API_VERSION
+from models.planning.quotas import dns_name
 
 SCENARIOS = ("point", "lo80", "hi80", "lo95", "hi95")
 """The forecast's scenarios (models/planning/forecast.py), point first."""

@@ -1,12 +1,13 @@
-"""Reservation recommendations as scheduler quotas: ResourceQuota and Kueue ClusterQueue manifests.
+"""Reservation recommendations as scheduler quotas: a ResourceQuota per tenant namespace and,
+with Kueue, a complete set: a ResourceFlavor per hardware tier, one cohort whose own quota is the
+shared overflow pool, a ClusterQueue per tenant holding its reservation as nominal quota in that
+cohort, and a LocalQueue per tenant namespace.
 
 One planner (`plan_quotas`: recommendations and cluster state in, a typed QuotaPlan out), one
 manifest writer (`write_manifests`) and one sequence (`run_quotas`: plan, validate, write,
 apply, record) behind both the Dagster asset and `chargeback quotas`. No Kubernetes client
-here: collectors/kube_apply.py reads the cluster's state and applies a plan. Kueue
-objects are written as `kueue.x-k8s.io/v1beta2`, the storage version as of Kueue 0.16 and
-still in 0.19; v1beta1 is deprecated. Its schema (tests/fixtures/kueue) and the admission rules
-below follow kubernetes-sigs/kueue's CRD and `pkg/webhooks/clusterqueue_webhook.go`.
+here: collectors/kube_apply.py reads the cluster's state and applies a plan. Kueue objects are
+`kueue.x-k8s.io/v1beta2` (Kueue 0.19); their admission rules are in models/planning/kueue.py.
 
 Two rules protect running work whatever the recommendation says:
 - a quota never drops below what is in use now (the scheduler would block every new pod of
@@ -21,8 +22,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
-from decimal import Decimal, InvalidOperation
+from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,15 @@ from models.files import atomic_write, safe_path
 from models.ledger import warehouse
 from models.ledger.tiers import UnknownMigProfile, mig_gpu_equivalents
 from models.ledger.usage import RESERVED_TENANTS
+from models.planning.kueue import (
+    KUEUE_API_VERSION,
+    PREEMPTION,
+    admission_problems,
+    cohort_limits,
+    flavor_node_labels,
+    parse_quantity,
+)
+from models.planning.reservations import DEFAULT_LOOKBACK_HOURS
 
 MANAGER = "gpu-chargeback"
 """Server-side apply field manager and the `app.kubernetes.io/managed-by` label value."""
@@ -47,22 +56,16 @@ TENANT_LABEL = "chargeback/tenant"
 QUOTA_NAME = "gpu-chargeback"
 """Our own ResourceQuota per namespace: Kubernetes enforces every quota of a namespace, so a
 separate object leaves the operators' other quotas (CPU, memory, ...) alone."""
-KUEUE_API_VERSION = "kueue.x-k8s.io/v1beta2"
-KUEUE_GROUP, KUEUE_VERSION = KUEUE_API_VERSION.split("/")
+COHORT_NAME = "gpu-chargeback"
+"""The one cohort every pooled tenant's ClusterQueue joins; its own quota is the overflow pool."""
 DEFAULT_MAX_STEP = 4
 
 REQUIRED_COLUMNS = ("tenant", "namespace", "hardware_tier", "mig_profile", "recommended_gpus")
 OPTIONAL_COLUMNS = ("in_use_gpus", "current_gpus")
+SLA_CLASSES = ("standard", "latency-sensitive")
+ISOLATIONS = ("pool", "bridge", "silo")
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-# Kubernetes' resource.Quantity grammar, as the CRDs' `pattern` writes it.
-_QUANTITY = re.compile(
-    r"^(?P<num>[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))"
-    r"(?P<suffix>[KMGTPE]i|[numkMGTPE]|[eE][+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))?$"
-)
-_BINARY = {"Ki": 1, "Mi": 2, "Gi": 3, "Ti": 4, "Pi": 5, "Ei": 6}
-_DECIMAL = {"n": -9, "u": -6, "m": -3, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
 
 
 class RecommendationsError(UserError):
@@ -83,6 +86,10 @@ class Recommendation:
     """What the tenant uses now, when the caller knows it (the cluster's figure wins if higher)."""
     current_gpus: int | None = None
     """The quota in force now, when known without a cluster (for `quotas write`)."""
+    sla_class: str = "standard"
+    """The tenant's SLA class: a latency-sensitive tenant lends none of its reservation."""
+    isolation: str = "pool"
+    """The tenant's isolation model: `silo` stays out of the cohort, `bridge` borrows only."""
 
 
 def device_resource(mig_profile: str | None) -> str:
@@ -102,31 +109,6 @@ def dns_name(text: str) -> str:
     if not name:
         raise UserError(f"{text!r} has no letters or digits to name a Kubernetes object after")
     return name
-
-
-def parse_quantity(value: object) -> Decimal:
-    """A Kubernetes quantity (`2`, `1500m`, `1k`, `1Ki`, `2e3`) as an exact Decimal."""
-    if isinstance(value, bool):
-        raise ValueError(f"not a quantity: {value!r}")
-    if isinstance(value, int):
-        return Decimal(value)
-    if isinstance(value, float):
-        return Decimal(str(value))
-    match = _QUANTITY.match(str(value).strip())
-    if not match:
-        raise ValueError(f"not a Kubernetes quantity: {value!r}")
-    try:
-        number = Decimal(match["num"])
-    except InvalidOperation as exc:  # pragma: no cover - the regex admits only decimals
-        raise ValueError(f"not a Kubernetes quantity: {value!r}") from exc
-    suffix = match["suffix"] or ""
-    if suffix in _BINARY:
-        return number * (Decimal(1024) ** _BINARY[suffix])
-    if suffix in _DECIMAL:
-        return number.scaleb(_DECIMAL[suffix])
-    if suffix:
-        return number.scaleb(int(Decimal(suffix[1:])))
-    return number
 
 
 def whole_gpus(value: object) -> int:
@@ -179,6 +161,12 @@ def parse_recommendations(
         namespace = _text(row.get("namespace"))
         tier = _text(row.get("hardware_tier"))
         mig = _text(row.get("mig_profile"))
+        sla = _text(row.get("sla_class")) or "standard"
+        isolation = _text(row.get("isolation")) or "pool"
+        if sla not in SLA_CLASSES:
+            bad("sla_class", f"{sla!r} is not one of {', '.join(SLA_CLASSES)}")
+        if isolation not in ISOLATIONS:
+            bad("isolation", f"{isolation!r} is not one of {', '.join(ISOLATIONS)}")
         if tenant is None:
             bad("tenant", "must not be empty")
         elif tenant in RESERVED_TENANTS:
@@ -225,7 +213,7 @@ def parse_recommendations(
             out.append(
                 Recommendation(
                     tenant, namespace, tier, mig, counts["recommended_gpus"],
-                    counts["in_use_gpus"], counts["current_gpus"],
+                    counts["in_use_gpus"], counts["current_gpus"], sla, isolation,
                 )
             )
     return out, problems
@@ -241,12 +229,17 @@ def _text(value: object) -> str | None:
 class QuotaKind(StrEnum):
     RESOURCE_QUOTA = "ResourceQuota"
     CLUSTER_QUEUE = "ClusterQueue"
+    COHORT = "Cohort"
+    RESOURCE_FLAVOR = "ResourceFlavor"
+    LOCAL_QUEUE = "LocalQueue"
+    """The last two carry no figure: they are written and applied whole."""
 
 
 @dataclass(frozen=True)
 class QuotaKey:
     """One quota figure: a ResourceQuota's `spec.hard[resource]` in a namespace, or a
-    ClusterQueue's `nominalQuota` of `resource` under ResourceFlavor `flavor`. `resource` is
+    ClusterQueue's (or the cohort's) `nominalQuota` of `resource` under ResourceFlavor
+    `flavor`. `resource` is
     the key as the object writes it (`requests.nvidia.com/gpu` in a ResourceQuota,
     `nvidia.com/gpu` in a ClusterQueue), so a figure read from the cluster maps to its key
     as it is. The fields follow the columns of the warehouse's scheduler_quota_changes."""
@@ -266,6 +259,10 @@ class QuotaKey:
     @classmethod
     def cluster_queue(cls, queue: str, flavor: str, resource: str) -> QuotaKey:
         return cls(QuotaKind.CLUSTER_QUEUE, None, queue, flavor, resource)
+
+    @classmethod
+    def cohort(cls, cohort: str, flavor: str, resource: str) -> QuotaKey:
+        return cls(QuotaKind.COHORT, None, cohort, flavor, resource)
 
     @property
     def label(self) -> str:
@@ -287,6 +284,35 @@ class ClusterState:
     other_groups: Mapping[str, Sequence[Mapping[str, Any]]] = field(default_factory=dict)
     """A live ClusterQueue's resource groups without GPUs (CPU, memory), by queue, kept as they
     are: `resourceGroups` is an atomic list, so applying it replaces the whole list."""
+    flavors: frozenset[str] | None = None
+    """The ResourceFlavors that exist on the cluster; None when not read (no cluster)."""
+
+
+@dataclass(frozen=True)
+class KueueSetup:
+    """What the Kueue objects need besides the tenants' recommendations."""
+
+    flavor_labels: Mapping[str, Mapping[str, str]] | None = None
+    """nodeLabels of the ResourceFlavor of each hardware tier (`kueue.flavor_node_labels`);
+    None when the operator manages the flavors: none is written, and before apply every flavor
+    the queues name is checked to exist."""
+    pools: Mapping[tuple[str, str | None], int] = field(default_factory=dict)
+    """Shared overflow pool per (hardware tier, MIG profile), in GPUs or instances: the
+    cohort's own nominal quota, which every pooled tenant may borrow."""
+    cohort: str = COHORT_NAME
+    notes: tuple[str, ...] = ()
+    """What the operator must do for the objects to work (node labels to set)."""
+
+    @classmethod
+    def generated(cls, tier_products: Mapping[str, Iterable[str]],
+                  pools: Mapping[tuple[str, str | None], int], cohort: str = COHORT_NAME
+                  ) -> KueueSetup:
+        """Flavors generated from the GPU products each tier's nodes carry."""
+        try:
+            labels, notes = flavor_node_labels(tier_products)
+        except ValueError as exc:
+            raise UserError(f"cannot generate ResourceFlavors: {exc}") from exc
+        return cls(labels, pools, cohort, tuple(notes))
 
 
 @dataclass(frozen=True)
@@ -322,18 +348,26 @@ class QuotaObject:
         where = f"{self.namespace}.{self.name}" if self.namespace else self.name
         return f"{self.kind.value.lower()}-{where}"
 
+    @property
+    def where(self) -> str:
+        return f"{self.namespace}/{self.name}" if self.namespace else self.name
+
 
 @dataclass(frozen=True)
 class QuotaPlan:
     changes: tuple[QuotaChange, ...]
     """Every figure, ResourceQuotas first, in a stable order."""
     objects: tuple[QuotaObject, ...]
+    """In the order they must be applied: flavors, cohort, queues, local queues, quotas."""
+    flavors: tuple[str, ...] = ()
+    """Every ResourceFlavor the queues and the cohort name."""
+    notes: tuple[str, ...] = ()
 
     def problems(self) -> list[str]:
         """Why Kueue's admission would reject an object of the plan; empty when it would not."""
-        return [f"ClusterQueue {o.name}: Kueue would reject it: {p}"
-                for o in self.objects if o.kind is QuotaKind.CLUSTER_QUEUE
-                for p in kueue_admission_problems(o.manifest)]
+        return [f"{o.kind.value} {o.where}: Kueue would reject it: {p}"
+                for o in self.objects if o.kind is not QuotaKind.RESOURCE_QUOTA
+                for p in admission_problems(o.manifest)]
 
 
 def step_target(
@@ -365,25 +399,31 @@ def plan_quotas(
     *,
     max_step: int = DEFAULT_MAX_STEP,
     kueue: bool = True,
+    setup: KueueSetup | None = None,
 ) -> QuotaPlan:
-    """The quotas to set now: a ResourceQuota per namespace and, with `kueue`, a ClusterQueue
-    per tenant with a flavor per hardware tier; every figure moved from what is in force toward
-    the recommendation by `step_target`.
+    """The quotas to set now: a ResourceQuota per namespace and, with `kueue`, the Kueue set
+    (ResourceFlavors, the cohort, a ClusterQueue per tenant, a LocalQueue per namespace); every
+    figure moved from what is in force toward the recommendation by `step_target`.
 
     A ResourceQuota cannot tell an H100 from a T4 (`nvidia.com/gpu` is one resource), so the
     GPUs of every tier in a namespace add up; MIG profiles stay apart. Kueue requires every
     flavor of a resource group to list every covered resource, so a tier without a
-    recommendation for some resource of its queue gets 0 for it (held up by the in-use floor).
-    In-force and in-use figures carried by the recommendations (`quotas write` without a
-    cluster) fill what `state` lacks; of two in-use figures the higher counts."""
+    recommendation for some resource of its queue gets 0 for it (held up by the in-use floor);
+    the cohort likewise lists every flavor and resource of the plan, at its pool (0 where no
+    pool was sized). In-force and in-use figures carried by the recommendations (`quotas write`
+    without a cluster) fill what `state` lacks; of two in-use figures the higher counts."""
     state = state or ClusterState()
+    setup = setup or KueueSetup()
     recommended: dict[QuotaKey, int] = {}
     carried_use: dict[QuotaKey, int] = {}
     carried_current: dict[QuotaKey, int] = {}
     tenant_of: dict[str, str] = {}
+    queue_of: dict[str, str] = {}
+    first_rec: dict[str, Recommendation] = {}
     queue_namespaces: dict[str, set[str]] = {}
     queue_flavors: dict[str, set[str]] = {}
     queue_resources: dict[str, set[str]] = {}
+    tier_of: dict[str, str] = {}
 
     def add(key: QuotaKey, r: Recommendation) -> None:
         recommended[key] = recommended.get(key, 0) + r.recommended_gpus
@@ -399,15 +439,33 @@ def plan_quotas(
             queue, flavor = dns_name(r.tenant), dns_name(r.hardware_tier)
             resource = device_resource(r.mig_profile)
             add(QuotaKey.cluster_queue(queue, flavor, resource), r)
+            queue_of[r.namespace] = queue
+            first_rec.setdefault(queue, r)
+            tier_of[flavor] = r.hardware_tier
             queue_namespaces.setdefault(queue, set()).add(r.namespace)
             queue_flavors.setdefault(queue, set()).add(flavor)
             queue_resources.setdefault(queue, set()).add(resource)
+
+    all_flavors = sorted({f for fs in queue_flavors.values() for f in fs})
+    all_resources = _ordered_resources({r for rs in queue_resources.values() for r in rs})
+    pooled_queues = [q for q in sorted(queue_resources)
+                     if cohort_limits(first_rec[q].sla_class, first_rec[q].isolation, 0)
+                     is not None]
+    cohort = dns_name(setup.cohort)
+    if pooled_queues:
+        for (tier, mig), units in setup.pools.items():
+            if dns_name(tier) in tier_of:
+                key = QuotaKey.cohort(cohort, dns_name(tier), device_resource(mig))
+                recommended[key] = recommended.get(key, 0) + units
 
     keys = sorted((k for k in recommended if k.kind is QuotaKind.RESOURCE_QUOTA),
                   key=lambda k: (k.namespace or "", k.resource))
     keys += [QuotaKey.cluster_queue(queue, flavor, resource)
              for queue in sorted(queue_resources) for flavor in sorted(queue_flavors[queue])
              for resource in _ordered_resources(queue_resources[queue])]
+    if pooled_queues:
+        keys += [QuotaKey.cohort(cohort, flavor, resource)
+                 for flavor in all_flavors for resource in all_resources]
     changes = []
     for key in keys:
         current = state.in_force.get(key, carried_current.get(key))
@@ -416,6 +474,80 @@ def plan_quotas(
         changes.append(QuotaChange(key, current, used, recommended.get(key, 0), target, rule))
 
     objects: list[QuotaObject] = []
+    labels = {MANAGED_BY_LABEL: MANAGER}
+    if kueue and setup.flavor_labels is not None:
+        missing = sorted(tier_of[f] for f in all_flavors if tier_of[f] not in setup.flavor_labels)
+        if missing:
+            raise UserError(f"no node labels for the ResourceFlavor of tier(s) "
+                            f"{', '.join(missing)}: no GPU product of theirs is known")
+        for flavor in all_flavors:
+            objects.append(QuotaObject(QuotaKind.RESOURCE_FLAVOR, None, flavor, {
+                "apiVersion": KUEUE_API_VERSION,
+                "kind": QuotaKind.RESOURCE_FLAVOR.value,
+                "metadata": {"name": flavor, "labels": dict(labels)},
+                "spec": {"nodeLabels": dict(setup.flavor_labels[tier_of[flavor]])},
+            }, ()))
+    pool_target = {(c.key.flavor, c.key.resource): c.target for c in changes
+                   if c.key.kind is QuotaKind.COHORT}
+    if pooled_queues:
+        mine = tuple(c for c in changes if c.key.kind is QuotaKind.COHORT)
+        objects.append(QuotaObject(QuotaKind.COHORT, None, cohort, {
+            "apiVersion": KUEUE_API_VERSION,
+            "kind": QuotaKind.COHORT.value,
+            "metadata": {"name": cohort, "labels": dict(labels)},
+            "spec": {"resourceGroups": [{
+                "coveredResources": all_resources,
+                "flavors": [{"name": flavor,
+                             "resources": [{"name": c.key.resource, "nominalQuota": c.target}
+                                           for c in mine if c.key.flavor == flavor]}
+                            for flavor in all_flavors],
+            }]},
+        }, mine))
+    for queue in sorted(queue_resources):
+        mine = tuple(c for c in changes if c.key.kind is QuotaKind.CLUSTER_QUEUE
+                     and c.key.name == queue)
+        rec = first_rec[queue]
+        in_cohort = queue in pooled_queues
+
+        def quota(c: QuotaChange, rec: Recommendation = rec, in_cohort: bool = in_cohort
+                  ) -> dict[str, Any]:
+            entry: dict[str, Any] = {"name": c.key.resource, "nominalQuota": c.target}
+            if in_cohort:
+                entry.update(cohort_limits(rec.sla_class, rec.isolation,
+                                           pool_target.get((c.key.flavor, c.key.resource), 0))
+                             or {})
+            return entry
+
+        flavors = [{"name": flavor,
+                    "resources": [quota(c) for c in mine if c.key.flavor == flavor]}
+                   for flavor in sorted(queue_flavors[queue])]
+        groups = [dict(g) for g in state.other_groups.get(queue, ())]
+        groups.append({"coveredResources": _ordered_resources(queue_resources[queue]),
+                       "flavors": flavors})
+        spec: dict[str, Any] = {
+            "namespaceSelector": {"matchExpressions": [{
+                "key": "kubernetes.io/metadata.name",
+                "operator": "In",
+                "values": sorted(queue_namespaces[queue]),
+            }]},
+            "resourceGroups": groups,
+        }
+        if in_cohort:
+            spec = {"cohortName": cohort, **spec, "preemption": dict(PREEMPTION)}
+        objects.append(QuotaObject(QuotaKind.CLUSTER_QUEUE, None, queue, {
+            "apiVersion": KUEUE_API_VERSION,
+            "kind": QuotaKind.CLUSTER_QUEUE.value,
+            "metadata": {"name": queue, "labels": dict(labels)},
+            "spec": spec,
+        }, mine))
+    for namespace in sorted(queue_of):
+        objects.append(QuotaObject(QuotaKind.LOCAL_QUEUE, namespace, QUOTA_NAME, {
+            "apiVersion": KUEUE_API_VERSION,
+            "kind": QuotaKind.LOCAL_QUEUE.value,
+            "metadata": {"name": QUOTA_NAME, "namespace": namespace,
+                         "labels": {**labels, TENANT_LABEL: tenant_of[namespace]}},
+            "spec": {"clusterQueue": queue_of[namespace]},
+        }, ()))
     for namespace in sorted({c.key.namespace for c in changes
                              if c.key.kind is QuotaKind.RESOURCE_QUOTA and c.key.namespace}):
         mine = tuple(c for c in changes if c.key.kind is QuotaKind.RESOURCE_QUOTA
@@ -426,35 +558,13 @@ def plan_quotas(
             "metadata": {
                 "name": QUOTA_NAME,
                 "namespace": namespace,
-                "labels": {MANAGED_BY_LABEL: MANAGER, TENANT_LABEL: tenant_of[namespace]},
+                "labels": {**labels, TENANT_LABEL: tenant_of[namespace]},
             },
             "spec": {"hard": {c.key.resource: str(c.target)
                               for c in sorted(mine, key=lambda c: c.key.resource)}},
         }, mine))
-    for queue in sorted(queue_resources):
-        mine = tuple(c for c in changes if c.key.kind is QuotaKind.CLUSTER_QUEUE
-                     and c.key.name == queue)
-        covered = _ordered_resources(queue_resources[queue])
-        flavors = [{"name": flavor,
-                    "resources": [{"name": c.key.resource, "nominalQuota": c.target}
-                                  for c in mine if c.key.flavor == flavor]}
-                   for flavor in sorted(queue_flavors[queue])]
-        groups = [dict(g) for g in state.other_groups.get(queue, ())]
-        groups.append({"coveredResources": covered, "flavors": flavors})
-        objects.append(QuotaObject(QuotaKind.CLUSTER_QUEUE, None, queue, {
-            "apiVersion": KUEUE_API_VERSION,
-            "kind": QuotaKind.CLUSTER_QUEUE.value,
-            "metadata": {"name": queue, "labels": {MANAGED_BY_LABEL: MANAGER}},
-            "spec": {
-                "namespaceSelector": {"matchExpressions": [{
-                    "key": "kubernetes.io/metadata.name",
-                    "operator": "In",
-                    "values": sorted(queue_namespaces[queue]),
-                }]},
-                "resourceGroups": groups,
-            },
-        }, mine))
-    return QuotaPlan(tuple(changes), tuple(objects))
+    notes = setup.notes if kueue and setup.flavor_labels is not None else ()
+    return QuotaPlan(tuple(changes), tuple(objects), tuple(all_flavors), tuple(notes))
 
 
 def _ordered_resources(resources: Iterable[str]) -> list[str]:
@@ -533,20 +643,31 @@ def run_quotas(
     apply: Applier | None = None,
     con: duckdb.DuckDBPyConnection | None = None,
     day: date | None = None,
+    setup: KueueSetup | None = None,
 ) -> QuotaRun:
     """Plan, validate, write, apply and record, in this order; the one sequence behind the
     `scheduler_quotas` asset and `chargeback quotas`.
 
-    Nothing is written or applied when Kueue would reject a ClusterQueue (QuotaPlanRejected).
+    Nothing is written or applied when Kueue would reject an object (QuotaPlanRejected), nor
+    when the operator manages the flavors and one the queues name is missing from the cluster
+    (FlavorsMissing: Kueue would mark every queue naming it inactive).
     Manifests go to `folder` when given. Without `apply` each figure is recorded as
     `manifest` at `now`; with it, as the applier reports, and what was done before a refusal
     is recorded before ApplyRefused is raised on. Records go to the warehouse's
     scheduler_quota_changes when `con` is given, with the partition `day` that produced them
     (a rerun of that day replaces its manifest rows)."""
-    plan = plan_quotas(recommendations, state, max_step=max_step, kueue=kueue)
+    plan = plan_quotas(recommendations, state, max_step=max_step, kueue=kueue, setup=setup)
     problems = plan.problems()
     if problems:
         raise QuotaPlanRejected(problems)
+    if kueue and (setup is None or setup.flavor_labels is None) and state.flavors is not None:
+        missing = sorted(set(plan.flavors) - state.flavors)
+        if missing:
+            raise FlavorsMissing(
+                f"ResourceFlavor(s) {', '.join(missing)} do not exist on the cluster: Kueue "
+                f"would mark every ClusterQueue naming them inactive (FlavorNotFound) and admit "
+                f"nothing. Create them (`chargeback quotas write` writes them from the tier map "
+                f"unless --flavors existing), or rerun without --flavors existing.")
     files = write_manifests(plan, folder) if folder is not None else []
     try:
         records = apply(plan) if apply is not None else [
@@ -565,6 +686,10 @@ class QuotaPlanRejected(UserError):
     """A planned object that the cluster's admission would refuse; nothing was written."""
 
 
+class FlavorsMissing(UserError):
+    """Operator-managed flavors the plan names are not on the cluster; nothing was applied."""
+
+
 def _row(record: ChangeRecord) -> tuple[Any, ...]:
     k = record.key
     return (record.changed_at, k.kind.value, k.namespace, k.name, k.flavor, k.resource,
@@ -579,6 +704,39 @@ def last_written_state(con: duckdb.DuckDBPyConnection, before: datetime) -> Clus
         QuotaKey(QuotaKind(kind), namespace, name, flavor, resource): value
         for (kind, namespace, name, flavor, resource), value
         in warehouse.last_quota_targets(con, before).items()})
+
+
+@dataclass(frozen=True)
+class WarehouseInputs:
+    recommendations: list[Recommendation]
+    skipped_tenants: list[str]
+    """Tenants with recommendations but no namespace in the tenants file."""
+    setup: KueueSetup
+
+
+def warehouse_inputs(
+    con: duckdb.DuckDBPyConnection,
+    day: date,
+    tenants: Mapping[str, Tenant],
+    *,
+    generate_flavors: bool = True,
+    lookback_hours: int = DEFAULT_LOOKBACK_HOURS,
+) -> WarehouseInputs:
+    """Everything the quotas of analysis day `day` are planned from: its reservation
+    recommendations, what each tenant holds at the end of the day, its overflow pools and,
+    with `generate_flavors`, the GPU products each tier's devices carried in the look-back
+    window (the ResourceFlavors' node labels)."""
+    recommendations, skipped = recommendations_for(
+        warehouse.reservation_recommendations(con, day),
+        warehouse.gpus_in_use_at_end_of(con, day), tenants)
+    pools = warehouse.overflow_pools_of(con, day)
+    if not generate_flavors:
+        return WarehouseInputs(recommendations, skipped, KueueSetup(None, pools))
+    end = datetime.combine(day + timedelta(days=1), time(), UTC)
+    products = warehouse.tier_products(con, end - timedelta(hours=lookback_hours), end)
+    used = {r.hardware_tier for r in recommendations}
+    return WarehouseInputs(recommendations, skipped, KueueSetup.generated(
+        {tier: p for tier, p in products.items() if tier in used}, pools))
 
 
 def recommendations_for(
@@ -599,81 +757,6 @@ def recommendations_for(
             continue
         held = math.ceil(round(in_use.get((tenant, tier, mig), 0.0) / unit, 6))
         out.append(Recommendation(tenant, config.namespaces[0], tier, mig, int(units),
-                                  in_use_gpus=held))
+                                  in_use_gpus=held, sla_class=config.sla_class.value,
+                                  isolation=config.isolation.value))
     return out, sorted(skipped)
-
-
-def kueue_admission_problems(cluster_queue: Mapping[str, Any]) -> list[str]:
-    """The checks Kueue's ClusterQueue webhook (pkg/webhooks/clusterqueue_webhook.go) and the
-    CRD's CEL rules (`x-kubernetes-validations`, which a JSON-schema validator does not run)
-    make on create/update, as `field: message`. Empty when Kueue would admit the object."""
-    problems: list[str] = []
-    name = (cluster_queue.get("metadata") or {}).get("name")
-    if not isinstance(name, str) or len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
-        problems.append(f"metadata.name: {name!r} is not a DNS-1123 subdomain")
-    spec = cluster_queue.get("spec") or {}
-    has_cohort = bool(spec.get("cohortName"))
-    seen_resources: set[str] = set()
-    seen_flavors: set[str] = set()
-    for i, group in enumerate(spec.get("resourceGroups") or []):
-        path = f"spec.resourceGroups[{i}]"
-        covered = list(group.get("coveredResources") or [])
-        for j, resource in enumerate(covered):
-            if resource in seen_resources:
-                problems.append(f"{path}.coveredResources[{j}]: duplicate resource {resource!r}")
-            seen_resources.add(resource)
-        for j, flavor in enumerate(group.get("flavors") or []):
-            fpath = f"{path}.flavors[{j}]"
-            fname = flavor.get("name")
-            if fname in seen_flavors:
-                problems.append(f"{fpath}.name: duplicate flavor {fname!r}")
-            seen_flavors.add(fname)
-            resources = list(flavor.get("resources") or [])
-            if len(resources) != len(covered):
-                problems.append(
-                    f"{fpath}.resources: must have the same number of resources as the "
-                    f"coveredResources ({len(resources)} != {len(covered)})"
-                )
-            for k, quota in enumerate(resources[: len(covered)]):
-                qpath = f"{fpath}.resources[{k}]"
-                if quota.get("name") != covered[k]:
-                    problems.append(
-                        f"{qpath}.name: {quota.get('name')!r} must match the name in "
-                        f"coveredResources ({covered[k]!r}, same order)"
-                    )
-                nominal = _quantity_or_problem(quota.get("nominalQuota"), f"{qpath}.nominalQuota",
-                                               problems)
-                for limit in ("borrowingLimit", "lendingLimit"):
-                    if quota.get(limit) is None:
-                        continue
-                    value = _quantity_or_problem(quota[limit], f"{qpath}.{limit}", problems)
-                    if not has_cohort:
-                        problems.append(f"{qpath}.{limit}: must be nil when cohort is empty")
-                    if (limit == "lendingLimit" and value is not None and nominal is not None
-                            and value > nominal):
-                        problems.append(
-                            f"{qpath}.lendingLimit: must be less than or equal to the nominalQuota"
-                        )
-    preemption = spec.get("preemption") or {}
-    borrow = preemption.get("borrowWithinCohort") or {}
-    if (preemption.get("reclaimWithinCohort", "Never") == "Never"
-            and borrow.get("policy", "Never") != "Never"):
-        problems.append(
-            "spec.preemption: reclaimWithinCohort=Never and borrowWithinCohort.Policy!=Never"
-        )
-    if spec.get("admissionChecksStrategy") is not None and spec.get("admissionChecks"):
-        problems.append(
-            "spec: Either AdmissionChecks or AdmissionCheckStrategy can be set, but not both"
-        )
-    return problems
-
-
-def _quantity_or_problem(value: object, path: str, problems: list[str]) -> Decimal | None:
-    try:
-        quantity = parse_quantity(value)
-    except ValueError as exc:
-        problems.append(f"{path}: {exc}")
-        return None
-    if quantity < 0:
-        problems.append(f"{path}: must be greater than or equal to 0, got {value}")
-    return quantity

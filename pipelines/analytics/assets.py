@@ -160,7 +160,11 @@ class QuotasConfig(dg.Config):
     max_step: int = DEFAULT_MAX_STEP
     """Largest change of one quota per run, in GPUs (or MIG instances)."""
     kueue: bool = True
-    """Also write Kueue ClusterQueues (nominalQuota per hardware tier)."""
+    """Also write the Kueue set: ResourceFlavors, the cohort (overflow pool), ClusterQueues,
+    LocalQueues."""
+    generate_flavors: bool = True
+    """Write a ResourceFlavor per tier from its GPU products; off when the operator manages
+    them (then checked to exist before apply)."""
 
 
 @dg.asset(partitions_def=DAILY, group_name=GROUP, deps=[reservation_recommendations])
@@ -172,8 +176,9 @@ def scheduler_quotas(
     outputs: OutputsResource,
     kubernetes: KubernetesResource,
 ) -> dg.MaterializeResult:
-    """ResourceQuota and Kueue ClusterQueue manifests from the reservation recommendations,
-    applied to the cluster when enabled (CHARGEBACK_QUOTAS_APPLY=1)."""
+    """ResourceQuotas and the Kueue set (flavors, cohort with the overflow pool, queues) from
+    the reservation recommendations, applied to the cluster when enabled
+    (CHARGEBACK_QUOTAS_APPLY=1)."""
     from collectors import kube_apply
 
     day = partition_day(context)
@@ -181,12 +186,14 @@ def scheduler_quotas(
     reason = (kube_apply.why_no_cluster(kubernetes.kubeconfig) if kubernetes.apply
               else "apply is off (CHARGEBACK_QUOTAS_APPLY=1)")
     with warehouse_db.connect() as con, contextlib.ExitStack() as stack:
-        recommendations, no_namespace = quotas.recommendations_for(
-            warehouse.reservation_recommendations(con, day),
-            warehouse.gpus_in_use_at_end_of(con, day), billing.tenants())
+        inputs = quotas.warehouse_inputs(
+            con, day, billing.tenants(),
+            generate_flavors=config.kueue and config.generate_flavors)
+        recommendations, setup = inputs.recommendations, inputs.setup
         if reason is None:
             api = stack.enter_context(kube_apply.api_client(kubernetes.kubeconfig or None))
-            state = kube_apply.read_cluster_state(api, recommendations, kueue=config.kueue)
+            state = kube_apply.read_cluster_state(api, recommendations, kueue=config.kueue,
+                                                  cohort=setup.cohort)
             apply = partial(kube_apply.apply_plan, api, dry_run=False)
             now = datetime.now(UTC)
         else:
@@ -197,12 +204,14 @@ def scheduler_quotas(
             state, apply = quotas.last_written_state(con, now), None
         run = quotas.run_quotas(recommendations, state, now=now, max_step=config.max_step,
                                 kueue=config.kueue, folder=folder, apply=apply, con=con,
-                                day=day)
+                                day=day, setup=setup)
     return dg.MaterializeResult(metadata={
         "mode": "applied" if reason is None else f"manifests only: {reason}",
         "manifests": len(run.files),
         "folder": str(folder),
         "changes": sum(1 for c in run.plan.changes if c.changes),
         "records": len(run.records),
-        "skipped_tenants_without_namespace": ", ".join(no_namespace) or "none",
+        "skipped_tenants_without_namespace": ", ".join(inputs.skipped_tenants) or "none",
+        "objects": ", ".join(f"{o.kind.value} {o.where}" for o in run.plan.objects) or "none",
+        "operator_notes": "\n".join(run.plan.notes) or "none",
     })

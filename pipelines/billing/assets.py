@@ -7,8 +7,10 @@ from pathlib import Path
 import dagster as dg
 
 from models.billing import lifecycle
-from models.billing.exports import write_invoice_files
-from models.billing.focus import FOCUS_VERSION, write_focus_export
+from models.billing.exports import write_invoice_files, write_period_files
+from models.billing.focus import FOCUS_VERSION, provider_of
+from models.billing.focus_datasets import write_focus_export
+from models.billing.invoices import DocumentKind
 from models.billing.period import UnknownTenants, price_period
 from models.billing.rate_cards import month_bounds
 from models.ledger import warehouse
@@ -63,7 +65,8 @@ def tenant_bills(
             ) from None
         digest = hashlib.sha256(billing.digest().encode()).hexdigest()
         inputs = lifecycle.inputs_hash(con, start, end, digest)
-        counts = lifecycle.write_drafts(con, period, invoices, inputs, _now())
+        counts = lifecycle.write_drafts(con, period, invoices, inputs, _now(),
+                                        parties=billing.parties())
     total = sum((i.total for i in invoices), start=0)
     return dg.MaterializeResult(metadata={
         **counts, "tenants": len(invoices), "draft_total": str(total),
@@ -92,15 +95,29 @@ def invoices(
 
 @dg.asset(partitions_def=MONTHLY, group_name="billing", deps=[invoices])
 def invoice_exports(
-    context: dg.AssetExecutionContext, warehouse_db: WarehouseResource, outputs: OutputsResource
+    context: dg.AssetExecutionContext,
+    warehouse_db: WarehouseResource,
+    billing: BillingConfigResource,
+    outputs: OutputsResource,
 ) -> dg.MaterializeResult:
-    """PDF, CSV and JSON per invoice of the month, under exports/<period>/."""
+    """PDF, CSV and JSON per document of the month, its invoice register and journal, under
+    exports/<period>/. A credit or debit note correcting the month is written there too, as
+    soon as it is issued (it is in the register and journal of the month it is issued in)."""
     period = partition_period(context)
     folder = Path(outputs.exports_path) / period
+    books = billing.books()
     with warehouse_db.connect() as con:
-        stored = lifecycle.stored(con, period)
-    written = write_invoice_files(stored, folder, prune_drafts=True)
-    return dg.MaterializeResult(metadata={"files": len(written), "folder": str(folder)})
+        documents = lifecycle.period_documents(con, period)
+        listed = {s.invoice_id for s in documents}
+        notes = [s for s in lifecycle.stored(con, period)
+                 if s.kind is DocumentKind.ADJUSTMENT and s.invoice_id not in listed]
+    written = write_invoice_files([*documents, *notes], folder, prune_drafts=True)
+    written += write_period_files(documents, period, folder,
+                                  books.accounts if books else None)
+    return dg.MaterializeResult(metadata={
+        "files": len(written), "folder": str(folder),
+        "journal": "written" if books else "no finance file (CHARGEBACK_FINANCE): no ledger "
+                                           "accounts to post to"})
 
 
 @dg.asset(partitions_def=MONTHLY, group_name="billing", deps=[invoices])
@@ -110,11 +127,14 @@ def focus_export(
     billing: BillingConfigResource,
     outputs: OutputsResource,
 ) -> dg.MaterializeResult:
-    """The month's cost-and-usage export in the FinOps FOCUS columns (Parquet and CSV)."""
+    """The month's FOCUS 1.4 datasets (Parquet and CSV): cost and usage, invoice detail,
+    billing period, contract commitment."""
     period = partition_period(context)
     folder = Path(outputs.exports_path) / period
     with warehouse_db.connect() as con:
-        written = write_focus_export(con, period, folder, tenants=billing.tenants())
+        written = write_focus_export(con, period, folder, tenants=billing.tenants(),
+                                     cards=billing.rate_cards(),
+                                     provider=provider_of(billing.books()))
     return dg.MaterializeResult(metadata={
         "files": ", ".join(p.name for p in written), "folder": str(folder),
         "focus_version": FOCUS_VERSION,

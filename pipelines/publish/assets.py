@@ -15,6 +15,7 @@ def tenant_marts(
     """One read-only DuckDB file per tenant (its rows only), plus finance and operator marts."""
     tenants = billing.tenants()
     with warehouse_db.connect() as con:
-        published = publish_marts(con, Path(outputs.marts_path), tenants)
+        published = publish_marts(con, Path(outputs.marts_path), tenants,
+                                  books=billing.books())
     return dg.MaterializeResult(metadata={"marts": len(published),
                                           "folder": outputs.marts_path})

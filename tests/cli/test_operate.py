@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 from collections import defaultdict
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -127,7 +128,9 @@ def test_export_writes_one_file_per_invoice(drafted: Path, tmp_path: Path, fmt: 
         else:
             text = [line for page in PdfReader(io.BytesIO(data)).pages
                     for line in page.extract_text().splitlines()]
-            assert text[0] == "Invoice DRAFT (not final)"
+            # lumen is a showback tenant (examples/demo/tenants.yaml): a statement.
+            heading = "Statement" if s.invoice.tenant == "lumen" else "Invoice"
+            assert text[0] == f"{heading} DRAFT (not final)"
             assert f"Tenant {s.invoice.tenant}" in text
             for line in s.invoice.lines:
                 assert any(t.startswith(line.description) and t.endswith(
@@ -138,22 +141,29 @@ def test_export_writes_one_file_per_invoice(drafted: Path, tmp_path: Path, fmt: 
 def test_export_focus_ties_to_the_invoices(drafted: Path, tmp_path: Path) -> None:
     out = ok(chargeback(drafted, "invoices", "export", "--period", PERIOD, "--format",
                         "focus", "--out", str(tmp_path)))
-    assert sorted(Path(p).name for p in out.split()) == [
-        "focus.csv", "focus.metadata.json", "focus.parquet"]
+    assert sorted(Path(p).name for p in out.split()) == sorted(
+        f"{stem}.{ext}" for stem in ("focus", "focus-invoice-detail", "focus-billing-period",
+                                     "focus-contract-commitment")
+        for ext in ("csv", "metadata.json", "parquet"))
     billed: dict[str, Decimal] = defaultdict(Decimal)
     for row in pq.read_table(tmp_path / "focus.parquet").to_pylist():
-        billed[row["InvoiceId"]] += row["BilledCost"]
-    assert dict(billed) == {s.invoice_id: s.invoice.total for s in stored(drafted)}
+        billed[row["InvoiceId"] or row["SubAccountId"]] += row["BilledCost"]
+    # A showback statement is no invoice: its rows have no InvoiceId, and the same figures.
+    assert dict(billed) == {s.invoice_id if s.document_type.payable else s.invoice.tenant:
+                            s.invoice.total for s in stored(drafted)}
 
 
 def test_close_numbers_the_invoices_once(closed: Path) -> None:
     invoices = stored(closed)
     rows = listed(ok(chargeback(closed, "invoices", "list", "--period", PERIOD)))
-    numbers = [f"INV-{PERIOD}-{n:04d}" for n in range(1, TENANTS + 1)]
-    assert sorted(rows) == numbers
+    # lumen is a showback tenant: a statement with no number; the others' invoices are
+    # numbered without a gap.
+    numbers = [f"INV-{PERIOD}-{n:04d}" for n in range(1, TENANTS)]
+    assert sorted(rows) == [*numbers, f"STATEMENT-{PERIOD}-lumen"]
     assert {status for status, _, _ in rows.values()} == {"final"}
     # Numbered in tenant order, with the totals the drafts had.
-    assert [rows[n][1] for n in numbers] == sorted(s.invoice.tenant for s in invoices)
+    assert [rows[n][1] for n in numbers] == sorted(
+        s.invoice.tenant for s in invoices if s.invoice.tenant != "lumen")
     out = ok(chargeback(closed, "invoices", "show", numbers[0], "--period", PERIOD))
     assert out.splitlines()[0].endswith("status final")
     # Closing again changes nothing.
@@ -162,12 +172,37 @@ def test_close_numbers_the_invoices_once(closed: Path) -> None:
     assert [(s.invoice_id, s.content_hash) for s in stored(closed)] == before
 
 
+def test_register_journal_and_zip_of_a_closed_month_reconcile(closed: Path,
+                                                               tmp_path: Path) -> None:
+    payable = [s for s in stored(closed) if s.document_type.payable]
+    billed = sum((s.invoice.total for s in payable), Decimal(0))
+    names = {}
+    for fmt in ("register", "journal", "zip"):
+        (path,) = ok(chargeback(closed, "invoices", "export", "--period", PERIOD, "--format",
+                                fmt, "--out", str(tmp_path))).split()
+        names[fmt] = Path(path)
+    with names["register"].open(newline="") as handle:
+        register = list(csv.DictReader(handle))
+    assert sorted(r["document_number"] for r in register) == sorted(
+        s.number for s in payable)
+    assert sum(Decimal(r["total"]) for r in register) == billed
+    with names["journal"].open(newline="") as handle:
+        journal = list(csv.DictReader(handle))
+    assert sum(Decimal(r["debit"]) for r in journal) == sum(
+        Decimal(r["credit"]) for r in journal) == billed
+    with zipfile.ZipFile(names["zip"]) as archive:
+        entries = set(archive.namelist())
+        assert archive.read(f"{PERIOD}/{names['journal'].name}") == names["journal"].read_bytes()
+    assert {f"{PERIOD}/{s.stem}.{ext}" for s in stored(closed)
+            for ext in ("pdf", "csv", "json")} <= entries
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (("invoices", "show", "INV-1999-01-0001", "--period", PERIOD), "no invoice INV-1999-01-0001"),
     (("invoices", "list", "--period", "2026-13"), "2026-13"),
     (("invoices", "export", "--period", PERIOD, "--format", "xml", "--out", "x"), "xml"),
-    (("run", "--from", "2026-09-02", "--to", DAY), "--to is before --from"),
-    (("run", "--from", "2026-09-31", "--to", DAY), "expected YYYY-MM-DD"),
+    (("run", "--from", "2026-09-02", "--to", DAY), "is before --from 2026-09-02"),
+    (("run", "--from", "2026-09-31", "--to", DAY), "expected a day YYYY-MM-DD"),
     (("close", "--period", "September"), "September"),
 ])
 def test_a_mistake_is_refused_with_exit_code_2(drafted: Path, args: tuple[str, ...],

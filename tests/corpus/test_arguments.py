@@ -21,7 +21,9 @@ KUBECONFIG = json.dumps({
 SPOOL = ["--spool", "{w}/spool", "--once"]
 PODS = ["collect", "pods", *SPOOL, "--kubeconfig", "{w}/kubeconfig"]
 PROMETHEUS = ["collect", "prometheus", *SPOOL, "--url", "http://127.0.0.1:9"]
-RECS = ["quotas", "write", "--recommendations", "{w}/recs.csv", "--out", "{w}/manifests"]
+# A file does not say which GPUs a tier has, so Kueue flavors must be the operator's.
+RECS = ["quotas", "write", "--flavors", "existing", "--recommendations", "{w}/recs.csv",
+        "--out", "{w}/manifests"]
 RECS_HEADER = "tenant,namespace,hardware_tier,mig_profile,recommended_gpus\n"
 HELIOS_HEADER = "time,total_gpu_num,running_gpu_num,pending_gpu_num\n"
 
@@ -159,9 +161,22 @@ OTHERS = [
          ["Invalid value for '--out'", "is a file"],
          {"recs.csv": RECS_HEADER + "acme,acme,premium,,2\n"}),
     Case("quotas-apply-kubeconfig-garbage",
-         ["quotas", "apply", "--recommendations", "{w}/recs.csv", "--kubeconfig",
-          "{w}/kubeconfig"], ["cannot load Kubernetes credentials"],
+         ["quotas", "apply", "--flavors", "existing", "--recommendations", "{w}/recs.csv",
+          "--kubeconfig", "{w}/kubeconfig"], ["cannot load Kubernetes credentials"],
          {"recs.csv": RECS_HEADER + "acme,acme,premium,,2\n", "kubeconfig": "[1, 2"}),
+    Case("quotas-file-cannot-generate-flavors", [r for r in RECS if r not in ("--flavors",
+                                                                              "existing")],
+         ["no ResourceFlavor can be generated from it", "--flavors existing"],
+         {"recs.csv": RECS_HEADER + "acme,acme,premium,,2\n"}),
+    Case("quotas-two-sources", [*RECS, "--from-warehouse", "{w}/recs.csv"],
+         ["give exactly one of --recommendations FILE and --from-warehouse DB"],
+         {"recs.csv": RECS_HEADER + "acme,acme,premium,,2\n"}),
+    Case("quotas-from-warehouse-not-duckdb",
+         ["quotas", "write", "--from-warehouse", "{w}/w.duckdb", "--out", "{w}/manifests"],
+         ["{w}/w.duckdb: not a DuckDB warehouse file"], {"w.duckdb": b"PAR1 not a database"}),
+    Case("quotas-mig-layout-warehouse-empty-file",
+         ["quotas", "mig-layout", "--from-warehouse", "{w}/w.duckdb", "--out", "{w}/mig"],
+         ["{w}/w.duckdb: not a DuckDB warehouse file"], {"w.duckdb": b""}),
     Case("users-add-unknown-role", ["users", "add", "bob", "--role", "king", "--no-password",
                                     "--users", "{w}/users.yaml"], ["--role:"]),
     Case("users-add-short-password", ["users", "add", "bob", "--role", "finance",

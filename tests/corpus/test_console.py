@@ -5,11 +5,13 @@ facing garbage from the Kubernetes API and Prometheus, and a warehouse another p
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -263,7 +265,7 @@ def test_prometheus_collector_when_the_exporter_serves_garbage(tmp_path: Path) -
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _wait_ready(url, server, folder / "log")
-        time.sleep(3)  # a few failed scrapes
+        _wait_scrape_failed(url)
         w = make_workspace(tmp_path, {})
         done = console(["collect", "prometheus", "--once", "--spool", f"{w}/spool", "--url", url,
                         "--interval", "1", "--delay", "0"], w, timeout=120)
@@ -275,6 +277,19 @@ def test_prometheus_collector_when_the_exporter_serves_garbage(tmp_path: Path) -
     assert done.returncode == 2, output
     assert "Traceback" not in output
     assert target in output
+
+
+def _wait_scrape_failed(url: str, timeout_s: float = 60) -> None:
+    """Until Prometheus has scraped the exporter at least once and found it down (a fixed
+    sleep is too short on a loaded machine)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{url}/api/v1/targets", timeout=5) as answer:
+            targets = json.load(answer)["data"]["activeTargets"]
+        if targets and all(t["health"] == "down" for t in targets):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"Prometheus at {url} did not scrape the exporter in {timeout_s} s")
 
 
 # -- the warehouse held by another process ----------------------------------------------------

@@ -6,7 +6,10 @@ Figures a test may rely on, each reasoned from DESIGN.md rather than read from t
 - acme INV total 10,252.15 USD and zen 25,000.00 USD (DESIGN.md's worked example).
 - EVIL (plan growth, 24 L4 GPU-hours of an 8B model): 24 x 0.60 = 14.40, discount 5% -0.72,
   base fee 500.00 -> 513.68.
-- acme's late usage (10 L4 GPU-hours, 8B, after close): 6.00 - 5% = adjustment 5.70."""
+- acme's late usage (10 L4 GPU-hours, 8B, after close): 6.00 - 5% = debit note DN-2026-0001
+  of 5.70.
+- Every tenant has a billing block (legal name, cost center, GL account, 30 days' terms), the
+  finance file is the demo's: documents carry issuer and bill-to blocks, the journal posts."""
 
 from __future__ import annotations
 
@@ -17,8 +20,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from models.billing import lifecycle
+from models.billing.books import load_books
+from models.billing.invoices import Parties
 from models.billing.pricing import price_invoice
 from models.billing.rate_cards import (
+    BillingMode,
+    BillingProfile,
+    Party,
     Tenant,
     load_rate_cards,
     load_tenants,
@@ -30,10 +38,12 @@ from models.ledger.usage import IDLE_TENANT, UNATTRIBUTED_TENANT, ledger_table, 
 from models.marts import publish_marts
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "design-example"
+FINANCE = Path(__file__).resolve().parents[2] / "examples" / "demo" / "finance.yaml"
 PERIOD = "2026-10"
 EVIL = "../x'; DROP TABLE invoices; --"
 TOTALS = {"acme": "10252.15", "zen": "25000.00", EVIL: "513.68"}
 ADJUSTMENT_TOTAL = "5.70"
+ADJUSTMENT = "DN-2026-0001"
 QUARANTINED_FILE = ("/var/chargeback/spool/usage/date=2026-10-12/hour=07/source=nvml/"
                     "node=gpu-7/batch-0.parquet")
 
@@ -68,7 +78,10 @@ def _bill(con, tenants: dict[str, Tenant], card, now: datetime) -> None:  # type
     start, end = month_bounds(PERIOD)
     invoices = [price_invoice(t, card, PERIOD, warehouse.tenant_usage_hours(con, t, start, end))
                 for _, t in sorted(tenants.items())]
-    lifecycle.write_drafts(con, PERIOD, invoices, "test-inputs", now)
+    books = load_books(FINANCE)
+    parties = {name: Parties(books.issuer, t.billing) for name, t in tenants.items()
+               if t.billing is not None}
+    lifecycle.write_drafts(con, PERIOD, invoices, "test-inputs", now, parties=parties)
 
 
 def build(home: Path) -> dict[str, Tenant]:
@@ -78,6 +91,9 @@ def build(home: Path) -> dict[str, Tenant]:
     tenants = load_tenants(EXAMPLE / "tenants.yaml", cards)
     tenants[EVIL] = replace(tenants["acme"], name=EVIL, reservations=(), namespaces=(),
                             display_name=EVIL)
+    for number, name in enumerate(sorted(tenants), start=1):
+        tenants[name] = replace(tenants[name], billing=BillingProfile(
+            Party(f"{name} Ltd."), BillingMode.CHARGEBACK, 30, f"CC-{number}", "6100"))
     home.mkdir(parents=True, exist_ok=True)
     con = warehouse.connect(home / "warehouse.duckdb")
     warehouse.create_schema(con)
@@ -146,6 +162,7 @@ def build(home: Path) -> dict[str, Tenant]:
             "spool/usage/", "spool/quarantine/usage/"), 1234,
         "not a readable Parquet file: Parquet magic bytes not found in footer",
         datetime(2026, 10, 13, 0, 30, tzinfo=UTC)))
-    publish_marts(con, home / "marts", tenants, now=closed_at + timedelta(days=1))
+    publish_marts(con, home / "marts", tenants, now=closed_at + timedelta(days=1),
+                  books=load_books(FINANCE, cards))
     con.close()
     return tenants

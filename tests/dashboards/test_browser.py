@@ -56,7 +56,7 @@ def page(browser):
 
 def _foreign(own: str) -> list[str]:
     """What would give another tenant away: its name, invoice numbers and totals."""
-    numbers = {"acme": ["INV-2026-10-0002", "ADJ-2026-10-acme-1"], "zen": ["INV-2026-10-0003"],
+    numbers = {"acme": ["INV-2026-10-0002", "DN-2026-0001"], "zen": ["INV-2026-10-0003"],
                EVIL: ["INV-2026-10-0001"]}
     out = []
     for tenant, total in TOTALS.items():
@@ -94,7 +94,7 @@ def test_tenant_numbers_equal_its_invoice_and_the_pdf_downloads(signed_in_alice,
         page.get_by_role("button", name="PDF").click()
     pdf = Path(info.value.path()).read_bytes()
     assert pdf.startswith(b"%PDF")
-    assert b"INV-2026-10-0002" in pdf or b"ADJ-2026-10-acme-1" in pdf
+    assert b"INV-2026-10-0002" in pdf or b"DN-2026-0001" in pdf
     settle(page)
     page.screenshot(path=shots / "tenant-invoices.png", full_page=True)
     for link in ("Reservations", "Shifts and recommendations", "Costs and usage"):
@@ -148,12 +148,14 @@ def test_a_tenant_named_with_sql_and_path_characters_sees_only_itself(page, base
 
 def test_finance_sees_every_tenant(page, base, shots):
     sign_in(page, base, "fiona", PASSWORD)
-    page.get_by_text("35,771.53 USD").wait_for()  # 513.68 + 10,252.15 + 5.70 + 25,000.00
+    # October's invoices: 513.68 + 10,252.15 + 25,000.00; the debit note of 5.70 issued in
+    # November is November's, and is listed beside the invoice it corrects.
+    page.get_by_text("35,765.83 USD").wait_for()
     settle(page)
     page.screenshot(path=shots / "finance-invoices.png", full_page=True)
     wire = b"".join(page.frames_received)
     for number in ("INV-2026-10-0001", "INV-2026-10-0002", "INV-2026-10-0003",
-                   "ADJ-2026-10-acme-1"):
+                   "DN-2026-0001"):
         assert number.encode() in wire
     page.get_by_role("link", name="Revenue and GPU capacity").click()
     page.get_by_role("heading", name="Where the GPU-hours went, by hardware tier").wait_for()

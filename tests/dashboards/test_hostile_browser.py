@@ -253,10 +253,10 @@ def test_tampered_widget_values_never_show_a_traceback(browser, shared, shared_h
     page.get_by_role("link", name="Invoices").click()
     page.get_by_text("10,252.15 USD").wait_for()
     settle(page)
-    choice = "ADJ-2026-10-acme-1 · 2026-10 · adjustment · final"
+    choice = "DN-2026-0001 · 2026-10 · Debit note · final"
     page.get_by_role("combobox", name="Download").click()
     page.get_by_role("option", name=choice).click()
-    page.get_by_text("Total of ADJ-2026-10-acme-1").wait_for()
+    page.get_by_text("Total of DN-2026-0001").wait_for()
     sent = [BackMsg.FromString(bytes(b)) for b in page.evaluate("window.__sent")]
     rerun = next(m for m in reversed(sent) if m.WhichOneof("type") == "rerun_script")
     (widget,) = [w for w in rerun.rerun_script.widget_states.widgets

@@ -22,7 +22,7 @@ from models.marts import (
     publish_marts,
     tenant_mart_path,
 )
-from tests.dashboards.demo_warehouse import ADJUSTMENT_TOTAL, EVIL, TOTALS
+from tests.dashboards.demo_warehouse import ADJUSTMENT, ADJUSTMENT_TOTAL, EVIL, TOTALS
 
 
 def _open(path: Path) -> duckdb.DuckDBPyConnection:
@@ -48,6 +48,47 @@ def test_finance_mart_holds_the_design_example_invoices(demo_home):
     assert invoices["zen"][0] == "final"
     (adjustment,) = [(t, total) for t, kind, _, total in rows if kind == "adjustment"]
     assert adjustment == ("acme", Decimal(ADJUSTMENT_TOTAL))
+
+
+def test_finance_mart_has_each_months_documents_a_balanced_journal_and_idle_by_cause(
+        demo_home):
+    con = _open(finance_mart_path(demo_home / "marts"))
+    # The debit note issued in November for October is November's document, like in the
+    # November register, journal and FOCUS export.
+    months = dict(con.execute(
+        "SELECT d.period, list(i.number ORDER BY i.number) FROM period_documents d "
+        "JOIN invoices i USING (invoice_id) GROUP BY ALL").fetchall())
+    assert months["2026-11"] == [ADJUSTMENT]
+    assert ADJUSTMENT not in months["2026-10"]
+    assert con.execute("SELECT count(*) FROM journal_problems").fetchone() == (0,)
+    for period, debit, credit in con.execute(
+            "SELECT period, sum(debit::DECIMAL(18, 2)), sum(credit::DECIMAL(18, 2)) "
+            "FROM journal GROUP BY ALL").fetchall():
+        (billed,) = con.execute(
+            "SELECT sum(i.total) FROM period_documents d JOIN invoices i USING (invoice_id) "
+            "WHERE d.period = ?", [period]).fetchone()
+        assert debit == credit == billed, period
+    # Per month and tier the causes sum to the idle GPU-hours and the idle value exactly.
+    split = {(p, t): (h, v) for p, t, h, v in con.execute(
+        "SELECT period, hardware_tier, sum(gpu_hours), sum(value) FROM idle_by_cause "
+        "GROUP BY ALL").fetchall()}
+    idle = {(p, t): (h, v) for p, t, h, v in con.execute(
+        "SELECT period, hardware_tier, idle_gpu_hours + shared_idle_gpu_hours, idle_value "
+        "FROM revenue_vs_capacity WHERE idle_gpu_hours + shared_idle_gpu_hours > 0"
+        ).fetchall()}
+    assert split == idle
+    # Reserved but unused is shown apart, per holder, and adds up to its cause.
+    reserved = dict(((p, t), (h, v)) for p, t, h, v in con.execute(
+        "SELECT period, hardware_tier, gpu_hours, value FROM idle_by_cause "
+        "WHERE cause = 'reserved_unused' AND gpu_hours > 0").fetchall())
+    assert dict(((p, t), (h, v)) for p, t, h, v in con.execute(
+        "SELECT period, hardware_tier, sum(gpu_hours), sum(value) "
+        "FROM idle_reserved_by_holder GROUP BY ALL HAVING sum(gpu_hours) > 0").fetchall()
+    ) == reserved
+    assert set(c for (c,) in con.execute("SELECT DISTINCT cause FROM idle_by_cause"
+                                         ).fetchall()) == {
+        "shared_endpoint_idle", "unpartitioned_mig", "reserved_unused", "queue_held",
+        "unreserved_idle"}
 
 
 @pytest.mark.parametrize("tenant", ["acme", "zen", EVIL])

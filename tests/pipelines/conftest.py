@@ -106,7 +106,8 @@ def resources_for(home: Path) -> dict[str, Any]:
         "warehouse_db": WarehouseResource(path=str(home / "warehouse.duckdb")),
         "spool": SpoolResource(path=str(home / "spool")),
         "billing": BillingConfigResource(rate_card_path=str(demo / "rate-card.yaml"),
-                                         tenants_path=str(demo / "tenants.yaml")),
+                                         tenants_path=str(demo / "tenants.yaml"),
+                                         finance_path=str(demo / "finance.yaml")),
         "outputs": OutputsResource(exports_path=str(home / "exports"),
                                    marts_path=str(home / "marts")),
     }

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import jsonschema
 import pytest
 import yaml
 
@@ -30,7 +29,7 @@ from pipelines.resources import (
 )
 from tests.alertmanager_server import active_alerts, alertmanager
 from tests.kube_apply_server import CQ_PREFIX, LoopbackApiServer
-from tests.models.planning.test_quotas import _crd_to_jsonschema, _strict
+from tests.kueue_schema import kueue_errors
 from tests.prometheus_server import PROMTOOL
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,17 +117,6 @@ def query(home: Path, sql: str, params: list[Any] | None = None) -> list[tuple[A
         con.close()
 
 
-def cluster_queue_schema() -> dict[str, Any]:
-    crd = yaml.safe_load((ROOT / "tests" / "fixtures" / "kueue"
-                          / "kueue.x-k8s.io_clusterqueues.v1beta2.yaml").read_text())
-    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1beta2"]
-    schema: dict[str, Any] = _strict(_crd_to_jsonschema(version["schema"]["openAPIV3Schema"]))
-    schema["properties"]["metadata"] = {"type": "object", "required": ["name"],
-                                        "properties": {"name": {"type": "string"}},
-                                        "additionalProperties": False}
-    return schema
-
-
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     write_usage(tmp_path / "warehouse.duckdb", NEXT_PERIOD)
@@ -179,7 +167,7 @@ def test_the_demo_alerts_at_80_percent_holds_at_100_and_lifts_the_hold_next_peri
             manifest = yaml.safe_load((home / "exports" / "budget-holds" / f"{DAY}"
                                        / "clusterqueue-acme.yaml").read_text())
             assert manifest == patch.body
-            jsonschema.Draft202012Validator(cluster_queue_schema()).validate(manifest)
+            assert kueue_errors(manifest) == []  # Kueue 0.19's ClusterQueue CRD, strict
             holds = query(home, "SELECT tenant, period, kind, name, action, before_policy, "
                           "after_policy, reason, outcome FROM budget_holds ORDER BY changed_at")
             assert holds == [("acme", "2026-10", "ClusterQueue", "acme", "hold", "None", "Hold",
@@ -353,6 +341,9 @@ def test_local_queue_holds_read_and_apply_per_namespace(tmp_path):
         assert patch.body == {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "LocalQueue",
                               "metadata": {"name": "gpu-chargeback", "namespace": "team-acme"},
                               "spec": {"stopPolicy": "Hold"}}
+        # Kueue 0.19's LocalQueue CRD takes the hold as it stands and as it leaves the queue.
+        assert kueue_errors(patch.body) == []
+        assert kueue_errors({**patch.body, "spec": server.objects[path]["spec"]}) == []
         assert server.objects[path]["spec"] == {"clusterQueue": "acme", "stopPolicy": "Hold"}
     finally:
         server.stop()

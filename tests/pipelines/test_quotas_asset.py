@@ -19,7 +19,14 @@ from pipelines.resources import (
     OutputsResource,
     WarehouseResource,
 )
-from tests.kube_apply_server import CQ_PREFIX, RQ_PREFIX, LoopbackApiServer
+from tests.kube_apply_server import (
+    COHORT_PREFIX,
+    CQ_PREFIX,
+    LQ_PREFIX,
+    RF_PREFIX,
+    RQ_PREFIX,
+    LoopbackApiServer,
+)
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo"
 DAY = date(2026, 9, 21)
@@ -40,6 +47,17 @@ def test_the_asset_applies_the_plan_it_writes(tmp_path):
         "0 AS expected_overflow_gpu_hours_per_month, 0.0 AS expected_overflow_hours_per_month, "
         "730 AS month_hours, 672 AS hours_observed, 168.0 AS half_life_hours, "
         "TIMESTAMPTZ '2026-09-22 00:00Z' AS as_of", [DAY])
+    # The day's pooled overflow of premium whole GPUs, and an hour of an (idle) H100: the
+    # product the premium ResourceFlavor selects nodes by.
+    con.execute("INSERT INTO reservation_overflow_pools VALUES (?, 'premium', NULL, 2, 3, 0.95, 4)",
+                [DAY])
+    con.execute(
+        "INSERT INTO usage_hourly BY NAME SELECT ?::DATE AS day, "
+        "TIMESTAMPTZ '2026-09-21 10:00Z' AS hour, 'sim' AS cluster, 'sim-h100-0' AS node, "
+        "'__idle__' AS tenant, 'premium' AS hardware_tier, 'unknown' AS size_class, "
+        "'NVIDIA H100 80GB HBM3' AS gpu_product, NULL AS mig_profile, NULL AS model, "
+        "'unknown' AS workload_kind, 3600 AS allocated_gpu_seconds, NULL AS used_gpu_seconds, "
+        "1 AS used_missing_rows, 1.0 AS peak_gpus, 60 AS ledger_rows", [DAY])
     con.close()
     server = LoopbackApiServer().start()
     try:
@@ -78,6 +96,19 @@ def test_the_asset_applies_the_plan_it_writes(tmp_path):
         queue = yaml.safe_load((folder / "clusterqueue-acme.yaml").read_text())
         assert queue["spec"]["resourceGroups"] == (
             server.objects[f"{CQ_PREFIX}acme"]["spec"]["resourceGroups"])
+        assert queue["spec"]["cohortName"] == "gpu-chargeback"
+        # The flavor the queue names exists now, selecting the H100 nodes; the cohort holds
+        # the pool, which acme (standard SLA) may borrow at most.
+        assert server.objects[f"{RF_PREFIX}premium"]["spec"] == {
+            "nodeLabels": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}}
+        assert server.objects[f"{COHORT_PREFIX}gpu-chargeback"]["spec"]["resourceGroups"] == [{
+            "coveredResources": ["nvidia.com/gpu"],
+            "flavors": [{"name": "premium",
+                         "resources": [{"name": "nvidia.com/gpu", "nominalQuota": 2}]}]}]
+        assert queue["spec"]["resourceGroups"][0]["flavors"][0]["resources"] == [
+            {"name": "nvidia.com/gpu", "nominalQuota": 3, "borrowingLimit": 2}]
+        assert server.objects[f"{LQ_PREFIX}team-acme/localqueues/gpu-chargeback"]["spec"] == {
+            "clusterQueue": "acme"}
     finally:
         server.stop()
     con = warehouse.connect(tmp_path / "warehouse.duckdb", read_only=True)
@@ -88,4 +119,5 @@ def test_the_asset_applies_the_plan_it_writes(tmp_path):
     finally:
         con.close()
     assert rows == [(DAY, "ClusterQueue", None, 3, 0, "recommended", False, "applied"),
+                    (DAY, "Cohort", None, 2, 0, "recommended", False, "applied"),
                     (DAY, "ResourceQuota", 8, 5, 5, "in-use floor", False, "applied")]

@@ -153,12 +153,17 @@ def test_pdf_of_a_zero_decimal_currency_and_of_an_adjustment_note() -> None:
     note = replace(invoice, lines=(replace(invoice.lines[0], quantity=D("12.5"),
                                            amount=D("50"), description="adjustment: late"),),
                    usage=())
-    text = pdf_lines(render(stored(note, "ADJ-2026-10-zen-1", DocumentKind.ADJUSTMENT,
+    text = pdf_lines(render(stored(note, "DN-2026-0001", DocumentKind.ADJUSTMENT,
                                    "INV-2026-10-0002"), "pdf"))
-    assert text[0] == "Adjustment note ADJ-2026-10-zen-1"
-    assert "Adjusts invoice INV-2026-10-0002" in text
+    assert text[0] == "Debit note DN-2026-0001"
+    assert "Corrects invoice INV-2026-10-0002" in text
     assert "adjustment: late premium 12.5 unit 4.00 50 JPY" in text
     assert "Total 50 JPY" in text
+    credit = replace(note, lines=(replace(note.lines[0], amount=D("-50")),))
+    text = pdf_lines(render(stored(credit, "CN-2026-0001", DocumentKind.ADJUSTMENT,
+                                   "INV-2026-10-0002"), "pdf"))
+    assert text[0] == "Credit note CN-2026-0001"
+    assert "Total -50 JPY" in text
 
 
 def test_every_format_is_written_atomically_under_a_safe_name(tmp_path: Path) -> None:

@@ -244,7 +244,7 @@ def test_invoice_covers_the_reservations_to_the_millionth(mid_hour) -> None:
 
 def test_focus_reports_the_invoices_covered_hours(mid_hour) -> None:
     con, tenants, invoice, _ = mid_hour
-    rows = focus_table(con, "2026-10", tenants=tenants).to_pylist()
+    rows = focus_table(con, "2026-10", tenants=tenants, cards=[CARD]).to_pylist()
     used = [r for r in rows if r["CommitmentDiscountStatus"] == "Used"]
     assert sum(r["ConsumedQuantity"] for r in used) == COVERED
     assert not [r for r in rows if r["CommitmentDiscountStatus"] == "Unused"]

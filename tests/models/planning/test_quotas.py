@@ -7,10 +7,8 @@ import copy
 import json
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -20,8 +18,8 @@ from cli.main import main
 from collectors.kube_apply import APPLY_PATCH, apply_plan, read_cluster_state
 from models.errors import UserError
 from models.ledger import warehouse
+from models.planning.kueue import admission_problems
 from models.planning.quotas import (
-    KUEUE_API_VERSION,
     ApplyConflict,
     ChangeRecord,
     ClusterState,
@@ -31,7 +29,6 @@ from models.planning.quotas import (
     QuotaPlanRejected,
     Recommendation,
     RecommendationsError,
-    kueue_admission_problems,
     last_written_state,
     parse_quantity,
     plan_quotas,
@@ -40,68 +37,26 @@ from models.planning.quotas import (
     step_target,
 )
 from tests.kube_apply_server import CQ_PREFIX, RQ_PREFIX, LoopbackApiServer
+from tests.kueue_schema import FIXTURES, errors, kueue_schema, strict
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 RQ_PATH = f"{RQ_PREFIX}acme/resourcequotas/gpu-chargeback"
 
 
 # --- schemas ---------------------------------------------------------------------------------
 
-def _strict(schema: Any) -> Any:
-    """Unknown fields are errors, as kube-apiserver's fieldValidation=Strict makes them (and
-    as a typo such as v1beta1's `cohort` in a v1beta2 object should be)."""
-    if isinstance(schema, dict):
-        out = {k: _strict(v) for k, v in schema.items()}
-        if "properties" in out and "additionalProperties" not in out:
-            out["additionalProperties"] = False
-        return out
-    if isinstance(schema, list):
-        return [_strict(v) for v in schema]
-    return schema
-
-
-def _crd_to_jsonschema(node: Any) -> Any:
-    """A CRD structural schema as JSON Schema: `x-kubernetes-int-or-string` becomes integer or
-    string (the quantity `pattern` then applies to strings only, as in the API server)."""
-    if isinstance(node, list):
-        return [_crd_to_jsonschema(v) for v in node]
-    if not isinstance(node, dict):
-        return node
-    out = {k: _crd_to_jsonschema(v) for k, v in node.items()
-           if not k.startswith("x-kubernetes-") and k not in ("default", "format")}
-    if node.get("x-kubernetes-int-or-string"):
-        out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
-    return out
-
-
 @pytest.fixture(scope="module")
 def cluster_queue_schema() -> dict[str, Any]:
-    crd = yaml.safe_load((FIXTURES / "kueue" / "kueue.x-k8s.io_clusterqueues.v1beta2.yaml")
-                         .read_text())
-    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1beta2"]
-    schema = _strict(_crd_to_jsonschema(version["schema"]["openAPIV3Schema"]))
-    schema["properties"]["apiVersion"]["const"] = KUEUE_API_VERSION
-    schema["properties"]["kind"]["const"] = "ClusterQueue"
-    schema["properties"]["metadata"] = {  # what kube-apiserver requires of any object's metadata
-        "type": "object", "required": ["name"],
-        "properties": {"name": {"type": "string", "maxLength": 253},
-                       "labels": {"type": "object", "additionalProperties": {"type": "string"}}},
-        "additionalProperties": False,
-    }
-    return schema
+    return kueue_schema("ClusterQueue")
 
 
 @pytest.fixture(scope="module")
 def resource_quota_schema() -> dict[str, Any]:
     spec = json.loads((FIXTURES / "k8s-openapi" / "resourcequota-v1.openapi.json").read_text())
     return {"$ref": "#/components/schemas/io.k8s.api.core.v1.ResourceQuota",
-            "components": _strict(spec["components"])}
+            "components": strict(spec["components"])}
 
 
-def _errors(schema: dict[str, Any], obj: Any) -> list[str]:
-    validator = jsonschema.Draft202012Validator(schema)
-    return [f"{'.'.join(map(str, e.absolute_path))}: {e.message}"
-            for e in validator.iter_errors(obj)]
+_errors = errors
 
 
 # --- inputs ----------------------------------------------------------------------------------
@@ -238,12 +193,13 @@ def test_cluster_queues_match_kueue_v1beta2_crd_and_webhook(cluster_queue_schema
     assert group["coveredResources"] == ["nvidia.com/gpu", "nvidia.com/mig-1g.10gb"]
     assert [f["name"] for f in group["flavors"]] == ["premium", "standard"]
     # standard has no MIG recommendation; Kueue still needs the resource listed, at 0.
+    # In the cohort without a pool: a standard tenant may borrow nothing (borrowingLimit 0).
     assert group["flavors"][1]["resources"] == [
-        {"name": "nvidia.com/gpu", "nominalQuota": 2},
-        {"name": "nvidia.com/mig-1g.10gb", "nominalQuota": 0}]
+        {"name": "nvidia.com/gpu", "nominalQuota": 2, "borrowingLimit": 0},
+        {"name": "nvidia.com/mig-1g.10gb", "nominalQuota": 0, "borrowingLimit": 0}]
     for manifest in cq:
         assert _errors(cluster_queue_schema, manifest) == []
-        assert kueue_admission_problems(manifest) == []
+        assert admission_problems(manifest) == []
 
 
 def test_bad_cluster_queues_are_rejected(cluster_queue_schema):
@@ -265,27 +221,27 @@ def test_bad_cluster_queues_are_rejected(cluster_queue_schema):
     swapped = copy.deepcopy(good)
     swapped["spec"]["resourceGroups"][0]["flavors"][0]["resources"].reverse()
     assert any("must match the name in coveredResources" in p
-               for p in kueue_admission_problems(swapped))
+               for p in admission_problems(swapped))
 
     negative = copy.deepcopy(good)
     negative["spec"]["resourceGroups"][0]["flavors"][0]["resources"][0]["nominalQuota"] = -1
     assert _errors(cluster_queue_schema, negative) == []  # the schema allows it; Kueue doesn't
-    assert any("greater than or equal to 0" in p for p in kueue_admission_problems(negative))
+    assert any("greater than or equal to 0" in p for p in admission_problems(negative))
 
     borrowing = copy.deepcopy(good)
-    borrowing["spec"]["resourceGroups"][0]["flavors"][0]["resources"][0]["borrowingLimit"] = 2
+    del borrowing["spec"]["cohortName"]
     assert any("must be nil when cohort is empty" in p
-               for p in kueue_admission_problems(borrowing))
+               for p in admission_problems(borrowing))
     borrowing["spec"]["cohortName"] = "gpus"
-    assert kueue_admission_problems(borrowing) == []
+    assert admission_problems(borrowing) == []
 
     short = copy.deepcopy(good)
     short["spec"]["resourceGroups"][0]["flavors"][0]["resources"].pop()
-    assert any("same number of resources" in p for p in kueue_admission_problems(short))
+    assert any("same number of resources" in p for p in admission_problems(short))
 
     duplicate = copy.deepcopy(good)
     duplicate["spec"]["resourceGroups"].append(copy.deepcopy(good["spec"]["resourceGroups"][0]))
-    problems = kueue_admission_problems(duplicate)
+    problems = admission_problems(duplicate)
     assert any("duplicate resource" in p for p in problems)
     assert any("duplicate flavor" in p for p in problems)
 
@@ -386,6 +342,7 @@ def test_cluster_queue_applied_with_usage_floor_and_cpu_group_kept(server):
     cpu_group = {"coveredResources": ["cpu"],
                  "flavors": [{"name": "default", "resources": [{"name": "cpu",
                                                                 "nominalQuota": "64"}]}]}
+    server.put_resource_flavor("premium")
     server.put_cluster_queue(
         "acme",
         {"resourceGroups": [cpu_group, {"coveredResources": ["nvidia.com/gpu"], "flavors": [
@@ -470,19 +427,23 @@ def test_manifests_without_a_cluster_step_from_the_last_written_figures(tmp_path
                           folder=tmp_path / f"day{n}", day=(day + timedelta(days=n)).date()
                           ).records
 
+    # No pool was sized: the cohort's own quota is 0.
     assert {r.key.kind: r.after for r in run(big, 0)} == {
-        QuotaKind.RESOURCE_QUOTA: 10, QuotaKind.CLUSTER_QUEUE: 10}
+        QuotaKind.RESOURCE_QUOTA: 10, QuotaKind.CLUSTER_QUEUE: 10, QuotaKind.COHORT: 0}
     second = run([Recommendation("acme", "acme", "premium", None, 1)], 1)
     assert {(r.key.kind, r.before, r.after, r.rule) for r in second} == {
-        (QuotaKind.RESOURCE_QUOTA, 10, 6, "max-step"), (QuotaKind.CLUSTER_QUEUE, 10, 6, "max-step")}
+        (QuotaKind.RESOURCE_QUOTA, 10, 6, "max-step"), (QuotaKind.CLUSTER_QUEUE, 10, 6, "max-step"),
+        (QuotaKind.COHORT, 0, 0, "recommended")}
     count = con.execute("SELECT count(*) FROM scheduler_quota_changes").fetchone()
     run([Recommendation("acme", "acme", "premium", None, 1)], 1)
-    assert con.execute("SELECT count(*) FROM scheduler_quota_changes").fetchone() == count == (4,)
+    assert con.execute("SELECT count(*) FROM scheduler_quota_changes").fetchone() == count == (6,)
     assert last_written_state(con, day + timedelta(days=3)).in_force == {
         QuotaKey.resource_quota("acme", "requests.nvidia.com/gpu"): 6,
-        QuotaKey.cluster_queue("acme", "premium", "nvidia.com/gpu"): 6}
+        QuotaKey.cluster_queue("acme", "premium", "nvidia.com/gpu"): 6,
+        QuotaKey.cohort("gpu-chargeback", "premium", "nvidia.com/gpu"): 0}
     assert sorted(p.name for p in (tmp_path / "day1").iterdir()) == [
-        "clusterqueue-acme.yaml", "resourcequota-acme.gpu-chargeback.yaml"]
+        "clusterqueue-acme.yaml", "cohort-gpu-chargeback.yaml",
+        "localqueue-acme.gpu-chargeback.yaml", "resourcequota-acme.gpu-chargeback.yaml"]
 
 
 def test_cli_write_and_bad_input(tmp_path, resource_quota_schema, cluster_queue_schema):
@@ -492,12 +453,20 @@ def test_cli_write_and_bad_input(tmp_path, resource_quota_schema, cluster_queue_
     out = tmp_path / "out"
     (out).mkdir()
     (out / "resourcequota-gone.gpu-chargeback.yaml").write_text("stale: true\n")
-    result = CliRunner().invoke(main, ["quotas", "write", "--recommendations", str(recs),
-                                         "--out", str(out), "--max-step", "3"])
+    args = ["quotas", "write", "--recommendations", str(recs), "--out", str(out),
+            "--max-step", "3"]
+    # A file cannot say which GPUs a tier has: no flavor can be generated from it.
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2
+    assert "--flavors existing" in result.output
+    result = CliRunner().invoke(main, [*args, "--flavors", "existing"])
     assert result.exit_code == 0, result.output
+    assert "expects the ResourceFlavors premium to exist" in result.output
     files = sorted(p.name for p in out.iterdir())
-    assert files == ["clusterqueue-acme.yaml", "resourcequota-acme.gpu-chargeback.yaml"]
-    rq = yaml.safe_load((out / files[1]).read_text())
+    assert files == ["clusterqueue-acme.yaml", "cohort-gpu-chargeback.yaml",
+                     "localqueue-acme.gpu-chargeback.yaml",
+                     "resourcequota-acme.gpu-chargeback.yaml"]
+    rq = yaml.safe_load((out / files[3]).read_text())
     # current 2, recommended 9, step 3 -> 5; the MIG quota is new -> as recommended.
     assert rq["spec"]["hard"] == {"requests.nvidia.com/gpu": "5",
                                   "requests.nvidia.com/mig-3g.40gb": "1"}
