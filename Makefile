@@ -21,13 +21,13 @@ demo: venv
 	@mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/chargeback demo
 
-# Tests need a real Prometheus and a real headless Chromium: Debian's packages.
+# Tests need a real Prometheus, Alertmanager and headless Chromium: Debian's packages.
 test-system-deps:
-	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null || ! command -v chromium >/dev/null; then \
+	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null || ! command -v chromium >/dev/null || ! command -v prometheus-alertmanager >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus chromium >/dev/null; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager chromium >/dev/null; \
 	  else \
-	    echo "tests need Debian's prometheus and chromium packages: sudo apt-get install prometheus chromium" >&2; exit 1; \
+	    echo "tests need Debian's prometheus, prometheus-alertmanager and chromium packages: sudo apt-get install prometheus prometheus-alertmanager chromium" >&2; exit 1; \
 	  fi; \
 	fi
 

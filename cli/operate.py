@@ -379,6 +379,11 @@ def _print_demo(period: str) -> None:
             "SELECT tenant, hardware_tier, sum(allocated_gpu_seconds) / 3600 FROM usage_hourly "
             "WHERE hour >= ? AND hour < ? GROUP BY ALL", [start, end]).fetchall()}
         found = lifecycle.stored(con, period)
+        budgets = con.execute(
+            "SELECT b.tenant, b.used_pct, b.limit_value, b.unit, b.currency, b.enforcement, "
+            "b.runs_out_on, h.outcome FROM tenant_budgets b LEFT JOIN budget_holds h "
+            "ON h.day = b.day AND h.tenant = b.tenant AND h.action = 'hold' "
+            "WHERE b.day = (SELECT max(day) FROM tenant_budgets) ORDER BY b.tenant").fetchall()
     finally:
         con.close()
     tiers = sorted({tier for _, tier in hours})
@@ -402,6 +407,12 @@ def _print_demo(period: str) -> None:
             summary += (f"; {len(shown)} showback statement{'s' if len(shown) > 1 else ''}, "
                         f"{_amount(total, first.minor_unit)} {first.currency}")
         click.echo(summary)
+    for tenant, used, limit, unit, currency, enforcement, runs_out, hold in budgets:
+        figure = f"{limit:,.2f} {currency}" if unit == "amount" else f"{limit:,.1f} GPU-hours"
+        click.echo(f"budget {tenant}: {used}% of {figure}"
+                   + (f", runs out {runs_out}" if runs_out else "")
+                   + (f"; queue hold: {hold}" if hold else "")
+                   + (f" (enforcement {enforcement})" if enforcement != "off" else ""))
     click.echo(f"documents (PDF, CSV, JSON): {exports}/")
     for label, name in (("invoice register:", f"register-{period}.csv"),
                         ("journal:", f"journal-{period}.csv"),

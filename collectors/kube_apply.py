@@ -18,6 +18,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from models.planning.budgets import HOLD_MANAGER, MISSING, NO_HOLD, HoldChange, QueueRef
 from models.planning.kueue import KUEUE_GROUP, KUEUE_VERSION, PLURALS
 from models.planning.quotas import (
     COHORT_NAME,
@@ -175,6 +176,71 @@ def apply_plan(api: client.ApiClient, plan: QuotaPlan, *, dry_run: bool = True,
         records += [ChangeRecord.of(c, now, dry_run, outcome if c.changes else "unchanged")
                     for c in obj.changes]
     return records
+
+
+def read_stop_policies(api: client.ApiClient, queues: Sequence[QueueRef]) -> dict[QueueRef, str]:
+    """Each queue's `spec.stopPolicy` (Kueue's default None when unset), MISSING when the queue
+    does not exist."""
+    custom = client.CustomObjectsApi(api)
+    out: dict[QueueRef, str] = {}
+    for queue in sorted(set(queues)):
+        try:
+            if queue.namespace is None:
+                fetched = custom.get_cluster_custom_object(KUEUE_GROUP, KUEUE_VERSION,
+                                                           "clusterqueues", queue.name)
+            else:
+                fetched = custom.get_namespaced_custom_object(
+                    KUEUE_GROUP, KUEUE_VERSION, queue.namespace, "localqueues", queue.name)
+        except ApiException as exc:
+            if exc.status == 404:
+                out[queue] = MISSING
+                continue
+            raise _refusal(exc, queue.kind.value, _where(queue), "read") from exc
+        live: dict[str, Any] = fetched if isinstance(fetched, dict) else {}
+        out[queue] = str((live.get("spec") or {}).get("stopPolicy") or NO_HOLD)
+    return out
+
+
+def apply_holds(api: client.ApiClient, changes: Sequence[HoldChange], *, now: datetime
+                ) -> tuple[list[tuple[HoldChange, str]], list[str]]:
+    """Server-side apply each change's manifest (`spec.stopPolicy` only, field manager
+    HOLD_MANAGER, never forced; `dryRun=All` for a tenant in dry-run): each change with its
+    outcome, and a message for each one refused. A refused change does not stop the others:
+    each queue is its own tenant's."""
+    custom = client.CustomObjectsApi(api)
+    done: list[tuple[HoldChange, str]] = []
+    problems: list[str] = []
+    for change in changes:
+        options: dict[str, Any] = {"field_manager": HOLD_MANAGER, "force": False,
+                                   "_content_type": APPLY_PATCH}
+        if change.dry_run:
+            options["dry_run"] = "All"
+        queue = change.queue
+        try:
+            if queue.namespace is None:
+                custom.patch_cluster_custom_object(KUEUE_GROUP, KUEUE_VERSION, "clusterqueues",
+                                                   queue.name, change.manifest, **options)
+            else:
+                custom.patch_namespaced_custom_object(KUEUE_GROUP, KUEUE_VERSION,
+                                                      queue.namespace, "localqueues",
+                                                      queue.name, change.manifest, **options)
+        except ApiException as exc:
+            done.append((change, "conflict" if exc.status == 409 else f"error: HTTP {exc.status}"))
+            if exc.status == 409:
+                problems.append(
+                    f"{queue.label}: {change.action} for {change.tenant}'s budget refused: "
+                    f"another field manager owns spec.stopPolicy ({_status_message(exc)}). "
+                    f"Someone else holds or releases this queue; settle who does (kubectl get "
+                    f"--show-managed-fields) and the next run retries.")
+            else:
+                problems.append(str(_refusal(exc, queue.kind.value, _where(queue), "apply")))
+            continue
+        done.append((change, "dry-run" if change.dry_run else "applied"))
+    return done, problems
+
+
+def _where(queue: QueueRef) -> str:
+    return f"{queue.namespace}/{queue.name}" if queue.namespace else queue.name
 
 
 def _is_gpu(resource: str) -> bool:

@@ -29,14 +29,17 @@ class IsolationError(InternalError):
 TENANT_TABLES = frozenset({
     "meta", "usage_hourly", "usage_daily", "cost_daily", "periods", "invoices", "invoice_lines",
     "reservations", "usage_shifts", "tier_change_recommendations",
-    "reservation_recommendations", "scheduler_quota_changes"})
+    "reservation_recommendations", "scheduler_quota_changes", "budget_holds",
+    "tenant_forecasts", "tenant_forecast_days", "tenant_budgets", "tenant_budget_days"})
 FINANCE_TABLES = frozenset({
     "meta", "invoices", "invoice_lines", "periods", "revenue", "revenue_vs_capacity",
     "coverage_daily", "node_days", "spool_quarantine", "collection_gaps", "period_documents",
-    "journal", "journal_problems", "idle_by_cause", "idle_reserved_by_holder"})
+    "journal", "journal_problems", "idle_by_cause", "idle_reserved_by_holder",
+    "revenue_forecast"})
 OPERATOR_TABLES = frozenset({
     "meta", "utilization_hourly", "demand_hour_of_day", "node_days", "usage_shifts",
-    "tier_change_recommendations", "reservation_recommendations", "scheduler_quota_changes"})
+    "tier_change_recommendations", "reservation_recommendations", "scheduler_quota_changes",
+    "budget_holds"})
 
 
 def _version(path: Path) -> int:

@@ -8,6 +8,8 @@ PAGES = {
          ":material/event_seat:"),
         ("pages/tenant_insights.py", "Shifts and recommendations", "tenant-insights",
          ":material/trending_up:"),
+        ("pages/tenant_budget.py", "Budget and forecast", "tenant-budget",
+         ":material/savings:"),
     ],
     "finance": [
         ("pages/finance_invoices.py", "Invoices and exports", "finance-invoices",
@@ -21,5 +23,6 @@ PAGES = {
          ":material/memory:"),
         ("pages/operator_recommendations.py", "Shifts and recommendations",
          "operator-recommendations", ":material/tune:"),
+        ("pages/operator_holds.py", "Held queues", "operator-holds", ":material/block:"),
     ],
 }

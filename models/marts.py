@@ -55,8 +55,12 @@ TENANTS_DIR = "tenants"
 NAMES_KEY = ".names.key"
 
 # Written by the analytics assets when they run; published when present, skipped otherwise.
+# Forecasts and budgets carry money: each tenant sees its own, operators none of them (they
+# see the queue holds budgets make); finance sees the forecast revenue (`revenue_forecast`).
+MONEY_ANALYTICS_TABLES = ("tenant_forecasts", "tenant_forecast_days", "tenant_budgets",
+                          "tenant_budget_days")
 ANALYTICS_TABLES = ("usage_shifts", "tier_change_recommendations", "reservation_recommendations",
-                    "scheduler_quota_changes")
+                    "scheduler_quota_changes", "budget_holds", *MONEY_ANALYTICS_TABLES)
 
 VARIABLE_KINDS = (LineKind.USAGE, LineKind.BAND_FEE, LineKind.DISCOUNT)
 HOUR = timedelta(hours=1)
@@ -156,7 +160,8 @@ def publish_marts(
         paths = _publish_tenants(con, marts_dir, names, horizon, published_at,
                                  _tenant_tables(present), workers or PUBLISH_WORKERS)
         paths.append(_publish(con, finance_mart_path(marts_dir), "mart",
-                              (FINANCE, None, published_at, horizon), _finance_tables()))
+                              (FINANCE, None, published_at, horizon),
+                              _finance_tables(present)))
         paths.append(_publish(con, operator_mart_path(marts_dir), "mart",
                               (OPERATOR, None, published_at, horizon),
                               _operator_tables(present)))
@@ -615,8 +620,18 @@ _NODE_DAYS = """
     ORDER BY ALL"""
 
 
-def _finance_tables() -> list[tuple[str, str]]:
-    return [
+# Each tenant's month-end forecast of the latest analysis of each period, with its ranges.
+_REVENUE_FORECAST = """
+    SELECT period, tenant, day AS forecast_of, currency, amount, amount_lo80, amount_hi80,
+           amount_lo95, amount_hi95
+    FROM tenant_forecasts f
+    WHERE day = (SELECT max(day) FROM tenant_forecasts g WHERE g.period = f.period)
+    ORDER BY ALL"""
+
+
+def _finance_tables(present: Mapping[str, bool]) -> list[tuple[str, str]]:
+    forecast = [("revenue_forecast", _REVENUE_FORECAST)] if "tenant_forecasts" in present else []
+    return [*forecast,
         ("invoices", "SELECT * FROM mart_invoices ORDER BY period, tenant, invoice_id"),
         ("period_documents", "SELECT * FROM mart_period_documents ORDER BY ALL"),
         ("journal", "SELECT * FROM mart_journal ORDER BY period, line_no::INTEGER"),
@@ -665,4 +680,5 @@ def _operator_tables(present: Mapping[str, bool]) -> list[tuple[str, str]]:
     # no invoice, line or revenue figure.
     return [("utilization_hourly", _UTILIZATION), ("demand_hour_of_day", _HOUR_OF_DAY),
             ("node_days", _NODE_DAYS),
-            *[(name, f"SELECT * FROM {name}") for name in present]]
+            *[(name, f"SELECT * FROM {name}") for name in present
+              if name not in MONEY_ANALYTICS_TABLES]]

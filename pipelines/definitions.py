@@ -3,6 +3,7 @@
 import dagster as dg
 
 from pipelines.analytics import assets as analytics_assets
+from pipelines.analytics import budgets as analytics_budgets
 from pipelines.analytics import checks as analytics_checks
 from pipelines.analytics import forecast as analytics_forecast
 from pipelines.analytics.schedules import daily_analytics
@@ -18,6 +19,7 @@ from pipelines.ingest.schedules import (
     rebill_after_ingest,
 )
 from pipelines.jobs import (
+    budget_alerts_job,
     daily_analytics_job,
     daily_usage_job,
     monthly_billing_job,
@@ -30,12 +32,15 @@ from pipelines.run_workers import dead_run_workers
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules(
-        [ingest_assets, billing_assets, analytics_assets, analytics_forecast, publish_assets]
+        [ingest_assets, billing_assets, analytics_assets, analytics_forecast, analytics_budgets,
+         publish_assets]
     ),
     asset_checks=dg.load_asset_checks_from_modules([ingest_checks, billing_checks,
                                                     analytics_checks, analytics_forecast]),
-    jobs=[daily_usage_job, monthly_billing_job, daily_analytics_job, publish_marts_job],
+    jobs=[daily_usage_job, monthly_billing_job, daily_analytics_job, publish_marts_job,
+          budget_alerts_job],
     schedules=[hourly_ingest, daily_aggregation, monthly_close, daily_analytics],
-    sensors=[late_spool_files, rebill_after_ingest, publish_after_runs, dead_run_workers],
+    sensors=[late_spool_files, rebill_after_ingest, publish_after_runs, dead_run_workers,
+             analytics_budgets.raise_budget_alerts],
     resources=default_resources(),
 )

@@ -40,6 +40,15 @@ daily_analytics_job = dg.define_asset_job(
     "for the look-back window ending one UTC day.",
 )
 
+budget_alerts_job = dg.define_asset_job(
+    "budget_alerts_job",
+    selection=dg.AssetSelection.groups("alerts"),
+    partitions_def=DAILY,
+    executor_def=dg.in_process_executor,
+    tags={**WRITES_WAREHOUSE, **MAX_RUNTIME},
+    description="Send the budget alerts of one UTC day's analysis to Alertmanager, once each.",
+)
+
 publish_marts_job = dg.define_asset_job(
     "publish_marts_job",
     selection=dg.AssetSelection.groups("publish"),

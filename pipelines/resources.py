@@ -117,6 +117,12 @@ class KubernetesResource(dg.ConfigurableResource):
     apply: bool
 
 
+class AlertmanagerResource(dg.ConfigurableResource):
+    """The Prometheus Alertmanager that receives budget alerts (v2 API); empty: none."""
+
+    url: str
+
+
 def default_resources() -> dict[str, dg.ConfigurableResource]:
     base = home()
     demo = ROOT / "examples" / "demo"
@@ -135,6 +141,8 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
         ),
         "prometheus": PrometheusResource(url=os.environ.get("CHARGEBACK_PROMETHEUS_URL",
                                                             "http://127.0.0.1:9090")),
+        "alertmanager": AlertmanagerResource(url=os.environ.get("CHARGEBACK_ALERTMANAGER_URL",
+                                                                "")),
         "kubernetes": KubernetesResource(
             kubeconfig=os.environ.get("CHARGEBACK_KUBECONFIG", ""),
             apply=os.environ.get("CHARGEBACK_QUOTAS_APPLY", "") == "1",

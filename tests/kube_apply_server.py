@@ -5,10 +5,14 @@ It does what kube-apiserver does for the calls collectors/kube_apply.py makes: G
 (404 Status when absent), LIST ResourceFlavors, PATCH with `application/apply-patch+yaml` (415
 for any other patch type, 422 without fieldManager), `dryRun=All` answers with the object as it
 would be without storing it, and a field owned by another manager gives 409 Conflict unless
-`force=true`. Like a cluster with Kueue 0.19 installed, a Kueue object is refused (422 Invalid)
+`force=true`; ownership is kept per field of `spec` (its top-level keys), as managedFields
+keeps it, so two managers that set different fields of one object never conflict. Like a
+cluster with Kueue 0.19 installed, a Kueue object is refused (422 Invalid)
 when it breaks its CRD's schema (the release files in tests/fixtures/kueue, unknown fields
 included, as with fieldValidation=Strict) or the rules of Kueue's admission webhook and CEL
-validations (models.planning.kueue.admission_problems); dry runs are checked the same way.
+validations (models.planning.kueue.admission_problems); what is checked is the object as the
+apply leaves it (the stored one with the applied fields merged in), and dry runs are checked
+the same way.
 Every request is kept for the tests to inspect.
 """
 
@@ -49,8 +53,8 @@ class Request:
 class LoopbackApiServer:
     objects: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Stored objects by API path."""
-    owners: dict[str, str] = field(default_factory=dict)
-    """API path -> field manager owning its quota fields (a different one conflicts)."""
+    owners: dict[str, dict[str, str]] = field(default_factory=dict)
+    """API path -> spec field -> the field manager owning it (a different one conflicts)."""
     requests: list[Request] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
@@ -88,7 +92,7 @@ class LoopbackApiServer:
             "spec": {"hard": dict(hard)},
             "status": {"hard": dict(hard), "used": dict(used)},
         }
-        self.owners[path] = manager
+        self.owners[path] = {"hard": manager}
         return path
 
     def put_resource_flavor(self, name: str, node_labels: dict[str, str] | None = None,
@@ -98,7 +102,7 @@ class LoopbackApiServer:
             "apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ResourceFlavor",
             "metadata": self._meta(name, None), "spec": {"nodeLabels": dict(node_labels or {})},
         }
-        self.owners[path] = manager
+        self.owners[path] = {"nodeLabels": manager}
         return path
 
     def put_cluster_queue(self, name: str, spec: dict[str, Any],
@@ -110,8 +114,23 @@ class LoopbackApiServer:
             "metadata": self._meta(name, None), "spec": copy.deepcopy(spec),
             "status": {"flavorsUsage": usage or []},
         }
-        self.owners[path] = manager
+        self.owners[path] = dict.fromkeys(spec, manager)
         return path
+
+    def put_local_queue(self, namespace: str, name: str, spec: dict[str, Any],
+                        manager: str = "kubectl") -> str:
+        path = f"{LQ_PREFIX}{namespace}/localqueues/{name}"
+        self.objects[path] = {
+            "apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "LocalQueue",
+            "metadata": self._meta(name, namespace), "spec": copy.deepcopy(spec), "status": {},
+        }
+        self.owners[path] = dict.fromkeys(spec, manager)
+        return path
+
+    def set_spec_field(self, path: str, key: str, value: Any, manager: str) -> None:
+        """`spec.<key>` of a stored object set by `manager` (as by kubectl apply)."""
+        self.objects[path]["spec"][key] = value
+        self.owners[path][key] = manager
 
     def _meta(self, name: str, namespace: str | None) -> dict[str, Any]:
         self._version += 1
@@ -155,18 +174,14 @@ class LoopbackApiServer:
                                                     "fieldManager is required for apply"))
         if query.get("dryRun") not in (None, "All"):
             return self._reply(handler, 400, status(400, "BadRequest", "invalid dryRun"))
-        if kueue:
-            problems = kueue_errors(body) + admission_problems(body)
-            if problems:
-                return self._reply(handler, 422, status(
-                    422, "Invalid", f"{body.get('kind')} {path.rsplit('/', 1)[-1]!r} is "
-                    f"invalid: {'; '.join(problems)}"))
-        current_owner = self.owners.get(path)
-        if (stored is not None and current_owner not in (None, manager)
-                and query.get("force") != "true"):
+        owned = self.owners.get(path, {})
+        conflicts = sorted((key, owned[key]) for key in body.get("spec", {})
+                           if owned.get(key) not in (None, manager))
+        if stored is not None and conflicts and query.get("force") != "true":
             return self._reply(handler, 409, status(
                 409, "Conflict",
-                f'Apply failed with 1 conflict: conflict with "{current_owner}": .spec',
+                f"Apply failed with {len(conflicts)} conflict(s): " + ", ".join(
+                    f'conflict with "{who}": .spec.{key}' for key, who in conflicts),
                 details={"name": path.rsplit("/", 1)[-1], "kind": path.split("/")[-2]},
             ))
         result = copy.deepcopy(stored) if stored is not None else {
@@ -176,12 +191,22 @@ class LoopbackApiServer:
         }
         result["metadata"]["labels"] = dict(body["metadata"].get("labels") or {})
         result["spec"] = {**result.get("spec", {}), **body.get("spec", {})}
+        if kueue:
+            merged = {"apiVersion": body["apiVersion"], "kind": body["kind"],
+                      "metadata": {k: v for k, v in result["metadata"].items()
+                                   if k in ("name", "namespace", "labels")},
+                      "spec": result["spec"]}
+            problems = kueue_errors(merged) + admission_problems(merged)
+            if problems:
+                return self._reply(handler, 422, status(
+                    422, "Invalid", f"{body.get('kind')} {path.rsplit('/', 1)[-1]!r} is "
+                    f"invalid: {'; '.join(problems)}"))
         if result["kind"] == "ResourceQuota":
             result["status"] = {"hard": dict(result["spec"]["hard"]),
                                 "used": dict((result.get("status") or {}).get("used") or {})}
         if query.get("dryRun") != "All":
             self.objects[path] = result
-            self.owners[path] = manager
+            self.owners.setdefault(path, {}).update(dict.fromkeys(body.get("spec", {}), manager))
         return self._reply(handler, 200 if stored is not None else 201, result)
 
     @staticmethod

@@ -105,3 +105,22 @@ else:
                "its tenant used or reserved; otherwise unreserved idle. The causes sum to the "
                "idle total exactly, in GPU-hours and in value (idle is valued at the tier's "
                "realized price, as above).")
+
+# --- forecast revenue (self-contained: reads only `revenue_forecast`) ---
+forecast = ui.audience_data(audience="finance", table="revenue_forecast")
+st.subheader("Forecast revenue for the month")
+if forecast.empty:
+    st.caption("No forecast has been computed yet.")
+else:
+    month = forecast["period"].max()
+    rows = forecast[forecast["period"] == month]
+    for currency, group in rows.groupby("currency"):
+        amounts = ui.as_float(group.copy(), "amount", "amount_lo95", "amount_hi95")
+        st.metric(f"{month}: forecast invoiced ({currency})",
+                  ui.money(group["amount"].sum(), str(currency)),
+                  f"range {amounts['amount_lo95'].sum():,.2f} to "
+                  f"{amounts['amount_hi95'].sum():,.2f}", delta_color="off")
+    st.caption(f"Forecast of {rows['forecast_of'].max():%Y-%m-%d}, each tenant's invoice total "
+               "priced by the rate card. The range adds up each tenant's 95% range, as if every "
+               "tenant landed at the same end of it: wider than the total's own 95% range.")
+    st.dataframe(rows.drop(columns=["period"]), hide_index=True, width="stretch")

@@ -589,6 +589,26 @@ def forecast_total(invoice: Invoice, period_hours: int, elapsed_hours: int) -> D
     return due + money(due * rate, invoice.minor_unit)
 
 
+def spent_to_date(invoice: Invoice, period_hours: int, elapsed_hours: int) -> Decimal:
+    """What the tenant has spent `elapsed_hours` into the period, counted as its invoice counts
+    it (a budget's month-to-date spend): the on-demand charges of the usage so far after the
+    discount, and the period's fixed charges (reservations, base fee) and minimum commitment
+    accrued evenly over its hours, less the prepaid credit that uses up. At the period's end it
+    is the invoice total. `invoice` prices the usage of those hours only."""
+    if elapsed_hours >= period_hours:
+        return invoice.total
+    share = Decimal(max(elapsed_hours, 0)) / Decimal(period_hours)
+    by_kind: dict[LineKind, Decimal] = defaultdict(lambda: ZERO)
+    for line in invoice.lines:
+        by_kind[line.kind] += line.amount
+    on_demand = by_kind[LineKind.USAGE] + by_kind[LineKind.BAND_FEE] + by_kind[LineKind.DISCOUNT]
+    committed = max(on_demand + by_kind[LineKind.RESERVATION] * share,
+                    invoice.minimum_commitment * share)
+    subtotal = committed + by_kind[LineKind.BASE_FEE] * share
+    credit = min(invoice.credit_available, max(subtotal, ZERO))
+    return money(subtotal - credit, invoice.minor_unit)
+
+
 def on_demand_price(card: RateCard, tier: str, monthly_gpu_hours: Decimal,
                     multiplier: Decimal, discount_pct: Decimal) -> Decimal:
     """What one more on-demand GPU-hour of `tier` costs the tenant: the price of the band its

@@ -190,6 +190,8 @@ class Tenant:
     reservations: tuple[Reservation, ...] = ()
     credits: tuple[CreditGrant, ...] = ()
     display_name: str = ""
+    budget: Budget | None = None
+    """The monthly budget, when the tenants file gives one (see `Budget` below)."""
     billing: BillingProfile | None = None
     """Who the documents are addressed to and how they are booked (`billing:` in the tenants
     file); None when the tenants file has no such block."""
@@ -543,7 +545,7 @@ def load_tenants(path: Path, cards: Sequence[RateCard] = ()) -> dict[str, Tenant
         t = _mapping(p, at, raw)
         _unknown_keys(p, at, t, ["plan", "basis", "isolation", "sla_class", "start", "end",
                                  "namespaces", "reservations", "credits", "display_name",
-                                 "billing"])
+                                 "budget", "billing"])
         plan = t.get("plan")
         if not isinstance(plan, str):
             p.add(f"{at}.plan", "missing")
@@ -587,6 +589,8 @@ def load_tenants(path: Path, cards: Sequence[RateCard] = ()) -> dict[str, Tenant
             granted = _moment(p, f"{k}.granted", cd.get("granted"))
             if amount is not None and granted is not None:
                 credits.append(CreditGrant(amount, granted))
+        budget = (None if t.get("budget") is None
+                  else _budget(p, f"{at}.budget", t["budget"], cards, tuple(ns)))
         if isinstance(plan, str) and start is not None:
             tenants[str(name)] = Tenant(
                 name=str(name), plan=plan,
@@ -597,6 +601,7 @@ def load_tenants(path: Path, cards: Sequence[RateCard] = ()) -> dict[str, Tenant
                                 SlaClass.STANDARD),
                 start=start, end=end, namespaces=tuple(ns), reservations=tuple(reservations),
                 credits=tuple(credits), display_name=str(t.get("display_name", name)),
+                budget=budget,
                 billing=(None if t.get("billing") is None
                          else _billing_profile(p, f"{at}.billing", t["billing"])),
             )
@@ -743,3 +748,144 @@ def month_bounds(period: str) -> tuple[datetime, datetime]:
                         f"{LATEST - timedelta(days=1):%Y-%m}")
     end = (start + timedelta(days=32)).replace(day=1)
     return start, end
+
+
+# --- budgets -----------------------------------------------------------------------------------
+# A tenant's `budget:` block. Evaluated by models/planning/budgets.py; see docs/budgets.md.
+
+
+class BudgetUnit(StrEnum):
+    AMOUNT = "amount"
+    """Money, in the rate card's currency: what the tenant is invoiced (credits applied)."""
+    GPU_HOURS = "gpu_hours"
+    """GPU-hours under the tenant's metering basis, as billed."""
+
+
+class HoldAction(StrEnum):
+    HOLD = "hold"
+    """Kueue `stopPolicy: Hold` on the queue: no new admissions, running work continues."""
+    NO_BORROWING = "no-borrowing"
+    """The ClusterQueue borrows nothing more from its cohort (borrowingLimit at what it
+    borrows now)."""
+
+
+class QueueKind(StrEnum):
+    CLUSTER_QUEUE = "ClusterQueue"
+    LOCAL_QUEUE = "LocalQueue"
+
+
+DEFAULT_ACTUAL_THRESHOLDS = (Decimal(50), Decimal(80), Decimal(100))
+MAX_THRESHOLD_PCT = Decimal(1000)
+DEFAULT_FORECAST_THRESHOLDS = (Decimal(100),)
+DEFAULT_LOCAL_QUEUE = "gpu-chargeback"
+"""The LocalQueue the quota path writes in each tenant namespace."""
+
+
+@dataclass(frozen=True)
+class Enforcement:
+    """What happens to the tenant's Kueue queue when it has spent its whole budget."""
+
+    action: HoldAction
+    queue: QueueKind
+    name: str | None
+    """The queue's name; None: the tenant's ClusterQueue as the quota path names it, or
+    DEFAULT_LOCAL_QUEUE in each of its namespaces."""
+    dry_run: bool
+    """True (the default): the API server checks every change (admission included) and
+    stores nothing."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    unit: BudgetUnit
+    limit: Decimal
+    """Per calendar month, in `currency` (AMOUNT) or GPU-hours."""
+    currency: str | None
+    actual_thresholds: tuple[Decimal, ...]
+    """Percent of the limit that month-to-date spend crossing raises an alert."""
+    forecast_thresholds: tuple[Decimal, ...]
+    """Percent of the limit that the month-end point forecast reaching raises an alert."""
+    enforcement: Enforcement | None
+    """None: alerts only."""
+
+
+def _budget(p: _Problems, at: str, raw: Any, cards: Sequence[RateCard],
+            namespaces: tuple[str, ...]) -> Budget | None:
+    doc = _mapping(p, at, raw)
+    before = len(p.items)
+    _unknown_keys(p, at, doc, ["amount", "currency", "gpu_hours", "thresholds", "enforce"])
+    if ("amount" in doc) == ("gpu_hours" in doc):
+        p.add(at, "give either `amount` (with `currency`) or `gpu_hours` per month")
+        return None
+    unit = BudgetUnit.AMOUNT if "amount" in doc else BudgetUnit.GPU_HOURS
+    limit = _decimal(p, f"{at}.{unit.value}", doc[unit.value], maximum=MAX_AMOUNT)
+    if limit is not None and limit <= 0:
+        p.add(f"{at}.{unit.value}", f"must be above 0, got {limit}")
+    currency = doc.get("currency")
+    currencies = sorted({card.currency for card in cards})
+    if unit is BudgetUnit.GPU_HOURS:
+        if currency is not None:
+            p.add(f"{at}.currency", "a GPU-hours budget has no currency")
+    elif not isinstance(currency, str):
+        p.add(f"{at}.currency", "missing: the currency of `amount` (the rate card's)")
+    elif cards and currency not in currencies:
+        p.add(f"{at}.currency", f"{currency!r} is not the rate cards' currency "
+              f"({', '.join(currencies)})")
+    thresholds = _mapping(p, f"{at}.thresholds", doc.get("thresholds", {}))
+    _unknown_keys(p, f"{at}.thresholds", thresholds, ["actual", "forecast"])
+    actual = _thresholds(p, f"{at}.thresholds.actual", thresholds.get("actual"),
+                         DEFAULT_ACTUAL_THRESHOLDS)
+    forecast = _thresholds(p, f"{at}.thresholds.forecast", thresholds.get("forecast"),
+                           DEFAULT_FORECAST_THRESHOLDS)
+    enforcement = (None if doc.get("enforce") is None
+                   else _enforcement(p, f"{at}.enforce", doc["enforce"], namespaces))
+    if len(p.items) > before or limit is None:
+        return None
+    return Budget(unit, limit, currency if unit is BudgetUnit.AMOUNT else None, actual,
+                  forecast, enforcement)
+
+
+def _thresholds(p: _Problems, at: str, raw: Any, default: tuple[Decimal, ...]
+                ) -> tuple[Decimal, ...]:
+    if raw is None:
+        return default
+    if not isinstance(raw, list):
+        p.add(at, f"must be a list of percentages of the budget, got {_shown(raw)}")
+        return default
+    values = [_decimal(p, f"{at}[{i}]", v, maximum=MAX_THRESHOLD_PCT) for i, v in enumerate(raw)]
+    out = sorted(v for v in values if v is not None)
+    for i, value in enumerate(out):
+        if value <= 0:
+            p.add(at, f"a threshold must be above 0 percent, got {value}")
+        elif i and value == out[i - 1]:
+            p.add(at, f"{value} is listed twice")
+    return tuple(out)
+
+
+def _enforcement(p: _Problems, at: str, raw: Any, namespaces: tuple[str, ...]
+                 ) -> Enforcement | None:
+    doc = _mapping(p, at, raw)
+    before = len(p.items)
+    _unknown_keys(p, at, doc, ["action", "queue", "name", "dry_run"])
+    action = _enum(p, f"{at}.action", doc.get("action"), HoldAction, HoldAction.HOLD)
+    queue = _enum(p, f"{at}.queue", doc.get("queue"), QueueKind, QueueKind.CLUSTER_QUEUE)
+    name = doc.get("name")
+    if name is not None and (not isinstance(name, str) or len(name) > 253
+                             or not _DNS_SUBDOMAIN.match(name)):
+        p.add(f"{at}.name", f"must be a Kubernetes object name (DNS-1123 subdomain), got "
+              f"{_shown(name)}")
+    if action is HoldAction.NO_BORROWING:
+        # Its borrowingLimit sits inside resourceGroups, an atomic list the quota path owns
+        # under server-side apply: setting it needs the two writers merged first.
+        p.add(f"{at}.action", "no-borrowing is not supported yet; use hold")
+    if queue is QueueKind.LOCAL_QUEUE and not namespaces:
+        p.add(f"{at}.queue", "a LocalQueue hold needs the tenant's `namespaces`")
+    dry_run = doc.get("dry_run", True)
+    if not isinstance(dry_run, bool):
+        p.add(f"{at}.dry_run", f"must be true or false, got {_shown(dry_run)}")
+    if len(p.items) > before:
+        return None
+    return Enforcement(action, queue, name, bool(dry_run))
+
+
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")

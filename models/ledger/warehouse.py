@@ -600,6 +600,90 @@ def quota_changes_below_use(con: duckdb.DuckDBPyConnection, day: date) -> list[t
         "AND (before_gpus IS NULL OR after_gpus < before_gpus) ORDER BY ALL", [day]).fetchall()
 
 
+# --- budgets -----------------------------------------------------------------------------------
+
+FORECAST_SCENARIOS = ("point", "lo80", "hi80", "lo95", "hi95")
+HOLD_IN_FORCE_OUTCOMES = ("applied", MANIFEST_OUTCOME)
+"""budget_holds outcomes after which the queue's stopPolicy is the row's (or, with manifests
+only, what GitOps was given)."""
+
+
+def month_forecasts(con: duckdb.DuckDBPyConnection, day: date
+                    ) -> dict[str, tuple[dict[str, Decimal], dict[str, Decimal],
+                                         dict[str, list[tuple[date, Decimal]]]]]:
+    """tenant -> (GPU-hours, amount, cumulative GPU-hours by remaining day), each by scenario,
+    of the `tenant_forecasts` analysis of `day`."""
+    def col(prefix: str, scenario: str) -> str:
+        return prefix if scenario == "point" else f"{prefix}_{scenario}"
+
+    out: dict[str, tuple[dict[str, Decimal], dict[str, Decimal],
+                         dict[str, list[tuple[date, Decimal]]]]] = {}
+    n = len(FORECAST_SCENARIOS)
+    for tenant, *values in con.execute(
+            "SELECT tenant, " + ", ".join(col(p, s) for p in ("gpu_hours", "amount")
+                                          for s in FORECAST_SCENARIOS)
+            + " FROM tenant_forecasts WHERE day = ? ORDER BY tenant", [day]).fetchall():
+        out[tenant] = (dict(zip(FORECAST_SCENARIOS, values[:n], strict=True)),
+                       dict(zip(FORECAST_SCENARIOS, values[n:], strict=True)),
+                       {s: [] for s in FORECAST_SCENARIOS})
+    for tenant, forecast_day, *values in con.execute(
+            "SELECT tenant, forecast_day, " + ", ".join(col("gpu_hours", s)
+                                                        for s in FORECAST_SCENARIOS)
+            + " FROM tenant_forecast_days WHERE day = ? ORDER BY tenant, forecast_day",
+            [day]).fetchall():
+        if tenant in out:
+            for scenario, value in zip(FORECAST_SCENARIOS, values, strict=True):
+                out[tenant][2][scenario].append((forecast_day, value))
+    return out
+
+
+def pending_budget_alerts(con: duckdb.DuckDBPyConnection, day: date) -> list[tuple[Any, ...]]:
+    """The thresholds the analysis of `day` found crossed that no alert was sent for yet:
+    budget_thresholds' columns after `day`."""
+    return con.execute(
+        "SELECT t.tenant, t.period, t.basis, t.percent, t.unit, t.currency, t.limit_value, "
+        "t.threshold, t.crossed_on, t.value, t.runs_out_on FROM budget_thresholds t "
+        "WHERE t.day = ? AND NOT EXISTS (SELECT 1 FROM budget_alerts a "
+        "WHERE a.tenant = t.tenant AND a.period = t.period AND a.basis = t.basis "
+        "AND a.percent = t.percent AND a.unit = t.unit AND a.limit_value = t.limit_value) "
+        "ORDER BY t.tenant, t.basis, t.percent", [day]).fetchall()
+
+
+def record_budget_alert(con: duckdb.DuckDBPyConnection, row: Sequence[Any]) -> None:
+    """Append one sent alert (budget_alerts' columns), at once: a crash after sending others
+    must not send this one again."""
+    con.execute(f"INSERT INTO budget_alerts VALUES ({', '.join('?' * len(row))})", list(row))
+
+
+def held_queues(con: duckdb.DuckDBPyConnection, before: datetime
+                ) -> list[tuple[str, str | None, str, str, str]]:
+    """(kind, namespace, name, tenant, period) of each queue whose last budget change in force
+    before `before` was a hold."""
+    return [tuple(r) for r in con.execute(
+        "SELECT kind, namespace, name, arg_max(tenant, changed_at), arg_max(period, changed_at) "
+        "FROM budget_holds WHERE changed_at < ? AND list_contains(?, outcome) GROUP BY ALL "
+        "HAVING arg_max(action, changed_at) = 'hold' ORDER BY ALL",
+        [before, list(HOLD_IN_FORCE_OUTCOMES)]).fetchall()]
+
+
+def record_budget_holds(con: duckdb.DuckDBPyConnection, rows: Sequence[tuple[Any, ...]], *,
+                        day: date) -> int:
+    """Append rows (budget_holds' columns after `day`) for the partition `day`, in place of
+    the day's earlier `manifest` rows (a rerun writes the day's manifests again)."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute("DELETE FROM budget_holds WHERE day = ? AND outcome = ?",
+                    [day, MANIFEST_OUTCOME])
+        if rows:
+            con.executemany(f"INSERT INTO budget_holds VALUES (?, {', '.join('?' * len(rows[0]))})",
+                            [[day, *r] for r in rows])
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return len(rows)
+
+
 def _count(con: duckdb.DuckDBPyConnection, table: str, params: list[object] | None = None
            ) -> int:
     row = con.execute(f"SELECT count(*) FROM {table}", params or []).fetchone()

@@ -210,6 +210,26 @@ TENANTS_FILES = [
          tenants("tier: premium", "tier: standard")),
 ]
 
+ZEN = "    namespaces: [team-zen]"
+# Budgets (docs/budgets.md): checked with the rest of the tenants file.
+TENANTS_FILES += [
+    Case("budget-float-amount", BILL,
+         [T + "tenants.zen.budget.amount: must be a decimal number written as a string"],
+         tenants(ZEN, ZEN + "\n    budget: {amount: 14000.5, currency: USD}")),
+    Case("budget-other-currency", BILL,
+         [T + "tenants.zen.budget.currency: 'EUR' is not the rate cards' currency (USD)"],
+         tenants(ZEN, ZEN + '\n    budget: {amount: "14000", currency: EUR}')),
+    Case("budget-amount-and-gpu-hours", BILL,
+         [T + "tenants.zen.budget: give either `amount` (with `currency`) or `gpu_hours`"],
+         tenants(ZEN, ZEN + '\n    budget: {amount: "1", currency: USD, gpu_hours: 5}')),
+    Case("budget-threshold-1e999999", BILL,
+         [T + "tenants.zen.budget.thresholds.actual[0]: must be at most"],
+         tenants(ZEN, ZEN + '\n    budget: {gpu_hours: 5, thresholds: {actual: ["1e999999"]}}')),
+    Case("budget-enforce-drain", BILL,
+         [T + "tenants.zen.budget.enforce.action: must be one of hold, no-borrowing"],
+         tenants(ZEN, ZEN + "\n    budget: {gpu_hours: 5, enforce: {action: drain}}")),
+]
+
 USERS = ["users", "list", "--users", "{w}/users.yaml"]
 U = "{w}/users.yaml: "
 USERS_FILES = [

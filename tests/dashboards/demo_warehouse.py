@@ -122,6 +122,39 @@ def build(home: Path) -> dict[str, Tenant]:
          'requests.nvidia.com/gpu', 2, 3, 3, 3, 'recommended', true, 'dry-run'))
         t(changed_at, kind, namespace, name, resource, before_gpus, after_gpus, in_use_gpus,
           recommended_gpus, rule, dry_run, outcome)""")
+    # What tenant_forecasts and tenant_budgets write for the day of October 20: acme has
+    # spent 8,000.00 of a 10,000.00 USD budget, 400.00 a day, so the point forecast reaches it
+    # by the end of October 25; zen's ClusterQueue was held by its budget.
+    con.execute("""INSERT INTO tenant_forecasts BY NAME SELECT DATE '2026-10-20' AS day,
+        'acme' AS tenant, '2026-10' AS period, TIMESTAMPTZ '2026-10-21 00:00Z' AS as_of,
+        DATE '2026-09-20' AS history_start, 'premium: ETS(A,N,A)' AS models, 'USD' AS currency,
+        'design-example' AS rate_card_version, 1000 AS actual_gpu_hours, 1550 AS gpu_hours,
+        1500 AS gpu_hours_lo80, 1600 AS gpu_hours_hi80, 1450 AS gpu_hours_lo95,
+        1650 AS gpu_hours_hi95, 12400 AS amount, 12000 AS amount_lo80, 12800 AS amount_hi80,
+        11600 AS amount_lo95, 13200 AS amount_hi95""")
+    con.execute("""INSERT INTO tenant_forecast_days BY NAME SELECT DATE '2026-10-20' AS day,
+        'acme' AS tenant, '2026-10' AS period, DATE '2026-10-20' + i::INTEGER AS forecast_day,
+        1000 + 50 * i AS gpu_hours, 1000 + 45 * i AS gpu_hours_lo80,
+        1000 + 55 * i AS gpu_hours_hi80, 1000 + 40 * i AS gpu_hours_lo95,
+        1000 + 60 * i AS gpu_hours_hi95 FROM range(1, 12) t(i)""")
+    con.execute("""INSERT INTO tenant_budgets BY NAME SELECT DATE '2026-10-20' AS day,
+        'acme' AS tenant, '2026-10' AS period, TIMESTAMPTZ '2026-10-21 00:00Z' AS as_of,
+        'amount' AS unit, 'USD' AS currency, 10000 AS limit_value, 8000 AS spent,
+        8000 AS spent_amount, 1000 AS spent_gpu_hours, 80 AS used_pct, 12400 AS forecast,
+        11600 AS forecast_lo95, 13200 AS forecast_hi95, 124 AS forecast_pct,
+        DATE '2026-10-25' AS runs_out_on, 'on' AS enforcement""")
+    con.execute("""INSERT INTO tenant_budget_days BY NAME SELECT DATE '2026-10-20' AS day,
+        'acme' AS tenant, '2026-10' AS period, DATE '2026-09-30' + i::INTEGER AS budget_day,
+        CASE WHEN i <= 20 THEN 400 * i END AS actual,
+        CASE WHEN i > 20 THEN 400 * i END AS forecast,
+        CASE WHEN i > 20 THEN 380 * i END AS forecast_lo80,
+        CASE WHEN i > 20 THEN 420 * i END AS forecast_hi80,
+        CASE WHEN i > 20 THEN 360 * i END AS forecast_lo95,
+        CASE WHEN i > 20 THEN 440 * i END AS forecast_hi95 FROM range(1, 32) t(i)""")
+    con.execute("""INSERT INTO budget_holds VALUES (DATE '2026-10-28', 'zen', '2026-10',
+        'ClusterQueue', NULL, 'zen-queue', 'hold', 'None', 'Hold',
+        '100.00% of the 2026-10 budget spent by 2026-10-28',
+        TIMESTAMPTZ '2026-10-29 01:30Z', 'applied')""")
     # A spool file the ingest could not read (what pipelines.ingest.assets.load_spool_day
     # records when it quarantines one).
     warehouse.record_quarantine(con, warehouse.QuarantinedFile(

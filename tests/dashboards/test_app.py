@@ -99,6 +99,27 @@ def test_tenant_overview_shows_its_bill():
     assert f"{float(TOTALS['acme']):,.2f}" in _text(at)
 
 
+def test_budget_and_forecast_are_shown_to_their_tenant_finance_and_operators():
+    at = signed_in("alice")
+    at.switch_page("pages/tenant_budget.py").run()
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Spent"] == "8,000.00 USD"
+    assert metrics["Forecast for the month"] == "12,400.00 USD"
+    assert metrics["At this rate the budget runs out on"] == "2026-10-25"
+    assert len(at.get("vega_lite_chart")) == 2  # burn-down and fan chart
+    assert "Your budget has not held any of your queues." in _text(at)
+    at = signed_in("fiona")
+    at.switch_page("pages/finance_revenue.py").run()
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["2026-10: forecast invoiced (USD)"] == "12,400.00 USD"
+    (revenue,) = [m for m in at.metric if m.label.startswith("2026-10")]
+    assert revenue.delta == "range 11,600.00 to 13,200.00"
+    at = signed_in("oscar")
+    at.switch_page("pages/operator_holds.py").run()
+    assert "zen-queue" in _text(at)
+    assert "12,400" not in _text(at)
+
+
 @pytest.mark.parametrize(("user", "own"), [("alice", "acme"), ("zed", "zen"), ("eve", EVIL)])
 def test_tenant_pages_show_nothing_of_other_tenants(user, own):
     at = signed_in(user)

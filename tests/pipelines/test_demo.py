@@ -54,6 +54,9 @@ def test_demo_prints_invoices_and_writes_files(tmp_path: Path) -> None:
     assert Decimal(summary[1].replace(",", "")) == invoiced
     assert summary[2] == rows["lumen"]["total"]
 
+    # zen's budget (30,000.00 USD) counts the minimum accrued evenly: 2 of 30 days is
+    # 1,666.67 USD, 5.56%.
+    assert re.search(r"^budget zen: 5\.56% of 30,000\.00 USD$", out, re.MULTILINE), out
     exports = tmp_path / "home" / "exports" / "2026-09"
     assert f"{exports}/" in out
     for m in rows.values():

@@ -281,3 +281,90 @@ CREATE TABLE IF NOT EXISTS tenant_forecast_days (
     gpu_hours_lo95 DECIMAL(18, 6) NOT NULL,
     gpu_hours_hi95 DECIMAL(18, 6) NOT NULL
 );
+
+-- Budgets (models/planning/budgets.py), one row per analytics day and tenant with a budget:
+-- month-to-date spend in the budget's unit (`amount` in `currency`, or `gpu_hours`) against
+-- its monthly `limit_value`, the month-end forecast's point and 95% interval in that unit, and
+-- the first day the spend (actual, then the point forecast) reaches the budget.
+CREATE TABLE IF NOT EXISTS tenant_budgets (
+    day DATE NOT NULL,
+    tenant VARCHAR NOT NULL,
+    period VARCHAR NOT NULL,
+    as_of TIMESTAMPTZ NOT NULL,
+    unit VARCHAR NOT NULL,            -- amount | gpu_hours
+    currency VARCHAR,                 -- the rate card's; the figures in `amount` use it
+    limit_value DECIMAL(18, 6) NOT NULL,
+    spent DECIMAL(18, 6) NOT NULL,
+    spent_amount DECIMAL(18, 4) NOT NULL,
+    spent_gpu_hours DECIMAL(18, 6) NOT NULL,
+    used_pct DECIMAL(12, 2) NOT NULL,
+    forecast DECIMAL(18, 6),          -- null: no forecast that day
+    forecast_lo95 DECIMAL(18, 6),
+    forecast_hi95 DECIMAL(18, 6),
+    forecast_pct DECIMAL(12, 2),
+    runs_out_on DATE,                 -- null: the budget lasts the month (as far as is known)
+    enforcement VARCHAR NOT NULL      -- off | dry-run | on
+);
+
+-- Each day of the period for the burn-down: the spend by the day's end (days of data) or the
+-- forecast's cumulative scenarios (the days after), in the budget's unit.
+CREATE TABLE IF NOT EXISTS tenant_budget_days (
+    day DATE NOT NULL,
+    tenant VARCHAR NOT NULL,
+    period VARCHAR NOT NULL,
+    budget_day DATE NOT NULL,
+    actual DECIMAL(18, 6),
+    forecast DECIMAL(18, 6),
+    forecast_lo80 DECIMAL(18, 6),
+    forecast_hi80 DECIMAL(18, 6),
+    forecast_lo95 DECIMAL(18, 6),
+    forecast_hi95 DECIMAL(18, 6)
+);
+
+-- The thresholds crossed by the day's analysis (only crossed ones): what alerts are raised for.
+CREATE TABLE IF NOT EXISTS budget_thresholds (
+    day DATE NOT NULL,
+    tenant VARCHAR NOT NULL,
+    period VARCHAR NOT NULL,
+    basis VARCHAR NOT NULL,           -- actual (month-to-date) | forecast (month-end point)
+    percent DECIMAL(12, 2) NOT NULL,
+    unit VARCHAR NOT NULL,
+    currency VARCHAR,
+    limit_value DECIMAL(18, 6) NOT NULL,
+    threshold DECIMAL(18, 6) NOT NULL,
+    crossed_on DATE NOT NULL,         -- the day whose data crossed it (forecast: the analysis day)
+    value DECIMAL(18, 6) NOT NULL,
+    runs_out_on DATE
+);
+
+-- Alerts delivered to Alertmanager: appended, never rewritten, so that one alert goes out per
+-- tenant, period, basis, threshold and budget however often a day is rerun.
+CREATE TABLE IF NOT EXISTS budget_alerts (
+    tenant VARCHAR NOT NULL,
+    period VARCHAR NOT NULL,
+    basis VARCHAR NOT NULL,
+    percent DECIMAL(12, 2) NOT NULL,
+    unit VARCHAR NOT NULL,
+    limit_value DECIMAL(18, 6) NOT NULL,
+    crossed_on DATE NOT NULL,
+    value DECIMAL(18, 6) NOT NULL,
+    sent_at TIMESTAMPTZ NOT NULL,
+    alertmanager VARCHAR NOT NULL     -- the URL it was posted to
+);
+
+-- Every change of a queue's stopPolicy made (or tried, or written as a manifest) for a budget,
+-- with its reason: what tenants and operators see. Appended.
+CREATE TABLE IF NOT EXISTS budget_holds (
+    day DATE NOT NULL,                -- the analytics partition that made it
+    tenant VARCHAR NOT NULL,
+    period VARCHAR NOT NULL,
+    kind VARCHAR NOT NULL,            -- ClusterQueue | LocalQueue
+    namespace VARCHAR,
+    name VARCHAR NOT NULL,
+    action VARCHAR NOT NULL,          -- hold | release
+    before_policy VARCHAR,            -- the live stopPolicy; null without a cluster
+    after_policy VARCHAR NOT NULL,
+    reason VARCHAR NOT NULL,
+    changed_at TIMESTAMPTZ NOT NULL,
+    outcome VARCHAR NOT NULL          -- manifest | dry-run | applied | conflict | error: ...
+);
