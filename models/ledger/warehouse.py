@@ -73,6 +73,10 @@ def connect(path: Path | str = ":memory:", *, read_only: bool = False
     not a DuckDB database raises UserError."""
     try:
         con = duckdb.connect(str(path), read_only=read_only)
+    except duckdb.CatalogException:
+        # DuckDB reads some names as something other than a database file (`x.csv` opened
+        # read-only: "Cannot launch in-memory database in read-only mode").
+        raise UserError(f"{path}: not a DuckDB warehouse file") from None
     except duckdb.IOException as error:
         if "not a valid DuckDB database file" in str(error):
             raise UserError(f"{path}: not a DuckDB warehouse file") from None
