@@ -14,7 +14,7 @@ import pytest
 import requests
 import yaml
 
-from tests.prometheus_server import _stop, free_port
+from tests.prometheus_server import _stop, _wait_ready, free_port
 
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
 
@@ -42,28 +42,11 @@ def alertmanager(folder: Path) -> Iterator[str]:
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
-        _wait_ready(url, server, log_path)
+        _wait_ready(url, server, log_path, "alertmanager")
         yield url
     finally:
         _stop(server.pid, server)
         log.close()
-
-
-def _wait_ready(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
-    import time
-
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"alertmanager exited with {server.returncode}:\n"
-                               f"{log.read_text()}")
-        try:
-            if requests.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"alertmanager at {url} not ready after 30 s:\n{log.read_text()}")
 
 
 def active_alerts(url: str) -> list[dict[str, Any]]:

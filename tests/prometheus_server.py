@@ -149,18 +149,20 @@ def prometheus_with_history(
         log.close()
 
 
-def _wait_ready(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
+def _wait_ready(url: str, server: subprocess.Popen[bytes], log: Path,
+                name: str = "prometheus") -> None:
+    """Until the server answers `/-/ready` (Prometheus and Alertmanager alike)."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise RuntimeError(f"prometheus exited with {server.returncode}:\n{log.read_text()}")
+            raise RuntimeError(f"{name} exited with {server.returncode}:\n{log.read_text()}")
         try:
             if requests.get(f"{url}/-/ready", timeout=1).status_code == 200:
                 return
         except requests.ConnectionError:
             pass
         time.sleep(0.1)
-    raise RuntimeError(f"prometheus at {url} not ready after 30 s:\n{log.read_text()}")
+    raise RuntimeError(f"{name} at {url} not ready after 30 s:\n{log.read_text()}")
 
 
 def _stop(pid: int, server: subprocess.Popen[bytes]) -> None:
