@@ -670,6 +670,37 @@ def held_queues(con: duckdb.DuckDBPyConnection, before: datetime
         [before, list(HOLD_IN_FORCE_OUTCOMES)]).fetchall()]
 
 
+def latest_budgets(con: duckdb.DuckDBPyConnection
+                   ) -> list[tuple[str, str, str, str | None, Decimal, Decimal, date | None,
+                                   dict[str, Decimal], list[tuple[str, Decimal]]]]:
+    """The budgets of the latest analysed day, by tenant: (tenant, period, unit, currency,
+    limit_value, spent, runs_out_on, {scenario: month-end forecast in the budget's unit} (empty
+    without a forecast), [(basis, percent) of each threshold crossed])."""
+    ((day,),) = con.execute("SELECT max(day) FROM tenant_budgets").fetchall()
+    if day is None:
+        return []
+    forecasts = {tenant: (dict(zip(FORECAST_SCENARIOS, values[:5], strict=True)),
+                          dict(zip(FORECAST_SCENARIOS, values[5:], strict=True)))
+                 for tenant, *values in con.execute(
+                     "SELECT tenant, gpu_hours, gpu_hours_lo80, gpu_hours_hi80, gpu_hours_lo95, "
+                     "gpu_hours_hi95, amount, amount_lo80, amount_hi80, amount_lo95, amount_hi95 "
+                     "FROM tenant_forecasts WHERE day = ?", [day]).fetchall()}
+    crossed: dict[str, list[tuple[str, Decimal]]] = {}
+    for tenant, basis, percent in con.execute(
+            "SELECT tenant, basis, percent FROM budget_thresholds WHERE day = ? ORDER BY ALL",
+            [day]).fetchall():
+        crossed.setdefault(tenant, []).append((basis, percent))
+    out = []
+    for tenant, period, unit, currency, limit, spent, runs_out_on, forecast in con.execute(
+            "SELECT tenant, period, unit, currency, limit_value, spent, runs_out_on, forecast "
+            "FROM tenant_budgets WHERE day = ? ORDER BY tenant", [day]).fetchall():
+        gpu_hours, amount = forecasts.get(tenant, ({}, {}))
+        scenarios = {} if forecast is None else amount if unit == "amount" else gpu_hours
+        out.append((tenant, period, unit, currency, limit, spent, runs_out_on, scenarios,
+                    crossed.get(tenant, [])))
+    return out
+
+
 def record_budget_holds(con: duckdb.DuckDBPyConnection, rows: Sequence[tuple[Any, ...]], *,
                         day: date) -> int:
     """Append rows (budget_holds' columns after `day`) for the partition `day`, in place of

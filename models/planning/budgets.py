@@ -26,9 +26,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+
+import duckdb
 
 from models.billing.pricing import HOUR, UsageHour, price_invoice, quantity, spent_to_date
 from models.billing.rate_cards import (
@@ -42,6 +44,7 @@ from models.billing.rate_cards import (
     month_bounds,
 )
 from models.errors import UserError
+from models.ledger import warehouse
 from models.planning.kueue import KUEUE_API_VERSION
 from models.planning.quotas import dns_name
 
@@ -497,9 +500,16 @@ def hold_row(change: HoldChange, changed_at: datetime, outcome: str) -> tuple[An
 
 # --- metrics -----------------------------------------------------------------------------------
 
-def metrics_text(statuses: Sequence[BudgetStatus], held: Sequence[HeldQueue]) -> bytes:
-    """The budgets as Prometheus metrics (text exposition format), for node-exporter's textfile
-    collector or any server of /metrics: what Grafana and alerting rules read."""
+ALL_RECORDED = datetime.max.replace(tzinfo=UTC)
+
+
+def metrics_text(con: duckdb.DuckDBPyConnection) -> bytes:
+    """The budgets of the latest analysed day and the holds in force, read from the warehouse,
+    as Prometheus metrics (text exposition format): what Grafana and alerting rules read. The
+    one renderer of both the textfile (node-exporter's textfile collector) and the HTTP
+    `/metrics` of `chargeback metrics serve`, so the two never disagree. A threshold not
+    crossed has no `chargeback_budget_threshold_crossed` series (the warehouse records crossed
+    ones only)."""
     from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
     registry = CollectorRegistry()
@@ -512,28 +522,27 @@ def metrics_text(statuses: Sequence[BudgetStatus], held: Sequence[HeldQueue]) ->
                   ["tenant", "period"], registry=registry)
     forecast = Gauge("chargeback_budget_forecast", "Month-end forecast in the budget's unit",
                      [*figure, "scenario"], registry=registry)
-    crossed = Gauge("chargeback_budget_threshold_crossed", "1 when the threshold is crossed",
+    crossed = Gauge("chargeback_budget_threshold_crossed", "1: the threshold is crossed (a "
+                    "threshold not crossed has no series)",
                     ["tenant", "period", "basis", "threshold_pct"], registry=registry)
     runs_out = Gauge("chargeback_budget_runs_out_timestamp_seconds", "Start of the day the "
                      "budget runs out at this rate (absent: it lasts the month)",
                      ["tenant", "period"], registry=registry)
     held_gauge = Gauge("chargeback_budget_queue_held", "1 while a budget hold of ours is on the "
                        "Kueue queue", ["tenant", "kind", "namespace", "name"], registry=registry)
-    for s in statuses:
-        labels = [s.tenant, s.period, s.budget.unit.value,
-                  s.currency if s.budget.unit is BudgetUnit.AMOUNT else ""]
-        limit.labels(*labels).set(float(s.budget.limit))
-        spent.labels(*labels).set(float(s.spent))
-        ratio.labels(s.tenant, s.period).set(float(s.spent / s.budget.limit))
-        for scenario, value in sorted((s.forecast or {}).items()):
+    for (tenant, period, unit, currency, limit_value, spent_value, runs_out_on, scenarios,
+         thresholds) in warehouse.latest_budgets(con):
+        labels = [tenant, period, unit, (currency or "") if unit == BudgetUnit.AMOUNT else ""]
+        limit.labels(*labels).set(float(limit_value))
+        spent.labels(*labels).set(float(spent_value))
+        ratio.labels(tenant, period).set(float(spent_value / limit_value))
+        for scenario, value in sorted(scenarios.items()):
             forecast.labels(*labels, scenario).set(float(value))
-        for c in s.crossings:
-            crossed.labels(s.tenant, s.period, c.basis, f"{c.percent.normalize():f}").set(
-                0 if c.crossed_on is None else 1)
-        if s.runs_out_on is not None:
-            moment = datetime.combine(s.runs_out_on, datetime.min.time(), s.as_of.tzinfo)
-            runs_out.labels(s.tenant, s.period).set(moment.timestamp())
-    for h in held:
-        held_gauge.labels(h.tenant, h.queue.kind.value, h.queue.namespace or "",
-                          h.queue.name).set(1)
+        for basis, percent in thresholds:
+            crossed.labels(tenant, period, basis, f"{percent.normalize():f}").set(1)
+        if runs_out_on is not None:
+            moment = datetime.combine(runs_out_on, datetime.min.time(), UTC)
+            runs_out.labels(tenant, period).set(moment.timestamp())
+    for kind, namespace, name, tenant, _ in warehouse.held_queues(con, ALL_RECORDED):
+        held_gauge.labels(tenant, kind, namespace or "", name).set(1)
     return generate_latest(registry)

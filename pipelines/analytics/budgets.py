@@ -184,10 +184,10 @@ def tenant_budgets(
         in_force = [HeldQueue(QueueRef(QueueKind(kind), ns, name), tenant, held_period)
                     for kind, ns, name, tenant, held_period
                     in warehouse.held_queues(con, now + timedelta(microseconds=1))]
-    if not later:  # the metrics are the latest analysis's
-        metrics = Path(outputs.exports_path) / "metrics"
-        metrics.mkdir(parents=True, exist_ok=True)
-        atomic_write(metrics / METRICS_FILE, metrics_text(statuses, in_force))
+        if not later:  # the metrics are the latest analysis's
+            metrics = Path(outputs.exports_path) / "metrics"
+            metrics.mkdir(parents=True, exist_ok=True)
+            atomic_write(metrics / METRICS_FILE, metrics_text(con))
     if problems:
         cls = ApplyConflict if any(o == "conflict" for _, o in done) else ApplyRefused
         raise cls("budget holds refused (recorded in budget_holds):\n" + "\n".join(problems))
