@@ -62,6 +62,15 @@ SHARED_MODEL = "llama-3.1-8b"
 SHARED_MODEL_PARAMS_B = 8.0
 SHARED_ENDPOINT_TENANTS = {"kite": 0.5, "pixel": 0.3, "sable": 0.2}
 """Tenants of the shared endpoint and their mean share of its request work."""
+SHARED_ENDPOINT_MIX = {"kite": (1155.0, 211.0), "pixel": (2048.0, 28.0), "sable": (1155.0, 211.0)}
+"""tenant -> mean (input, output) tokens per request: the means of the Azure LLM inference
+trace's conversation and code services (../shared/data/azure-llm)."""
+PREFILL_SECONDS_PER_TOKEN = 0.0002
+"""Wall-clock prefill time per prompt token of one request (an 8B model on one GPU processes a
+few thousand prompt tokens per second per request under load)."""
+INTER_TOKEN_SECONDS = 0.025
+"""Wall-clock decode time per generated token of one request (vLLM's inter-token latency of
+an 8B model at moderate batch sizes, 20 to 30 ms)."""
 SHARED_LULL_HOURS = (3, 4)
 """[start, end) UTC hours in which the shared endpoint gets no requests at all."""
 
@@ -545,7 +554,8 @@ class Simulation:
 
     def requests_day(self, endpoint_index: int, day_index: int) -> pa.Table:
         """Request work of a shared endpoint's tenants: a diurnal load split in shares that
-        drift from interval to interval, no rows for a tenant without requests."""
+        drift from interval to interval, as requests, tokens, prefill, decode and request
+        seconds of each tenant's mix; no rows for a tenant without requests."""
         endpoint = self.cluster.endpoints[endpoint_index]
         cal = self.calendar(day_index)
         rng = self._rng(3, endpoint_index, day_index)
@@ -569,8 +579,17 @@ class Simulation:
         order = np.argsort(t_idx, kind="stable")
         t_idx = t_idx[order]
         code = np.concatenate(tenant_codes)[order]
-        request_seconds = np.concatenate(seconds)[order]
-        tokens = np.round(request_seconds * rng.uniform(250, 450, len(t_idx)))
+        work = np.concatenate(seconds)[order]
+        # Requests of the tenant's mix fill its work: tokens per interval jitter around the
+        # mix, prefill and decode follow the tokens, latency adds queueing on top.
+        mix = np.array([SHARED_ENDPOINT_MIX[t] for t in tenants])[code]
+        per_request = mix[:, 0] * PREFILL_SECONDS_PER_TOKEN + mix[:, 1] * INTER_TOKEN_SECONDS
+        requests = np.maximum(1, np.round(work / per_request)).astype(np.int64)
+        input_tokens = np.round(requests * mix[:, 0] * rng.lognormal(0, 0.2, len(t_idx)))
+        output_tokens = np.round(requests * mix[:, 1] * rng.lognormal(0, 0.2, len(t_idx)))
+        prefill_seconds = input_tokens * PREFILL_SECONDS_PER_TOKEN
+        decode_seconds = output_tokens * INTER_TOKEN_SECONDS * rng.uniform(0.9, 1.1, len(t_idx))
+        request_seconds = (prefill_seconds + decode_seconds) * rng.uniform(1.02, 1.15, len(t_idx))
         epoch = cal.epoch_s[t_idx]
         endpoint_key = _key(f"{self.cluster.name}/{endpoint.namespace}/{endpoint.model}")
         tenant_keys = np.array([_key(t) for t in tenants], dtype=np.uint64)[code]
@@ -585,8 +604,12 @@ class Simulation:
                 pa.array(np.full(m, endpoint.namespace), pa.string()),
                 pa.array(np.full(m, endpoint.model), pa.string()),
                 _strings(tenants, code),
+                pa.array(requests),
                 pa.array(request_seconds),
-                pa.array(tokens),
+                pa.array(prefill_seconds),
+                pa.array(decode_seconds),
+                pa.array(input_tokens.astype(np.int64)),
+                pa.array(output_tokens.astype(np.int64)),
                 pa.array(np.full(m, SOURCE), pa.string()),
             ],
             schema=REQUEST_WORK_SCHEMA,

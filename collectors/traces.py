@@ -660,8 +660,11 @@ class AlibabaGenAI:
         window = _at(self.start, np.array([h for h, _ in keys], dtype=np.float64))
         stamps = np.datetime_as_string(window, unit="us")
         n = len(keys)
+        unmeasured = {name: pa.nulls(n, REQUEST_WORK_SCHEMA.field(name).type) for name in (
+            "requests", "prefill_seconds", "decode_seconds", "input_tokens", "output_tokens")}
         return pa.table(
             {
+                **unmeasured,
                 "sample_id": [make_sample_id(source, self.namespace, self.model, t, stamp)
                               for (_, t), stamp in zip(keys, stamps, strict=True)],
                 "window_start": pa.array(window, REQUEST_WORK_SCHEMA.field("window_start").type),
@@ -671,7 +674,6 @@ class AlibabaGenAI:
                 "model": [self.model] * n,
                 "tenant": [t for _, t in keys],
                 "request_seconds": [per[k] for k in keys],
-                "tokens": pa.nulls(n, pa.float64()),
                 "source": [source] * n,
             },
             schema=REQUEST_WORK_SCHEMA,

@@ -28,8 +28,10 @@ from models.billing.pricing import UsageHour, quantity
 from models.billing.rate_cards import RateCard, Tenant, UnknownProduct
 from models.errors import TransientError, UserError
 from models.ledger.usage import (
+    DECODE_GPU_SECONDS_PER_TOKEN,
     GPU_SECONDS_TOLERANCE,
     LEDGER_COLUMNS,
+    PREFILL_GPU_SECONDS_PER_TOKEN,
     REQUEST_WORK_SCHEMA,
     RESERVED_TENANTS,
     UNATTRIBUTED_TENANT,
@@ -144,7 +146,8 @@ def _stage(con: duckdb.DuckDBPyConnection, usage: Rows, requests: Rows, card: Ra
         _stage_rows(con, "staged", "ledger", LEDGER_COLUMNS, usage)
         _stage_rows(con, "staged_requests", "request_work", REQUEST_COLUMNS, requests)
         _classify(con, card)
-        con.execute(sql("apportion"))
+        con.execute(sql("apportion"),
+                    [PREFILL_GPU_SECONDS_PER_TOKEN, DECODE_GPU_SECONDS_PER_TOKEN])
         if days is None:
             days = [d for (d,) in con.execute(
                 "SELECT DISTINCT window_start::DATE FROM classified ORDER BY 1").fetchall()]
