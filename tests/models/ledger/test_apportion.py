@@ -1,0 +1,115 @@
+"""A shared endpoint's GPU-seconds go to its tenants by the best measure of request work they
+all have (prefill + decode seconds, request seconds, tokens at the cost model's per-token GPU
+time); Σ over tenants and `__shared_idle__` is the endpoint's GPU-seconds."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from models.billing.rate_cards import load_rate_cards, rate_card_for
+from models.ledger import warehouse
+from models.ledger.usage import (
+    DECODE_GPU_SECONDS_PER_TOKEN,
+    LEDGER_SCHEMA,
+    PREFILL_GPU_SECONDS_PER_TOKEN,
+    REQUEST_WORK_SCHEMA,
+    SHARED_IDLE_TENANT,
+    SHARED_TENANT,
+    make_sample_id,
+)
+
+ROOT = Path(__file__).resolve().parents[3]
+CARD = rate_card_for(load_rate_cards(ROOT / "examples" / "demo" / "rate-card.yaml"),
+                     date(2026, 9, 1))
+START = datetime(2026, 9, 1, tzinfo=UTC)
+STEP = 60.0
+ENDPOINT = ("shared-inference", "llama-3.1-8b")
+
+
+def _endpoint_rows(minutes: int) -> list[dict[str, Any]]:
+    """Two whole H100s of the shared endpoint, every minute."""
+    return [{"sample_id": make_sample_id(gpu, m), "window_start": START + timedelta(minutes=m),
+             "duration_s": STEP, "cluster": "c", "node": "n", "gpu_uuid": gpu,
+             "gpu_product": "NVIDIA H100 80GB HBM3", "mig_profile": None,
+             "gpu_equivalents": 1.0, "tenant": SHARED_TENANT, "namespace": ENDPOINT[0],
+             "pod": f"vllm-{gpu}", "pod_uid": None, "workload_kind": "inference",
+             "model": ENDPOINT[1], "model_params_b": 8.0, "allocated_gpu_seconds": STEP,
+             "used_gpu_seconds": STEP * 0.5, "memory_used_bytes": None, "source": "test"}
+            for m in range(minutes) for gpu in ("GPU-a", "GPU-b")]
+
+
+def _work(minute: int, tenant: str, **measures: float | None) -> dict[str, Any]:
+    row = {name: None for name in REQUEST_WORK_SCHEMA.names}
+    row.update(sample_id=make_sample_id("w", minute, tenant),
+               window_start=START + timedelta(minutes=minute), duration_s=STEP, cluster="c",
+               namespace=ENDPOINT[0], model=ENDPOINT[1], tenant=tenant, source="test",
+               **measures)
+    return row
+
+
+def _shares_of(rows: list[dict[str, Any]], minutes: int = 4) -> dict[tuple[int, str], float]:
+    con = warehouse.connect()
+    warehouse.create_schema(con)
+    warehouse.load_rows(con, CARD, pa.Table.from_pylist(_endpoint_rows(minutes),
+                                                        schema=LEDGER_SCHEMA),
+                        pa.Table.from_pylist(rows, schema=REQUEST_WORK_SCHEMA))
+    got = con.execute(
+        "SELECT minute(window_start), tenant, sum(allocated_gpu_seconds) FROM ledger "
+        "GROUP BY ALL").fetchall()
+    totals = con.execute("SELECT minute(window_start), sum(allocated_gpu_seconds) FROM ledger "
+                         "GROUP BY 1").fetchall()
+    # Conservation: each minute's rows sum to the endpoint's 2 GPUs x 60 s.
+    assert {m: s for m, s in totals} == {m: pytest.approx(2 * STEP) for m in range(minutes)}
+    return {(m, t): s for m, t, s in got}
+
+
+def test_phase_time_wins_over_request_seconds_and_tokens():
+    shares = _shares_of([
+        _work(0, "kite", prefill_seconds=1.0, decode_seconds=2.0, request_seconds=100.0,
+              input_tokens=10, output_tokens=10),
+        _work(0, "pixel", prefill_seconds=0.5, decode_seconds=0.5, request_seconds=1.0,
+              input_tokens=1000, output_tokens=1000),
+    ])
+    assert shares[0, "kite"] == pytest.approx(120 * 3 / 4)
+    assert shares[0, "pixel"] == pytest.approx(120 * 1 / 4)
+
+
+def test_request_seconds_when_a_tenant_has_no_phase_time():
+    shares = _shares_of([
+        _work(1, "kite", prefill_seconds=1.0, decode_seconds=2.0, request_seconds=2.0),
+        _work(1, "pixel", request_seconds=6.0),
+    ])
+    assert shares[1, "kite"] == pytest.approx(120 * 2 / 8)
+    assert shares[1, "pixel"] == pytest.approx(120 * 6 / 8)
+
+
+def test_tokens_at_the_cost_model_when_nothing_else_is_known():
+    kite = 2000 * PREFILL_GPU_SECONDS_PER_TOKEN + 30 * DECODE_GPU_SECONDS_PER_TOKEN
+    pixel = 1000 * PREFILL_GPU_SECONDS_PER_TOKEN + 200 * DECODE_GPU_SECONDS_PER_TOKEN
+    shares = _shares_of([
+        _work(2, "kite", input_tokens=2000, output_tokens=30),
+        _work(2, "pixel", input_tokens=1000, output_tokens=200),
+    ])
+    assert shares[2, "kite"] == pytest.approx(120 * kite / (kite + pixel))
+    assert shares[2, "pixel"] == pytest.approx(120 * pixel / (kite + pixel))
+
+
+def test_minutes_without_work_are_shared_idle():
+    shares = _shares_of([_work(0, "kite", request_seconds=0.0),
+                         _work(1, "kite", request_seconds=3.0)])
+    assert shares[0, SHARED_IDLE_TENANT] == pytest.approx(120)
+    assert shares[1, "kite"] == pytest.approx(120)
+    assert shares[2, SHARED_IDLE_TENANT] == pytest.approx(120)
+    assert (0, "kite") not in shares
+
+
+def test_tenants_without_a_common_measure_fail_the_load_naming_the_endpoint():
+    with pytest.raises(warehouse.UnreadableRows, match=r"shared-inference/llama-3\.1-8b"):
+        _shares_of([_work(3, "kite", request_seconds=3.0),
+                    _work(3, "pixel", input_tokens=10, output_tokens=5)])
+
