@@ -45,7 +45,7 @@ def replay(name: str, out: Path, data_dir: Path) -> None:
     if name == "azure-llm":
         from evaluation.replay import reconcile_tokens
 
-        tokens = reconcile_tokens(data_dir, out)
+        tokens = reconcile_tokens(data_dir, out, periods)
         click.echo(str(tokens))
         tokens_ok = tokens.ok
     click.echo(f"replay of {name} took {time.monotonic() - started:.0f} s; invoices and "

@@ -122,14 +122,16 @@ def reconcile_replay(trace: ImportedTrace, out: Path, periods: list[str]) -> Rec
 
 @dataclass(frozen=True)
 class TokenReport:
-    """Tokens per tenant in the warehouse's request work against the trace's CSVs (exact), and
-    the shared endpoint's GPU-seconds against its capacity."""
+    """Tokens per tenant on the invoices against the trace's CSVs (exact), and the shared
+    endpoint's GPU-seconds against its capacity."""
 
     tokens: dict[str, tuple[tuple[int, int], tuple[int, int]]]
-    """tenant -> ((input, output) expected, (input, output) in the warehouse)"""
+    """tenant -> ((input, output) expected, (input, output) invoiced)"""
     capacity_gpu_seconds: float
     ledger_gpu_seconds: dict[str, float]
     """tenant (and __shared_idle__) -> GPU-seconds the ledger gave it on the endpoint"""
+    prices: tuple[str, ...] = ()
+    """Each invoice's effective cost per million tokens, by model."""
 
     @property
     def ok(self) -> bool:
@@ -139,27 +141,39 @@ class TokenReport:
             1.0, self.capacity_gpu_seconds)
 
     def __str__(self) -> str:
-        out = [f"{'tenant':<14} {'input tokens':>14} {'in ledger':>14} {'output tokens':>14} "
-               f"{'in ledger':>14}"]
+        out = [f"{'tenant':<14} {'input tokens':>14} {'invoiced':>14} {'output tokens':>14} "
+               f"{'invoiced':>14}"]
         for tenant, ((i, o), (bi, bo)) in sorted(self.tokens.items()):
             mark = "" if (i, o) == (bi, bo) else "  MISMATCH"
             out.append(f"{tenant:<14} {i:>14,} {bi:>14,} {o:>14,} {bo:>14,}{mark}")
         parts = ", ".join(f"{t} {s:,.3f}" for t, s in sorted(self.ledger_gpu_seconds.items()))
         out.append(f"endpoint capacity {self.capacity_gpu_seconds:,.3f} GPU-s; ledger: {parts}; "
                    f"sum {sum(self.ledger_gpu_seconds.values()):,.3f}")
+        out += self.prices
         out.append("tokens exact, GPU-seconds conserved" if self.ok else "FAILED")
         return "\n".join(out)
 
 
-def reconcile_tokens(data_dir: Path, out: Path) -> TokenReport:
-    """The azure-llm replay's tokens and endpoint GPU-seconds, from its warehouse."""
+def reconcile_tokens(data_dir: Path, out: Path, periods: list[str]) -> TokenReport:
+    """The azure-llm replay's tokens as its invoices show them, and the endpoint's
+    GPU-seconds, from its warehouse."""
+    from models.billing import lifecycle
     from models.ledger import warehouse
 
     con = warehouse.connect(out / "warehouse.duckdb", read_only=True)
     try:
-        stored = con.execute(
-            "SELECT tenant, sum(input_tokens), sum(output_tokens) FROM request_work "
-            "WHERE cluster = 'azure-llm' GROUP BY 1").fetchall()
+        billed: dict[str, tuple[int, int]] = {}
+        prices: dict[str, list[str]] = {}
+        for period in periods:
+            for invoice in (s.invoice for s in lifecycle.stored(con, period)):
+                for t in invoice.tokens:
+                    i, o = billed.get(invoice.tenant, (0, 0))
+                    billed[invoice.tenant] = (i + t.input_tokens, o + t.output_tokens)
+                    prices.setdefault(invoice.tenant, []).append(
+                        f"{invoice.tenant} {period} {t.model}: {t.cost_per_million_input} "
+                        f"{invoice.currency} per million input tokens, "
+                        f"{t.cost_per_million_output} per million output tokens "
+                        f"({t.input_cost + t.output_cost} {invoice.currency} of GPU charges)")
         ledger = con.execute(
             "SELECT tenant, sum(allocated_gpu_seconds) FROM ledger WHERE cluster = 'azure-llm' "
             "GROUP BY 1").fetchall()
@@ -170,8 +184,8 @@ def reconcile_tokens(data_dir: Path, out: Path) -> TokenReport:
             "GROUP BY ALL)").fetchone() or (0.0,)
     finally:
         con.close()
-    billed = {str(t): (int(i), int(o)) for t, i, o in stored}
     expected = expected_tokens(data_dir)
     return TokenReport(
         {t: (expected.get(t, (0, 0)), billed.get(t, (0, 0))) for t in expected.keys() | billed},
-        float(capacity or 0.0), {str(t): float(s) for t, s in ledger})
+        float(capacity or 0.0), {str(t): float(s) for t, s in ledger},
+        tuple(line for tenant in sorted(prices) for line in prices[tenant]))

@@ -44,10 +44,12 @@ def price_period(
         if name in billed or (tenant.start < end and (tenant.end is None or tenant.end > start))
     }
     hours = warehouse.usage_hours(con, priced, start, end)
+    work = warehouse.model_work(con, priced, start, end)
     invoices = []
     for name, tenant in priced.items():
         credit = credit_available(tenant) if credit_available else None
-        invoice = price_invoice(tenant, card, period, hours[name], credit_available=credit)
+        invoice = price_invoice(tenant, card, period, hours[name], credit_available=credit,
+                                work=work[name])
         if invoice.lines:
             invoices.append(invoice)
     return invoices

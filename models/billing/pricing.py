@@ -146,6 +146,38 @@ class TierUsage:
     billable_units: Decimal
 
 
+@dataclass(frozen=True, slots=True)
+class ModelWork:
+    """A tenant's request work on one model in the period (request work of shared endpoints)
+    and the GPU-hours its ledger holds for that model under its basis."""
+
+    model: str
+    input_tokens: int
+    output_tokens: int
+    prefill_share: Decimal
+    """Of the model's GPU time, the part prefill took (measured prefill / (prefill + decode)
+    seconds, else the cost model's per-token GPU time), 0..1."""
+    gpu_hours: Decimal
+
+
+@dataclass(frozen=True)
+class TokenUsage:
+    """Tokens of one model on the invoice and what they cost under the tenant's own GPU-time
+    charges: the GPU charges (usage, band fees, reservations, discount) spread over the
+    tenant's GPU-hours, this model's share split into prefill (input) and decode (output)."""
+
+    model: str
+    input_tokens: int
+    output_tokens: int
+    gpu_hours: Decimal
+    input_cost: Decimal
+    output_cost: Decimal
+    cost_per_million_input: Decimal | None
+    """input_cost per million input tokens (4 more decimals than the currency); None without
+    input tokens."""
+    cost_per_million_output: Decimal | None
+
+
 @dataclass(frozen=True)
 class Invoice:
     tenant: str
@@ -168,6 +200,8 @@ class Invoice:
     active_fraction: Decimal
     minimum_commitment: Decimal
     """The plan's minimum, prorated like the base fee; 0 when the plan has none."""
+    tokens: tuple[TokenUsage, ...] = ()
+    """Tokens and their effective cost per million, by model (memo: not charged again)."""
     total: Decimal = field(init=False)
 
     def __post_init__(self) -> None:
@@ -412,11 +446,13 @@ def price_invoice(
     usage: Iterable[UsageHour],
     *,
     credit_available: Decimal | None = None,
+    work: Iterable[ModelWork] = (),
 ) -> Invoice:
     """The invoice of `tenant` for `period` (YYYY-MM) from its hourly usage under its basis.
 
     `credit_available` is the prepaid balance at the start of the period; by default, every
-    credit granted before the period ends (nothing spent yet)."""
+    credit granted before the period ends (nothing spent yet). `work`: the tenant's tokens by
+    model, shown with their effective cost (`token_usage`)."""
     lo, hi = month_bounds(period)
     period_hours = Decimal((hi - lo) // HOUR)
     minor = card.minor_unit
@@ -551,7 +587,47 @@ def price_invoice(
         lines=tuple(lines), usage=tuple(tier_usage), reservations=tuple(held),
         hours=tuple(hours), credit_available=available, credit_applied=applied,
         active_fraction=quantity(fraction), minimum_commitment=minimum,
+        tokens=token_usage(lines, tier_usage, work, minor),
     )
+
+
+GPU_CHARGES = frozenset({LineKind.USAGE, LineKind.BAND_FEE, LineKind.RESERVATION,
+                         LineKind.DISCOUNT})
+"""Lines that pay for GPU time: what a token's effective cost is derived from."""
+MILLION = Decimal(1_000_000)
+
+
+def token_usage(lines: Sequence[InvoiceLine], usage: Sequence[TierUsage],
+                work: Iterable[ModelWork], minor_unit: int) -> tuple[TokenUsage, ...]:
+    """Each model's tokens with the GPU charges their GPU-hours carry. The GPU charges are
+    spread over the models' GPU-hours and the rest of the tenant's GPU-hours (largest
+    remainder, in the currency's minor unit), so the models' costs plus the rest are the GPU
+    charges exactly: a GPU-time bill and its token view reconcile to the cent."""
+    models = sorted((w for w in work if w.input_tokens or w.output_tokens),
+                    key=lambda w: w.model)
+    if not models:
+        return ()
+    quantum = Decimal(1).scaleb(-minor_unit)
+    charges = sum((line.amount for line in lines if line.kind in GPU_CHARGES), ZERO)
+    total_hours = sum((u.gpu_hours for u in usage), ZERO)
+    on_models = sum((w.gpu_hours for w in models), ZERO)
+    weights = [w.gpu_hours for w in models] + [max(ZERO, total_hours - on_models)]
+    if not any(weights):
+        weights = [Decimal(1)] * len(models) + [ZERO]  # no GPU-hours: nothing to spread
+        charges = ZERO
+    costs = allocate(charges, weights, quantum)
+    per_million = Decimal(1).scaleb(-(minor_unit + 4))
+    out = []
+    for w, cost in zip(models, costs, strict=False):
+        input_cost, output_cost = allocate(cost, [w.prefill_share, 1 - w.prefill_share],
+                                           quantum)
+        out.append(TokenUsage(
+            w.model, w.input_tokens, w.output_tokens, w.gpu_hours, input_cost, output_cost,
+            (input_cost * MILLION / w.input_tokens).quantize(per_million, ROUND_HALF_UP)
+            if w.input_tokens else None,
+            (output_cost * MILLION / w.output_tokens).quantize(per_million, ROUND_HALF_UP)
+            if w.output_tokens else None))
+    return tuple(out)
 
 
 def on_demand_by_tier(lines: Iterable[InvoiceLine]) -> dict[str, Decimal]:

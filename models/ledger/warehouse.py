@@ -24,7 +24,7 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
-from models.billing.pricing import UsageHour, quantity
+from models.billing.pricing import ModelWork, UsageHour, quantity
 from models.billing.rate_cards import RateCard, Tenant, UnknownProduct
 from models.errors import TransientError, UserError
 from models.ledger.usage import (
@@ -330,6 +330,50 @@ def usage_hours(
             "is null): add a utilization source or switch the tenant to allocation"
         )
     return hours
+
+
+def model_work(
+    con: duckdb.DuckDBPyConnection, tenants: Mapping[str, Tenant], start: datetime,
+    end: datetime,
+) -> dict[str, list[ModelWork]]:
+    """Each tenant's tokens per model in [start, end) from the request work, with the share of
+    prefill in the model's work (measured prefill and decode seconds where the server reported
+    them, else the cost model's GPU-seconds per token) and the model's GPU-hours on the
+    tenant's ledger under its basis."""
+    rows = con.execute(
+        """
+        WITH w AS (
+            SELECT tenant, model, sum(input_tokens) AS input_tokens,
+                   sum(output_tokens) AS output_tokens,
+                   sum(coalesce(prefill_seconds, input_tokens * $p)) AS prefill,
+                   sum(coalesce(decode_seconds, output_tokens * $d)) AS decode
+            FROM request_work
+            WHERE window_start >= $start AND window_start < $end
+              AND list_contains($tenants, tenant)
+            GROUP BY ALL
+            HAVING sum(input_tokens) IS NOT NULL OR sum(output_tokens) IS NOT NULL),
+        g AS (
+            SELECT tenant, model, sum(allocated_gpu_seconds) AS allocated,
+                   sum(used_gpu_seconds) AS used
+            FROM ledger
+            WHERE window_start >= $start AND window_start < $end
+              AND list_contains($tenants, tenant)
+            GROUP BY ALL)
+        SELECT w.*, g.allocated, g.used FROM w LEFT JOIN g USING (tenant, model)
+        ORDER BY tenant, model
+        """,
+        {"p": PREFILL_GPU_SECONDS_PER_TOKEN, "d": DECODE_GPU_SECONDS_PER_TOKEN,
+         "start": start, "end": end, "tenants": sorted(tenants)},
+    ).fetchall()
+    work: dict[str, list[ModelWork]] = {name: [] for name in tenants}
+    for name, model, given, generated, prefill, decode, allocated, used in rows:
+        seconds = used if tenants[name].basis.value == "usage" else allocated
+        phases = (prefill or 0.0) + (decode or 0.0)
+        share = Decimal(prefill or 0.0) / Decimal(phases) if phases else Decimal(0)
+        work[name].append(ModelWork(
+            model, int(given or 0), int(generated or 0), share.quantize(Decimal("0.000001")),
+            quantity(Decimal(seconds or 0.0) / 3600)))
+    return work
 
 
 def tenant_usage_hours(
