@@ -132,8 +132,8 @@ LINE_COLUMNS = ("number", "tenant", "period", "currency", "minor_unit", "line_no
                 "band_lower_units", "band_upper_units", "reservation_id", "quantity", "unit",
                 "unit_price", "amount")
 """The one invoice-line CSV layout: per-invoice exports, `chargeback bill`, the finance
-page's lines of a period. Empty cells are nulls; decimals exact. Rows of kind `tokens` are
-memos (tokens by model and their effective price per token; no amount, not a charge)."""
+page's lines of a period. Empty cells are nulls; decimals exact. Rows of kind `token_memo`
+are memos (tokens by model and their effective price per token; no amount, not a charge)."""
 
 
 def _time(value: datetime | None) -> str | None:
@@ -187,6 +187,7 @@ def document(invoice: Invoice, *, kind: DocumentKind = DocumentKind.INVOICE,
         "minimum_commitment": str(invoice.minimum_commitment),
         "lines": [
             {
+                **({"model": line.model} if line.model is not None else {}),
                 "kind": line.kind.value,
                 "description": line.description,
                 "hardware_tier": line.hardware_tier,
@@ -304,7 +305,8 @@ def decode(doc: Mapping[str, Any], where: str = "invoice document") -> Invoice:
                 band=None if x["band"] is None else PriceBand(
                     PricingMode(x["band"]["mode"]), x["band"]["number"],
                     _decimal(x["band"]["lower_units"]), _optional(x["band"]["upper_units"])),
-                reservation_id=x["reservation_id"]) for x in doc["lines"]),
+                reservation_id=x["reservation_id"], model=x.get("model"))
+                for x in doc["lines"]),
             usage=tuple(TierUsage(
                 u["hardware_tier"], u["size_class"], _decimal(u["gpu_hours"]),
                 _decimal(u["covered_gpu_hours"]), _decimal(u["overflow_gpu_hours"]),
@@ -425,7 +427,7 @@ def line_rows(invoice: Invoice, number: str | None = None) -> list[dict[str, str
             "reservation_id": _cell(line.reservation_id), "quantity": str(line.quantity),
             "unit": line.unit, "unit_price": str(line.unit_price), "amount": str(line.amount),
         })
-    # Tokens are memo rows (kind `tokens`, no amount): their cost is already in the GPU lines.
+    # Tokens are memo rows (kind `token_memo`, no amount): their cost is already in the lines.
     for t in invoice.tokens:
         for side, count, per_million in (("input", t.input_tokens, t.cost_per_million_input),
                                          ("output", t.output_tokens, t.cost_per_million_output)):
@@ -433,9 +435,9 @@ def line_rows(invoice: Invoice, number: str | None = None) -> list[dict[str, str
                 **dict.fromkeys(LINE_COLUMNS, ""),
                 "number": _cell(number), "tenant": invoice.tenant, "period": invoice.period,
                 "currency": invoice.currency, "minor_unit": str(invoice.minor_unit),
-                "kind": "tokens",
+                "kind": "token_memo",
                 "description": f"{t.model} {side} tokens: {_cell(per_million)} "
-                               f"{invoice.currency} per million (memo, in the GPU lines)",
+                               f"{invoice.currency} per million (memo, in the lines above)",
                 "quantity": str(count), "unit": f"{side} token",
                 "unit_price": "" if per_million is None else format(per_million / 1_000_000, "f"),
             })

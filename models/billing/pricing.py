@@ -24,6 +24,7 @@ from typing import NamedTuple
 from models.billing.rate_cards import (
     Band,
     ConfigError,
+    Meter,
     PricingMode,
     RateCard,
     Reservation,
@@ -46,6 +47,7 @@ class LineKind(StrEnum):
     TRUE_UP = "true_up"
     CREDIT = "credit"
     TAX = "tax"
+    TOKENS = "tokens"
 
 
 class HourUse(StrEnum):
@@ -130,6 +132,8 @@ class InvoiceLine:
     """USAGE and BAND_FEE lines: the band priced."""
     reservation_id: str | None = None
     """RESERVATION lines: the reservation charged (`Invoice.reservations`)."""
+    model: str | None = None
+    """TOKENS lines: the model whose tokens are charged."""
 
 
 @dataclass(frozen=True)
@@ -515,12 +519,39 @@ def price_invoice(
                     LineKind.BAND_FEE, f"{tier_name} {band.label} fee", Decimal(1), "fee",
                     priced.flat_fee, money(priced.flat_fee, minor), hardware_tier=tier_name,
                     band=band))
-    usage_amount = sum((line.amount for line in lines), ZERO)
-
     plan = card.plans.get(tenant.plan)
     if plan is None:
         raise ConfigError([f"{card.source}: tenant {tenant.name}: plan {tenant.plan!r} is not "
                            f"in rate card {card.version}"])
+
+    # 4b. Tokens, on plans that meter them: per million input and output tokens, or per
+    # started package (their GPU-hours were left out of the usage above: warehouse.usage_hours).
+    work = sorted(work, key=lambda w: w.model)
+    if plan.meter is Meter.TOKENS:
+        for w in work:
+            token_price = card.token_prices.get(w.model)
+            if token_price is None:
+                continue
+            if token_price.package_tokens is not None and token_price.package_price is not None:
+                package_size = token_price.package_tokens
+                packages = -(-(w.input_tokens + w.output_tokens) // package_size)
+                if packages:
+                    lines.append(InvoiceLine(
+                        LineKind.TOKENS, f"{w.model} tokens, packages of {package_size:,}",
+                        Decimal(packages), f"package of {package_size} tokens",
+                        token_price.package_price,
+                        money(packages * token_price.package_price, minor), model=w.model))
+                continue
+            for side, count, unit_price in (
+                    ("input", w.input_tokens, token_price.input_per_million),
+                    ("output", w.output_tokens, token_price.output_per_million)):
+                if count and unit_price is not None:
+                    millions = Decimal(count) / MILLION  # exact: a shift of 6 places
+                    lines.append(InvoiceLine(
+                        LineKind.TOKENS, f"{w.model} {side} tokens", millions,
+                        f"million {side} tokens", unit_price, money(millions * unit_price, minor),
+                        model=w.model))
+    usage_amount = sum((line.amount for line in lines), ZERO)
 
     # 5. Discount: one negative line, a percentage of the on-demand usage amount.
     discount = ZERO
@@ -603,11 +634,17 @@ def token_usage(lines: Sequence[InvoiceLine], usage: Sequence[TierUsage],
     spread over the models' GPU-hours and the rest of the tenant's GPU-hours (largest
     remainder, in the currency's minor unit), so the models' costs plus the rest are the GPU
     charges exactly: a GPU-time bill and its token view reconcile to the cent."""
-    models = sorted((w for w in work if w.input_tokens or w.output_tokens),
-                    key=lambda w: w.model)
-    if not models:
-        return ()
+    token_lines: dict[str, list[InvoiceLine]] = defaultdict(list)
+    for line in lines:
+        if line.kind is LineKind.TOKENS and line.model is not None:
+            token_lines[line.model].append(line)
+    billed = [w for w in work if w.model in token_lines]
+    models = sorted((w for w in work if (w.input_tokens or w.output_tokens)
+                     and w.model not in token_lines), key=lambda w: w.model)
     quantum = Decimal(1).scaleb(-minor_unit)
+    out = [_token_cost(w, token_lines[w.model], quantum, minor_unit) for w in billed]
+    if not models:
+        return tuple(sorted(out, key=lambda t: t.model))
     charges = sum((line.amount for line in lines if line.kind in GPU_CHARGES), ZERO)
     total_hours = sum((u.gpu_hours for u in usage), ZERO)
     on_models = sum((w.gpu_hours for w in models), ZERO)
@@ -616,18 +653,35 @@ def token_usage(lines: Sequence[InvoiceLine], usage: Sequence[TierUsage],
         weights = [Decimal(1)] * len(models) + [ZERO]  # no GPU-hours: nothing to spread
         charges = ZERO
     costs = allocate(charges, weights, quantum)
-    per_million = Decimal(1).scaleb(-(minor_unit + 4))
-    out = []
     for w, cost in zip(models, costs, strict=False):
         input_cost, output_cost = allocate(cost, [w.prefill_share, 1 - w.prefill_share],
                                            quantum)
-        out.append(TokenUsage(
-            w.model, w.input_tokens, w.output_tokens, w.gpu_hours, input_cost, output_cost,
-            (input_cost * MILLION / w.input_tokens).quantize(per_million, ROUND_HALF_UP)
-            if w.input_tokens else None,
-            (output_cost * MILLION / w.output_tokens).quantize(per_million, ROUND_HALF_UP)
-            if w.output_tokens else None))
-    return tuple(out)
+        out.append(_per_million(w, input_cost, output_cost, minor_unit))
+    return tuple(sorted(out, key=lambda t: t.model))
+
+
+def _token_cost(w: ModelWork, lines: Sequence[InvoiceLine], quantum: Decimal,
+                minor_unit: int) -> TokenUsage:
+    """A token-billed model's cost: its token lines (a package split like GPU time, by the
+    prefill share of its work)."""
+    inputs = sum((x.amount for x in lines if x.unit == "million input tokens"), ZERO)
+    outputs = sum((x.amount for x in lines if x.unit == "million output tokens"), ZERO)
+    packages = sum((x.amount for x in lines if x.unit.startswith("package")), ZERO)
+    if packages:
+        split = allocate(packages, [w.prefill_share, 1 - w.prefill_share], quantum)
+        inputs, outputs = inputs + split[0], outputs + split[1]
+    return _per_million(w, inputs, outputs, minor_unit)
+
+
+def _per_million(w: ModelWork, input_cost: Decimal, output_cost: Decimal,
+                 minor_unit: int) -> TokenUsage:
+    per_million = Decimal(1).scaleb(-(minor_unit + 4))
+    return TokenUsage(
+        w.model, w.input_tokens, w.output_tokens, w.gpu_hours, input_cost, output_cost,
+        (input_cost * MILLION / w.input_tokens).quantize(per_million, ROUND_HALF_UP)
+        if w.input_tokens else None,
+        (output_cost * MILLION / w.output_tokens).quantize(per_million, ROUND_HALF_UP)
+        if w.output_tokens else None)
 
 
 def on_demand_by_tier(lines: Iterable[InvoiceLine]) -> dict[str, Decimal]:

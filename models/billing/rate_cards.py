@@ -32,6 +32,16 @@ class Basis(StrEnum):
     USAGE = "usage"
 
 
+class Meter(StrEnum):
+    """What a plan bills a tenant's inference on."""
+
+    GPU_TIME = "gpu_time"
+    """GPU-hours, on every model (the default)."""
+    TOKENS = "tokens"
+    """Tokens, on the models the rate card has token prices for (their GPU-hours are then not
+    billed again); GPU-hours on every other model."""
+
+
 class Isolation(StrEnum):
     POOL = "pool"
     BRIDGE = "bridge"
@@ -103,6 +113,19 @@ class SizeClass:
 
 
 @dataclass(frozen=True)
+class TokenPrice:
+    """A model's token price: per million input and per million output tokens, or per
+    package of `package_tokens` tokens (input and output together), each started package
+    billed whole."""
+
+    model: str
+    input_per_million: Decimal | None = None
+    output_per_million: Decimal | None = None
+    package_tokens: int | None = None
+    package_price: Decimal | None = None
+
+
+@dataclass(frozen=True)
 class Plan:
     name: str
     base_fee: Decimal
@@ -110,6 +133,7 @@ class Plan:
     minimum: Decimal
     usage_range_gpu_hours: tuple[Decimal, Decimal | None]
     """The monthly GPU-hours the plan is meant for: [low, high), high None for open."""
+    meter: Meter = Meter.GPU_TIME
 
 
 @dataclass(frozen=True)
@@ -125,6 +149,8 @@ class RateCard:
     unknown_size_multiplier: Decimal
     plans: Mapping[str, Plan]
     source: str = ""
+    token_prices: Mapping[str, TokenPrice] = field(default_factory=dict)
+    """model -> its token price, for plans that meter tokens."""
 
     def tier_of(self, product: str) -> str:
         name = normalize_product(product)
@@ -367,7 +393,7 @@ def _rate_card(p: _Problems, at: str, raw: Any) -> RateCard | None:
     before = len(p.items)
     _unknown_keys(p, at, doc, ["version", "effective_from", "effective_to", "currency",
                                "minor_unit", "tiers", "size_classes",
-                               "unknown_size_multiplier", "plans"])
+                               "unknown_size_multiplier", "plans", "token_prices"])
     version = doc.get("version")
     if not isinstance(version, str | int) or not str(version):
         p.add(key("version"), "missing (a name for this version, e.g. 2026-10)")
@@ -431,6 +457,16 @@ def _rate_card(p: _Problems, at: str, raw: Any) -> RateCard | None:
             plans[str(name)] = plan
     if not plans:
         p.add(key("plans"), "at least one plan is needed")
+    token_prices: dict[str, TokenPrice] = {}
+    for model, raw_price in _mapping(p, key("token_prices"), doc.get("token_prices", {})).items():
+        price_key = key(f"token_prices.{_in_key(model)}")
+        price = _token_price(p, price_key, str(model), raw_price)
+        if _name(p, price_key, model) and price:
+            token_prices[str(model)] = price
+    metered = [name for name, plan in plans.items() if plan.meter is Meter.TOKENS]
+    if metered and not token_prices:
+        p.add(key("token_prices"), f"plan(s) {', '.join(metered)} meter tokens: give the "
+              "models' token prices")
 
     if len(p.items) > before or effective_from is None or unknown_multiplier is None:
         return None
@@ -440,7 +476,39 @@ def _rate_card(p: _Problems, at: str, raw: Any) -> RateCard | None:
         version=str(version), effective_from=effective_from, effective_to=effective_to,
         currency=currency, minor_unit=minor_unit, tiers=tuple(tiers), size_classes=tuple(sizes),
         unknown_size_multiplier=unknown_multiplier, plans=plans, source=p.source,
+        token_prices=token_prices,
     )
+
+
+def _token_price(p: _Problems, at: str, model: str, raw: Any) -> TokenPrice | None:
+    doc = _mapping(p, at, raw)
+    _unknown_keys(p, at, doc, ["input_per_million", "output_per_million", "package"])
+    before = len(p.items)
+    per_token = [k for k in ("input_per_million", "output_per_million") if k in doc]
+    if per_token and "package" in doc:
+        p.add(at, "either prices per million input/output tokens or a package, not both")
+    elif not per_token and "package" not in doc:
+        p.add(at, "give input_per_million and output_per_million, or a package "
+              "{tokens: N, price: P}")
+    elif per_token and len(per_token) == 1:
+        missing = ({"input_per_million", "output_per_million"} - set(per_token)).pop()
+        p.add(f"{at}.{missing}", "missing: price input and output tokens both (0 is a price)")
+    prices = {k: _decimal(p, f"{at}.{k}", doc[k], maximum=MAX_UNIT_PRICE) for k in per_token}
+    tokens = price = None
+    if "package" in doc:
+        package = _mapping(p, f"{at}.package", doc["package"])
+        _unknown_keys(p, f"{at}.package", package, ["tokens", "price"])
+        size = package.get("tokens")
+        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+            p.add(f"{at}.package.tokens", f"must be a whole number of tokens above 0, got "
+                  f"{_shown(size)}")
+        else:
+            tokens = size
+        price = _decimal(p, f"{at}.package.price", package.get("price"), maximum=MAX_AMOUNT)
+    if len(p.items) > before:
+        return None
+    return TokenPrice(model, prices.get("input_per_million"), prices.get("output_per_million"),
+                      tokens, price)
 
 
 def _tier(p: _Problems, at: str, name: str, raw: Any) -> Tier | None:
@@ -504,7 +572,9 @@ def _tier(p: _Problems, at: str, name: str, raw: Any) -> Tier | None:
 
 def _plan(p: _Problems, at: str, name: str, raw: Any) -> Plan | None:
     doc = _mapping(p, at, raw)
-    _unknown_keys(p, at, doc, ["base_fee", "discount_pct", "minimum", "usage_range_gpu_hours"])
+    _unknown_keys(p, at, doc, ["base_fee", "discount_pct", "minimum", "usage_range_gpu_hours",
+                               "meter"])
+    meter = _enum(p, f"{at}.meter", doc.get("meter"), Meter, Meter.GPU_TIME)
     base_fee = _decimal(p, f"{at}.base_fee", doc.get("base_fee", 0), maximum=MAX_AMOUNT)
     discount = _decimal(p, f"{at}.discount_pct", doc.get("discount_pct", 0),
                         maximum=Decimal(100))
@@ -522,7 +592,7 @@ def _plan(p: _Problems, at: str, name: str, raw: Any) -> Plan | None:
         p.add(f"{at}.usage_range_gpu_hours", f"high {high} must be above low {low}")
     if base_fee is None or discount is None or minimum is None or low is None:
         return None
-    return Plan(name, base_fee, discount, minimum, (low, high))
+    return Plan(name, base_fee, discount, minimum, (low, high), meter)
 
 
 def load_tenants(path: Path, cards: Sequence[RateCard] = ()) -> dict[str, Tenant]:

@@ -13,7 +13,7 @@ happens to add rows in, and reruns give byte-identical invoices."""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import astuple, dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -304,15 +304,20 @@ def hourly_differences(con: duckdb.DuckDBPyConnection, day: date
 
 def usage_hours(
     con: duckdb.DuckDBPyConnection, tenants: Mapping[str, Tenant], start: datetime,
-    end: datetime,
+    end: datetime, token_models: Mapping[str, Iterable[str]] | None = None,
 ) -> dict[str, list[UsageHour]]:
     """Each tenant's hourly GPU-hours per tier and size class under its metering basis, read
-    in one query (billing thousands of tenants must not scan the rollup once per tenant)."""
+    in one query (billing thousands of tenants must not scan the rollup once per tenant).
+    `token_models`: per tenant, the models billed by tokens, whose GPU-hours are left out."""
+    left_out = sorted(f"{tenant}\x1f{model}" for tenant, models in (token_models or {}).items()
+                      for model in models)
     rows = con.execute(
         "SELECT tenant, hour, hardware_tier, size_class, sum(allocated_gpu_seconds), "
         "sum(used_gpu_seconds), sum(used_missing_rows) FROM usage_hourly "
-        "WHERE hour >= ? AND hour < ? AND list_contains(?, tenant) GROUP BY ALL ORDER BY ALL",
-        [start, end, sorted(tenants)],
+        "WHERE hour >= ? AND hour < ? AND list_contains(?, tenant) "
+        "AND (model IS NULL OR NOT list_contains(?, tenant || chr(31) || model)) "
+        "GROUP BY ALL ORDER BY ALL",
+        [start, end, sorted(tenants), left_out],
     ).fetchall()
     hours: dict[str, list[UsageHour]] = {name: [] for name in tenants}
     missing: dict[str, int] = {}

@@ -5,11 +5,24 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import replace
 from decimal import Decimal
+
+import pytest
 
 from models.billing.invoices import decode, document, lines_csv
 from models.billing.pricing import Invoice, LineKind, ModelWork, price_invoice
-from tests.models.billing.test_pricing import D, card_with, flat, hours, plan, tenant
+from models.billing.rate_cards import ConfigError, Meter, RateCard, TokenPrice, load_rate_cards
+from tests.models.billing.test_pricing import (
+    EXAMPLE,
+    D,
+    amounts,
+    card_with,
+    flat,
+    hours,
+    plan,
+    tenant,
+)
 
 
 def _invoice(work: list[ModelWork], *, discount: str = "0") -> Invoice:
@@ -52,7 +65,7 @@ def test_tokens_travel_through_the_codec_and_show_in_the_csv():
     assert doc["tokens"][0]["input_tokens"] == 3_000_000
     assert decode(doc).tokens == invoice.tokens  # (the netting is stored beside the document)
     rows = list(csv.DictReader(io.StringIO(lines_csv([(None, invoice)]))))
-    memo = [r for r in rows if r["kind"] == "tokens"]
+    memo = [r for r in rows if r["kind"] == "token_memo"]
     assert [(r["quantity"], r["unit"], r["amount"]) for r in memo] == [
         ("3000000", "input token", ""), ("500000", "output token", "")]
     # 60 of 100 GPU-hours: 240.00, a quarter of it prefill: 60.00 over 3 million input tokens.
@@ -66,3 +79,66 @@ def test_a_gpu_only_invoice_document_is_unchanged():
     invoice = _invoice([])
     assert invoice.tokens == ()
     assert "tokens" not in document(invoice)
+
+
+# ---------------------------------------------------------------------------------------------
+# Token prices: plans that meter tokens
+
+
+def _token_card(**prices: TokenPrice) -> RateCard:
+    card = card_with(flat("4.00"), plans=(replace(plan(), meter=Meter.TOKENS),))
+    return replace(card, token_prices=prices)
+
+
+def test_tokens_priced_per_million_input_and_output_beside_gpu_time():
+    card = _token_card(**{"llama-70b": TokenPrice("llama-70b", D("0.90"), D("3.60"))})
+    work = [ModelWork("llama-70b", 12_345_678, 2_000_001, D("0.3"), D(50)),
+            ModelWork("sdxl", 0, 0, D(0), D(0))]
+    # 10 GPU-hours on models without a token price are billed as GPU time beside the tokens.
+    invoice = price_invoice(tenant(), card, "2026-10", hours("gpu", "small", 1, 10), work=work)
+    tokens = [(x.description, x.quantity, x.unit_price, x.amount) for x in invoice.lines
+              if x.kind is LineKind.TOKENS]
+    assert tokens == [
+        ("llama-70b input tokens", D("12.345678"), D("0.90"), D("11.11")),  # 11.1111102
+        ("llama-70b output tokens", D("2.000001"), D("3.60"), D("7.20")),  # 7.2000036
+    ]
+    assert amounts(invoice, LineKind.USAGE) == [D("40.00")]
+    assert invoice.total == D("58.31")
+    (llama,) = invoice.tokens
+    assert (llama.input_cost, llama.output_cost) == (D("11.11"), D("7.20"))
+    assert llama.cost_per_million_input == D("0.899910")  # 11.11 / 12.345678 million
+
+
+def test_each_started_package_is_billed_whole():
+    card = _token_card(qwen=TokenPrice("qwen", package_tokens=1_000_000,
+                                       package_price=D("3.00")))
+    for used, packages in ((2_000_000, 2), (2_000_001, 3), (1, 1), (0, 0)):
+        work = [ModelWork("qwen", used, 0, D(1), D(1))]
+        invoice = price_invoice(tenant(), card, "2026-10", [], work=work)
+        lines = [x for x in invoice.lines if x.kind is LineKind.TOKENS]
+        assert [x.quantity for x in lines] == ([D(packages)] if packages else [])
+        assert invoice.total == D(3 * packages)
+
+
+def test_token_prices_are_validated_all_at_once(tmp_path):
+    text = (EXAMPLE / "rate-card.yaml").read_text()
+    bad = text.replace("    plans:", "    token_prices:\n"
+                       "      llama-70b: {input_per_million: '0.9'}\n"
+                       "      qwen: {package: {tokens: 0, price: '-1'}}\n"
+                       "      mixed: {input_per_million: '1', output_per_million: 2.5,"
+                       " package: {tokens: 10, price: '1'}}\n"
+                       "      empty: {}\n"
+                       "    plans:", 1)
+    path = tmp_path / "rate-card.yaml"
+    path.write_text(bad)
+    with pytest.raises(ConfigError) as caught:
+        load_rate_cards(path)
+    problems = caught.value.problems
+    for expected in ("token_prices.llama-70b.output_per_million: missing",
+                     "token_prices.qwen.package.tokens: must be a whole number",
+                     "token_prices.qwen.package.price: must be at least 0",
+                     "token_prices.mixed: either prices per million",
+                     "token_prices.mixed.output_per_million: must be a decimal number",
+                     "token_prices.empty: give input_per_million"):
+        assert any(expected in problem for problem in problems), expected
+    assert all(problem.startswith(f"{path}: ") for problem in problems)

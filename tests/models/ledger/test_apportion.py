@@ -113,3 +113,47 @@ def test_tenants_without_a_common_measure_fail_the_load_naming_the_endpoint():
         _shares_of([_work(3, "kite", request_seconds=3.0),
                     _work(3, "pixel", input_tokens=10, output_tokens=5)])
 
+
+
+def test_a_month_prices_the_shared_endpoint_by_gpu_time_or_by_tokens():
+    """kite is on a GPU-time plan, pixel on a token plan: from the same warehouse, kite's
+    invoice bills its share of the endpoint as GPU-hours and shows its tokens with their
+    effective cost; pixel's bills its tokens and no GPU-hours of that model."""
+    from dataclasses import replace as changed
+    from decimal import Decimal
+
+    from models.billing.period import price_period
+    from models.billing.pricing import LineKind
+    from models.billing.rate_cards import Basis, Isolation, Meter, SlaClass, Tenant, TokenPrice
+
+    con = warehouse.connect()
+    warehouse.create_schema(con)
+    warehouse.load_rows(
+        con, CARD, pa.Table.from_pylist(_endpoint_rows(60), schema=LEDGER_SCHEMA),
+        pa.Table.from_pylist([r for m in range(60) for r in (
+            _work(m, "kite", input_tokens=3000, output_tokens=100),
+            _work(m, "pixel", input_tokens=1000, output_tokens=300))],
+            schema=REQUEST_WORK_SCHEMA))
+    warehouse.rollup_hourly(con, START.date())
+    gpu_plan = next(iter(CARD.plans.values()))
+    card = changed(CARD, plans={"gpu": changed(gpu_plan, name="gpu"),
+                                "tokens": changed(gpu_plan, name="tokens", meter=Meter.TOKENS)},
+                   token_prices={ENDPOINT[1]: TokenPrice(ENDPOINT[1], Decimal("0.50"),
+                                                         Decimal("2.00"))})
+    tenants = {name: Tenant(name=name, plan=plan, basis=Basis.ALLOCATION,
+                            isolation=Isolation.POOL, sla_class=SlaClass.STANDARD,
+                            start=START.replace(month=1), end=None, namespaces=())
+               for name, plan in (("kite", "gpu"), ("pixel", "tokens"))}
+    kite, pixel = price_period(con, card, tenants, "2026-09")
+    assert kite.tenant == "kite"
+    assert sum(u.gpu_hours for u in kite.usage) > 0
+    assert not [x for x in kite.lines if x.kind is LineKind.TOKENS]
+    (kite_tokens,) = kite.tokens
+    assert (kite_tokens.input_tokens, kite_tokens.output_tokens) == (180_000, 6_000)
+    # The token view of kite's GPU bill reconciles with its GPU charges to the cent.
+    gpu_charges = sum(x.amount for x in kite.lines if x.kind in (LineKind.USAGE,
+                                                                  LineKind.BAND_FEE))
+    assert kite_tokens.input_cost + kite_tokens.output_cost == gpu_charges
+    assert pixel.usage == ()  # its endpoint GPU-hours are paid by its tokens
+    assert [(x.quantity, x.amount) for x in pixel.lines if x.kind is LineKind.TOKENS] == [
+        (Decimal("0.06"), Decimal("0.03")), (Decimal("0.018"), Decimal("0.04"))]
