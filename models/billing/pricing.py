@@ -506,14 +506,48 @@ def price_invoice(
         )
         units_by_tier[tier_name] += units
 
-    # 4. Bands per hardware tier over the month's billable units.
+    # 3b. Time of use: the on-demand units of each tier used in its off-peak hours.
+    off_peak_units: dict[str, Decimal] = defaultdict(lambda: ZERO)
+    off_peak_overflow: dict[tuple[str, str], Decimal] = defaultdict(lambda: ZERO)
+    time_of_use = {t.name: t.time_of_use for t in card.tiers if t.time_of_use is not None}
+    if time_of_use:
+        for cell in hours:
+            tou = time_of_use.get(cell.hardware_tier)
+            if (tou is not None and cell.use is HourUse.ON_DEMAND
+                    and cell.size_class is not None and tou.off_peak(cell.hour)):
+                off_peak_overflow[(cell.hardware_tier, cell.size_class)] += cell.gpu_hours
+        for (tier_name, size), overflow in off_peak_overflow.items():
+            off_peak_units[tier_name] += quantity(overflow * card.multiplier(size))
+        for tier_name in off_peak_units:
+            off_peak_units[tier_name] = min(off_peak_units[tier_name], units_by_tier[tier_name])
+
+    # 4. Bands per hardware tier over the month's billable units. With time of use, each
+    # band's units are split into peak and off-peak in the month's proportion (largest
+    # remainder), the off-peak ones priced at the band price x the off-peak multiplier.
     for tier in card.tiers:
         tier_name, units = tier.name, units_by_tier.get(tier.name, ZERO)
-        for priced in price_bands(tier.mode, tier.bands, units):
+        priced_bands = price_bands(tier.mode, tier.bands, units)
+        off = off_peak_units.get(tier_name, ZERO)
+        off_shares = (allocate(off, [b.quantity for b in priced_bands], QUANTITY) if off
+                      else [ZERO] * len(priced_bands))
+        for priced, off_share in zip(priced_bands, off_shares, strict=True):
             band, qty, price = priced.band, priced.quantity, priced.unit_price
-            lines.append(InvoiceLine(
-                LineKind.USAGE, f"{tier_name} on-demand, {band.label}", qty, "unit", price,
-                money(qty * price, minor), hardware_tier=tier_name, band=band))
+            off_share = min(off_share, qty)
+            if off_share and tier.time_of_use is not None:
+                off_price = price * tier.time_of_use.off_peak_multiplier
+                if qty - off_share:
+                    lines.append(InvoiceLine(
+                        LineKind.USAGE, f"{tier_name} on-demand, {band.label}, peak",
+                        qty - off_share, "unit", price, money((qty - off_share) * price, minor),
+                        hardware_tier=tier_name, band=band))
+                lines.append(InvoiceLine(
+                    LineKind.USAGE, f"{tier_name} on-demand, {band.label}, off-peak", off_share,
+                    "unit", off_price, money(off_share * off_price, minor),
+                    hardware_tier=tier_name, band=band))
+            else:
+                lines.append(InvoiceLine(
+                    LineKind.USAGE, f"{tier_name} on-demand, {band.label}", qty, "unit", price,
+                    money(qty * price, minor), hardware_tier=tier_name, band=band))
             if priced.flat_fee:
                 lines.append(InvoiceLine(
                     LineKind.BAND_FEE, f"{tier_name} {band.label} fee", Decimal(1), "fee",

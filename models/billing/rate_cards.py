@@ -15,6 +15,7 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from models.errors import UserError
 from models.files import read_yaml
@@ -94,6 +95,31 @@ class Band:
     flat_fee: Decimal = Decimal(0)
 
 
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True)
+class TimeOfUse:
+    """Off-peak hours of a tier, in local time of `zone` (an IANA name, or UTC): on-demand
+    units used in them are priced at `off_peak_multiplier` x the band price."""
+
+    zone: str
+    off_peak_hours: tuple[tuple[int, int], ...]
+    """[start, end) local hours; a window may wrap midnight ([22, 6])."""
+    off_peak_days: tuple[str, ...]
+    """Whole local days that are off-peak (`sat`, `sun`)."""
+    off_peak_multiplier: Decimal
+
+    def off_peak(self, hour: datetime) -> bool:
+        """Whether the UTC hour starting at `hour` is off-peak (its local start decides)."""
+        local = hour.astimezone(ZoneInfo(self.zone))
+        if DAYS[local.weekday()] in self.off_peak_days:
+            return True
+        return any(start <= local.hour < end if start < end else
+                   (local.hour >= start or local.hour < end)
+                   for start, end in self.off_peak_hours)
+
+
 @dataclass(frozen=True)
 class Tier:
     name: str
@@ -102,6 +128,7 @@ class Tier:
     mode: PricingMode
     bands: tuple[Band, ...]
     reserved_price: Decimal | None
+    time_of_use: TimeOfUse | None = None
 
 
 @dataclass(frozen=True)
@@ -513,7 +540,10 @@ def _token_price(p: _Problems, at: str, model: str, raw: Any) -> TokenPrice | No
 
 def _tier(p: _Problems, at: str, name: str, raw: Any) -> Tier | None:
     doc = _mapping(p, at, raw)
-    _unknown_keys(p, at, doc, ["products", "mode", "bands", "price", "reserved_price"])
+    _unknown_keys(p, at, doc, ["products", "mode", "bands", "price", "reserved_price",
+                               "time_of_use"])
+    time_of_use = (_time_of_use(p, f"{at}.time_of_use", doc["time_of_use"])
+                   if doc.get("time_of_use") is not None else None)
     products = doc.get("products")
     if not isinstance(products, list) or not products or not all(
         isinstance(x, str) for x in products
@@ -567,7 +597,47 @@ def _tier(p: _Problems, at: str, name: str, raw: Any) -> Tier | None:
         p, f"{at}.reserved_price", reserved, maximum=MAX_UNIT_PRICE)
     if not bands:
         return None
-    return Tier(name, tuple(products), mode, tuple(bands), reserved_price)
+    return Tier(name, tuple(products), mode, tuple(bands), reserved_price, time_of_use)
+
+
+def _time_of_use(p: _Problems, at: str, raw: Any) -> TimeOfUse | None:
+    doc = _mapping(p, at, raw)
+    _unknown_keys(p, at, doc, ["zone", "off_peak_hours", "off_peak_days", "off_peak_multiplier"])
+    before = len(p.items)
+    zone = doc.get("zone", "UTC")
+    try:
+        if not isinstance(zone, str) or not zone:
+            raise ValueError(zone)
+        ZoneInfo(zone)
+    except (ValueError, ZoneInfoNotFoundError):
+        p.add(f"{at}.zone", f"must be an IANA time zone such as Europe/Berlin or UTC, got "
+              f"{_shown(zone)}")
+    windows: list[tuple[int, int]] = []
+    raw_hours = doc.get("off_peak_hours", [])
+    if not isinstance(raw_hours, list):
+        p.add(f"{at}.off_peak_hours", "must be a list of [start, end) local hours")
+        raw_hours = []
+    for i, window in enumerate(raw_hours):
+        if (not isinstance(window, list) or len(window) != 2 or not all(
+                isinstance(h, int) and not isinstance(h, bool) and 0 <= h <= 23 for h in window)
+                or window[0] == window[1]):
+            p.add(f"{at}.off_peak_hours[{i}]", f"must be [start, end], two different hours "
+                  f"0-23 (end exclusive; [22, 6] wraps midnight), got {_shown(window)}")
+        else:
+            windows.append((window[0], window[1]))
+    days = doc.get("off_peak_days", [])
+    if not isinstance(days, list) or not all(d in DAYS for d in days):
+        p.add(f"{at}.off_peak_days", f"must list days among {', '.join(DAYS)}, got "
+              f"{_shown(days)}")
+        days = []
+    if not windows and not days and len(p.items) == before:
+        p.add(at, "name off_peak_hours or off_peak_days: a tier without off-peak time needs "
+              "no time_of_use")
+    multiplier = _decimal(p, f"{at}.off_peak_multiplier", doc.get("off_peak_multiplier"),
+                          maximum=Decimal(1))
+    if len(p.items) > before or multiplier is None:
+        return None
+    return TimeOfUse(str(zone), tuple(windows), tuple(days), multiplier)
 
 
 def _plan(p: _Problems, at: str, name: str, raw: Any) -> Plan | None:

@@ -1,18 +1,27 @@
 """Tokens on the invoice: each model's tokens carry the tenant's own GPU charges, so the token
-view of a GPU-time bill reconciles with it to the cent, and every format shows them."""
+view of a GPU-time bill reconciles with it to the cent, and every format shows them; token
+prices (per million, per started package) for plans that meter tokens; time-of-use prices."""
 
 from __future__ import annotations
 
 import csv
 import io
 from dataclasses import replace
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 
 from models.billing.invoices import decode, document, lines_csv
 from models.billing.pricing import Invoice, LineKind, ModelWork, price_invoice
-from models.billing.rate_cards import ConfigError, Meter, RateCard, TokenPrice, load_rate_cards
+from models.billing.rate_cards import (
+    ConfigError,
+    Meter,
+    RateCard,
+    TimeOfUse,
+    TokenPrice,
+    load_rate_cards,
+)
 from tests.models.billing.test_pricing import (
     EXAMPLE,
     D,
@@ -142,3 +151,59 @@ def test_token_prices_are_validated_all_at_once(tmp_path):
                      "token_prices.empty: give input_per_million"):
         assert any(expected in problem for problem in problems), expected
     assert all(problem.startswith(f"{path}: ") for problem in problems)
+
+
+# ---------------------------------------------------------------------------------------------
+# Time of use: off-peak hours of a tier, in UTC or a named zone
+
+
+def _tou_card(zone: str = "UTC", days: tuple[str, ...] = ()) -> RateCard:
+    tier = replace(flat("4.00"), time_of_use=TimeOfUse(zone, ((22, 6),), days, D("0.40")))
+    return card_with(tier)
+
+
+def test_off_peak_hours_are_priced_at_the_multiplier_hour_by_hour():
+    # One GPU all of Thursday 2026-10-01 (UTC): 22:00-06:00 is 8 off-peak hours.
+    invoice = price_invoice(tenant(), _tou_card(), "2026-10", hours("gpu", "small", 1, 24))
+    usage = [(x.description, x.quantity, x.unit_price, x.amount) for x in invoice.lines
+             if x.kind is LineKind.USAGE]
+    assert usage == [("gpu on-demand, flat, peak", D(16), D("4.00"), D("64.00")),
+                     ("gpu on-demand, flat, off-peak", D(8), D("1.6000"), D("12.80"))]
+
+
+def test_a_named_zone_moves_the_window_and_whole_days_are_off_peak():
+    berlin = _tou_card("Europe/Berlin").tiers[0].time_of_use
+    assert berlin is not None
+    # 20:00 UTC is 22:00 in Berlin (CEST, UTC+2, on 2026-10-01): off-peak there, not in UTC.
+    at = datetime(2026, 10, 1, 20, tzinfo=UTC)
+    assert berlin.off_peak(at)
+    utc = _tou_card().tiers[0].time_of_use
+    assert utc is not None
+    assert not utc.off_peak(at)
+    # After the change to CET (2026-10-25) 21:00 UTC is 22:00 local.
+    assert berlin.off_peak(datetime(2026, 10, 26, 21, tzinfo=UTC))
+    assert not berlin.off_peak(datetime(2026, 10, 26, 20, tzinfo=UTC))
+    weekend = _tou_card(days=("sat", "sun")).tiers[0].time_of_use
+    assert weekend is not None
+    assert weekend.off_peak(datetime(2026, 10, 3, 12, tzinfo=UTC))  # a Saturday noon
+
+
+def test_time_of_use_is_validated_all_at_once(tmp_path):
+    text = (EXAMPLE / "rate-card.yaml").read_text()
+    bad = text.replace("        mode: graduated\n", "        mode: graduated\n"
+                       "        time_of_use:\n"
+                       "          zone: Mars/Olympus\n"
+                       "          off_peak_hours: [[22, 6], [5, 5], [1, 24]]\n"
+                       "          off_peak_days: [saturday]\n"
+                       "          off_peak_multiplier: '1.5'\n", 1)
+    path = tmp_path / "rate-card.yaml"
+    path.write_text(bad)
+    with pytest.raises(ConfigError) as caught:
+        load_rate_cards(path)
+    text = "\n".join(caught.value.problems)
+    for expected in ("time_of_use.zone: must be an IANA time zone",
+                     "time_of_use.off_peak_hours[1]: must be [start, end]",
+                     "time_of_use.off_peak_hours[2]: must be [start, end]",
+                     "time_of_use.off_peak_days: must list days among mon",
+                     "time_of_use.off_peak_multiplier: must be at most 1"):
+        assert expected in text
