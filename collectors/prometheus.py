@@ -49,7 +49,7 @@ from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
-from collectors.request_metrics import LITELLM, MEASURES, VLLM, RequestMetrics
+from collectors.request_metrics import HISTOGRAMS, LITELLM, MEASURES, VLLM, RequestMetrics
 from models.errors import ChargebackError, TransientError, UserError
 from models.ledger.gaps import Gap, GapReason
 from models.ledger.tiers import UnknownMigProfile, mig_gpu_equivalents
@@ -563,19 +563,23 @@ class PrometheusReader:
         intervals = _interval_count(start, end, step_s)
         gaps: list[Gap] = []
         work: dict[_WorkKey, dict[str, float]] = {}
+        latency: dict[_WorkKey, dict[str, dict[float, float]]] = {}
         if self.gateway is not None:
             work = self._read_work(self.gateway, start, intervals, step_s, gaps)
+            latency = self._read_histograms(self.gateway, start, intervals, step_s, gaps)
         if self.server is not None:
             served = self._read_work(self.server, start, intervals, step_s, gaps)
             if self.gateway is None:
                 work = served
+                latency = self._read_histograms(self.server, start, intervals, step_s, gaps)
             else:
                 _split_phases(work, served)
         rows = []
-        for key in sorted(work):
+        for key in sorted(work.keys() | latency.keys()):
             k, namespace, model, tenant = key
             window_start = start + timedelta(seconds=k * step_s)
-            measures = work[key]
+            measures = work.get(key, {})
+            histograms = latency.get(key, {})
             rows.append({
                 "sample_id": make_sample_id(
                     GATEWAY_SOURCE, self.cluster, namespace, model, tenant,
@@ -588,6 +592,7 @@ class PrometheusReader:
                 "model": model,
                 "tenant": tenant,
                 **{m: _measure(m, measures.get(m)) for m in MEASURES},
+                **{column: _buckets(histograms.get(column)) for column in HISTOGRAMS.values()},
                 "source": GATEWAY_SOURCE,
             })
         return RequestRead(pa.Table.from_pylist(rows, schema=REQUEST_WORK_SCHEMA), tuple(gaps))
@@ -616,6 +621,36 @@ class PrometheusReader:
                     if 0 <= k < intervals:
                         work[(k, *endpoint)][measure] += increase
         return work
+
+    def _read_histograms(self, mapping: RequestMetrics, start: datetime, intervals: int,
+                         step_s: int, gaps: list[Gap]
+                         ) -> dict[_WorkKey, dict[str, dict[float, float]]]:
+        """Per endpoint-interval and histogram column, the increase of each bucket (`le`)."""
+        found: dict[_WorkKey, dict[str, dict[float, float]]] = defaultdict(
+            lambda: defaultdict(lambda: defaultdict(float)))
+        matchers = ",".join(f'{label}="{_promql_string(value)}"'
+                            for label, value in sorted(mapping.extra.items()))
+        for kind, name in mapping.histograms.items():
+            metric = f"{name}_bucket"
+            selector = f"{metric}{{{matchers}}}" if matchers else metric
+            for labels, samples in self._raw_samples(selector, start, intervals * step_s):
+                try:
+                    endpoint = self._endpoint(mapping, metric, labels)
+                    le = float(labels["le"])
+                except (PrometheusDataError, KeyError, ValueError) as exc:
+                    gaps.append(Gap(GATEWAY_SOURCE, self.cluster, None, None, start,
+                                    start + timedelta(seconds=intervals * step_s),
+                                    GapReason.MALFORMED_SERIES,
+                                    str(exc) if isinstance(exc, PrometheusDataError) else
+                                    f"Prometheus {self.url}: bucket series "
+                                    f"{metric}{_format_labels(labels)} has no numeric le"))
+                    log.warning("%s", gaps[-1].describe())
+                    continue
+                for ts_ms, increase in _increases(samples):
+                    k = (ts_ms - _ms(start)) // (step_s * 1000)
+                    if 0 <= k < intervals:
+                        found[(k, *endpoint)][HISTOGRAMS[kind]][le] += increase
+        return found
 
     def _endpoint(self, mapping: RequestMetrics, metric: str,
                   labels: Mapping[str, str]) -> tuple[str, str, str]:
@@ -849,3 +884,11 @@ def _split_phases(work: dict[_WorkKey, dict[str, float]],
             total = sum(work[key][tokens] for key in keys)
             for key in keys:
                 work[key][phase] = phases[phase] * work[key][tokens] / total if total else 0.0
+
+
+def _buckets(increases: Mapping[float, float] | None) -> list[dict[str, float | int]] | None:
+    """An interval's histogram (LATENCY_BUCKETS) from its buckets' increases; summed over the
+    series of a tenant (several keys or models' series fall into one endpoint-interval)."""
+    if not increases:
+        return None
+    return [{"le": le, "count": round(increases[le])} for le in sorted(increases)]

@@ -32,6 +32,8 @@ from models.files import read_yaml
 MEASURES = ("requests", "request_seconds", "prefill_seconds", "decode_seconds",
             "input_tokens", "output_tokens")
 """Measures of REQUEST_WORK_SCHEMA a mapping may name a counter for."""
+HISTOGRAMS = {"latency": "latency_buckets", "ttft": "ttft_buckets"}
+"""Latency histograms a mapping may name -> their REQUEST_WORK_SCHEMA column."""
 
 _MATCHER = r'[a-zA-Z_][a-zA-Z0-9_]*="[^"\\]*"'
 _METRIC = re.compile(rf"^[a-zA-Z_:][a-zA-Z0-9_:]*(\{{{_MATCHER}(,{_MATCHER})*\}})?$")
@@ -58,6 +60,9 @@ class RequestMetrics:
     endpoint's namespace): one of `namespace_label` and `namespace` is set."""
     extra: Mapping[str, str] = field(default_factory=dict)
     """Label matchers every series must carry (e.g. `job: litellm`)."""
+    histograms: Mapping[str, str] = field(default_factory=dict)
+    """`latency` (end to end) and `ttft` (time to first token) -> a histogram's name, whose
+    `<name>_bucket` series (label `le`) give each interval's latency histogram."""
 
 
 VLLM = RequestMetrics(
@@ -71,6 +76,8 @@ VLLM = RequestMetrics(
         "input_tokens": "vllm:prompt_tokens_total",
         "output_tokens": "vllm:generation_tokens_total",
     },
+    histograms={"latency": "vllm:e2e_request_latency_seconds",
+                "ttft": "vllm:time_to_first_token_seconds"},
 )
 
 LITELLM = RequestMetrics(
@@ -83,6 +90,8 @@ LITELLM = RequestMetrics(
         "input_tokens": "litellm_input_tokens_metric_total",
         "output_tokens": "litellm_output_tokens_metric_total",
     },
+    histograms={"latency": "litellm_request_total_latency_metric",
+                "ttft": "litellm_llm_api_time_to_first_token_metric"},
 )
 
 BUILT_IN = {m.name: m for m in (VLLM, LITELLM)}
@@ -101,7 +110,7 @@ def parse_request_metrics(data: Any, where: str) -> RequestMetrics:
                         f"{type(data).__name__}")
     problems: list[str] = []
     known = {"name", "model_label", "tenant_label", "namespace_label", "namespace", "match",
-             "metrics"}
+             "metrics", "histograms"}
     problems += [f"{key}: unknown field (expected one of {', '.join(sorted(known))})"
                  for key in data if key not in known]
 
@@ -161,10 +170,24 @@ def parse_request_metrics(data: Any, where: str) -> RequestMetrics:
                 problems.append(f"match.{label}: expected a label name and a string value")
             else:
                 extra[label] = value
+    histograms: dict[str, str] = {}
+    raw_histograms = data.get("histograms", {})
+    if not isinstance(raw_histograms, dict):
+        problems.append(f"histograms: expected a mapping of latency/ttft to a histogram name, "
+                        f"got {raw_histograms!r}")
+    else:
+        for kind, name in raw_histograms.items():
+            if kind not in HISTOGRAMS:
+                problems.append(f"histograms.{kind}: unknown histogram (expected one of "
+                                f"{', '.join(HISTOGRAMS)})")
+            elif not isinstance(name, str) or not _METRIC.match(name) or "{" in name:
+                problems.append(f"histograms.{kind}: {name!r} is not a Prometheus metric name")
+            else:
+                histograms[kind] = name
     if problems:
         raise UserError("\n".join(f"{where}: {p}" for p in problems))
     assert name is not None
     assert model_label is not None
     return RequestMetrics(name=name, model_label=model_label, counters=counters,
                           tenant_label=tenant_label, namespace_label=namespace_label,
-                          namespace=namespace, extra=extra)
+                          namespace=namespace, extra=extra, histograms=histograms)

@@ -13,6 +13,7 @@ pending demand and is not billed, as on a real cluster."""
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -25,6 +26,7 @@ from collectors.spool import SpoolLocation, write_batch
 from models.ledger.tiers import mig_gpu_equivalents
 from models.ledger.usage import (
     IDLE_TENANT,
+    LATENCY_BUCKETS,
     LEDGER_SCHEMA,
     REQUEST_WORK_SCHEMA,
     SHARED_TENANT,
@@ -73,6 +75,13 @@ INTER_TOKEN_SECONDS = 0.025
 an 8B model at moderate batch sizes, 20 to 30 ms)."""
 SHARED_LULL_HOURS = (3, 4)
 """[start, end) UTC hours in which the shared endpoint gets no requests at all."""
+
+LATENCY_BUCKETS_S = (0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 60.0, math.inf)
+"""Upper bounds of the simulated end-to-end latency histograms (seconds; +Inf last)."""
+TTFT_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, math.inf)
+"""Upper bounds of the simulated time-to-first-token histograms."""
+LATENCY_SPREAD = 0.5
+"""Log-normal sigma of one interval's request latencies around their mean."""
 
 _NO_REQUEST_PROBABILITY = 0.05
 _EPS = 1e-9
@@ -589,7 +598,12 @@ class Simulation:
         output_tokens = np.round(requests * mix[:, 1] * rng.lognormal(0, 0.2, len(t_idx)))
         prefill_seconds = input_tokens * PREFILL_SECONDS_PER_TOKEN
         decode_seconds = output_tokens * INTER_TOKEN_SECONDS * rng.uniform(0.9, 1.1, len(t_idx))
-        request_seconds = (prefill_seconds + decode_seconds) * rng.uniform(1.02, 1.15, len(t_idx))
+        # Queueing grows with the endpoint's load: at the diurnal peak requests wait longer.
+        queueing = 1.0 + 0.6 * diurnal[t_idx] ** 4 * rng.uniform(0.8, 1.2, len(t_idx))
+        request_seconds = (prefill_seconds + decode_seconds) * queueing
+        latency = _histograms(requests, request_seconds / requests, LATENCY_BUCKETS_S)
+        ttft = _histograms(requests, prefill_seconds / requests * queueing + 0.03,
+                           TTFT_BUCKETS_S)
         epoch = cal.epoch_s[t_idx]
         endpoint_key = _key(f"{self.cluster.name}/{endpoint.namespace}/{endpoint.model}")
         tenant_keys = np.array([_key(t) for t in tenants], dtype=np.uint64)[code]
@@ -610,10 +624,29 @@ class Simulation:
                 pa.array(decode_seconds),
                 pa.array(input_tokens.astype(np.int64)),
                 pa.array(output_tokens.astype(np.int64)),
+                latency,
+                ttft,
                 pa.array(np.full(m, SOURCE), pa.string()),
             ],
             schema=REQUEST_WORK_SCHEMA,
         )
+
+
+def _histograms(requests: np.ndarray, mean_s: np.ndarray, bounds: Sequence[float]) -> pa.Array:
+    """Per row, cumulative counts of `requests` log-normal latencies of mean `mean_s` within
+    each bound (LATENCY_BUCKETS rows; the last bound, +Inf, counts every request)."""
+    mu = np.log(mean_s) - LATENCY_SPREAD ** 2 / 2
+    erf = np.vectorize(math.erf)
+    finite = np.array([b for b in bounds if math.isfinite(b)])
+    cdf = 0.5 * (1 + erf((np.log(finite)[None, :] - mu[:, None]) / (LATENCY_SPREAD * math.sqrt(2))))
+    counts = np.minimum(np.round(cdf * requests[:, None]).astype(np.int64), requests[:, None])
+    counts = np.maximum.accumulate(np.concatenate([counts, requests[:, None]], axis=1), axis=1)
+    n, k = counts.shape
+    les = np.tile(np.array(bounds, dtype=np.float64), n)
+    entries = pa.StructArray.from_arrays([pa.array(les), pa.array(counts.ravel())],
+                                         fields=list(LATENCY_BUCKETS.value_type))
+    return pa.ListArray.from_arrays(pa.array(np.arange(0, n * k + 1, k, dtype=np.int32)),
+                                    entries, type=LATENCY_BUCKETS)
 
 
 @dataclass(frozen=True)

@@ -663,7 +663,8 @@ class AlibabaGenAI:
         stamps = np.datetime_as_string(window, unit="us")
         n = len(keys)
         unmeasured = {name: pa.nulls(n, REQUEST_WORK_SCHEMA.field(name).type) for name in (
-            "requests", "prefill_seconds", "decode_seconds", "input_tokens", "output_tokens")}
+            "requests", "prefill_seconds", "decode_seconds", "input_tokens", "output_tokens",
+            "latency_buckets", "ttft_buckets")}
         return pa.table(
             {
                 **unmeasured,
@@ -910,6 +911,8 @@ class AzureLLM:
                 "decode_seconds": [minutes[k][4] for k in keys],
                 "input_tokens": pa.array([round(minutes[k][1]) for k in keys], pa.int64()),
                 "output_tokens": pa.array([round(minutes[k][2]) for k in keys], pa.int64()),
+                "latency_buckets": pa.nulls(n, REQUEST_WORK_SCHEMA.field("latency_buckets").type),
+                "ttft_buckets": pa.nulls(n, REQUEST_WORK_SCHEMA.field("ttft_buckets").type),
                 "source": [source] * n,
             },
             schema=REQUEST_WORK_SCHEMA,

@@ -90,6 +90,11 @@ LEDGER_SCHEMA = pa.schema(
 )
 LEDGER_COLUMNS = tuple(LEDGER_SCHEMA.names)
 
+LATENCY_BUCKETS = pa.list_(pa.struct([pa.field("le", pa.float64(), nullable=False),
+                                      pa.field("count", pa.int64(), nullable=False)]))
+"""A latency histogram of one interval: requests finished within `le` seconds (cumulative, as
+Prometheus buckets are; the last `le` is +Inf), counted over the interval only."""
+
 REQUEST_WORK_SCHEMA = pa.schema(
     [
         pa.field("sample_id", pa.string(), nullable=False),
@@ -105,12 +110,16 @@ REQUEST_WORK_SCHEMA = pa.schema(
         pa.field("decode_seconds", pa.float64()),
         pa.field("input_tokens", pa.int64()),
         pa.field("output_tokens", pa.int64()),
+        pa.field("latency_buckets", LATENCY_BUCKETS),
+        pa.field("ttft_buckets", LATENCY_BUCKETS),
         pa.field("source", pa.string(), nullable=False),
     ]
 )
 """Measured request work of a shared endpoint (namespace + model) per tenant and interval.
 
-Every measure is nullable: null means the source does not report it, never zero. The ledger
+Every measure is nullable: null means the source does not report it, never zero.
+`latency_buckets` (end-to-end) and `ttft_buckets` (time to first token) are the interval's
+latency histograms, from which percentiles per tenant and model are read. The ledger
 step (models/ledger/sql/apportion.sql) apportions each `__shared__` usage row of an endpoint to
 the tenants of the same interval by the best measure all of them have: prefill + decode
 seconds, else request seconds, else tokens weighted by the cost model below

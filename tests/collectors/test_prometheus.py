@@ -140,8 +140,10 @@ def _history() -> str:
             (times[i], v) for i, v in enumerate(values) if v is not None
         ]))
 
-    def histogram(name, labels, sums, counts):
+    def histogram(name, labels, sums, counts, fast=None):
         # As prometheus_client writes a histogram: cumulative buckets up to +Inf, _count, _sum.
+        if fast is not None:
+            counter(f"{name}_bucket", {**labels, "le": "1.0"}, fast)
         counter(f"{name}_bucket", {**labels, "le": "+Inf"}, counts)
         counter(f"{name}_count", labels, counts)
         counter(f"{name}_sum", labels, sums)
@@ -164,9 +166,11 @@ def _history() -> str:
     counter("litellm_input_tokens_metric_total", litellm("acme"), [100.0 * i for i in restart])
     counter("litellm_output_tokens_metric_total", litellm("acme"), [20.0 * i for i in restart])
     zen = [i if i < 20 else None for i in range(40)]
+    # Half of zen's requests finish within a second.
     histogram("litellm_request_total_latency_metric", litellm("zen"),
               [None if i is None else 0.5 * i for i in zen],
-              [None if i is None else float(i) for i in zen])
+              [None if i is None else float(i) for i in zen],
+              fast=[None if i is None else float(i // 2) for i in zen])
     counter("litellm_input_tokens_metric_total", litellm("zen"),
             [None if i is None else 50.0 * i for i in zen])
     counter("litellm_output_tokens_metric_total", litellm("zen"),
@@ -399,6 +403,19 @@ def test_gateway_work_per_team_with_counter_reset(reader):
     assert [r["request_seconds"] for r in lost] == [3.0, 4.0]
     assert {r["input_tokens"] for r in lost} == {None}
     assert (SHARED[1], UNATTRIBUTED_TENANT, 2) not in rows
+
+
+def test_latency_histograms_per_tenant_and_interval(reader):
+    rows = _work(reader.request_rows(T0, END, STEP))
+    inf = float("inf")
+    # zen's requests: one per sample, every other one within a second.
+    assert rows[SHARED[1], "zen", 0]["latency_buckets"] == [
+        {"le": 1.0, "count": 1}, {"le": inf, "count": 3}]
+    assert rows[SHARED[1], "zen", 2]["latency_buckets"] == [
+        {"le": 1.0, "count": 2}, {"le": inf, "count": 4}]
+    assert rows[SHARED[1], "acme", 3]["latency_buckets"] == [{"le": inf, "count": 4}]
+    # LiteLLM's time-to-first-token histogram has no series here: unknown, not zero.
+    assert {r["ttft_buckets"] for r in rows.values()} == {None}
 
 
 def test_server_phase_time_is_split_by_the_tenants_tokens(reader):

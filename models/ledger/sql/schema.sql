@@ -40,6 +40,8 @@ CREATE TABLE IF NOT EXISTS request_work (
     decode_seconds DOUBLE,
     input_tokens BIGINT,
     output_tokens BIGINT,
+    latency_buckets STRUCT(le DOUBLE, count BIGINT)[],
+    ttft_buckets STRUCT(le DOUBLE, count BIGINT)[],
     source VARCHAR NOT NULL,
     day DATE NOT NULL
 );
