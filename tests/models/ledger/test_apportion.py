@@ -157,3 +157,36 @@ def test_a_month_prices_the_shared_endpoint_by_gpu_time_or_by_tokens():
     assert pixel.usage == ()  # its endpoint GPU-hours are paid by its tokens
     assert [(x.quantity, x.amount) for x in pixel.lines if x.kind is LineKind.TOKENS] == [
         (Decimal("0.06"), Decimal("0.03")), (Decimal("0.018"), Decimal("0.04"))]
+
+    # The same bills, with off-peak hours on every tier and pixel's model sold by the
+    # package, through the FOCUS export: every row valid, each invoice's rows summing to it.
+    from models.billing import lifecycle
+    from models.billing.focus import Provider, focus_table
+    from models.billing.focus_datasets import focus_datasets
+    from models.billing.rate_cards import TimeOfUse
+    from tests.focus_validator import OPERATING_MODEL, validate
+    from tests.models.billing.test_focus import PARTIES
+
+    night = TimeOfUse("Europe/Berlin", ((0, 6),), (), Decimal("0.5"))
+    card = changed(card, tiers=tuple(changed(t, time_of_use=night) for t in card.tiers),
+                   token_prices={ENDPOINT[1]: TokenPrice(ENDPOINT[1], package_tokens=50_000,
+                                                         package_price=Decimal("0.10"))})
+    invoices = price_period(con, card, tenants, "2026-09")
+    assert [x.description for x in invoices[0].lines if x.kind is LineKind.USAGE][-1].endswith(
+        "off-peak")  # 00:00-01:00 UTC is 02:00-03:00 in Berlin
+    (package,) = [x for x in invoices[1].lines if x.kind is LineKind.TOKENS]
+    # 60 minutes x 1,300 tokens = 78,000 tokens: 2 started packages of 50,000.
+    assert (package.quantity, package.amount) == (Decimal(2), Decimal("0.20"))
+    parties = {"kite": PARTIES["zen"], "pixel": PARTIES["acme"]}
+    tenants = {name: changed(t, billing=parties[name].bill_to) for name, t in tenants.items()}
+    lifecycle.write_drafts(con, "2026-09", invoices, "inputs", START.replace(month=10),
+                           parties=parties)
+    table = focus_table(con, "2026-09", tenants=tenants, cards=[card])
+    datasets = {d.dataset_id: d.table for d in focus_datasets(
+        con, "2026-09", table, tenants=tenants, provider=Provider(),
+        created=START.replace(month=10))}
+    assert validate(datasets, OPERATING_MODEL) == []
+    for invoice in invoices:
+        billed = sum(r["BilledCost"] for r in table.to_pylist()
+                     if r["SubAccountId"] == invoice.tenant)
+        assert billed == invoice.total
