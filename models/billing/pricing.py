@@ -735,15 +735,16 @@ def on_demand_by_tier(lines: Iterable[InvoiceLine]) -> dict[str, Decimal]:
 
 def forecast_total(invoice: Invoice, period_hours: int, elapsed_hours: int) -> Decimal:
     """The month's total if on-demand usage continues at its month-to-date rate: on-demand
-    charges (after discount) scaled to the whole period, reservations and the base fee as
-    they are, then the minimum commitment, the prepaid credit and the tax as pricing applies
-    them."""
+    charges (GPU time and tokens, after discount) scaled to the whole period, reservations and
+    the base fee as they are, then the minimum commitment, the prepaid credit and the tax as
+    pricing applies them."""
     if elapsed_hours <= 0 or elapsed_hours >= period_hours:
         return invoice.total
     by_kind: dict[LineKind, Decimal] = defaultdict(lambda: ZERO)
     for line in invoice.lines:
         by_kind[line.kind] += line.amount
-    on_demand = by_kind[LineKind.USAGE] + by_kind[LineKind.BAND_FEE] + by_kind[LineKind.DISCOUNT]
+    on_demand = (by_kind[LineKind.USAGE] + by_kind[LineKind.BAND_FEE] + by_kind[LineKind.TOKENS]
+                 + by_kind[LineKind.DISCOUNT])
     committed = max(on_demand * period_hours / elapsed_hours + by_kind[LineKind.RESERVATION],
                     invoice.minimum_commitment)
     subtotal = committed + by_kind[LineKind.BASE_FEE]
@@ -765,7 +766,8 @@ def spent_to_date(invoice: Invoice, period_hours: int, elapsed_hours: int) -> De
     by_kind: dict[LineKind, Decimal] = defaultdict(lambda: ZERO)
     for line in invoice.lines:
         by_kind[line.kind] += line.amount
-    on_demand = by_kind[LineKind.USAGE] + by_kind[LineKind.BAND_FEE] + by_kind[LineKind.DISCOUNT]
+    on_demand = (by_kind[LineKind.USAGE] + by_kind[LineKind.BAND_FEE] + by_kind[LineKind.TOKENS]
+                 + by_kind[LineKind.DISCOUNT])
     committed = max(on_demand + by_kind[LineKind.RESERVATION] * share,
                     invoice.minimum_commitment * share)
     subtotal = committed + by_kind[LineKind.BASE_FEE] * share
