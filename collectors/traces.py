@@ -840,6 +840,9 @@ class AzureLLM:
                 stamps[tenant].append(at.replace(tzinfo=UTC))
                 for field_name, value, out in (("ContextTokens", given, tokens[tenant][0]),
                                                ("GeneratedTokens", generated, tokens[tenant][1])):
+                    # One bad cell makes the CSV reader type the whole column as text.
+                    if isinstance(value, str) and re.fullmatch(r"[0-9]+", value.strip()):
+                        value = int(value)
                     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                         raise TraceError(f"{path}: row {row}: {field_name}: not a token "
                                          f"count: {value!r}")
