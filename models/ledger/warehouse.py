@@ -94,8 +94,25 @@ def connect(path: Path | str = ":memory:", *, read_only: bool = False
 
 
 def create_schema(con: duckdb.DuckDBPyConnection) -> None:
-    """Every table of the warehouse (sql/schema.sql); existing tables are left as they are."""
+    """Every table of the warehouse (sql/schema.sql); existing tables are left as they are,
+    except a `request_work` of the first schema (one `tokens` column, request seconds
+    required), which gains the measures of today's (its token totals, of no known kind, go)."""
     con.execute(sql("schema"))
+    columns = {name for (name,) in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'request_work' "
+        "AND table_schema = current_schema()").fetchall()}
+    if "tokens" in columns:
+        with con.cursor() as cur:
+            cur.execute("BEGIN")
+            cur.execute("ALTER TABLE request_work ALTER request_seconds DROP NOT NULL")
+            cur.execute("ALTER TABLE request_work DROP COLUMN tokens")
+            for name, kind in (("requests", "BIGINT"), ("prefill_seconds", "DOUBLE"),
+                               ("decode_seconds", "DOUBLE"), ("input_tokens", "BIGINT"),
+                               ("output_tokens", "BIGINT"),
+                               ("latency_buckets", "STRUCT(le DOUBLE, count BIGINT)[]"),
+                               ("ttft_buckets", "STRUCT(le DOUBLE, count BIGINT)[]")):
+                cur.execute(f"ALTER TABLE request_work ADD COLUMN {name} {kind}")
+            cur.execute("COMMIT")
 
 
 # --- loading -----------------------------------------------------------------------------------

@@ -190,3 +190,24 @@ def test_a_month_prices_the_shared_endpoint_by_gpu_time_or_by_tokens():
         billed = sum(r["BilledCost"] for r in table.to_pylist()
                      if r["SubAccountId"] == invoice.tenant)
         assert billed == invoice.total
+
+
+def test_a_warehouse_of_the_first_request_schema_is_upgraded_and_loads(tmp_path):
+    path = tmp_path / "old.duckdb"
+    con = warehouse.connect(path)
+    schema = warehouse.sql("schema")
+    start = schema.index("CREATE TABLE IF NOT EXISTS request_work (")
+    end = schema.index(");", start) + 2
+    old = ("CREATE TABLE request_work (sample_id VARCHAR NOT NULL, window_start TIMESTAMPTZ "
+           "NOT NULL, duration_s DOUBLE NOT NULL, cluster VARCHAR NOT NULL, namespace VARCHAR "
+           "NOT NULL, model VARCHAR NOT NULL, tenant VARCHAR NOT NULL, request_seconds DOUBLE "
+           "NOT NULL, tokens DOUBLE, source VARCHAR NOT NULL, day DATE NOT NULL);")
+    con.execute(old + schema[:start] + schema[end:])
+    con.close()
+    con = warehouse.connect(path)
+    warehouse.create_schema(con)
+    warehouse.load_rows(con, CARD, pa.Table.from_pylist(_endpoint_rows(1), schema=LEDGER_SCHEMA),
+                        pa.Table.from_pylist([_work(0, "kite", input_tokens=5, output_tokens=1)],
+                                             schema=REQUEST_WORK_SCHEMA))
+    assert con.execute("SELECT tenant, input_tokens FROM request_work").fetchall() == [
+        ("kite", 5)]
