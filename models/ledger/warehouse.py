@@ -39,6 +39,7 @@ from models.ledger.usage import (
 
 SQL = Path(__file__).with_name("sql")
 REQUEST_COLUMNS = tuple(REQUEST_WORK_SCHEMA.names)
+REQUEST_MEASURES = frozenset(f.name for f in REQUEST_WORK_SCHEMA if f.nullable)
 
 Rows: TypeAlias = Sequence[Path] | pa.RecordBatchReader | pa.Table
 """Ledger or request-work rows to load: local Parquet files, or Arrow data in the schema."""
@@ -161,7 +162,8 @@ def _stage(con: duckdb.DuckDBPyConnection, usage: Rows, requests: Rows, card: Ra
     the days replaced."""
     try:
         _stage_rows(con, "staged", "ledger", LEDGER_COLUMNS, usage)
-        _stage_rows(con, "staged_requests", "request_work", REQUEST_COLUMNS, requests)
+        _stage_rows(con, "staged_requests", "request_work", REQUEST_COLUMNS, requests,
+                    optional=REQUEST_MEASURES)
         _classify(con, card)
         con.execute(sql("apportion"),
                     [PREFILL_GPU_SECONDS_PER_TOKEN, DECODE_GPU_SECONDS_PER_TOKEN])
@@ -177,7 +179,10 @@ def _stage(con: duckdb.DuckDBPyConnection, usage: Rows, requests: Rows, card: Ra
 
 
 def _stage_rows(con: duckdb.DuckDBPyConnection, table: str, like: str,
-                columns: Sequence[str], rows: Rows) -> None:
+                columns: Sequence[str], rows: Rows, optional: frozenset[str] = frozenset()
+                ) -> None:
+    """`optional`: columns a file may lack (written by an older collector): read as null,
+    "not reported"."""
     # The temp table takes the declared table's types, so a value that does not convert fails
     # here, while reading.
     names = ", ".join(columns)
@@ -194,8 +199,13 @@ def _stage_rows(con: duckdb.DuckDBPyConnection, table: str, like: str,
         # Not hive_partitioning: DuckDB would replace the rows' own `source` and `node` by the
         # folder names, which the spool writer sanitizes (`my source` -> `my_source`).
         files = "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in rows) + "]"
-        con.execute(f"INSERT INTO {table} BY NAME SELECT {names} FROM read_parquet({files}, "
-                    f"union_by_name = true, hive_partitioning = false) {dedup}")
+        source = f"read_parquet({files}, union_by_name = true, hive_partitioning = false)"
+        selected = names
+        if optional:
+            present = {c for c, *_ in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+            selected = ", ".join(c if c in present or c not in optional else f"NULL AS {c}"
+                                 for c in columns)
+        con.execute(f"INSERT INTO {table} BY NAME SELECT {selected} FROM {source} {dedup}")
 
 
 def _classify(con: duckdb.DuckDBPyConnection, card: RateCard) -> None:

@@ -211,3 +211,21 @@ def test_a_warehouse_of_the_first_request_schema_is_upgraded_and_loads(tmp_path)
                                              schema=REQUEST_WORK_SCHEMA))
     assert con.execute("SELECT tenant, input_tokens FROM request_work").fetchall() == [
         ("kite", 5)]
+
+
+def test_request_files_of_an_older_collector_load_with_their_measures_unknown(tmp_path):
+    import pyarrow.parquet as pq
+
+    # Written before request work had tokens and phases: request seconds and `tokens` only.
+    old = pa.table({"sample_id": ["a"], "window_start": pa.array(
+        [START], pa.timestamp("us", tz="UTC")), "duration_s": [STEP], "cluster": ["c"],
+        "namespace": [ENDPOINT[0]], "model": [ENDPOINT[1]], "tenant": ["kite"],
+        "request_seconds": [2.0], "tokens": [5.0], "source": ["gateway"]})
+    pq.write_table(old, tmp_path / "old.parquet")
+    con = warehouse.connect()
+    warehouse.create_schema(con)
+    warehouse.load_rows(con, CARD, pa.Table.from_pylist(_endpoint_rows(1), schema=LEDGER_SCHEMA),
+                        [tmp_path / "old.parquet"])
+    assert con.execute("SELECT tenant, request_seconds, input_tokens FROM request_work"
+                       ).fetchall() == [("kite", 2.0, None)]
+    assert con.execute("SELECT DISTINCT tenant FROM ledger").fetchall() == [("kite",)]
