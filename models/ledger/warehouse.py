@@ -165,6 +165,7 @@ def _stage(con: duckdb.DuckDBPyConnection, usage: Rows, requests: Rows, card: Ra
         _stage_rows(con, "staged_requests", "request_work", REQUEST_COLUMNS, requests,
                     optional=REQUEST_MEASURES)
         _classify(con, card)
+        _check_request_measures(con)
         con.execute(sql("apportion"),
                     [PREFILL_GPU_SECONDS_PER_TOKEN, DECODE_GPU_SECONDS_PER_TOKEN])
         if days is None:
@@ -176,6 +177,26 @@ def _stage(con: duckdb.DuckDBPyConnection, usage: Rows, requests: Rows, card: Ra
         # is rolled back: like a file that cannot be read, nothing of the load is written.
         raise UnreadableRows(f"the rows to load cannot be read: {error}") from error
     return _count(con, "staged"), _count(con, "staged_requests"), list(days)
+
+
+class MixedRequestWork(UserError):
+    """Tenants of one endpoint-interval whose request work shares no measure: apportioning
+    them would compare seconds with tokens. The request sources must report a common one."""
+
+
+def _check_request_measures(con: duckdb.DuckDBPyConnection) -> None:
+    mixed = con.execute(
+        "SELECT cluster, namespace, model, window_start, string_agg(DISTINCT tenant, ', ' "
+        "ORDER BY tenant) FROM staged_requests GROUP BY cluster, namespace, model, "
+        "window_start HAVING NOT (bool_and(prefill_seconds IS NOT NULL AND decode_seconds IS "
+        "NOT NULL) OR bool_and(request_seconds IS NOT NULL) OR bool_and(input_tokens IS NOT "
+        "NULL AND output_tokens IS NOT NULL)) ORDER BY ALL LIMIT 20").fetchall()
+    if mixed:
+        raise MixedRequestWork([
+            f"request work of endpoint {c}/{ns}/{m} at {at.isoformat()}: tenants {tenants} "
+            "have no measure in common (prefill and decode seconds, request seconds, or input "
+            "and output tokens); make their request sources report one"
+            for c, ns, m, at, tenants in mixed])
 
 
 def _stage_rows(con: duckdb.DuckDBPyConnection, table: str, like: str,

@@ -109,9 +109,15 @@ def test_minutes_without_work_are_shared_idle():
 
 
 def test_tenants_without_a_common_measure_fail_the_load_naming_the_endpoint():
-    with pytest.raises(warehouse.UnreadableRows, match=r"shared-inference/llama-3\.1-8b"):
+    with pytest.raises(warehouse.MixedRequestWork) as caught:
         _shares_of([_work(3, "kite", request_seconds=3.0),
-                    _work(3, "pixel", input_tokens=10, output_tokens=5)])
+                    _work(3, "pixel", input_tokens=10, output_tokens=5),
+                    _work(1, "kite", request_seconds=3.0),
+                    _work(1, "sable", prefill_seconds=1.0, decode_seconds=1.0)])
+    # Every such endpoint-interval at once, with the tenants to look at.
+    assert [p.split(": tenants ")[1].split(" have")[0] for p in caught.value.problems] == [
+        "kite, sable", "kite, pixel"]
+    assert all("c/shared-inference/llama-3.1-8b" in p for p in caught.value.problems)
 
 
 
