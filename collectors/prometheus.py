@@ -54,6 +54,7 @@ from models.errors import ChargebackError, TransientError, UserError
 from models.ledger.gaps import Gap, GapReason
 from models.ledger.tiers import UnknownMigProfile, mig_gpu_equivalents
 from models.ledger.usage import (
+    ENDPOINT_LOAD_SCHEMA,
     IDLE_TENANT,
     LEDGER_SCHEMA,
     REQUEST_WORK_SCHEMA,
@@ -621,6 +622,34 @@ class PrometheusReader:
                     if 0 <= k < intervals:
                         work[(k, *endpoint)][measure] += increase
         return work
+
+    def read_endpoint_load(self, start: datetime, end: datetime, step_s: int) -> pa.Table:
+        """The inference server's load (ENDPOINT_LOAD_SCHEMA) per endpoint and interval: the
+        mean of its running and waiting gauges over the interval's samples (else the last
+        sample within the staleness window; else null). Series naming no endpoint are left
+        out: these are no billing figures, only the evidence of queueing."""
+        if self.server is None or not self.server.gauges:
+            return pa.Table.from_pylist([], schema=ENDPOINT_LOAD_SCHEMA)
+        intervals = _interval_count(start, end, step_s)
+        load: dict[tuple[int, str, str], dict[str, float]] = defaultdict(
+            lambda: defaultdict(float))
+        for column, metric in self.server.gauges.items():
+            promql = INTERVAL_MEAN_QUERY.format(
+                metric=metric, step_s=step_s, staleness_ms=round(self.staleness_s * 1000))
+            for labels, points in self._range(promql, start, intervals, step_s):
+                try:
+                    namespace, model, _ = self._endpoint(self.server, metric, labels)
+                except PrometheusDataError:
+                    continue
+                for k, value in points:
+                    # Several engines (data-parallel ranks) of one endpoint add up.
+                    load[(k, namespace, model)][column] += value
+        rows = [{"window_start": start + timedelta(seconds=k * step_s),
+                 "duration_s": float(step_s), "cluster": self.cluster, "namespace": namespace,
+                 "model": model, "requests_running": values.get("requests_running"),
+                 "requests_waiting": values.get("requests_waiting"), "source": GATEWAY_SOURCE}
+                for (k, namespace, model), values in sorted(load.items())]
+        return pa.Table.from_pylist(rows, schema=ENDPOINT_LOAD_SCHEMA)
 
     def _read_histograms(self, mapping: RequestMetrics, start: datetime, intervals: int,
                          step_s: int, gaps: list[Gap]

@@ -60,6 +60,8 @@ class RequestMetrics:
     endpoint's namespace): one of `namespace_label` and `namespace` is set."""
     extra: Mapping[str, str] = field(default_factory=dict)
     """Label matchers every series must carry (e.g. `job: litellm`)."""
+    gauges: Mapping[str, str] = field(default_factory=dict)
+    """`requests_running` / `requests_waiting` -> a gauge of the server's scheduler."""
     histograms: Mapping[str, str] = field(default_factory=dict)
     """`latency` (end to end) and `ttft` (time to first token) -> a histogram's name, whose
     `<name>_bucket` series (label `le`) give each interval's latency histogram."""
@@ -78,6 +80,8 @@ VLLM = RequestMetrics(
     },
     histograms={"latency": "vllm:e2e_request_latency_seconds",
                 "ttft": "vllm:time_to_first_token_seconds"},
+    gauges={"requests_running": "vllm:num_requests_running",
+            "requests_waiting": "vllm:num_requests_waiting"},
 )
 
 LITELLM = RequestMetrics(
@@ -110,7 +114,7 @@ def parse_request_metrics(data: Any, where: str) -> RequestMetrics:
                         f"{type(data).__name__}")
     problems: list[str] = []
     known = {"name", "model_label", "tenant_label", "namespace_label", "namespace", "match",
-             "metrics", "histograms"}
+             "metrics", "histograms", "gauges"}
     problems += [f"{key}: unknown field (expected one of {', '.join(sorted(known))})"
                  for key in data if key not in known]
 
@@ -184,10 +188,25 @@ def parse_request_metrics(data: Any, where: str) -> RequestMetrics:
                 problems.append(f"histograms.{kind}: {name!r} is not a Prometheus metric name")
             else:
                 histograms[kind] = name
+    gauges: dict[str, str] = {}
+    raw_gauges = data.get("gauges", {})
+    if not isinstance(raw_gauges, dict):
+        problems.append(f"gauges: expected a mapping of requests_running/requests_waiting to a "
+                        f"gauge name, got {raw_gauges!r}")
+    else:
+        for column, name in raw_gauges.items():
+            if column not in ("requests_running", "requests_waiting"):
+                problems.append(f"gauges.{column}: unknown gauge (expected requests_running or "
+                                "requests_waiting)")
+            elif not isinstance(name, str) or not _METRIC.match(name):
+                problems.append(f"gauges.{column}: {name!r} is not a Prometheus metric name")
+            else:
+                gauges[column] = name
     if problems:
         raise UserError("\n".join(f"{where}: {p}" for p in problems))
     assert name is not None
     assert model_label is not None
     return RequestMetrics(name=name, model_label=model_label, counters=counters,
                           tenant_label=tenant_label, namespace_label=namespace_label,
-                          namespace=namespace, extra=extra, histograms=histograms)
+                          namespace=namespace, extra=extra, histograms=histograms,
+                          gauges=gauges)

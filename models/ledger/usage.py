@@ -125,6 +125,21 @@ the tenants of the same interval by the best measure all of them have: prefill +
 seconds, else request seconds, else tokens weighted by the cost model below
 (prefill and decode GPU-seconds per token)."""
 
+ENDPOINT_LOAD_SCHEMA = pa.schema(
+    [
+        pa.field("window_start", UTC_TIMESTAMP, nullable=False),
+        pa.field("duration_s", pa.float64(), nullable=False),
+        pa.field("cluster", pa.string(), nullable=False),
+        pa.field("namespace", pa.string(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("requests_running", pa.float64()),
+        pa.field("requests_waiting", pa.float64()),
+        pa.field("source", pa.string(), nullable=False),
+    ]
+)
+"""An inference server's load per endpoint and interval: the mean number of requests running
+on its GPUs and waiting in its queue (vLLM's scheduler gauges); null where not reported."""
+
 PREFILL_GPU_SECONDS_PER_TOKEN = 0.0003
 """GPU-seconds one prompt token costs in prefill: compute-bound, 2 x 70e9 FLOP per token for a
 70B model at half of 8 H100s' 989 dense BF16 TFLOPS each takes 35 us, 8 x 35 us = 0.28 ms of

@@ -35,6 +35,7 @@ from collectors.request_metrics import VLLM, RequestMetrics, load_request_metric
 from models.errors import UserError
 from models.ledger.gaps import GapReason
 from models.ledger.usage import (
+    ENDPOINT_LOAD_SCHEMA,
     IDLE_TENANT,
     LEDGER_SCHEMA,
     REQUEST_WORK_SCHEMA,
@@ -187,6 +188,8 @@ def _history() -> str:
                   [2.0 * i for i in range(40)])
         histogram("vllm:e2e_request_latency_seconds", labels,
                   [(prefill + decode) * 1.1 * i for i in range(40)], [2.0 * i for i in range(40)])
+        counter("vllm:num_requests_running", labels, [2.0] * 40)
+        counter("vllm:num_requests_waiting", labels, [float(i % 4) for i in range(40)])
         counter("vllm:prompt_tokens_total", labels, [150.0 * i for i in range(40)])
         counter("vllm:generation_tokens_total", labels, [50.0 * i for i in range(40)])
     return to_openmetrics(series, {
@@ -448,6 +451,16 @@ def test_server_work_without_gateway_tenants_is_unattributed(reader):
     assert [r["input_tokens"] for r in served] == [450] + [600] * 9
     assert [r["output_tokens"] for r in served] == [150] + [200] * 9
     assert served[1]["request_seconds"] == pytest.approx(4 * 0.4 * 1.1)
+
+
+def test_vllm_scheduler_gauges_per_endpoint_and_interval(reader):
+    table = reader.read_endpoint_load(T0, END, STEP)
+    assert table.schema == ENDPOINT_LOAD_SCHEMA
+    rows = {(r["model"], (r["window_start"] - T0).seconds // STEP): r for r in table.to_pylist()}
+    assert sorted(rows) == sorted((m, k) for m in (SHARED[1], SERVER_ONLY_MODEL)
+                                  for k in range(10))
+    # Waiting cycles 0, 1, 2, 3 over each interval's four samples: a mean of 1.5.
+    assert {(r["requests_running"], r["requests_waiting"]) for r in rows.values()} == {(2.0, 1.5)}
 
 
 def test_vllm_alone_reads_every_endpoint_as_unattributed_work(prometheus_url):
