@@ -34,8 +34,14 @@ CREATE TABLE IF NOT EXISTS request_work (
     namespace VARCHAR NOT NULL,
     model VARCHAR NOT NULL,
     tenant VARCHAR NOT NULL,
-    request_seconds DOUBLE NOT NULL,
-    tokens DOUBLE,
+    requests BIGINT,
+    request_seconds DOUBLE,
+    prefill_seconds DOUBLE,
+    decode_seconds DOUBLE,
+    input_tokens BIGINT,
+    output_tokens BIGINT,
+    latency_buckets STRUCT(le DOUBLE, count BIGINT)[],
+    ttft_buckets STRUCT(le DOUBLE, count BIGINT)[],
     source VARCHAR NOT NULL,
     day DATE NOT NULL
 );
