@@ -281,3 +281,95 @@ def mig_layout(source_path: Path | None, day: datetime | None, out_dir: Path) ->
         for node, name in g.nodes.items():
             click.echo(f"  kubectl label node {node} nvidia.com/mig.config={name} --overwrite")
     click.echo(f"wrote {out_dir / 'mig-parted.yaml'} and {out_dir / 'mig-layout.json'}")
+
+
+@quotas.command("sla")
+@click.option("--from-warehouse", "source_path", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="DuckDB warehouse (opened read-only) with request work and the ledger. "
+              "Tenants and their P95 targets from CHARGEBACK_TENANTS.")
+@click.option("--start", type=click.DateTime(formats=["%Y-%m-%d"]), required=True,
+              help="First UTC day of the window.")
+@click.option("--end", type=click.DateTime(formats=["%Y-%m-%d"]), required=True,
+              help="UTC day after the window.")
+@click.option("--out", "out_dir", required=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for sla-evidence.json, dedicated-reservations.csv (a recommendations "
+              "file for `quotas write/apply --recommendations`) and manifests/.")
+@_MAX_STEP
+def sla(source_path: Path, start: datetime, end: datetime, out_dir: Path,
+        max_step: int) -> None:
+    """P95 latency per tenant and endpoint in and out of its bursts; where a declared target
+    is breached by more than 20% in bursts, a dedicated reservation sized from the burst
+    demand, with its evidence, written as quota manifests. Nothing is applied: apply the CSV
+    with `quotas apply --recommendations` (a dry run unless --apply)."""
+    import json
+
+    from models.files import atomic_write
+    from models.ledger import warehouse
+    from models.planning.latency import latency_report
+    from pipelines.resources import default_resources
+
+    if end <= start:
+        raise UserError("--end must be after --start")
+    billing: Any = default_resources()["billing"]
+    tenants = billing.tenants()
+    card = billing.rate_card(start.date())
+    con = warehouse.connect(source_path, read_only=True)
+    try:
+        report = latency_report(con, tenants, card, start.replace(tzinfo=UTC),
+                                end.replace(tzinfo=UTC))
+    finally:
+        con.close()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    evidence = [_evidence(f, next((r for r in report.reservations if r.finding is f), None))
+                for f in report.findings]
+    atomic_write(out_dir / "sla-evidence.json", json.dumps(evidence, indent=2) + "\n")
+    lines = ["tenant,namespace,hardware_tier,mig_profile,recommended_gpus,sla_class"]
+    lines += [f"{r.finding.tenant},{r.namespace},{r.finding.hardware_tier},,{r.gpus},"
+              "latency-sensitive" for r in report.reservations]
+    atomic_write(out_dir / "dedicated-reservations.csv", "\n".join(lines) + "\n")
+    for f in report.findings:
+        if f.target_p95_s is None:
+            continue
+        click.echo(f"{f.tenant} {f.namespace}/{f.model}: P95 {_s(f.p95_in_bursts_s)} in "
+                   f"{len(f.episodes)} burst episode(s), {_s(f.p95_out_of_bursts_s)} outside; "
+                   f"target {f.target_p95_s}s -> {'BREACH' if f.breached else 'met'}")
+    for f in report.unpriced:
+        click.echo(f"note: {f.tenant} breaches its target on {f.hardware_tier}, which has no "
+                   "reserved price or the tenant no namespace: no reservation sized", err=True)
+    for r in report.reservations:
+        click.echo(f"recommend: dedicated {r.gpus} x {r.finding.hardware_tier} GPU(s) for "
+                   f"{r.finding.tenant} in {r.namespace}: {r.monthly_cost} {r.currency}/month "
+                   f"against {r.late_requests_per_month} late request(s)/month")
+    if report.reservations:
+        run = run_quotas([r.recommendation() for r in report.reservations], ClusterState(),
+                         now=datetime.now(UTC), max_step=max_step, kueue=False,
+                         folder=out_dir / "manifests")
+        _print(run.records)
+        click.echo(f"{len(run.files)} manifest(s) in {out_dir / 'manifests'} (nothing applied)")
+
+
+def _s(seconds: float | None) -> str:
+    return "n/a" if seconds is None else f"{seconds:.2f}s"
+
+
+def _evidence(f: Any, r: Any) -> dict[str, Any]:
+    return {
+        "tenant": f.tenant, "namespace": f.namespace, "model": f.model,
+        "hardware_tier": f.hardware_tier,
+        "target_p95_s": None if f.target_p95_s is None else str(f.target_p95_s),
+        "p95_s": f.p95_s, "p95_in_bursts_s": f.p95_in_bursts_s,
+        "p95_out_of_bursts_s": f.p95_out_of_bursts_s, "breached": f.breached,
+        "requests_in_bursts": f.requests_in_bursts,
+        "late_requests_in_bursts": f.late_requests_in_bursts,
+        "burst_demand_gpus_p95": f.burst_demand_gpus, "observed_hours": f.observed_hours,
+        "episodes": [{"start": e.start.isoformat(), "end": e.end.isoformat(),
+                      "intervals": e.intervals, "peak_requests_per_s": e.peak_requests_per_s,
+                      "peak_gpus": e.peak_gpus} for e in f.episodes],
+        "dedicated_reservation": None if r is None else {
+            "namespace": r.namespace, "gpus": r.gpus, "monthly_cost": str(r.monthly_cost),
+            "currency": r.currency, "late_requests_per_month": r.late_requests_per_month,
+            "cost_per_late_request": (None if r.cost_per_late_request is None
+                                      else str(r.cost_per_late_request))},
+    }

@@ -73,6 +73,19 @@ few thousand prompt tokens per second per request under load)."""
 INTER_TOKEN_SECONDS = 0.025
 """Wall-clock decode time per generated token of one request (vLLM's inter-token latency of
 an 8B model at moderate batch sizes, 20 to 30 ms)."""
+SHARED_BURSTS = {"pixel": (
+    63, 531, 166, 151, 15, 42, 38, 476, 403, 81, 585, 346, 8, 336, 348, 155, 78, 274, 462, 264,
+    39, 128, 111, 315, 325, 118, 169, 91, 345, 158, 322, 57, 300, 191, 1, 225, 252, 99, 32, 97,
+    212, 22, 137, 14, 237)}
+"""tenant -> requests per minute of the Azure LLM trace's code service (2023-11-16 18:17 to
+19:01 UTC, ../shared/data/azure-llm), replayed minute by minute (cycled) as the shape of the
+tenant's demand around its mean: real bursts of up to 2.8x the mean within a minute."""
+ENDPOINT_WORK_PER_GPU_SECOND = 6.0
+"""Request work (seconds of requests in flight) one GPU of the shared endpoint serves per
+second at saturation: batching runs several requests at once."""
+QUEUEING = 0.5
+"""Latency grows with the endpoint's utilisation u as 1 + QUEUEING * u / (1 - u), as waiting
+time in a queue does (u capped at 0.95: the server sheds or times out beyond it)."""
 SHARED_LULL_HOURS = (3, 4)
 """[start, end) UTC hours in which the shared endpoint gets no requests at all."""
 
@@ -578,6 +591,9 @@ class Simulation:
         ts, tenant_codes, seconds = [], [], []
         for i, tenant in enumerate(tenants):
             mean = load * endpoint.tenants[tenant]
+            if tenant in SHARED_BURSTS:
+                shape = np.array(SHARED_BURSTS[tenant], dtype=np.float64)
+                mean = mean * (shape / shape.mean())[(cal.epoch_s // 60) % len(shape)]
             work = rng.gamma(4.0, mean / 4.0)
             quiet = lull | (rng.random(n) < _NO_REQUEST_PROBABILITY)
             t_i = np.flatnonzero(~quiet)
@@ -598,8 +614,12 @@ class Simulation:
         output_tokens = np.round(requests * mix[:, 1] * rng.lognormal(0, 0.2, len(t_idx)))
         prefill_seconds = input_tokens * PREFILL_SECONDS_PER_TOKEN
         decode_seconds = output_tokens * INTER_TOKEN_SECONDS * rng.uniform(0.9, 1.1, len(t_idx))
-        # Queueing grows with the endpoint's load: at the diurnal peak requests wait longer.
-        queueing = 1.0 + 0.6 * diurnal[t_idx] ** 4 * rng.uniform(0.8, 1.2, len(t_idx))
+        # Queueing grows with the endpoint's utilisation: at the diurnal peak, and in any
+        # tenant's burst, every tenant's requests wait longer.
+        capacity = endpoint.gpus * cal.interval_s * ENDPOINT_WORK_PER_GPU_SECOND
+        utilisation = np.minimum(np.bincount(t_idx, weights=work, minlength=n) / capacity, 0.95)
+        queueing = 1.0 + (QUEUEING * utilisation / (1 - utilisation))[t_idx] * rng.uniform(
+            0.8, 1.2, len(t_idx))
         request_seconds = (prefill_seconds + decode_seconds) * queueing
         latency = _histograms(requests, request_seconds / requests, LATENCY_BUCKETS_S)
         ttft = _histograms(requests, prefill_seconds / requests * queueing + 0.03,

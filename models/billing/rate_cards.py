@@ -71,6 +71,8 @@ MAX_AMOUNT = Decimal(10) ** 12
 MAX_MULTIPLIER = Decimal(1000)
 MAX_PARAMS_B = Decimal(1_000_000)
 MAX_GPUS = Decimal(1_000_000)
+MAX_LATENCY_SECONDS = Decimal(86_400)
+"""A P95 latency target beyond a day is a unit mistake (milliseconds written as seconds)."""
 MAX_DECIMALS = 12
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(2200, 1, 1, tzinfo=UTC)
@@ -248,6 +250,8 @@ class Tenant:
     billing: BillingProfile | None = None
     """Who the documents are addressed to and how they are booked (`billing:` in the tenants
     file); None when the tenants file has no such block."""
+    p95_latency_seconds: Decimal | None = None
+    """The tenant's declared P95 end-to-end latency target (models/planning/latency.py)."""
 
     def credit_granted_before(self, moment: datetime) -> Decimal:
         return sum((c.amount for c in self.credits if c.granted < moment), Decimal(0))
@@ -685,7 +689,7 @@ def load_tenants(path: Path, cards: Sequence[RateCard] = ()) -> dict[str, Tenant
         t = _mapping(p, at, raw)
         _unknown_keys(p, at, t, ["plan", "basis", "isolation", "sla_class", "start", "end",
                                  "namespaces", "reservations", "credits", "display_name",
-                                 "budget", "billing"])
+                                 "budget", "billing", "p95_latency_seconds"])
         plan = t.get("plan")
         if not isinstance(plan, str):
             p.add(f"{at}.plan", "missing")
@@ -729,6 +733,11 @@ def load_tenants(path: Path, cards: Sequence[RateCard] = ()) -> dict[str, Tenant
             granted = _moment(p, f"{k}.granted", cd.get("granted"))
             if amount is not None and granted is not None:
                 credits.append(CreditGrant(amount, granted))
+        target = (None if t.get("p95_latency_seconds") is None
+                  else _decimal(p, f"{at}.p95_latency_seconds", t["p95_latency_seconds"],
+                                maximum=MAX_LATENCY_SECONDS))
+        if target == 0:  # below 0 is reported by _decimal
+            p.add(f"{at}.p95_latency_seconds", f"must be above 0 seconds, got {target}")
         budget = (None if t.get("budget") is None
                   else _budget(p, f"{at}.budget", t["budget"], cards, tuple(ns)))
         if isinstance(plan, str) and start is not None:
@@ -741,7 +750,7 @@ def load_tenants(path: Path, cards: Sequence[RateCard] = ()) -> dict[str, Tenant
                                 SlaClass.STANDARD),
                 start=start, end=end, namespaces=tuple(ns), reservations=tuple(reservations),
                 credits=tuple(credits), display_name=str(t.get("display_name", name)),
-                budget=budget,
+                budget=budget, p95_latency_seconds=target,
                 billing=(None if t.get("billing") is None
                          else _billing_profile(p, f"{at}.billing", t["billing"])),
             )

@@ -840,3 +840,34 @@ def _count(con: duckdb.DuckDBPyConnection, table: str, params: list[object] | No
            ) -> int:
     row = con.execute(f"SELECT count(*) FROM {table}", params or []).fetchone()
     return int(row[0]) if row else 0
+
+
+def endpoint_intervals(con: duckdb.DuckDBPyConnection, start: datetime, end: datetime
+                       ) -> list[tuple[Any, ...]]:
+    """Each tenant's request work per endpoint (namespace, model) and interval in
+    [start, end), with its GPU-seconds there from the ledger and the endpoint's hardware tier:
+    (tenant, namespace, model, hardware_tier, window_start, duration_s, requests,
+    latency_buckets, gpu_seconds), in time order per tenant and endpoint."""
+    return con.execute(
+        """
+        WITH w AS (
+            SELECT tenant, namespace, model, window_start, max(duration_s) AS duration_s,
+                   sum(requests) AS requests,
+                   flatten(list(latency_buckets) FILTER (latency_buckets IS NOT NULL))
+                       AS latency_buckets
+            FROM request_work
+            WHERE window_start >= $start AND window_start < $end
+            GROUP BY ALL),
+        g AS (
+            SELECT tenant, namespace, model, window_start, any_value(hardware_tier) AS tier,
+                   sum(allocated_gpu_seconds) AS gpu_seconds
+            FROM ledger
+            WHERE window_start >= $start AND window_start < $end
+            GROUP BY ALL)
+        SELECT w.tenant, w.namespace, w.model,
+               any_value(g.tier) OVER (PARTITION BY w.tenant, w.namespace, w.model),
+               w.window_start, w.duration_s, coalesce(w.requests, 0), w.latency_buckets,
+               coalesce(g.gpu_seconds, 0)
+        FROM w LEFT JOIN g USING (tenant, namespace, model, window_start)
+        ORDER BY w.tenant, w.namespace, w.model, w.window_start
+        """, {"start": start, "end": end}).fetchall()
