@@ -871,3 +871,22 @@ def endpoint_intervals(con: duckdb.DuckDBPyConnection, start: datetime, end: dat
         FROM w LEFT JOIN g USING (tenant, namespace, model, window_start)
         ORDER BY w.tenant, w.namespace, w.model, w.window_start
         """, {"start": start, "end": end}).fetchall()
+
+
+def usage_hours_by_kind(con: duckdb.DuckDBPyConnection, tenants: Mapping[str, Tenant],
+                        start: datetime, end: datetime) -> dict[str, list[tuple[UsageHour, str]]]:
+    """`usage_hours` with each row's workload kind (batch, fine-tuning, inference, ...), under
+    the tenant's metering basis; a usage-basis hour without utilization counts as unknown
+    work, so `usage_hours` is the one to bill with."""
+    rows = con.execute(
+        "SELECT tenant, hour, hardware_tier, size_class, workload_kind, "
+        "sum(allocated_gpu_seconds), sum(used_gpu_seconds) FROM usage_hourly "
+        "WHERE hour >= ? AND hour < ? AND list_contains(?, tenant) GROUP BY ALL ORDER BY ALL",
+        [start, end, sorted(tenants)]).fetchall()
+    hours: dict[str, list[tuple[UsageHour, str]]] = {name: [] for name in tenants}
+    for name, hour, tier, size, kind, allocated, used in rows:
+        seconds = used if tenants[name].basis.value == "usage" else allocated
+        if seconds:
+            hours[name].append((UsageHour(hour, tier, size, quantity(Decimal(seconds) / 3600)),
+                                kind))
+    return hours
