@@ -34,6 +34,7 @@ COMMANDS = {
     "replay": ("cli.replay:replay", "Replay a real public cluster trace end to end."),
     "metrics": ("cli.metrics:metrics", "Serve the budget metrics on /metrics for Prometheus."),
     "quotas": ("cli.quotas:quotas", "Write or apply scheduler quotas from recommendations."),
+    "advise": ("cli.advise:advise", "Advice from the warehouse: off-peak moves and savings."),
     "dashboard": ("cli.dashboard:dashboard", "Start the Streamlit dashboard."),
     "users": ("cli.dashboard:users", "Manage the dashboard's local users file."),
 }
