@@ -303,6 +303,8 @@ def sla(source_path: Path, start: datetime, end: datetime, out_dir: Path,
     is breached by more than 20% in bursts, a dedicated reservation sized from the burst
     demand, with its evidence, written as quota manifests. Nothing is applied: apply the CSV
     with `quotas apply --recommendations` (a dry run unless --apply)."""
+    import csv
+    import io
     import json
 
     from models.files import atomic_write
@@ -325,10 +327,13 @@ def sla(source_path: Path, start: datetime, end: datetime, out_dir: Path,
     evidence = [_evidence(f, next((r for r in report.reservations if r.finding is f), None))
                 for f in report.findings]
     atomic_write(out_dir / "sla-evidence.json", json.dumps(evidence, indent=2) + "\n")
-    lines = ["tenant,namespace,hardware_tier,mig_profile,recommended_gpus,sla_class"]
-    lines += [f"{r.finding.tenant},{r.namespace},{r.finding.hardware_tier},,{r.gpus},"
-              "latency-sensitive" for r in report.reservations]
-    atomic_write(out_dir / "dedicated-reservations.csv", "\n".join(lines) + "\n")
+    table = io.StringIO()
+    rows = csv.writer(table, lineterminator="\n")
+    rows.writerow(["tenant", "namespace", "hardware_tier", "mig_profile", "recommended_gpus",
+                   "sla_class"])
+    rows.writerows([r.finding.tenant, r.namespace, r.finding.hardware_tier, "", r.gpus,
+                    "latency-sensitive"] for r in report.reservations)
+    atomic_write(out_dir / "dedicated-reservations.csv", table.getvalue())
     for f in report.findings:
         if f.target_p95_s is None:
             continue

@@ -19,6 +19,7 @@ from cli.main import main
 from collectors.simulate import SHARED_NAMESPACE, Simulation, default_cluster
 from models.billing.rate_cards import load_rate_cards, rate_card_for
 from models.ledger import warehouse
+from models.planning.quotas import read_recommendations
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo"
 START = datetime(2026, 9, 1, tzinfo=UTC)
@@ -79,6 +80,10 @@ def test_pixel_breaches_its_sla_in_bursts_and_gets_a_dedicated_reservation(
     assert (row["tenant"], row["namespace"], row["sla_class"]) == (
         "pixel", "team-pixel", "latency-sensitive")
     assert int(row["recommended_gpus"]) == reservation["gpus"]
+    (read,) = read_recommendations(out / "dedicated-reservations.csv")
+    assert (read.tenant, read.hardware_tier, read.mig_profile, read.recommended_gpus,
+            read.sla_class) == ("pixel", pixel["hardware_tier"], None, reservation["gpus"],
+                                "latency-sensitive")
     (manifest,) = (out / "manifests").glob("*.yaml")
     quota = yaml.safe_load(manifest.read_text())
     assert quota["kind"] == "ResourceQuota"
