@@ -22,6 +22,11 @@ from models.billing.invoices import StoredInvoice, from_row, lines_csv
 
 log = logging.getLogger("dashboards.access")
 
+COLOURS = {"billed": "#1f77b4", "idle": "#bbbbbb", "usage": "#4c78a8", "change": "#d62728",
+           "reserved": "#2ca02c", "on-demand": "#ff7f0e", "fixed charges": "#9467bd"}
+"""One colour per meaning on every chart, so billed and idle (or reserved and on-demand)
+never swap between pages."""
+
 
 def _guard(read: Callable[[], pd.DataFrame]) -> pd.DataFrame:
     try:

@@ -1,9 +1,12 @@
-"""Tenant: month-to-date cost, forecast, and cost and GPU-hours by day, model, size and tier."""
+"""Tenant: at a glance what changed, what next month costs and what to do (the top advice
+card); then month-to-date cost, forecast, and cost and GPU-hours by day, model, size and
+tier."""
 
 import pandas as pd
 import streamlit as st
 
-from dashboards import gate, ui
+from dashboards import cards, gate, ui
+from models.planning.advice import describe_shift
 
 tenant = gate.require("tenant").role.tenant
 assert tenant is not None
@@ -13,6 +16,43 @@ periods = ui.tenant_data(tenant=tenant, table="periods")
 if periods.empty:
     st.info("No bill has been computed for you yet.")
     st.stop()
+
+shifts = cards.latest(ui.tenant_data(tenant=tenant, table="usage_shifts"))
+if not shifts.empty:
+    shifts = shifts[shifts["confirmed"]].sort_values("change_date")
+plans = cards.latest(ui.tenant_data(tenant=tenant, table="tier_change_recommendations"))
+advice = cards.advice_of(tenant)
+changed, next_month, to_do = st.columns(3)
+with changed.container(border=True, key="glance-changed"):
+    st.markdown("**What changed**")
+    if shifts.empty:
+        st.markdown("Your usage has been steady: no lasting change detected.")
+    else:
+        st.markdown(describe_shift({str(k): v for k, v in shifts.iloc[-1].items()}))
+with next_month.container(border=True, key="glance-next-month"):
+    st.markdown("**What it will cost**")
+    latest_period = periods.iloc[-1]
+    if not plans.empty:
+        plan = plans.iloc[0]
+        st.markdown(f"About **{ui.money(plan['current_plan_total'], plan['currency'])}** in "
+                    f"{plan['period']} on your {plan['current_plan']} plan, at your usage "
+                    "since the change.")
+    else:
+        forecast = ui.money(latest_period["forecast_total"], latest_period["currency"])
+        st.markdown(f"About **{forecast}** for {latest_period['period']} at this month's "
+                    "rate.")
+with to_do.container(border=True, key="glance-to-do"):
+    st.markdown("**What to do**")
+    if not advice:
+        st.markdown("Nothing: your plan and reservations fit your usage.")
+    else:
+        top = advice[0]
+        st.markdown(f"{top.recommendation}: {cards.saving_label(top)}.")
+        if len(advice) > 1:
+            st.caption(f"{len(advice) - 1} more on the Advice page.")
+        st.page_link("pages/tenant_insights.py", label="See the advice and its evidence",
+                     icon=":material/trending_up:")
+
 period = st.selectbox("Billing month", list(periods["period"])[::-1])
 row = periods[periods["period"] == period].iloc[0]
 currency = row["currency"]
