@@ -10,6 +10,7 @@ import streamlit as st
 from dashboards import ui
 from models.planning.advice import (
     Advice,
+    AdviceKind,
     budget_advice,
     order,
     plan_advice,
@@ -31,17 +32,19 @@ def _records(frame: pd.DataFrame) -> list[dict[str, object]]:
             for row in frame.to_dict("records")]
 
 
-def advice_of(tenant: str) -> list[Advice]:
-    """Every card the tenant's latest analysis makes, savings first."""
+ADVICE_TABLES = ("tier_change_recommendations", "reservation_recommendations",
+                 "tenant_budgets")
+
+
+def advice_of(frames: dict[str, pd.DataFrame]) -> list[Advice]:
+    """Every card the tenant's latest analysis makes (`frames`: its ADVICE_TABLES), savings
+    first."""
     cards: list[Advice] = [
-        plan_advice(row) for row in _records(latest(
-            ui.tenant_data(tenant=tenant, table="tier_change_recommendations")))]
-    cards += [card for row in _records(latest(
-        ui.tenant_data(tenant=tenant, table="reservation_recommendations")))
-        if (card := reservation_advice(row)) is not None]
-    cards += [card for row in _records(latest(
-        ui.tenant_data(tenant=tenant, table="tenant_budgets")))
-        if (card := budget_advice(row)) is not None]
+        plan_advice(row) for row in _records(latest(frames["tier_change_recommendations"]))]
+    cards += [card for row in _records(latest(frames["reservation_recommendations"]))
+              if (card := reservation_advice(row)) is not None]
+    cards += [card for row in _records(latest(frames["tenant_budgets"]))
+              if (card := budget_advice(row)) is not None]
     return order(cards)
 
 
@@ -65,8 +68,8 @@ def _evidence(card: Advice, usage: pd.DataFrame) -> None:
     daily = ui.as_float(daily.tail(60).copy(), "allocated_gpu_hours")
     chart = alt.Chart(daily).mark_bar(color=ui.COLOURS["usage"]).encode(
         x=alt.X("day:T", title=None),
-        y=alt.Y("allocated_gpu_hours:Q", title=f"{tier} GPU-hours a day"))
-    if card.since is not None and card.kind.value == "plan":
+        y=alt.Y("allocated_gpu_hours:Q", title=f"{tier} GPU-h/day"))
+    if card.since is not None and card.kind is AdviceKind.PLAN:
         chart = chart + alt.Chart(pd.DataFrame({"day": [pd.Timestamp(card.since)]})).mark_rule(
             color=ui.COLOURS["change"], strokeWidth=2).encode(x="day:T")
     st.altair_chart(chart.properties(height=160), width="stretch")
@@ -83,7 +86,9 @@ def draw(card: Advice, usage: pd.DataFrame, *, key: str) -> None:
             st.markdown(f"*If you do nothing:* {card.if_nothing}")
             sure = (f"confidence {card.confidence:.0%}" if card.confidence is not None
                     else "expected value over recent usage")
+            # A plan card's date is when its shift began; the others', their analysis.
+            since = "since" if card.kind is AdviceKind.PLAN else "as of"
             st.caption(f"{card.kind.value.capitalize()} advice · {sure}"
-                       + (f" · since {card.since:%Y-%m-%d}" if card.since else ""))
+                       + (f" · {since} {card.since:%Y-%m-%d}" if card.since else ""))
         with chart:
             _evidence(card, usage)

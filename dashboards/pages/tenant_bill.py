@@ -68,7 +68,7 @@ waterfall = steps.assign(start=steps["running total"] - steps["amount"],
                          direction=steps["amount"].map(lambda a: "adds" if a >= 0
                                                        else "takes off"))
 st.altair_chart(alt.Chart(waterfall).mark_bar().encode(
-    y=alt.Y("label:N", sort=None, title=None),
+    y=alt.Y("label:N", sort=None, title=None, axis=alt.Axis(labelLimit=400)),
     x=alt.X("start:Q", title=f"running total ({currency})"), x2="running total:Q",
     color=alt.Color("direction:N", title=None, scale=alt.Scale(
         domain=["adds", "takes off"],

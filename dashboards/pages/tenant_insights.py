@@ -10,8 +10,10 @@ tenant = gate.require("tenant").role.tenant
 assert tenant is not None
 
 st.title("Advice")
-advice = cards.advice_of(tenant)
-usage = ui.tenant_data(tenant=tenant, table="usage_daily")
+frames = ui.tenant_frames(tenant=tenant, tables=(*cards.ADVICE_TABLES, "usage_daily",
+                                                 "usage_shifts"))
+advice = cards.advice_of(frames)
+usage = frames["usage_daily"]
 if not advice:
     st.info("Nothing to change: your plan and reservations fit your recent usage.")
 for number, card in enumerate(advice):
@@ -21,7 +23,7 @@ with st.expander("The analysis behind this advice (raw tables)"):
     for table, title in (("usage_shifts", "Usage shifts"),
                          ("tier_change_recommendations", "Plan recommendations"),
                          ("reservation_recommendations", "Reservation recommendations")):
-        frame = cards.latest(ui.tenant_data(tenant=tenant, table=table))
+        frame = cards.latest(frames[table])
         st.subheader(title)
         if frame.empty:
             st.caption("None.")

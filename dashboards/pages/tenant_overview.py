@@ -12,16 +12,22 @@ tenant = gate.require("tenant").role.tenant
 assert tenant is not None
 
 st.title("Costs and usage")
-periods = ui.tenant_data(tenant=tenant, table="periods")
+frames = ui.tenant_frames(tenant=tenant, tables=(
+    "periods", "usage_daily", "cost_daily", "usage_shifts", *cards.ADVICE_TABLES))
+periods = frames["periods"]
 if periods.empty:
     st.info("No bill has been computed for you yet.")
     st.stop()
 
-shifts = cards.latest(ui.tenant_data(tenant=tenant, table="usage_shifts"))
+shifts = cards.latest(frames["usage_shifts"])
 if not shifts.empty:
-    shifts = shifts[shifts["confirmed"]].sort_values("change_date")
-plans = cards.latest(ui.tenant_data(tenant=tenant, table="tier_change_recommendations"))
-advice = cards.advice_of(tenant)
+    # The latest confirmed change, a change in GPU-hours (what the bill counts) before one in
+    # peak GPUs or model mix of the same day.
+    shifts = shifts[shifts["confirmed"]].assign(
+        hours=shifts["series_name"].str.startswith("gpu_hours[")).sort_values(
+        ["change_date", "hours"])
+plans = cards.latest(frames["tier_change_recommendations"])
+advice = cards.advice_of(frames)
 changed, next_month, to_do = st.columns(3)
 with changed.container(border=True, key="glance-changed"):
     st.markdown("**What changed**")
@@ -58,9 +64,9 @@ row = periods[periods["period"] == period].iloc[0]
 currency = row["currency"]
 open_month = not row["closed"] and row["elapsed_hours"] < row["period_hours"]
 
-usage = ui.tenant_data(tenant=tenant, table="usage_daily")
+usage = frames["usage_daily"]
 usage = usage[pd.to_datetime(usage["day"]).dt.strftime("%Y-%m") == period]
-costs = ui.tenant_data(tenant=tenant, table="cost_daily")
+costs = frames["cost_daily"]
 costs = costs[costs["period"] == period]
 
 first, second, third, fourth = st.columns(4)
@@ -103,3 +109,34 @@ for column, field, label in zip(columns, ("model", "size_class", "hardware_tier"
                          f"on-demand cost ({currency})": st.column_config.NumberColumn(
                              format="%.2f"),
                          "GPU-hours": st.column_config.NumberColumn(format="%.1f")})
+
+st.subheader("Any date range")
+all_usage = frames["usage_daily"]
+all_costs = frames["cost_daily"]
+days = pd.to_datetime(all_usage["day"]).dt.date
+month_days = days[pd.to_datetime(all_usage["day"]).dt.strftime("%Y-%m") == period]
+picked = st.date_input("Days", value=(month_days.min(), month_days.max()),
+                       min_value=days.min(), max_value=days.max(), key="overview-range")
+if isinstance(picked, tuple) and len(picked) == 2:
+    first_day, last_day = picked
+    in_range = pd.to_datetime(all_costs["day"]).dt.date.between(first_day, last_day)
+    daily = ui.as_float(all_costs[in_range].copy(), "cost", "gpu_hours").groupby(
+        ["day", "period"], as_index=False)[["cost", "gpu_hours"]].sum()
+    daily["currency"] = currency
+    st.caption(f"{first_day:%Y-%m-%d} to {last_day:%Y-%m-%d}: estimated cost "
+               f"{daily['cost'].sum():,.2f} {currency} for {daily['gpu_hours'].sum():,.1f} "
+               "billed GPU-hours.")
+    ui.download("Daily cost (CSV)", lambda: daily.round({"cost": 2, "gpu_hours": 6}).to_csv(
+        index=False), file_name=f"daily-cost-{first_day:%Y%m%d}-{last_day:%Y%m%d}.csv",
+        mime="text/csv", key="overview-daily-csv")
+    used = all_usage[days.between(first_day, last_day)]
+    used = ui.as_float(used.copy(), "allocated_gpu_hours", "used_gpu_hours").groupby(
+        "day")[["allocated_gpu_hours", "used_gpu_hours"]].sum().rename(columns={
+            "allocated_gpu_hours": "allocated", "used_gpu_hours": "used"})
+    st.line_chart(used, y_label="GPU-hours a day",
+                  color=[ui.COLOURS["billed"], ui.COLOURS["usage-used"]])
+    st.caption("Allocated: GPU-hours your workloads held. Used: the part the GPUs were busy "
+               "(utilization). Allocated but unused hours are billed under an allocation "
+               "basis; see your plan's metering basis.")
+else:
+    st.caption("Pick a first and a last day.")

@@ -105,8 +105,9 @@ def test_tenant_overview_shows_its_bill():
     # DESIGN.md's 10,252.15 plus the 5.70 adjustment for late usage.
     assert metrics["Billed for the month"] == "10,257.85 USD"
     assert metrics["Forecast to month end"] == "10,257.85 USD"
-    # cost and GPU-hours by day; GPU-hours by model, size class and tier
-    assert len(at.get("vega_lite_chart")) == 5
+    # cost and GPU-hours by day; GPU-hours by model, size class and tier; used against
+    # allocated GPU-hours over the date range (the month's days by default)
+    assert len(at.get("vega_lite_chart")) == 6
     at.switch_page("pages/tenant_invoices.py").run()
     assert f"{float(TOTALS['acme']):,.2f}" in _text(at)
 
@@ -365,9 +366,12 @@ def test_shifts_show_the_latest_analysis_of_the_own_tenant_only():
     assert all("tenant" not in frame.columns for frame in (shifts, plans, reservations))
     at = signed_in("oscar")
     at.switch_page("pages/operator_recommendations.py").run()
-    frames = [d.value for d in at.dataframe]
-    assert sorted(frames[0]["tenant"]) == ["acme", "zen"]
-    assert list(frames[1]["outcome"]) == ["dry-run"]
+    shifts, plans, reservations, quotas, *_ = [d.value for d in at.dataframe]
+    assert sorted(shifts["tenant"]) == ["acme", "acme", "zen"]
+    assert list(plans["recommended_plan"]) == ["starter"]
+    assert "current_plan_total" not in plans.columns  # no tenant's bill (docs/dashboards.md)
+    assert "expected_monthly_cost_current" not in reservations.columns
+    assert list(quotas["outcome"]) == ["dry-run"]
 
 
 def test_without_a_browser_binding_nobody_can_sign_in():
