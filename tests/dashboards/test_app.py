@@ -180,6 +180,27 @@ def test_bill_explained_links_gpu_hours_to_units_to_invoice_lines():
     assert len(at.get("vega_lite_chart")) == 1  # the waterfall
 
 
+def test_tenant_date_range_gives_daily_costs_that_add_up_to_the_bill():
+    at = signed_in("alice")
+    # The month's days by default: daily costs add up to what October was billed, invoice
+    # and debit note (10,252.15 + 5.70).
+    assert "2026-10-01 to 2026-10-31: estimated cost 10,257.85 USD" in _text(at)
+    assert any(b.label == "Daily cost (CSV)" for b in at.get("download_button"))
+    at.date_input(key="overview-range").set_value(
+        (datetime(2026, 10, 1).date(), datetime(2026, 10, 2).date())).run()
+    (two_days,) = [c.value for c in at.caption if c.value.startswith("2026-10-01 to ")]
+    assert two_days.startswith("2026-10-01 to 2026-10-02: estimated cost ")
+    assert "10,257.85" not in two_days
+
+
+def test_finance_amounts_are_numbers_with_currency_and_trends_by_tenant():
+    at = signed_in("fiona").switch_page("pages/finance_revenue.py").run()
+    assert not at.exception
+    revenue = at.dataframe[0].value
+    assert revenue["billed_total"].dtype.kind == "f"
+    assert "Billed per tenant, month by month" in _text(at)
+
+
 def test_budget_and_forecast_are_shown_to_their_tenant_finance_and_operators():
     at = signed_in("alice")
     at.switch_page("pages/tenant_budget.py").run()
