@@ -175,9 +175,9 @@ def main() -> None:
     for key, value in timings.items():
         print(f"  {key:<24} {value:,.2f}" if isinstance(value, float) else
               f"  {key:<24} {value:,}")
-    print(f"\nTenant overview, 'Sign in' to fully drawn, {args.loads} loads each (seconds)")
+    print(f"\nTenant overview, 'Sign in' to fully drawn, {args.loads} loads each, and the page "
+          f"switches after each load ({', '.join(link for link, _ in SWITCHES)}) (seconds)")
     print(f"{'case':<44} {'median':>8} {'p95':>8} {'min':>8} {'max':>8}")
-    print(f"Page switches: {', '.join(link for link, _ in SWITCHES)} after each load")
     for label, values in (("cold (a different tenant each load)", cold),
                           ("warm (same tenant, new browser session)", warm),
                           ("page switch, cold tenants", cold_switches),

@@ -15,9 +15,9 @@ tenant = gate.require("tenant").role.tenant
 assert tenant is not None
 
 st.title("Your bill, explained")
-invoices = ui.tenant_data(tenant=tenant, table="invoices")
-invoices = invoices[invoices["kind"] == DocumentKind.INVOICE.value] if not invoices.empty \
-    else invoices
+documents = ui.tenant_data(tenant=tenant, table="invoices")
+invoices = documents[documents["kind"] == DocumentKind.INVOICE.value] if not documents.empty \
+    else documents
 if invoices.empty:
     st.info("No bill has been computed for you yet.")
     st.stop()
@@ -37,6 +37,11 @@ fourth.metric(f"Total of {stored.stem}", ui.money(bill.total, currency))
 st.caption("GPU-hours inside a reservation are paid by the reservation line; the rest are "
            "on demand. On-demand GPU-hours times the model-size multiplier are billable units, "
            "priced by the tier's bands. Line numbers are those of the invoice (PDF and CSV).")
+notes = documents[(documents["period"] == period)
+                  & (documents["kind"] != DocumentKind.INVOICE.value)]
+if not notes.empty:
+    st.info(f"{period} also has {len(notes)} adjustment note(s) for usage that arrived after "
+            "the invoice: see Invoices. They are not part of the figures below.")
 
 st.subheader("From GPU-hours to billable units")
 units = pd.DataFrame([{

@@ -4,7 +4,7 @@ through streamlit.testing.v1.AppTest (the real app script, no browser)."""
 import logging
 import shutil
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -187,7 +187,7 @@ def test_tenant_date_range_gives_daily_costs_that_add_up_to_the_bill():
     assert "2026-10-01 to 2026-10-31: estimated cost 10,257.85 USD" in _text(at)
     assert any(b.label == "Daily cost (CSV)" for b in at.get("download_button"))
     at.date_input(key="overview-range").set_value(
-        (datetime(2026, 10, 1).date(), datetime(2026, 10, 2).date())).run()
+        (date(2026, 10, 1), date(2026, 10, 2))).run()
     (two_days,) = [c.value for c in at.caption if c.value.startswith("2026-10-01 to ")]
     assert two_days.startswith("2026-10-01 to 2026-10-02: estimated cost ")
     assert "10,257.85" not in two_days
