@@ -1,5 +1,6 @@
 """Finance: revenue against GPU capacity, idle GPU cost by cause, unattributed GPU-hours."""
 
+import altair as alt
 import streamlit as st
 
 from dashboards import gate, ui
@@ -20,10 +21,15 @@ st.dataframe(revenue, hide_index=True, width="stretch",
 tenant_months = ui.audience_data(audience="finance", table="periods")
 if not tenant_months.empty:
     st.subheader("Billed per tenant, month by month")
-    trend = ui.as_float(tenant_months.copy(), "billed_total").pivot_table(
-        index="period", columns="tenant", values="billed_total", aggfunc="sum")
+    trend = ui.as_float(tenant_months.copy(), "billed_total")
     currencies = sorted(set(tenant_months["currency"]))
-    st.line_chart(trend, y_label=f"billed ({', '.join(currencies)})")
+    # Points on the lines: a tenant's first month is a point, not an invisible line.
+    st.altair_chart(alt.Chart(trend).mark_line(point=True).encode(
+        x=alt.X("period:O", title=None),
+        y=alt.Y("billed_total:Q", title=f"billed ({', '.join(currencies)})"),
+        color=alt.Color("tenant:N", title=None),
+        tooltip=["tenant", "period", alt.Tooltip("billed_total:Q", format=",.2f")]),
+        width="stretch")
 
 period = st.selectbox("Month", sorted(capacity["period"].unique())[::-1])
 shown = ui.as_float(capacity[capacity["period"] == period].copy(), "capacity_gpu_hours",

@@ -2,6 +2,7 @@
 card); then month-to-date cost, forecast, and cost and GPU-hours by day, model, size and
 tier."""
 
+import altair as alt
 import pandas as pd
 import streamlit as st
 
@@ -84,15 +85,21 @@ st.caption("Daily costs are estimates that add up to the month's bill: each tier
 
 costs = ui.as_float(costs, "cost", "gpu_hours")
 costs["tier"] = costs["hardware_tier"].fillna("fixed charges")
+# Charts are Altair with declared types: Streamlit's st.bar_chart reshapes and re-infers a
+# frame on every rerun, which made up most of this page's rerun time (sampled on the render
+# benchmark's marts).
 st.subheader("Cost by day")
-by_day = costs.pivot_table(index="day", columns="tier", values="cost", aggfunc="sum")
-st.bar_chart(by_day, y_label=f"cost ({currency})")
+by_day = costs.groupby(["day", "tier"], as_index=False)["cost"].sum()
+st.altair_chart(alt.Chart(by_day).mark_bar().encode(
+    x=alt.X("day:T", title=None), y=alt.Y("cost:Q", title=f"cost ({currency})"),
+    color=alt.Color("tier:N", title=None)), width="stretch")
 
 usage = ui.as_float(usage, "allocated_gpu_hours")
 st.subheader("GPU-hours by day")
-st.bar_chart(usage.pivot_table(index="day", columns="hardware_tier",
-                               values="allocated_gpu_hours", aggfunc="sum"),
-             y_label="GPU-hours")
+st.altair_chart(alt.Chart(usage.groupby(["day", "hardware_tier"], as_index=False)[
+    "allocated_gpu_hours"].sum()).mark_bar().encode(
+    x=alt.X("day:T", title=None), y=alt.Y("allocated_gpu_hours:Q", title="GPU-hours"),
+    color=alt.Color("hardware_tier:N", title=None)), width="stretch")
 
 on_demand = costs[costs["charge"] == "on-demand"]
 columns = st.columns(3)
@@ -102,7 +109,9 @@ for column, field, label in zip(columns, ("model", "size_class", "hardware_tier"
         st.subheader(f"By {label}")
         grouped = on_demand.groupby(field)[["gpu_hours", "cost"]].sum().sort_values(
             "cost", ascending=False)
-        st.bar_chart(grouped["gpu_hours"], y_label="GPU-hours", horizontal=True)
+        st.altair_chart(alt.Chart(grouped.reset_index()).mark_bar().encode(
+            y=alt.Y(f"{field}:N", sort="-x", title=None),
+            x=alt.X("gpu_hours:Q", title="GPU-hours")), width="stretch")
         st.dataframe(grouped.rename(columns={"gpu_hours": "GPU-hours",
                                              "cost": f"on-demand cost ({currency})"}),
                      width="stretch", column_config={
@@ -131,10 +140,16 @@ if isinstance(picked, tuple) and len(picked) == 2:
         mime="text/csv", key="overview-daily-csv")
     used = all_usage[days.between(first_day, last_day)]
     used = ui.as_float(used.copy(), "allocated_gpu_hours", "used_gpu_hours").groupby(
-        "day")[["allocated_gpu_hours", "used_gpu_hours"]].sum().rename(columns={
-            "allocated_gpu_hours": "allocated", "used_gpu_hours": "used"})
-    st.line_chart(used, y_label="GPU-hours a day",
-                  color=[ui.COLOURS["billed"], ui.COLOURS["usage-used"]])
+        "day", as_index=False)[["allocated_gpu_hours", "used_gpu_hours"]].sum().rename(
+        columns={"allocated_gpu_hours": "allocated", "used_gpu_hours": "used"}).melt(
+        id_vars="day", var_name="GPU-hours", value_name="gpu_hours")
+    # Altair with declared types: st.line_chart's own reshaping of the frame was the most
+    # expensive element of the page's rerun (sampled on the render benchmark's marts).
+    st.altair_chart(alt.Chart(used).mark_line().encode(
+        x=alt.X("day:T", title=None), y=alt.Y("gpu_hours:Q", title="GPU-hours a day"),
+        color=alt.Color("GPU-hours:N", scale=alt.Scale(
+            domain=["allocated", "used"],
+            range=[ui.COLOURS["billed"], ui.COLOURS["usage-used"]]))), width="stretch")
     st.caption("Allocated: GPU-hours your workloads held. Used: the part the GPUs were busy "
                "(utilization). Allocated but unused hours are billed under an allocation "
                "basis; see your plan's metering basis.")
