@@ -905,8 +905,8 @@ class HoldAction(StrEnum):
     HOLD = "hold"
     """Kueue `stopPolicy: Hold` on the queue: no new admissions, running work continues."""
     NO_BORROWING = "no-borrowing"
-    """The ClusterQueue borrows nothing more from its cohort (borrowingLimit at what it
-    borrows now)."""
+    """The tenant's ClusterQueue borrows nothing from its cohort (borrowingLimit 0 on every
+    resource of its flavors, set by the quota path; nominal quota unchanged)."""
 
 
 class QueueKind(StrEnum):
@@ -1015,9 +1015,14 @@ def _enforcement(p: _Problems, at: str, raw: Any, namespaces: tuple[str, ...]
         p.add(f"{at}.name", f"must be a Kubernetes object name (DNS-1123 subdomain), got "
               f"{_shown(name)}")
     if action is HoldAction.NO_BORROWING:
-        # Its borrowingLimit sits inside resourceGroups, an atomic list the quota path owns
-        # under server-side apply: setting it needs the two writers merged first.
-        p.add(f"{at}.action", "no-borrowing is not supported yet; use hold")
+        # borrowingLimit sits inside resourceGroups, which the quota path writes (one writer
+        # of that list): it acts on the ClusterQueue the quota path names after the tenant.
+        if queue is QueueKind.LOCAL_QUEUE:
+            p.add(f"{at}.queue", "no-borrowing acts on a ClusterQueue (a LocalQueue does not "
+                  "borrow); use queue: ClusterQueue or action: hold")
+        if name is not None:
+            p.add(f"{at}.name", "no-borrowing acts on the ClusterQueue the quota path writes "
+                  "for the tenant; drop `name` or use action: hold")
     if queue is QueueKind.LOCAL_QUEUE and not namespaces:
         p.add(f"{at}.queue", "a LocalQueue hold needs the tenant's `namespaces`")
     dry_run = doc.get("dry_run", True)

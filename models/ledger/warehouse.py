@@ -759,25 +759,73 @@ def record_budget_alert(con: duckdb.DuckDBPyConnection, row: Sequence[Any]) -> N
     con.execute(f"INSERT INTO budget_alerts VALUES ({', '.join('?' * len(row))})", list(row))
 
 
-def held_queues(con: duckdb.DuckDBPyConnection, before: datetime
+STOP_POLICY_ACTIONS = ("hold", "release")
+"""budget_holds actions of a queue's stopPolicy (set by the budget path)."""
+BORROWING_ACTIONS = ("no-borrowing", "restore-borrowing")
+"""budget_holds actions of a ClusterQueue's borrowingLimit 0 (set by the quota path)."""
+
+
+def held_queues(con: duckdb.DuckDBPyConnection, before: datetime,
+                actions: tuple[str, str] = STOP_POLICY_ACTIONS
                 ) -> list[tuple[str, str | None, str, str, str]]:
-    """(kind, namespace, name, tenant, period) of each queue whose last budget change in force
-    before `before` was a hold."""
+    """(kind, namespace, name, tenant, period) of each queue whose last budget change of the
+    kind `actions` (hold, release) in force before `before` was the hold."""
     return [tuple(r) for r in con.execute(
         "SELECT kind, namespace, name, arg_max(tenant, changed_at), arg_max(period, changed_at) "
-        "FROM budget_holds WHERE changed_at < ? AND list_contains(?, outcome) GROUP BY ALL "
-        "HAVING arg_max(action, changed_at) = 'hold' ORDER BY ALL",
-        [before, list(HOLD_IN_FORCE_OUTCOMES)]).fetchall()]
+        "FROM budget_holds WHERE changed_at < ? AND list_contains(?, outcome) "
+        "AND list_contains(?, action) GROUP BY ALL "
+        "HAVING arg_max(action, changed_at) = ? ORDER BY ALL",
+        [before, list(HOLD_IN_FORCE_OUTCOMES), list(actions), actions[0]]).fetchall()]
+
+
+def budget_exhaustion(con: duckdb.DuckDBPyConnection, day: date
+                      ) -> dict[str, tuple[str, Decimal, bool]]:
+    """tenant -> (period, used_pct, whole budget spent) of the budgets analysis of `day`."""
+    return {tenant: (period, used_pct, bool(exhausted)) for tenant, period, used_pct, exhausted
+            in con.execute("SELECT tenant, period, used_pct, spent >= limit_value "
+                           "FROM tenant_budgets WHERE day = ?", [day]).fetchall()}
+
+
+def latest_budgets(con: duckdb.DuckDBPyConnection
+                   ) -> list[tuple[str, str, str, str | None, Decimal, Decimal, date | None,
+                                   dict[str, Decimal], list[tuple[str, Decimal]]]]:
+    """The budgets of the latest analysed day, by tenant: (tenant, period, unit, currency,
+    limit_value, spent, runs_out_on, {scenario: month-end forecast in the budget's unit} (empty
+    without a forecast), [(basis, percent) of each threshold crossed])."""
+    ((day,),) = con.execute("SELECT max(day) FROM tenant_budgets").fetchall()
+    if day is None:
+        return []
+    forecasts = {tenant: (dict(zip(FORECAST_SCENARIOS, values[:5], strict=True)),
+                          dict(zip(FORECAST_SCENARIOS, values[5:], strict=True)))
+                 for tenant, *values in con.execute(
+                     "SELECT tenant, gpu_hours, gpu_hours_lo80, gpu_hours_hi80, gpu_hours_lo95, "
+                     "gpu_hours_hi95, amount, amount_lo80, amount_hi80, amount_lo95, amount_hi95 "
+                     "FROM tenant_forecasts WHERE day = ?", [day]).fetchall()}
+    crossed: dict[str, list[tuple[str, Decimal]]] = {}
+    for tenant, basis, percent in con.execute(
+            "SELECT tenant, basis, percent FROM budget_thresholds WHERE day = ? ORDER BY ALL",
+            [day]).fetchall():
+        crossed.setdefault(tenant, []).append((basis, percent))
+    out = []
+    for tenant, period, unit, currency, limit, spent, runs_out_on, forecast in con.execute(
+            "SELECT tenant, period, unit, currency, limit_value, spent, runs_out_on, forecast "
+            "FROM tenant_budgets WHERE day = ? ORDER BY tenant", [day]).fetchall():
+        gpu_hours, amount = forecasts.get(tenant, ({}, {}))
+        scenarios = {} if forecast is None else amount if unit == "amount" else gpu_hours
+        out.append((tenant, period, unit, currency, limit, spent, runs_out_on, scenarios,
+                    crossed.get(tenant, [])))
+    return out
 
 
 def record_budget_holds(con: duckdb.DuckDBPyConnection, rows: Sequence[tuple[Any, ...]], *,
-                        day: date) -> int:
+                        day: date, actions: tuple[str, str] = STOP_POLICY_ACTIONS) -> int:
     """Append rows (budget_holds' columns after `day`) for the partition `day`, in place of
-    the day's earlier `manifest` rows (a rerun writes the day's manifests again)."""
+    the day's earlier `manifest` rows of the same `actions` (a rerun writes the day's
+    manifests again; the stopPolicy and borrowing paths each replace only their own)."""
     con.execute("BEGIN TRANSACTION")
     try:
-        con.execute("DELETE FROM budget_holds WHERE day = ? AND outcome = ?",
-                    [day, MANIFEST_OUTCOME])
+        con.execute("DELETE FROM budget_holds WHERE day = ? AND outcome = ? "
+                    "AND list_contains(?, action)", [day, MANIFEST_OUTCOME, list(actions)])
         if rows:
             con.executemany(f"INSERT INTO budget_holds VALUES (?, {', '.join('?' * len(rows[0]))})",
                             [[day, *r] for r in rows])

@@ -358,8 +358,9 @@ CREATE TABLE IF NOT EXISTS budget_alerts (
     alertmanager VARCHAR NOT NULL     -- the URL it was posted to
 );
 
--- Every change of a queue's stopPolicy made (or tried, or written as a manifest) for a budget,
--- with its reason: what tenants and operators see. Appended.
+-- Every change of a queue's stopPolicy (budget path), or of a ClusterQueue's borrowing (quota
+-- path: before/after `cohort limits` or `borrowingLimit 0`), made, tried or written as a
+-- manifest for a budget, with its reason: what tenants and operators see. Appended.
 CREATE TABLE IF NOT EXISTS budget_holds (
     day DATE NOT NULL,                -- the analytics partition that made it
     tenant VARCHAR NOT NULL,
@@ -367,7 +368,7 @@ CREATE TABLE IF NOT EXISTS budget_holds (
     kind VARCHAR NOT NULL,            -- ClusterQueue | LocalQueue
     namespace VARCHAR,
     name VARCHAR NOT NULL,
-    action VARCHAR NOT NULL,          -- hold | release
+    action VARCHAR NOT NULL,          -- hold | release (stopPolicy); no-borrowing | restore-borrowing
     before_policy VARCHAR,            -- the live stopPolicy; null without a cluster
     after_policy VARCHAR NOT NULL,
     reason VARCHAR NOT NULL,
