@@ -215,16 +215,30 @@ def _namespace_tenants(tenants_file: Path | None, pairs: tuple[str, ...]) -> dic
               help="Regular expression matching the Prometheus job of dcgm-exporter targets "
                    "(default .*dcgm.*): a window in which one could not be scraped is recorded "
                    "as a gap.")
+@click.option("--gateway", default="litellm", show_default=True, metavar="NAME|FILE",
+              help="Where the inference gateway keeps per-tenant request work: `litellm`, "
+                   "`none`, or a YAML mapping file (docs/collectors.md).")
+@click.option("--server", default="vllm", show_default=True, metavar="NAME|FILE",
+              help="Where the inference server keeps prefill and decode time: `vllm`, `none`, "
+                   "or a YAML mapping file.")
 @_tenant_options
 def prometheus_command(spool: SpoolLocation, once: bool, metrics_port: int | None,
                        metrics_address: str, node: str, cluster: str, url: str,
                        interval_s: int, delay_s: float, exporter_job: str | None,
+                       gateway: str, server: str,
                        tenants_file: Path | None, namespace_tenant: tuple[str, ...]) -> None:
-    """Read dcgm-exporter and inference-gateway metrics from Prometheus."""
+    """Read dcgm-exporter, inference-gateway and inference-server metrics from Prometheus."""
     from collectors.prometheus import DCGM_JOB, PrometheusCollector, PrometheusReader
+    from collectors.request_metrics import BUILT_IN, RequestMetrics, load_request_metrics
+
+    def mapping(value: str) -> RequestMetrics | None:
+        if value == "none":
+            return None
+        return BUILT_IN.get(value) or load_request_metrics(Path(value))
 
     namespace_tenants = _namespace_tenants(tenants_file, namespace_tenant)
-    reader = PrometheusReader(url, cluster=cluster, exporter_job=exporter_job or DCGM_JOB)
+    reader = PrometheusReader(url, cluster=cluster, exporter_job=exporter_job or DCGM_JOB,
+                              gateway=mapping(gateway), server=mapping(server))
     try:
         agent = Agent(PrometheusCollector(reader, interval_s, namespace_tenants), spool,
                       "prometheus", node, interval_s, delay_s=delay_s, cluster=cluster)

@@ -32,6 +32,7 @@ COMMANDS = {
     "demo": ("cli.operate:demo", "Simulate a month, run the pipeline, print invoices."),
     "eval": ("cli.main:evaluate", "Evaluate shifts, reservations and forecasts on real data."),
     "replay": ("cli.replay:replay", "Replay a real public cluster trace end to end."),
+    "metrics": ("cli.metrics:metrics", "Serve the budget metrics on /metrics for Prometheus."),
     "quotas": ("cli.quotas:quotas", "Write or apply scheduler quotas from recommendations."),
     "dashboard": ("cli.dashboard:dashboard", "Start the Streamlit dashboard."),
     "users": ("cli.dashboard:users", "Manage the dashboard's local users file."),

@@ -5,6 +5,7 @@ Both commands run models.planning.quotas.run_quotas, the sequence the Dagster as
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from functools import partial
 from pathlib import Path
@@ -86,9 +87,11 @@ def write(recommendations_path: Path | None, source_path: Path | None, day: date
     a ClusterQueue per tenant and a LocalQueue per namespace, and a ResourceQuota per
     namespace. No cluster is contacted: use and current quota come from the warehouse, or from
     the file's optional in_use_gpus and current_gpus columns."""
-    recommendations, setup = _inputs(recommendations_path, source_path, day, flavors, kueue)
-    run = run_quotas(recommendations, ClusterState(), now=datetime.now(UTC),
-                     max_step=max_step, kueue=kueue, folder=out_dir, setup=setup)
+    recommendations, setup, held = _inputs(recommendations_path, source_path, day, flavors,
+                                           kueue)
+    run = run_quotas(recommendations, ClusterState(no_borrowing=held), now=datetime.now(UTC),
+                     max_step=max_step, kueue=kueue, folder=out_dir, setup=setup,
+                     no_borrowing=held)
     _print(run.records)
     _notes(run.plan, flavors)
     click.echo(f"{len(run.files)} manifest(s) in {out_dir}")
@@ -119,7 +122,8 @@ def apply(recommendations_path: Path | None, source_path: Path | None, day: date
     from models.ledger import warehouse
     from models.planning.quotas import ApplyRefused
 
-    recommendations, setup = _inputs(recommendations_path, source_path, day, flavors, kueue)
+    recommendations, setup, held = _inputs(recommendations_path, source_path, day, flavors,
+                                           kueue)
     try:
         api = api_client(kubeconfig, context)
     except Exception as exc:  # the config loader raises several unrelated types
@@ -130,9 +134,10 @@ def apply(recommendations_path: Path | None, source_path: Path | None, day: date
             con = warehouse.connect(warehouse_path)
             warehouse.create_schema(con)
         try:
-            state = read_cluster_state(api, recommendations, kueue=kueue, cohort=setup.cohort)
+            state = replace(read_cluster_state(api, recommendations, kueue=kueue,
+                                               cohort=setup.cohort), no_borrowing=held)
             run = run_quotas(recommendations, state, now=datetime.now(UTC), max_step=max_step,
-                             kueue=kueue, con=con, setup=setup, apply=partial(
+                             kueue=kueue, con=con, setup=setup, no_borrowing=held, apply=partial(
                                  apply_plan, api, dry_run=not really, force=force_conflicts))
         finally:
             if con is not None:
@@ -151,7 +156,10 @@ def apply(recommendations_path: Path | None, source_path: Path | None, day: date
 
 
 def _inputs(recommendations_path: Path | None, source_path: Path | None, day: datetime | None,
-            flavors: str, kueue: bool) -> tuple[list[Recommendation], KueueSetup]:
+            flavors: str, kueue: bool
+            ) -> tuple[list[Recommendation], KueueSetup, frozenset[str]]:
+    """Recommendations, the Kueue setup, and the ClusterQueues whose borrowing a budget holds
+    at zero now (from the warehouse; none known from a file), which the plan keeps held."""
     if (recommendations_path is None) == (source_path is None):
         raise UserError("give exactly one of --recommendations FILE and --from-warehouse DB")
     if recommendations_path is not None:
@@ -163,9 +171,10 @@ def _inputs(recommendations_path: Path | None, source_path: Path | None, day: da
                 "a recommendations file does not say which GPU products each tier's nodes "
                 "carry, so no ResourceFlavor can be generated from it: use --from-warehouse, "
                 "or --flavors existing if the operator manages the flavors")
-        return recommendations, KueueSetup()
+        return recommendations, KueueSetup(), frozenset()
     assert source_path is not None
     from models.ledger import warehouse
+    from models.planning.budgets import ALL_RECORDED
     from models.planning.quotas import warehouse_inputs
     from pipelines.resources import default_resources
 
@@ -179,6 +188,8 @@ def _inputs(recommendations_path: Path | None, source_path: Path | None, day: da
                             "analytics job first")
         inputs = warehouse_inputs(con, when, tenants,
                                   generate_flavors=kueue and flavors == "generate")
+        held = frozenset(name for _, _, name, _, _ in warehouse.held_queues(
+            con, ALL_RECORDED, warehouse.BORROWING_ACTIONS))
     finally:
         con.close()
     if not inputs.recommendations:
@@ -188,7 +199,9 @@ def _inputs(recommendations_path: Path | None, source_path: Path | None, day: da
         click.echo(f"skipped (no namespace in the tenants file): "
                    f"{', '.join(inputs.skipped_tenants)}", err=True)
     click.echo(f"recommendations of {when} from {source_path}")
-    return inputs.recommendations, inputs.setup
+    if held:
+        click.echo(f"borrowing held at 0 by a budget (kept): {', '.join(sorted(held))}")
+    return inputs.recommendations, inputs.setup, held
 
 
 def _notes(plan: QuotaPlan, flavors: str) -> None:

@@ -17,7 +17,7 @@ from models.errors import InternalError
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for the spool, warehouse, exports and Dagster runs of the replay.")
 @click.option("--data", "data_dir", type=click.Path(path_type=Path), default=DATA_DIR,
-              show_default=True, help="The folder holding alibaba/ and helios/.")
+              show_default=True, help="The folder holding alibaba/, helios/ and azure-llm/.")
 def replay(name: str, out: Path, data_dir: Path) -> None:
     """Replay the trace NAME end to end and reconcile billed GPU-hours with the trace.
 
@@ -41,8 +41,18 @@ def replay(name: str, out: Path, data_dir: Path) -> None:
     periods = run_range(trace.start.date(), last)
     report = reconcile_replay(trace, out, periods)
     click.echo(str(report))
+    tokens_ok = True
+    if name == "azure-llm":
+        from evaluation.replay import reconcile_tokens
+
+        tokens = reconcile_tokens(data_dir, out, periods)
+        click.echo(str(tokens))
+        tokens_ok = tokens.ok
     click.echo(f"replay of {name} took {time.monotonic() - started:.0f} s; invoices and "
                f"exports under {out / 'exports'}")
     if not report.ok:
         raise InternalError("reconciliation failed: billed GPU-hours differ from the trace by "
                             "more than 0.001%")
+    if not tokens_ok:
+        raise InternalError("reconciliation failed: tokens differ from the trace, or the "
+                            "endpoint's GPU-seconds from its capacity")

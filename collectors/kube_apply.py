@@ -146,7 +146,7 @@ def apply_plan(api: client.ApiClient, plan: QuotaPlan, *, dry_run: bool = True,
     for obj in plan.objects:
         # Objects without figures (flavors, local queues) are applied every run: server-side
         # apply of an unchanged object changes nothing, and a dry run checks them all.
-        if obj.changes and not any(c.changes for c in obj.changes):
+        if obj.changes and not any(c.changes for c in obj.changes) and not obj.restated:
             records += [ChangeRecord.of(c, now, dry_run, "unchanged") for c in obj.changes]
             continue
         # The client serializes a dict body as JSON for apply-patch+yaml: JSON is YAML 1.2.

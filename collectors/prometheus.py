@@ -49,10 +49,12 @@ from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
+from collectors.request_metrics import HISTOGRAMS, LITELLM, MEASURES, VLLM, RequestMetrics
 from models.errors import ChargebackError, TransientError, UserError
 from models.ledger.gaps import Gap, GapReason
 from models.ledger.tiers import UnknownMigProfile, mig_gpu_equivalents
 from models.ledger.usage import (
+    ENDPOINT_LOAD_SCHEMA,
     IDLE_TENANT,
     LEDGER_SCHEMA,
     REQUEST_WORK_SCHEMA,
@@ -74,9 +76,6 @@ GPU_UTIL = "DCGM_FI_DEV_GPU_UTIL"
 FB_USED = "DCGM_FI_DEV_FB_USED"
 """Framebuffer used, MiB."""
 
-EXECUTION_SECONDS_COUNTER = "gateway_request_execution_seconds_total"
-TOKENS_COUNTER = "gateway_tokens_total"
-
 INTERVAL_MEAN_QUERY = (
     "avg_over_time({metric}[{step_s}s] offset 1ms)"
     " or last_over_time({metric}[{staleness_ms}ms] offset 1ms)"
@@ -87,7 +86,7 @@ INTERVAL_PEAK_QUERY = (
     " or last_over_time({metric}[{staleness_ms}ms] offset 1ms)"
 )
 """Peak of the interval's samples (memory is billed on what was held), else the last one."""
-RAW_SAMPLES_QUERY = "{metric}[{range_s}s]"
+RAW_SAMPLES_QUERY = "{selector}[{range_s}s]"
 """Raw counter samples, for exact increases with reset handling."""
 TARGET_UP_QUERY = (
     'max_over_time(up{{job=~"{job}"}}[{step_s}s] offset 1ms)'
@@ -210,18 +209,17 @@ class PrometheusReader:
         disable_ssl: bool = False,
         node_labels: Sequence[str] = ("node", "kubernetes_node", "Hostname"),
         exporter_job: str = DCGM_JOB,
-        execution_seconds_counter: str = EXECUTION_SECONDS_COUNTER,
-        tokens_counter: str | None = TOKENS_COUNTER,
-        tenant_label: str = "tenant",
-        model_label: str = "model",
-        namespace_label: str = "namespace",
+        gateway: RequestMetrics | None = LITELLM,
+        server: RequestMetrics | None = VLLM,
     ) -> None:
         """`staleness_s`: how long a sample stands in for intervals without their own (like
         Prometheus's lookback delta, default 5 min). `node_labels`: labels naming the node, in
         order of preference; dcgm-exporter's `Hostname` is the exporter pod's name unless it
         runs with hostNetwork, so a relabelled `node` label wins when present. `exporter_job`:
         a regular expression matching the `job` of dcgm-exporter targets, whose `up` says
-        whether they could be scraped."""
+        whether they could be scraped. `gateway`: where the gateway keeps per-tenant request
+        work; `server`: where the inference server keeps per-endpoint prefill and decode time
+        (collectors/request_metrics.py); either may be None."""
         if staleness_s <= 0:
             raise ValueError(f"staleness_s must be positive, got {staleness_s}")
         self.url = url.rstrip("/")
@@ -229,11 +227,8 @@ class PrometheusReader:
         self.staleness_s = staleness_s
         self.node_labels = tuple(node_labels)
         self.exporter_job = exporter_job
-        self.execution_seconds_counter = execution_seconds_counter
-        self.tokens_counter = tokens_counter
-        self.tenant_label = tenant_label
-        self.model_label = model_label
-        self.namespace_label = namespace_label
+        self.gateway = gateway
+        self.server = server
         retry = Retry(total=retries, backoff_factor=0.5, status_forcelist=[502, 503, 504])
         self._client = PrometheusConnect(
             self.url, headers=dict(headers or {}), disable_ssl=disable_ssl, retry=retry,
@@ -553,36 +548,39 @@ class PrometheusReader:
     def read_requests(self, start: datetime, end: datetime, step_s: int) -> RequestRead:
         """Request work (REQUEST_WORK_SCHEMA) per (interval, namespace, model, tenant).
 
+        Per-tenant work comes from the gateway. The server's prefill and decode seconds of an
+        endpoint-interval are split over the gateway's tenants of that endpoint-interval:
+        prefill by their share of input tokens, decode by their share of output tokens (prefill
+        time grows with prompt tokens, decode time with generated ones), so that the endpoint
+        is apportioned by measured phase time. Server work with no gateway tenant in its
+        interval is `__unattributed__`: served, and nobody to charge.
+
         Each counter sample adds its increase over the previous sample (a drop means the counter
         restarted from zero, as PromQL's increase() reads it) to the interval it falls in; the
         first sample of a series has no baseline and adds nothing. An interval gets a row when
-        at least one increase fell in it, zero included: zero work is a measurement. A series
-        that names no endpoint is quarantined alone (a gap for the read window)."""
+        at least one increase fell in it, zero included: zero work is a measurement; a measure
+        the source does not report stays null. A series that names no endpoint is quarantined
+        alone (a gap for the read window)."""
         intervals = _interval_count(start, end, step_s)
         gaps: list[Gap] = []
-        work: dict[_WorkKey, float] = defaultdict(float)
-        tokens: dict[_WorkKey, float] = defaultdict(float)
-        counters = [(self.execution_seconds_counter, work)]
-        if self.tokens_counter:
-            counters.append((self.tokens_counter, tokens))
-        for metric, target in counters:
-            for labels, samples in self._raw_samples(metric, start, intervals * step_s):
-                try:
-                    endpoint = self._endpoint(metric, labels)
-                except PrometheusDataError as exc:
-                    gaps.append(Gap(GATEWAY_SOURCE, self.cluster, None, None, start,
-                                    start + timedelta(seconds=intervals * step_s),
-                                    GapReason.MALFORMED_SERIES, str(exc)))
-                    log.warning("%s", gaps[-1].describe())
-                    continue
-                for ts_ms, increase in _increases(samples):
-                    k = (ts_ms - _ms(start)) // (step_s * 1000)
-                    if 0 <= k < intervals:
-                        target[(k, *endpoint)] += increase
+        work: dict[_WorkKey, dict[str, float]] = {}
+        latency: dict[_WorkKey, dict[str, dict[float, float]]] = {}
+        if self.gateway is not None:
+            work = self._read_work(self.gateway, start, intervals, step_s, gaps)
+            latency = self._read_histograms(self.gateway, start, intervals, step_s, gaps)
+        if self.server is not None:
+            served = self._read_work(self.server, start, intervals, step_s, gaps)
+            if self.gateway is None:
+                work = served
+                latency = self._read_histograms(self.server, start, intervals, step_s, gaps)
+            else:
+                _split_phases(work, served)
         rows = []
-        for k, namespace, model, tenant in sorted(work.keys() | tokens.keys()):
+        for key in sorted(work.keys() | latency.keys()):
+            k, namespace, model, tenant = key
             window_start = start + timedelta(seconds=k * step_s)
-            index = (k, namespace, model, tenant)
+            measures = work.get(key, {})
+            histograms = latency.get(key, {})
             rows.append({
                 "sample_id": make_sample_id(
                     GATEWAY_SOURCE, self.cluster, namespace, model, tenant,
@@ -594,24 +592,111 @@ class PrometheusReader:
                 "namespace": namespace,
                 "model": model,
                 "tenant": tenant,
-                # Tokens without execution seconds still say the endpoint served the tenant;
-                # the schema needs a number, and no execution time was measured.
-                "request_seconds": work.get(index, 0.0),
-                "tokens": tokens.get(index) if self.tokens_counter else None,
+                **{m: _measure(m, measures.get(m)) for m in MEASURES},
+                **{column: _buckets(histograms.get(column)) for column in HISTOGRAMS.values()},
                 "source": GATEWAY_SOURCE,
             })
         return RequestRead(pa.Table.from_pylist(rows, schema=REQUEST_WORK_SCHEMA), tuple(gaps))
 
-    def _endpoint(self, metric: str, labels: Mapping[str, str]) -> tuple[str, str, str]:
-        missing = [n for n in (self.namespace_label, self.model_label) if not labels.get(n)]
+    def _read_work(self, mapping: RequestMetrics, start: datetime, intervals: int, step_s: int,
+                   gaps: list[Gap]) -> dict[_WorkKey, dict[str, float]]:
+        work: dict[_WorkKey, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        matchers = ",".join(f'{label}="{_promql_string(value)}"'
+                            for label, value in sorted(mapping.extra.items()))
+        for measure, metric in mapping.counters.items():
+            selector = metric
+            if matchers:
+                selector = (f"{metric[:-1]},{matchers}}}" if metric.endswith("}")
+                            else f"{metric}{{{matchers}}}")
+            for labels, samples in self._raw_samples(selector, start, intervals * step_s):
+                try:
+                    endpoint = self._endpoint(mapping, metric, labels)
+                except PrometheusDataError as exc:
+                    gaps.append(Gap(GATEWAY_SOURCE, self.cluster, None, None, start,
+                                    start + timedelta(seconds=intervals * step_s),
+                                    GapReason.MALFORMED_SERIES, str(exc)))
+                    log.warning("%s", gaps[-1].describe())
+                    continue
+                for ts_ms, increase in _increases(samples):
+                    k = (ts_ms - _ms(start)) // (step_s * 1000)
+                    if 0 <= k < intervals:
+                        work[(k, *endpoint)][measure] += increase
+        return work
+
+    def read_endpoint_load(self, start: datetime, end: datetime, step_s: int) -> pa.Table:
+        """The inference server's load (ENDPOINT_LOAD_SCHEMA) per endpoint and interval: the
+        mean of its running and waiting gauges over the interval's samples (else the last
+        sample within the staleness window; else null). Series naming no endpoint are left
+        out: these are no billing figures, only the evidence of queueing."""
+        if self.server is None or not self.server.gauges:
+            return pa.Table.from_pylist([], schema=ENDPOINT_LOAD_SCHEMA)
+        intervals = _interval_count(start, end, step_s)
+        load: dict[tuple[int, str, str], dict[str, float]] = defaultdict(
+            lambda: defaultdict(float))
+        for column, metric in self.server.gauges.items():
+            promql = INTERVAL_MEAN_QUERY.format(
+                metric=metric, step_s=step_s, staleness_ms=round(self.staleness_s * 1000))
+            for labels, points in self._range(promql, start, intervals, step_s):
+                try:
+                    namespace, model, _ = self._endpoint(self.server, metric, labels)
+                except PrometheusDataError:
+                    continue
+                for k, value in points:
+                    # Several engines (data-parallel ranks) of one endpoint add up.
+                    load[(k, namespace, model)][column] += value
+        rows = [{"window_start": start + timedelta(seconds=k * step_s),
+                 "duration_s": float(step_s), "cluster": self.cluster, "namespace": namespace,
+                 "model": model, "requests_running": values.get("requests_running"),
+                 "requests_waiting": values.get("requests_waiting"), "source": GATEWAY_SOURCE}
+                for (k, namespace, model), values in sorted(load.items())]
+        return pa.Table.from_pylist(rows, schema=ENDPOINT_LOAD_SCHEMA)
+
+    def _read_histograms(self, mapping: RequestMetrics, start: datetime, intervals: int,
+                         step_s: int, gaps: list[Gap]
+                         ) -> dict[_WorkKey, dict[str, dict[float, float]]]:
+        """Per endpoint-interval and histogram column, the increase of each bucket (`le`)."""
+        found: dict[_WorkKey, dict[str, dict[float, float]]] = defaultdict(
+            lambda: defaultdict(lambda: defaultdict(float)))
+        matchers = ",".join(f'{label}="{_promql_string(value)}"'
+                            for label, value in sorted(mapping.extra.items()))
+        for kind, name in mapping.histograms.items():
+            metric = f"{name}_bucket"
+            selector = f"{metric}{{{matchers}}}" if matchers else metric
+            for labels, samples in self._raw_samples(selector, start, intervals * step_s):
+                try:
+                    endpoint = self._endpoint(mapping, metric, labels)
+                    le = float(labels["le"])
+                except (PrometheusDataError, KeyError, ValueError) as exc:
+                    gaps.append(Gap(GATEWAY_SOURCE, self.cluster, None, None, start,
+                                    start + timedelta(seconds=intervals * step_s),
+                                    GapReason.MALFORMED_SERIES,
+                                    str(exc) if isinstance(exc, PrometheusDataError) else
+                                    f"Prometheus {self.url}: bucket series "
+                                    f"{metric}{_format_labels(labels)} has no numeric le"))
+                    log.warning("%s", gaps[-1].describe())
+                    continue
+                for ts_ms, increase in _increases(samples):
+                    k = (ts_ms - _ms(start)) // (step_s * 1000)
+                    if 0 <= k < intervals:
+                        found[(k, *endpoint)][HISTOGRAMS[kind]][le] += increase
+        return found
+
+    def _endpoint(self, mapping: RequestMetrics, metric: str,
+                  labels: Mapping[str, str]) -> tuple[str, str, str]:
+        names = [mapping.model_label] + ([mapping.namespace_label] if mapping.namespace_label
+                                         else [])
+        missing = [n for n in names if not labels.get(n)]
         if missing:
             raise PrometheusDataError(
-                f"Prometheus {self.url}: series {metric}{_format_labels(labels)} has no "
-                f"{' or '.join(missing)} label; a shared endpoint is named by namespace and "
-                "model: pass namespace_label=/model_label= naming the gateway's labels"
+                f"Prometheus {self.url}: {mapping.name} series {metric}{_format_labels(labels)} "
+                f"has no {' or '.join(missing)} label; a shared endpoint is named by namespace "
+                "and model: map the labels that name them (docs/collectors.md)"
             )
-        tenant = labels.get(self.tenant_label) or UNATTRIBUTED_TENANT
-        return labels[self.namespace_label], labels[self.model_label], tenant
+        namespace = labels[mapping.namespace_label] if mapping.namespace_label else (
+            mapping.namespace or "")
+        tenant = (labels.get(mapping.tenant_label) if mapping.tenant_label else None
+                  ) or UNATTRIBUTED_TENANT
+        return namespace, labels[mapping.model_label], tenant
 
     # -- Prometheus access ----------------------------------------------------------------
 
@@ -639,7 +724,7 @@ class PrometheusReader:
                 yield dict(series["metric"]), points
 
     def _raw_samples(
-        self, metric: str, start: datetime, span_s: int
+        self, selector: str, start: datetime, span_s: int
     ) -> Iterator[tuple[dict[str, str], list[tuple[int, float]]]]:
         """(labels, [(timestamp ms, value)]) per series over [start - staleness, start + span).
 
@@ -653,7 +738,7 @@ class PrometheusReader:
             # a sample on the boundary is read once, by the next chunk.
             at = start + timedelta(seconds=offset + length) - timedelta(milliseconds=1)
             lead = lookback if offset == 0 else 0
-            promql = RAW_SAMPLES_QUERY.format(metric=metric, range_s=length + lead)
+            promql = RAW_SAMPLES_QUERY.format(selector=selector, range_s=length + lead)
             params = {"time": f"{at.timestamp():.3f}"}
             result = self._call(self._client.custom_query, promql, params)
             for series in result:
@@ -791,3 +876,48 @@ def _format_labels(labels: Mapping[str, str]) -> str:
     # last_over_time keeps the metric name that avg_over_time drops; it is said already.
     return "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())
                           if k != "__name__") + "}"
+
+
+def _promql_string(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _measure(name: str, value: float | None) -> float | int | None:
+    """A measure as the schema holds it: counts are whole numbers, seconds are not."""
+    if value is None:
+        return None
+    return round(value) if name in ("requests", "input_tokens", "output_tokens") else value
+
+
+def _split_phases(work: dict[_WorkKey, dict[str, float]],
+                  served: Mapping[_WorkKey, Mapping[str, float]]) -> None:
+    """Give the gateway's tenants (`work`) the server's prefill and decode seconds of their
+    endpoint-interval, in proportion to their input and output tokens; server work without
+    a gateway tenant becomes `__unattributed__` work. Tenants whose tokens are unknown get no
+    phase time, and then neither do the others of that endpoint-interval (apportioning some
+    tenants by phases and others by another measure would compare unlike things)."""
+    tenants: dict[tuple[int, str, str], list[_WorkKey]] = defaultdict(list)
+    for key in work:
+        tenants[key[:3]].append(key)
+    for (k, namespace, model, _), measures in served.items():
+        phases = {m: measures[m] for m in ("prefill_seconds", "decode_seconds") if m in measures}
+        keys = tenants.get((k, namespace, model))
+        if not keys:
+            work[(k, namespace, model, UNATTRIBUTED_TENANT)] = dict(measures)
+            continue
+        if len(phases) < 2 or not all(
+                "input_tokens" in work[key] and "output_tokens" in work[key] for key in keys):
+            continue
+        for phase, tokens in (("prefill_seconds", "input_tokens"),
+                              ("decode_seconds", "output_tokens")):
+            total = sum(work[key][tokens] for key in keys)
+            for key in keys:
+                work[key][phase] = phases[phase] * work[key][tokens] / total if total else 0.0
+
+
+def _buckets(increases: Mapping[float, float] | None) -> list[dict[str, float | int]] | None:
+    """An interval's histogram (LATENCY_BUCKETS) from its buckets' increases; summed over the
+    series of a tenant (several keys or models' series fall into one endpoint-interval)."""
+    if not increases:
+        return None
+    return [{"le": le, "count": round(increases[le])} for le in sorted(increases)]

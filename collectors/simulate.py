@@ -13,6 +13,7 @@ pending demand and is not billed, as on a real cluster."""
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -25,6 +26,7 @@ from collectors.spool import SpoolLocation, write_batch
 from models.ledger.tiers import mig_gpu_equivalents
 from models.ledger.usage import (
     IDLE_TENANT,
+    LATENCY_BUCKETS,
     LEDGER_SCHEMA,
     REQUEST_WORK_SCHEMA,
     SHARED_TENANT,
@@ -62,8 +64,24 @@ SHARED_MODEL = "llama-3.1-8b"
 SHARED_MODEL_PARAMS_B = 8.0
 SHARED_ENDPOINT_TENANTS = {"kite": 0.5, "pixel": 0.3, "sable": 0.2}
 """Tenants of the shared endpoint and their mean share of its request work."""
+SHARED_ENDPOINT_MIX = {"kite": (1155.0, 211.0), "pixel": (2048.0, 28.0), "sable": (1155.0, 211.0)}
+"""tenant -> mean (input, output) tokens per request: the means of the Azure LLM inference
+trace's conversation and code services (../shared/data/azure-llm)."""
+PREFILL_SECONDS_PER_TOKEN = 0.0002
+"""Wall-clock prefill time per prompt token of one request (an 8B model on one GPU processes a
+few thousand prompt tokens per second per request under load)."""
+INTER_TOKEN_SECONDS = 0.025
+"""Wall-clock decode time per generated token of one request (vLLM's inter-token latency of
+an 8B model at moderate batch sizes, 20 to 30 ms)."""
 SHARED_LULL_HOURS = (3, 4)
 """[start, end) UTC hours in which the shared endpoint gets no requests at all."""
+
+LATENCY_BUCKETS_S = (0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 60.0, math.inf)
+"""Upper bounds of the simulated end-to-end latency histograms (seconds; +Inf last)."""
+TTFT_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, math.inf)
+"""Upper bounds of the simulated time-to-first-token histograms."""
+LATENCY_SPREAD = 0.5
+"""Log-normal sigma of one interval's request latencies around their mean."""
 
 _NO_REQUEST_PROBABILITY = 0.05
 _EPS = 1e-9
@@ -545,7 +563,8 @@ class Simulation:
 
     def requests_day(self, endpoint_index: int, day_index: int) -> pa.Table:
         """Request work of a shared endpoint's tenants: a diurnal load split in shares that
-        drift from interval to interval, no rows for a tenant without requests."""
+        drift from interval to interval, as requests, tokens, prefill, decode and request
+        seconds of each tenant's mix; no rows for a tenant without requests."""
         endpoint = self.cluster.endpoints[endpoint_index]
         cal = self.calendar(day_index)
         rng = self._rng(3, endpoint_index, day_index)
@@ -569,8 +588,22 @@ class Simulation:
         order = np.argsort(t_idx, kind="stable")
         t_idx = t_idx[order]
         code = np.concatenate(tenant_codes)[order]
-        request_seconds = np.concatenate(seconds)[order]
-        tokens = np.round(request_seconds * rng.uniform(250, 450, len(t_idx)))
+        work = np.concatenate(seconds)[order]
+        # Requests of the tenant's mix fill its work: tokens per interval jitter around the
+        # mix, prefill and decode follow the tokens, latency adds queueing on top.
+        mix = np.array([SHARED_ENDPOINT_MIX[t] for t in tenants])[code]
+        per_request = mix[:, 0] * PREFILL_SECONDS_PER_TOKEN + mix[:, 1] * INTER_TOKEN_SECONDS
+        requests = np.maximum(1, np.round(work / per_request)).astype(np.int64)
+        input_tokens = np.round(requests * mix[:, 0] * rng.lognormal(0, 0.2, len(t_idx)))
+        output_tokens = np.round(requests * mix[:, 1] * rng.lognormal(0, 0.2, len(t_idx)))
+        prefill_seconds = input_tokens * PREFILL_SECONDS_PER_TOKEN
+        decode_seconds = output_tokens * INTER_TOKEN_SECONDS * rng.uniform(0.9, 1.1, len(t_idx))
+        # Queueing grows with the endpoint's load: at the diurnal peak requests wait longer.
+        queueing = 1.0 + 0.6 * diurnal[t_idx] ** 4 * rng.uniform(0.8, 1.2, len(t_idx))
+        request_seconds = (prefill_seconds + decode_seconds) * queueing
+        latency = _histograms(requests, request_seconds / requests, LATENCY_BUCKETS_S)
+        ttft = _histograms(requests, prefill_seconds / requests * queueing + 0.03,
+                           TTFT_BUCKETS_S)
         epoch = cal.epoch_s[t_idx]
         endpoint_key = _key(f"{self.cluster.name}/{endpoint.namespace}/{endpoint.model}")
         tenant_keys = np.array([_key(t) for t in tenants], dtype=np.uint64)[code]
@@ -585,12 +618,35 @@ class Simulation:
                 pa.array(np.full(m, endpoint.namespace), pa.string()),
                 pa.array(np.full(m, endpoint.model), pa.string()),
                 _strings(tenants, code),
+                pa.array(requests),
                 pa.array(request_seconds),
-                pa.array(tokens),
+                pa.array(prefill_seconds),
+                pa.array(decode_seconds),
+                pa.array(input_tokens.astype(np.int64)),
+                pa.array(output_tokens.astype(np.int64)),
+                latency,
+                ttft,
                 pa.array(np.full(m, SOURCE), pa.string()),
             ],
             schema=REQUEST_WORK_SCHEMA,
         )
+
+
+def _histograms(requests: np.ndarray, mean_s: np.ndarray, bounds: Sequence[float]) -> pa.Array:
+    """Per row, cumulative counts of `requests` log-normal latencies of mean `mean_s` within
+    each bound (LATENCY_BUCKETS rows; the last bound, +Inf, counts every request)."""
+    mu = np.log(mean_s) - LATENCY_SPREAD ** 2 / 2
+    erf = np.vectorize(math.erf)
+    finite = np.array([b for b in bounds if math.isfinite(b)])
+    cdf = 0.5 * (1 + erf((np.log(finite)[None, :] - mu[:, None]) / (LATENCY_SPREAD * math.sqrt(2))))
+    counts = np.minimum(np.round(cdf * requests[:, None]).astype(np.int64), requests[:, None])
+    counts = np.maximum.accumulate(np.concatenate([counts, requests[:, None]], axis=1), axis=1)
+    n, k = counts.shape
+    les = np.tile(np.array(bounds, dtype=np.float64), n)
+    entries = pa.StructArray.from_arrays([pa.array(les), pa.array(counts.ravel())],
+                                         fields=list(LATENCY_BUCKETS.value_type))
+    return pa.ListArray.from_arrays(pa.array(np.arange(0, n * k + 1, k, dtype=np.int32)),
+                                    entries, type=LATENCY_BUCKETS)
 
 
 @dataclass(frozen=True)

@@ -36,8 +36,10 @@ from tqdm import tqdm
 from collectors.spool import write_batch
 from models.errors import InternalError, UserError
 from models.ledger.usage import (
+    DECODE_GPU_SECONDS_PER_TOKEN,
     IDLE_TENANT,
     LEDGER_SCHEMA,
+    PREFILL_GPU_SECONDS_PER_TOKEN,
     REQUEST_WORK_SCHEMA,
     RESERVED_TENANTS,
     SHARED_TENANT,
@@ -660,8 +662,12 @@ class AlibabaGenAI:
         window = _at(self.start, np.array([h for h, _ in keys], dtype=np.float64))
         stamps = np.datetime_as_string(window, unit="us")
         n = len(keys)
+        unmeasured = {name: pa.nulls(n, REQUEST_WORK_SCHEMA.field(name).type) for name in (
+            "requests", "prefill_seconds", "decode_seconds", "input_tokens", "output_tokens",
+            "latency_buckets", "ttft_buckets")}
         return pa.table(
             {
+                **unmeasured,
                 "sample_id": [make_sample_id(source, self.namespace, self.model, t, stamp)
                               for (_, t), stamp in zip(keys, stamps, strict=True)],
                 "window_start": pa.array(window, REQUEST_WORK_SCHEMA.field("window_start").type),
@@ -671,7 +677,6 @@ class AlibabaGenAI:
                 "model": [self.model] * n,
                 "tenant": [t for _, t in keys],
                 "request_seconds": [per[k] for k in keys],
-                "tokens": pa.nulls(n, pa.float64()),
                 "source": [source] * n,
             },
             schema=REQUEST_WORK_SCHEMA,
@@ -780,11 +785,161 @@ class Helios:
                 np.array(raw["running_gpu_num"], dtype=np.int64))
 
 
+# ---------------------------------------------------------------------------------------------
+# Azure LLM inference 2023 (Splitwise): two services' requests with their tokens
+
+
+@dataclass(frozen=True)
+class AzureLLM:
+    """`AzureLLMInferenceTrace_{code,conv}.csv` as one shared endpoint (namespace `llm-shared`,
+    model `llama-2-70b`, 70B parameters) serving the two services as tenants `code` and
+    `conversation`: the Splitwise paper's setup, Llama-2-70B on 8 x H100 DGX servers.
+
+    The trace has each request's arrival and its input (context) and output (generated)
+    tokens, no latency. GPU time comes from the cost model of models/ledger/usage.py:
+    `PREFILL_GPU_SECONDS_PER_TOKEN` per input token and `DECODE_GPU_SECONDS_PER_TOKEN` per
+    output token; a request's work counts in the minute it arrived. Request work is written
+    per tenant per minute (REQUEST_WORK_SCHEMA: requests, tokens, and the model's prefill and
+    decode GPU-seconds; request seconds null: not in the trace). The endpoint holds whole
+    8-GPU servers, as many as the busiest minute's modelled work needs, every minute from the
+    first request's minute to the last one's end (`__shared__` rows of 60 s); minutes
+    without requests stay `__shared_idle__`.
+
+    Timestamps are UTC wall-clock times, shifted by whole days so that the trace's first day
+    is `start`'s: minute boundaries are the trace's own."""
+
+    name: ClassVar[str] = "azure-llm"
+    files: ClassVar[dict[str, str]] = {"code": "azure-llm/AzureLLMInferenceTrace_code.csv",
+                                       "conversation": "azure-llm/AzureLLMInferenceTrace_conv.csv"}
+    namespace: ClassVar[str] = "llm-shared"
+    model: ClassVar[str] = "llama-2-70b"
+    gpus_per_server: ClassVar[int] = 8
+    interval_s: ClassVar[int] = 60
+    product: str = "NVIDIA H100 80GB HBM3"
+    start: datetime = TRACE_START
+
+    def read(self, data_dir: Path) -> tuple[datetime, dict[str, tuple[Floats, Ints, Ints]]]:
+        """The first request's UTC day and, per tenant, each request's seconds after it,
+        input tokens and output tokens."""
+        stamps: dict[str, list[datetime]] = {}
+        tokens: dict[str, tuple[list[int], list[int]]] = {}
+        for tenant, name in self.files.items():
+            path = Path(data_dir) / name
+            raw = _read_csv(path, ["TIMESTAMP", "ContextTokens", "GeneratedTokens"])
+            stamps[tenant] = []
+            tokens[tenant] = ([], [])
+            for i, (stamp, given, generated) in enumerate(zip(
+                    raw["TIMESTAMP"], raw["ContextTokens"], raw["GeneratedTokens"], strict=True)):
+                row = _csv_row(i)
+                try:
+                    at = (stamp if isinstance(stamp, datetime)
+                          else datetime.fromisoformat(str(stamp)))
+                except ValueError:
+                    raise TraceError(f"{path}: row {row}: TIMESTAMP: not a timestamp: "
+                                     f"{stamp!r}") from None
+                stamps[tenant].append(at.replace(tzinfo=UTC))
+                for field_name, value, out in (("ContextTokens", given, tokens[tenant][0]),
+                                               ("GeneratedTokens", generated, tokens[tenant][1])):
+                    # One bad cell makes the CSV reader type the whole column as text.
+                    if isinstance(value, str) and re.fullmatch(r"[0-9]+", value.strip()):
+                        value = int(value)
+                    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                        raise TraceError(f"{path}: row {row}: {field_name}: not a token "
+                                         f"count: {value!r}")
+                    out.append(value)
+            if not stamps[tenant]:
+                raise TraceError(f"{path}: no requests")
+        first_day = min(min(v) for v in stamps.values()).replace(
+            hour=0, minute=0, second=0, microsecond=0)
+        return first_day, {
+            t: (np.array([(s - first_day).total_seconds() for s in stamps[t]]),
+                np.array(tokens[t][0], dtype=np.int64), np.array(tokens[t][1], dtype=np.int64))
+            for t in stamps}
+
+    def write(self, data_dir: Path, spool: Path, progress: bool = False) -> Summary:
+        _, requests = self.read(data_dir)
+        step = self.interval_s
+        minutes: dict[tuple[int, str], list[float]] = {}
+        for tenant, (arrival, given, generated) in requests.items():
+            minute = np.floor(arrival / step).astype(np.int64)
+            prefill = given * PREFILL_GPU_SECONDS_PER_TOKEN
+            decode = generated * DECODE_GPU_SECONDS_PER_TOKEN
+            for m in np.unique(minute).tolist():
+                pick = minute == m
+                minutes[(m, tenant)] = [float(pick.sum()), float(given[pick].sum()),
+                                        float(generated[pick].sum()), float(prefill[pick].sum()),
+                                        float(decode[pick].sum())]
+        per_minute: dict[int, float] = {}
+        for (m, _), (_, _, _, prefill_s, decode_s) in minutes.items():
+            per_minute[m] = per_minute.get(m, 0.0) + prefill_s + decode_s
+        servers = math.ceil(max(per_minute.values()) / (self.gpus_per_server * step))
+        gpus = servers * self.gpus_per_server
+        first, last = min(per_minute), max(per_minute)
+        span = np.arange(first, last + 1, dtype=np.float64) * step
+        slots = np.repeat(np.arange(gpus), len(span))
+        source = f"trace:{self.name}"
+        tally = _Tally()
+        day = int(first * step // DAY_S)
+        shared = _usage_table(
+            origin=self.start, source=source, cluster=self.name,
+            start_s=np.tile(span, gpus), duration_s=np.full(len(slots), float(step)),
+            node=[f"dgx-h100-{k // self.gpus_per_server}" for k in slots],
+            gpu_uuid=[f"GPU-azure-llm-{k}" for k in slots],
+            gpu_product=self.product, gpu_equivalents=np.ones(len(slots)),
+            tenant=SHARED_TENANT, namespace=self.namespace,
+            pod=[f"llama-2-70b-{k // self.gpus_per_server}" for k in slots],
+            workload_kind=WorkloadKind.INFERENCE.value, model=self.model,
+            allocated=np.full(len(slots), float(step)),
+        )
+        shared = shared.set_column(shared.schema.get_field_index("model_params_b"),
+                                   "model_params_b", pa.array([70.0] * len(slots), pa.float64()))
+        tally.add(spool, shared, source=source, node=self.name, batch=_day_batch(self.start, day))
+        keys = sorted(minutes)
+        window = _at(self.start, np.array([m * step for m, _ in keys], dtype=np.float64))
+        stamps = np.datetime_as_string(window, unit="us")
+        n = len(keys)
+        work = pa.table(
+            {
+                "sample_id": [make_sample_id(source, self.namespace, self.model, t, stamp)
+                              for (_, t), stamp in zip(keys, stamps, strict=True)],
+                "window_start": pa.array(window, REQUEST_WORK_SCHEMA.field("window_start").type),
+                "duration_s": [float(step)] * n,
+                "cluster": [self.name] * n,
+                "namespace": [self.namespace] * n,
+                "model": [self.model] * n,
+                "tenant": [t for _, t in keys],
+                "requests": pa.array([round(minutes[k][0]) for k in keys], pa.int64()),
+                "request_seconds": pa.nulls(n, pa.float64()),
+                "prefill_seconds": [minutes[k][3] for k in keys],
+                "decode_seconds": [minutes[k][4] for k in keys],
+                "input_tokens": pa.array([round(minutes[k][1]) for k in keys], pa.int64()),
+                "output_tokens": pa.array([round(minutes[k][2]) for k in keys], pa.int64()),
+                "latency_buckets": pa.nulls(n, REQUEST_WORK_SCHEMA.field("latency_buckets").type),
+                "ttft_buckets": pa.nulls(n, REQUEST_WORK_SCHEMA.field("ttft_buckets").type),
+                "source": [source] * n,
+            },
+            schema=REQUEST_WORK_SCHEMA,
+        )
+        tally.files += len(write_batch(spool, work, kind="requests", source=source,
+                                       node=self.name, batch=_day_batch(self.start, day)))
+        tally.request_rows += n
+        tally.tenants.update(requests)
+        work_s = sum(per_minute.values())
+        capacity_s = gpus * len(span) * step
+        return tally.summary(
+            self.start + timedelta(seconds=float(span[0])),
+            self.start + timedelta(seconds=float(span[-1]) + step),
+            [f"endpoint of {servers} x {self.gpus_per_server} H100 ({gpus} GPUs) over "
+             f"{len(span)} minutes: {capacity_s:,.0f} GPU-s; modelled prefill + decode work "
+             f"{work_s:,.0f} GPU-s ({work_s / capacity_s:.1%} of capacity)"])
+
+
 IMPORTERS: dict[str, Importer] = {
     Alibaba2025.name: Alibaba2025(),
     Alibaba2023.name: Alibaba2023(),
     AlibabaGenAI.name: AlibabaGenAI(),
     Helios.name: Helios(),
+    AzureLLM.name: AzureLLM(),
 }
 
 
@@ -834,6 +989,23 @@ _EXPECTED_SQL = {
         SELECT '__shared_idle__', count(*) * (SELECT gpus FROM peak)
         FROM hours WHERE h NOT IN (SELECT h FROM total)
     """,
+    "azure-llm": """
+        WITH r AS (
+            SELECT 'code' AS tenant, TIMESTAMP AS ts, ContextTokens AS i, GeneratedTokens AS o
+            FROM read_csv($1)
+            UNION ALL
+            SELECT 'conversation', TIMESTAMP, ContextTokens, GeneratedTokens FROM read_csv($2)),
+        m AS (SELECT tenant, date_trunc('minute', ts) AS minute, sum(i * $3 + o * $4) AS w
+              FROM r GROUP BY ALL),
+        tot AS (SELECT minute, sum(w) AS w FROM m GROUP BY 1),
+        gpus AS (SELECT 8 * ceil(max(w) / (8 * 60)) AS n FROM tot),
+        span AS (SELECT (epoch(max(minute)) - epoch(min(minute))) / 60 + 1 AS minutes FROM tot)
+        SELECT tenant, sum(m.w / tot.w * gpus.n * 60) / 3600
+        FROM m JOIN tot USING (minute), gpus GROUP BY tenant
+        UNION ALL
+        SELECT '__shared_idle__', (span.minutes - (SELECT count(*) FROM tot)) * gpus.n * 60 / 3600
+        FROM span, gpus
+    """,
     "helios": """
         SELECT regexp_extract(filename, '([^/]+)_cluster_sequence_vc\\.csv$', 1),
                sum(running_gpu_num) / 60
@@ -849,6 +1021,10 @@ _EXPECTED_FILES = {
     "alibaba-2023": [Alibaba2023.pods_file, Alibaba2023.nodes_file],
     "alibaba-genai": [AlibabaGenAI.file],
     "helios": [f"{Helios.folder}/*_cluster_sequence_vc.csv"],
+    "azure-llm": [AzureLLM.files["code"], AzureLLM.files["conversation"]],
+}
+_EXPECTED_PARAMETERS: dict[str, list[float]] = {
+    "azure-llm": [PREFILL_GPU_SECONDS_PER_TOKEN, DECODE_GPU_SECONDS_PER_TOKEN],
 }
 
 
@@ -860,10 +1036,22 @@ def expected_gpu_hours(name: str, data_dir: Path) -> dict[str, float]:
     to their request seconds, and `__shared_idle__` for hours without requests."""
     if name not in _EXPECTED_SQL:
         raise KeyError(f"unknown trace {name!r}; one of {', '.join(_EXPECTED_SQL)}")
-    paths = [str(Path(data_dir) / f) for f in _EXPECTED_FILES[name]]
+    paths: list[Any] = [str(Path(data_dir) / f) for f in _EXPECTED_FILES[name]]
     with duckdb.connect() as con:
-        rows = con.execute(_EXPECTED_SQL[name], paths).fetchall()
+        rows = con.execute(_EXPECTED_SQL[name],
+                           paths + _EXPECTED_PARAMETERS.get(name, [])).fetchall()
     return {str(tenant): float(hours) for tenant, hours in rows}
+
+
+def expected_tokens(data_dir: Path) -> dict[str, tuple[int, int]]:
+    """(input, output) tokens per tenant of the azure-llm trace, summed straight from its CSVs."""
+    paths = [str(Path(data_dir) / AzureLLM.files[t]) for t in ("code", "conversation")]
+    with duckdb.connect() as con:
+        rows = con.execute(
+            "SELECT 'code', sum(ContextTokens), sum(GeneratedTokens) FROM read_csv($1) "
+            "UNION ALL SELECT 'conversation', sum(ContextTokens), sum(GeneratedTokens) "
+            "FROM read_csv($2)", paths).fetchall()
+    return {str(t): (int(i), int(o)) for t, i, o in rows}
 
 
 def spool_gpu_hours(spool: Path, source: str | None = None) -> dict[str, float]:

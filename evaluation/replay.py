@@ -15,7 +15,13 @@ from pathlib import Path
 
 import yaml
 
-from collectors.traces import IMPORTERS, ReconcileReport, expected_gpu_hours, reconcile
+from collectors.traces import (
+    IMPORTERS,
+    ReconcileReport,
+    expected_gpu_hours,
+    expected_tokens,
+    reconcile,
+)
 from models.billing.rate_cards import load_rate_cards
 from models.files import atomic_write
 from models.ledger.usage import RESERVED_TENANTS
@@ -112,3 +118,74 @@ def reconcile_replay(trace: ImportedTrace, out: Path, periods: list[str]) -> Rec
     warehouse_path = out / "warehouse.duckdb"
     return reconcile(wanted, billed_gpu_hours(warehouse_path, periods), strict=False,
                      billed_hours=billed_hours(warehouse_path))
+
+
+@dataclass(frozen=True)
+class TokenReport:
+    """Tokens per tenant on the invoices against the trace's CSVs (exact), and the shared
+    endpoint's GPU-seconds against its capacity."""
+
+    tokens: dict[str, tuple[tuple[int, int], tuple[int, int]]]
+    """tenant -> ((input, output) expected, (input, output) invoiced)"""
+    capacity_gpu_seconds: float
+    ledger_gpu_seconds: dict[str, float]
+    """tenant (and __shared_idle__) -> GPU-seconds the ledger gave it on the endpoint"""
+    prices: tuple[str, ...] = ()
+    """Each invoice's effective cost per million tokens, by model."""
+
+    @property
+    def ok(self) -> bool:
+        tokens_exact = all(want == got for want, got in self.tokens.values())
+        total = sum(self.ledger_gpu_seconds.values())
+        return tokens_exact and abs(total - self.capacity_gpu_seconds) <= 1e-6 * max(
+            1.0, self.capacity_gpu_seconds)
+
+    def __str__(self) -> str:
+        out = [f"{'tenant':<14} {'input tokens':>14} {'invoiced':>14} {'output tokens':>14} "
+               f"{'invoiced':>14}"]
+        for tenant, ((i, o), (bi, bo)) in sorted(self.tokens.items()):
+            mark = "" if (i, o) == (bi, bo) else "  MISMATCH"
+            out.append(f"{tenant:<14} {i:>14,} {bi:>14,} {o:>14,} {bo:>14,}{mark}")
+        parts = ", ".join(f"{t} {s:,.3f}" for t, s in sorted(self.ledger_gpu_seconds.items()))
+        out.append(f"endpoint capacity {self.capacity_gpu_seconds:,.3f} GPU-s; ledger: {parts}; "
+                   f"sum {sum(self.ledger_gpu_seconds.values()):,.3f}")
+        out += self.prices
+        out.append("tokens exact, GPU-seconds conserved" if self.ok else "FAILED")
+        return "\n".join(out)
+
+
+def reconcile_tokens(data_dir: Path, out: Path, periods: list[str]) -> TokenReport:
+    """The azure-llm replay's tokens as its invoices show them, and the endpoint's
+    GPU-seconds, from its warehouse."""
+    from models.billing import lifecycle
+    from models.ledger import warehouse
+
+    con = warehouse.connect(out / "warehouse.duckdb", read_only=True)
+    try:
+        billed: dict[str, tuple[int, int]] = {}
+        prices: dict[str, list[str]] = {}
+        for period in periods:
+            for invoice in (s.invoice for s in lifecycle.stored(con, period)):
+                for t in invoice.tokens:
+                    i, o = billed.get(invoice.tenant, (0, 0))
+                    billed[invoice.tenant] = (i + t.input_tokens, o + t.output_tokens)
+                    prices.setdefault(invoice.tenant, []).append(
+                        f"{invoice.tenant} {period} {t.model}: {t.cost_per_million_input} "
+                        f"{invoice.currency} per million input tokens, "
+                        f"{t.cost_per_million_output} per million output tokens "
+                        f"({t.input_cost + t.output_cost} {invoice.currency} of GPU charges)")
+        ledger = con.execute(
+            "SELECT tenant, sum(allocated_gpu_seconds) FROM ledger WHERE cluster = 'azure-llm' "
+            "GROUP BY 1").fetchall()
+        # Capacity: every GPU of the endpoint, every interval it was held.
+        (capacity,) = con.execute(
+            "SELECT sum(gpus * duration_s) FROM (SELECT window_start, duration_s, "
+            "count(DISTINCT gpu_uuid) AS gpus FROM ledger WHERE cluster = 'azure-llm' "
+            "GROUP BY ALL)").fetchone() or (0.0,)
+    finally:
+        con.close()
+    expected = expected_tokens(data_dir)
+    return TokenReport(
+        {t: (expected.get(t, (0, 0)), billed.get(t, (0, 0))) for t in expected.keys() | billed},
+        float(capacity or 0.0), {str(t): float(s) for t, s in ledger},
+        tuple(line for tenant in sorted(prices) for line in prices[tenant]))

@@ -62,7 +62,7 @@ MONEY_ANALYTICS_TABLES = ("tenant_forecasts", "tenant_forecast_days", "tenant_bu
 ANALYTICS_TABLES = ("usage_shifts", "tier_change_recommendations", "reservation_recommendations",
                     "scheduler_quota_changes", "budget_holds", *MONEY_ANALYTICS_TABLES)
 
-VARIABLE_KINDS = (LineKind.USAGE, LineKind.BAND_FEE, LineKind.DISCOUNT)
+VARIABLE_KINDS = (LineKind.USAGE, LineKind.BAND_FEE, LineKind.TOKENS, LineKind.DISCOUNT)
 HOUR = timedelta(hours=1)
 STAGE = "mart_stage"
 """In-memory database attached while publishing: every tenant's rows of each tenant table,

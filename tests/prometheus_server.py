@@ -67,11 +67,16 @@ def parse_exposition(path: Path) -> list[tuple[str, dict[str, str], float]]:
 
 def to_openmetrics(series: Iterable[Series], types: Mapping[str, str]) -> str:
     """OpenMetrics text with one family per metric. `types` maps family names to
-    `gauge`/`counter`; counter samples must be named `<family>_total`."""
+    `gauge`/`counter`/`histogram`; counter samples must be named `<family>_total`, histogram
+    samples `<family>_bucket` (with `le`), `<family>_count` and `<family>_sum`."""
     families: dict[str, list[Series]] = {}
     for s in series:
-        family = s.name.removesuffix("_total") if types.get(
-            s.name.removesuffix("_total")) == "counter" else s.name
+        family = s.name
+        if types.get(s.name.removesuffix("_total")) == "counter":
+            family = s.name.removesuffix("_total")
+        for suffix in ("_bucket", "_count", "_sum"):
+            if s.name.endswith(suffix) and types.get(s.name.removesuffix(suffix)) == "histogram":
+                family = s.name.removesuffix(suffix)
         families.setdefault(family, []).append(s)
     lines = []
     for family, members in families.items():

@@ -175,9 +175,10 @@ CHARGE_CATEGORY = {
     LineKind.USAGE: "Usage", LineKind.DISCOUNT: "Usage", LineKind.BAND_FEE: "Adjustment",
     LineKind.RESERVATION: "Purchase", LineKind.BASE_FEE: "Purchase",
     LineKind.TRUE_UP: "Adjustment", LineKind.CREDIT: "Credit", LineKind.TAX: "Tax",
+    LineKind.TOKENS: "Usage",
 }
 TOWARD_MINIMUM = frozenset({LineKind.USAGE, LineKind.BAND_FEE, LineKind.DISCOUNT,
-                            LineKind.RESERVATION, LineKind.TRUE_UP})
+                            LineKind.RESERVATION, LineKind.TRUE_UP, LineKind.TOKENS})
 """Line kinds that count toward a plan's minimum commitment (DESIGN.md billing step 7: usage
 after discount plus reservation fees), and the true-up that brings them to it."""
 
@@ -324,6 +325,27 @@ def _standalone(common: Mapping[str, Any], line_no: int, line: InvoiceLine,
         x_InvoiceLineKind=line.kind.value, x_HardwareTier=line.hardware_tier, **extra)
 
 
+def _token_row(common: Mapping[str, Any], invoice: Invoice, line_no: int, line: InvoiceLine,
+               start: datetime, end: datetime) -> dict[str, Any]:
+    """A token line: priced per million tokens or per package, consumed in tokens."""
+    model = line.model or "unknown model"
+    if line.unit.startswith("package"):
+        used = next((t.input_tokens + t.output_tokens for t in invoice.tokens
+                     if t.model == line.model), None)
+        unit, consumed, sku_price = "Packages", None if used is None else Decimal(used), "package"
+    else:
+        side = line.unit.removeprefix("million ").removesuffix(" tokens")
+        unit, consumed, sku_price = "1000000 Tokens", line.quantity * 1_000_000, side
+    price, contracted = line.unit_price, line.unit_price * invoice.discount_factor
+    return dict(
+        _standalone(common, line_no, line, "Usage", "Usage-Based", start, end),
+        SkuId=f"tokens/{model}", SkuPriceId=f"tokens/{model}/{sku_price}", SkuMeter="Tokens",
+        SkuPriceDetails=json.dumps({"x_Model": model}), PricingCategory="Standard",
+        PricingQuantity=line.quantity, PricingUnit=unit, ConsumedQuantity=consumed,
+        ConsumedUnit="Tokens", ListUnitPrice=price, ContractedUnitPrice=contracted,
+        ListCost=price * line.quantity, ContractedCost=contracted * line.quantity)
+
+
 def _invoice_rows(con: duckdb.DuckDBPyConnection, stored: StoredInvoice,
                   common: Mapping[str, Any], card: RateCard, start: datetime, end: datetime
                   ) -> list[dict[str, Any]]:
@@ -344,6 +366,9 @@ def _invoice_rows(con: duckdb.DuckDBPyConnection, stored: StoredInvoice,
         _standalone(common, n, x, "Adjustment", "One-Time", start, end, SkuId=x.hardware_tier)
         for n, x in lines if x.kind is LineKind.BAND_FEE
     ]
+    tokens = [_token_row(common, invoice, n, x, start, end)
+              for n, x in lines if x.kind is LineKind.TOKENS]
+    on_demand += tokens
     discount = sum((x.amount for _, x in lines if x.kind is LineKind.DISCOUNT), ZERO)
     if discount:
         discounted = on_demand + band_fees

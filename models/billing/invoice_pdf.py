@@ -118,6 +118,25 @@ def render_pdf(stored: StoredInvoice) -> bytes:
                            number_text(u.multiplier), number_text(u.billable_units)])
         pdf.ln(4)
 
+    if invoice.tokens:
+        pdf.set_font("Helvetica", "B", 11)
+        pdf.cell(0, 7, "Tokens by model (memo: their cost is in the GPU charges below)",
+                 new_x="LMARGIN", new_y="NEXT")
+        pdf.set_font("Helvetica", "", 8)
+        with pdf.table(col_widths=(44, 26, 26, 22, 31, 31),
+                       text_align=("LEFT", "RIGHT", "RIGHT", "RIGHT", "RIGHT", "RIGHT")
+                       ) as table:
+            table.row(["Model", "Input tokens", "Output tokens", "GPU-hours",
+                       f"{invoice.currency} / M input", f"{invoice.currency} / M output"])
+            for t in invoice.tokens:
+                table.row([t.model, f"{t.input_tokens:,}", f"{t.output_tokens:,}",
+                           number_text(t.gpu_hours),
+                           "" if t.cost_per_million_input is None
+                           else number_text(t.cost_per_million_input),
+                           "" if t.cost_per_million_output is None
+                           else number_text(t.cost_per_million_output)])
+        pdf.ln(4)
+
     pdf.set_font("Helvetica", "B", 11)
     pdf.cell(0, 7, "Charges", new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("Helvetica", "", 8)

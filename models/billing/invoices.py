@@ -26,6 +26,7 @@ from models.billing.pricing import (
     LineKind,
     PriceBand,
     TierUsage,
+    TokenUsage,
 )
 from models.billing.rate_cards import (
     BillingMode,
@@ -131,7 +132,8 @@ LINE_COLUMNS = ("number", "tenant", "period", "currency", "minor_unit", "line_no
                 "band_lower_units", "band_upper_units", "reservation_id", "quantity", "unit",
                 "unit_price", "amount")
 """The one invoice-line CSV layout: per-invoice exports, `chargeback bill`, the finance
-page's lines of a period. Empty cells are nulls; decimals exact."""
+page's lines of a period. Empty cells are nulls; decimals exact. Rows of kind `token_memo`
+are memos (tokens by model and their effective price per token; no amount, not a charge)."""
 
 
 def _time(value: datetime | None) -> str | None:
@@ -165,8 +167,9 @@ def document(invoice: Invoice, *, kind: DocumentKind = DocumentKind.INVOICE,
              parties: Parties | None = None, issue_date: date | None = None,
              due_date: date | None = None) -> dict[str, Any]:
     """The stored JSON document of an invoice (what its content hash covers). The hourly
-    netting is not in it: it is stored beside it (models.billing.lifecycle)."""
-    return {
+    netting is not in it: it is stored beside it (models.billing.lifecycle). `tokens` is
+    there only when the tenant sent tokens, so GPU-only documents are as they always were."""
+    doc: dict[str, Any] = {
         "kind": kind.value,
         "number": number,
         "adjusts": adjusts,
@@ -184,6 +187,7 @@ def document(invoice: Invoice, *, kind: DocumentKind = DocumentKind.INVOICE,
         "minimum_commitment": str(invoice.minimum_commitment),
         "lines": [
             {
+                **({"model": line.model} if line.model is not None else {}),
                 "kind": line.kind.value,
                 "description": line.description,
                 "hardware_tier": line.hardware_tier,
@@ -229,6 +233,25 @@ def document(invoice: Invoice, *, kind: DocumentKind = DocumentKind.INVOICE,
         "credit_applied": str(invoice.credit_applied),
         "total": str(invoice.total),
     }
+    if invoice.tokens:
+        doc["tokens"] = [
+            {
+                "model": t.model,
+                "input_tokens": t.input_tokens,
+                "output_tokens": t.output_tokens,
+                "gpu_hours": str(t.gpu_hours),
+                "input_cost": str(t.input_cost),
+                "output_cost": str(t.output_cost),
+                "cost_per_million_input": _text(t.cost_per_million_input),
+                "cost_per_million_output": _text(t.cost_per_million_output),
+            }
+            for t in invoice.tokens
+        ]
+    return doc
+
+
+def _text(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
 
 
 def export_document(stored: StoredInvoice) -> dict[str, Any]:
@@ -249,6 +272,12 @@ def _decimal(value: Any) -> Decimal:
     if not isinstance(value, str):  # a float here would carry binary error into money
         raise TypeError(f"expected a decimal written as a string, got {value!r}")
     return Decimal(value)
+
+
+def _count(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise TypeError(f"expected a token count, got {value!r}")
+    return value
 
 
 def _optional(value: Any) -> Decimal | None:
@@ -276,7 +305,8 @@ def decode(doc: Mapping[str, Any], where: str = "invoice document") -> Invoice:
                 band=None if x["band"] is None else PriceBand(
                     PricingMode(x["band"]["mode"]), x["band"]["number"],
                     _decimal(x["band"]["lower_units"]), _optional(x["band"]["upper_units"])),
-                reservation_id=x["reservation_id"]) for x in doc["lines"]),
+                reservation_id=x["reservation_id"], model=x.get("model"))
+                for x in doc["lines"]),
             usage=tuple(TierUsage(
                 u["hardware_tier"], u["size_class"], _decimal(u["gpu_hours"]),
                 _decimal(u["covered_gpu_hours"]), _decimal(u["overflow_gpu_hours"]),
@@ -290,7 +320,13 @@ def decode(doc: Mapping[str, Any], where: str = "invoice document") -> Invoice:
             credit_available=_decimal(doc["credit_available"]),
             credit_applied=_decimal(doc["credit_applied"]),
             active_fraction=_decimal(doc["active_fraction"]),
-            minimum_commitment=_decimal(doc["minimum_commitment"]))
+            minimum_commitment=_decimal(doc["minimum_commitment"]),
+            tokens=tuple(TokenUsage(
+                t["model"], _count(t["input_tokens"]), _count(t["output_tokens"]),
+                _decimal(t["gpu_hours"]), _decimal(t["input_cost"]),
+                _decimal(t["output_cost"]), _optional(t["cost_per_million_input"]),
+                _optional(t["cost_per_million_output"]))
+                for t in doc.get("tokens", ())))
         total = _decimal(doc["total"])
     except KeyError as error:
         raise UserError(f"{where}: no {error.args[0]!r}: not a document this version writes "
@@ -391,6 +427,20 @@ def line_rows(invoice: Invoice, number: str | None = None) -> list[dict[str, str
             "reservation_id": _cell(line.reservation_id), "quantity": str(line.quantity),
             "unit": line.unit, "unit_price": str(line.unit_price), "amount": str(line.amount),
         })
+    # Tokens are memo rows (kind `token_memo`, no amount): their cost is already in the lines.
+    for t in invoice.tokens:
+        for side, count, per_million in (("input", t.input_tokens, t.cost_per_million_input),
+                                         ("output", t.output_tokens, t.cost_per_million_output)):
+            rows.append({
+                **dict.fromkeys(LINE_COLUMNS, ""),
+                "number": _cell(number), "tenant": invoice.tenant, "period": invoice.period,
+                "currency": invoice.currency, "minor_unit": str(invoice.minor_unit),
+                "kind": "token_memo",
+                "description": f"{t.model} {side} tokens: {_cell(per_million)} "
+                               f"{invoice.currency} per million (memo, in the lines above)",
+                "quantity": str(count), "unit": f"{side} token",
+                "unit_price": "" if per_million is None else format(per_million / 1_000_000, "f"),
+            })
     return rows
 
 

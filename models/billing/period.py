@@ -8,7 +8,7 @@ from decimal import Decimal
 import duckdb
 
 from models.billing.pricing import Invoice, price_invoice
-from models.billing.rate_cards import RateCard, Tenant, month_bounds
+from models.billing.rate_cards import Meter, RateCard, Tenant, month_bounds
 from models.errors import UserError
 from models.ledger import warehouse
 
@@ -43,11 +43,15 @@ def price_period(
         name: tenant for name, tenant in sorted(tenants.items())
         if name in billed or (tenant.start < end and (tenant.end is None or tenant.end > start))
     }
-    hours = warehouse.usage_hours(con, priced, start, end)
+    token_models = {name: list(card.token_prices) for name, tenant in priced.items()
+                    if (plan := card.plans.get(tenant.plan)) and plan.meter is Meter.TOKENS}
+    hours = warehouse.usage_hours(con, priced, start, end, token_models)
+    work = warehouse.model_work(con, priced, start, end)
     invoices = []
     for name, tenant in priced.items():
         credit = credit_available(tenant) if credit_available else None
-        invoice = price_invoice(tenant, card, period, hours[name], credit_available=credit)
+        invoice = price_invoice(tenant, card, period, hours[name], credit_available=credit,
+                                work=work[name])
         if invoice.lines:
             invoices.append(invoice)
     return invoices

@@ -24,6 +24,7 @@ from typing import NamedTuple
 from models.billing.rate_cards import (
     Band,
     ConfigError,
+    Meter,
     PricingMode,
     RateCard,
     Reservation,
@@ -46,6 +47,7 @@ class LineKind(StrEnum):
     TRUE_UP = "true_up"
     CREDIT = "credit"
     TAX = "tax"
+    TOKENS = "tokens"
 
 
 class HourUse(StrEnum):
@@ -130,6 +132,8 @@ class InvoiceLine:
     """USAGE and BAND_FEE lines: the band priced."""
     reservation_id: str | None = None
     """RESERVATION lines: the reservation charged (`Invoice.reservations`)."""
+    model: str | None = None
+    """TOKENS lines: the model whose tokens are charged."""
 
 
 @dataclass(frozen=True)
@@ -144,6 +148,38 @@ class TierUsage:
     overflow_gpu_hours: Decimal
     multiplier: Decimal
     billable_units: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class ModelWork:
+    """A tenant's request work on one model in the period (request work of shared endpoints)
+    and the GPU-hours its ledger holds for that model under its basis."""
+
+    model: str
+    input_tokens: int
+    output_tokens: int
+    prefill_share: Decimal
+    """Of the model's GPU time, the part prefill took (measured prefill / (prefill + decode)
+    seconds, else the cost model's per-token GPU time), 0..1."""
+    gpu_hours: Decimal
+
+
+@dataclass(frozen=True)
+class TokenUsage:
+    """Tokens of one model on the invoice and what they cost under the tenant's own GPU-time
+    charges: the GPU charges (usage, band fees, reservations, discount) spread over the
+    tenant's GPU-hours, this model's share split into prefill (input) and decode (output)."""
+
+    model: str
+    input_tokens: int
+    output_tokens: int
+    gpu_hours: Decimal
+    input_cost: Decimal
+    output_cost: Decimal
+    cost_per_million_input: Decimal | None
+    """input_cost per million input tokens (4 more decimals than the currency); None without
+    input tokens."""
+    cost_per_million_output: Decimal | None
 
 
 @dataclass(frozen=True)
@@ -168,6 +204,8 @@ class Invoice:
     active_fraction: Decimal
     minimum_commitment: Decimal
     """The plan's minimum, prorated like the base fee; 0 when the plan has none."""
+    tokens: tuple[TokenUsage, ...] = ()
+    """Tokens and their effective cost per million, by model (memo: not charged again)."""
     total: Decimal = field(init=False)
 
     def __post_init__(self) -> None:
@@ -412,11 +450,13 @@ def price_invoice(
     usage: Iterable[UsageHour],
     *,
     credit_available: Decimal | None = None,
+    work: Iterable[ModelWork] = (),
 ) -> Invoice:
     """The invoice of `tenant` for `period` (YYYY-MM) from its hourly usage under its basis.
 
     `credit_available` is the prepaid balance at the start of the period; by default, every
-    credit granted before the period ends (nothing spent yet)."""
+    credit granted before the period ends (nothing spent yet). `work`: the tenant's tokens by
+    model, shown with their effective cost (`token_usage`)."""
     lo, hi = month_bounds(period)
     period_hours = Decimal((hi - lo) // HOUR)
     minor = card.minor_unit
@@ -466,25 +506,86 @@ def price_invoice(
         )
         units_by_tier[tier_name] += units
 
-    # 4. Bands per hardware tier over the month's billable units.
+    # 3b. Time of use: the on-demand units of each tier used in its off-peak hours.
+    off_peak_units: dict[str, Decimal] = defaultdict(lambda: ZERO)
+    off_peak_overflow: dict[tuple[str, str], Decimal] = defaultdict(lambda: ZERO)
+    time_of_use = {t.name: t.time_of_use for t in card.tiers if t.time_of_use is not None}
+    if time_of_use:
+        for cell in hours:
+            tou = time_of_use.get(cell.hardware_tier)
+            if (tou is not None and cell.use is HourUse.ON_DEMAND
+                    and cell.size_class is not None and tou.off_peak(cell.hour)):
+                off_peak_overflow[(cell.hardware_tier, cell.size_class)] += cell.gpu_hours
+        for (tier_name, size), overflow in off_peak_overflow.items():
+            off_peak_units[tier_name] += quantity(overflow * card.multiplier(size))
+        for tier_name in off_peak_units:
+            off_peak_units[tier_name] = min(off_peak_units[tier_name], units_by_tier[tier_name])
+
+    # 4. Bands per hardware tier over the month's billable units. With time of use, each
+    # band's units are split into peak and off-peak in the month's proportion (largest
+    # remainder), the off-peak ones priced at the band price x the off-peak multiplier.
     for tier in card.tiers:
         tier_name, units = tier.name, units_by_tier.get(tier.name, ZERO)
-        for priced in price_bands(tier.mode, tier.bands, units):
+        priced_bands = price_bands(tier.mode, tier.bands, units)
+        off = off_peak_units.get(tier_name, ZERO)
+        off_shares = (allocate(off, [b.quantity for b in priced_bands], QUANTITY) if off
+                      else [ZERO] * len(priced_bands))
+        for priced, off_share in zip(priced_bands, off_shares, strict=True):
             band, qty, price = priced.band, priced.quantity, priced.unit_price
-            lines.append(InvoiceLine(
-                LineKind.USAGE, f"{tier_name} on-demand, {band.label}", qty, "unit", price,
-                money(qty * price, minor), hardware_tier=tier_name, band=band))
+            off_share = min(off_share, qty)
+            if off_share and tier.time_of_use is not None:
+                off_price = price * tier.time_of_use.off_peak_multiplier
+                if qty - off_share:
+                    lines.append(InvoiceLine(
+                        LineKind.USAGE, f"{tier_name} on-demand, {band.label}, peak",
+                        qty - off_share, "unit", price, money((qty - off_share) * price, minor),
+                        hardware_tier=tier_name, band=band))
+                lines.append(InvoiceLine(
+                    LineKind.USAGE, f"{tier_name} on-demand, {band.label}, off-peak", off_share,
+                    "unit", off_price, money(off_share * off_price, minor),
+                    hardware_tier=tier_name, band=band))
+            else:
+                lines.append(InvoiceLine(
+                    LineKind.USAGE, f"{tier_name} on-demand, {band.label}", qty, "unit", price,
+                    money(qty * price, minor), hardware_tier=tier_name, band=band))
             if priced.flat_fee:
                 lines.append(InvoiceLine(
                     LineKind.BAND_FEE, f"{tier_name} {band.label} fee", Decimal(1), "fee",
                     priced.flat_fee, money(priced.flat_fee, minor), hardware_tier=tier_name,
                     band=band))
-    usage_amount = sum((line.amount for line in lines), ZERO)
-
     plan = card.plans.get(tenant.plan)
     if plan is None:
         raise ConfigError([f"{card.source}: tenant {tenant.name}: plan {tenant.plan!r} is not "
                            f"in rate card {card.version}"])
+
+    # 4b. Tokens, on plans that meter them: per million input and output tokens, or per
+    # started package (their GPU-hours were left out of the usage above: warehouse.usage_hours).
+    work = sorted(work, key=lambda w: w.model)
+    if plan.meter is Meter.TOKENS:
+        for w in work:
+            token_price = card.token_prices.get(w.model)
+            if token_price is None:
+                continue
+            if token_price.package_tokens is not None and token_price.package_price is not None:
+                package_size = token_price.package_tokens
+                packages = -(-(w.input_tokens + w.output_tokens) // package_size)
+                if packages:
+                    lines.append(InvoiceLine(
+                        LineKind.TOKENS, f"{w.model} tokens, packages of {package_size:,}",
+                        Decimal(packages), f"package of {package_size} tokens",
+                        token_price.package_price,
+                        money(packages * token_price.package_price, minor), model=w.model))
+                continue
+            for side, count, unit_price in (
+                    ("input", w.input_tokens, token_price.input_per_million),
+                    ("output", w.output_tokens, token_price.output_per_million)):
+                if count and unit_price is not None:
+                    millions = Decimal(count) / MILLION  # exact: a shift of 6 places
+                    lines.append(InvoiceLine(
+                        LineKind.TOKENS, f"{w.model} {side} tokens", millions,
+                        f"million {side} tokens", unit_price, money(millions * unit_price, minor),
+                        model=w.model))
+    usage_amount = sum((line.amount for line in lines), ZERO)
 
     # 5. Discount: one negative line, a percentage of the on-demand usage amount.
     discount = ZERO
@@ -551,7 +652,70 @@ def price_invoice(
         lines=tuple(lines), usage=tuple(tier_usage), reservations=tuple(held),
         hours=tuple(hours), credit_available=available, credit_applied=applied,
         active_fraction=quantity(fraction), minimum_commitment=minimum,
+        tokens=token_usage(lines, tier_usage, work, minor),
     )
+
+
+GPU_CHARGES = frozenset({LineKind.USAGE, LineKind.BAND_FEE, LineKind.RESERVATION,
+                         LineKind.DISCOUNT})
+"""Lines that pay for GPU time: what a token's effective cost is derived from."""
+MILLION = Decimal(1_000_000)
+
+
+def token_usage(lines: Sequence[InvoiceLine], usage: Sequence[TierUsage],
+                work: Iterable[ModelWork], minor_unit: int) -> tuple[TokenUsage, ...]:
+    """Each model's tokens with the GPU charges their GPU-hours carry. The GPU charges are
+    spread over the models' GPU-hours and the rest of the tenant's GPU-hours (largest
+    remainder, in the currency's minor unit), so the models' costs plus the rest are the GPU
+    charges exactly: a GPU-time bill and its token view reconcile to the cent."""
+    token_lines: dict[str, list[InvoiceLine]] = defaultdict(list)
+    for line in lines:
+        if line.kind is LineKind.TOKENS and line.model is not None:
+            token_lines[line.model].append(line)
+    billed = [w for w in work if w.model in token_lines]
+    models = sorted((w for w in work if (w.input_tokens or w.output_tokens)
+                     and w.model not in token_lines), key=lambda w: w.model)
+    quantum = Decimal(1).scaleb(-minor_unit)
+    out = [_token_cost(w, token_lines[w.model], quantum, minor_unit) for w in billed]
+    if not models:
+        return tuple(sorted(out, key=lambda t: t.model))
+    charges = sum((line.amount for line in lines if line.kind in GPU_CHARGES), ZERO)
+    total_hours = sum((u.gpu_hours for u in usage), ZERO)
+    on_models = sum((w.gpu_hours for w in models), ZERO)
+    weights = [w.gpu_hours for w in models] + [max(ZERO, total_hours - on_models)]
+    if not any(weights):
+        weights = [Decimal(1)] * len(models) + [ZERO]  # no GPU-hours: nothing to spread
+        charges = ZERO
+    costs = allocate(charges, weights, quantum)
+    for w, cost in zip(models, costs, strict=False):
+        input_cost, output_cost = allocate(cost, [w.prefill_share, 1 - w.prefill_share],
+                                           quantum)
+        out.append(_per_million(w, input_cost, output_cost, minor_unit))
+    return tuple(sorted(out, key=lambda t: t.model))
+
+
+def _token_cost(w: ModelWork, lines: Sequence[InvoiceLine], quantum: Decimal,
+                minor_unit: int) -> TokenUsage:
+    """A token-billed model's cost: its token lines (a package split like GPU time, by the
+    prefill share of its work)."""
+    inputs = sum((x.amount for x in lines if x.unit == "million input tokens"), ZERO)
+    outputs = sum((x.amount for x in lines if x.unit == "million output tokens"), ZERO)
+    packages = sum((x.amount for x in lines if x.unit.startswith("package")), ZERO)
+    if packages:
+        split = allocate(packages, [w.prefill_share, 1 - w.prefill_share], quantum)
+        inputs, outputs = inputs + split[0], outputs + split[1]
+    return _per_million(w, inputs, outputs, minor_unit)
+
+
+def _per_million(w: ModelWork, input_cost: Decimal, output_cost: Decimal,
+                 minor_unit: int) -> TokenUsage:
+    per_million = Decimal(1).scaleb(-(minor_unit + 4))
+    return TokenUsage(
+        w.model, w.input_tokens, w.output_tokens, w.gpu_hours, input_cost, output_cost,
+        (input_cost * MILLION / w.input_tokens).quantize(per_million, ROUND_HALF_UP)
+        if w.input_tokens else None,
+        (output_cost * MILLION / w.output_tokens).quantize(per_million, ROUND_HALF_UP)
+        if w.output_tokens else None)
 
 
 def on_demand_by_tier(lines: Iterable[InvoiceLine]) -> dict[str, Decimal]:
@@ -571,15 +735,16 @@ def on_demand_by_tier(lines: Iterable[InvoiceLine]) -> dict[str, Decimal]:
 
 def forecast_total(invoice: Invoice, period_hours: int, elapsed_hours: int) -> Decimal:
     """The month's total if on-demand usage continues at its month-to-date rate: on-demand
-    charges (after discount) scaled to the whole period, reservations and the base fee as
-    they are, then the minimum commitment, the prepaid credit and the tax as pricing applies
-    them."""
+    charges (GPU time and tokens, after discount) scaled to the whole period, reservations and
+    the base fee as they are, then the minimum commitment, the prepaid credit and the tax as
+    pricing applies them."""
     if elapsed_hours <= 0 or elapsed_hours >= period_hours:
         return invoice.total
     by_kind: dict[LineKind, Decimal] = defaultdict(lambda: ZERO)
     for line in invoice.lines:
         by_kind[line.kind] += line.amount
-    on_demand = by_kind[LineKind.USAGE] + by_kind[LineKind.BAND_FEE] + by_kind[LineKind.DISCOUNT]
+    on_demand = (by_kind[LineKind.USAGE] + by_kind[LineKind.BAND_FEE] + by_kind[LineKind.TOKENS]
+                 + by_kind[LineKind.DISCOUNT])
     committed = max(on_demand * period_hours / elapsed_hours + by_kind[LineKind.RESERVATION],
                     invoice.minimum_commitment)
     subtotal = committed + by_kind[LineKind.BASE_FEE]
@@ -601,7 +766,8 @@ def spent_to_date(invoice: Invoice, period_hours: int, elapsed_hours: int) -> De
     by_kind: dict[LineKind, Decimal] = defaultdict(lambda: ZERO)
     for line in invoice.lines:
         by_kind[line.kind] += line.amount
-    on_demand = by_kind[LineKind.USAGE] + by_kind[LineKind.BAND_FEE] + by_kind[LineKind.DISCOUNT]
+    on_demand = (by_kind[LineKind.USAGE] + by_kind[LineKind.BAND_FEE] + by_kind[LineKind.TOKENS]
+                 + by_kind[LineKind.DISCOUNT])
     committed = max(on_demand + by_kind[LineKind.RESERVATION] * share,
                     invoice.minimum_commitment * share)
     subtotal = committed + by_kind[LineKind.BASE_FEE] * share

@@ -15,6 +15,7 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from models.errors import UserError
 from models.files import read_yaml
@@ -30,6 +31,16 @@ class PricingMode(StrEnum):
 class Basis(StrEnum):
     ALLOCATION = "allocation"
     USAGE = "usage"
+
+
+class Meter(StrEnum):
+    """What a plan bills a tenant's inference on."""
+
+    GPU_TIME = "gpu_time"
+    """GPU-hours, on every model (the default)."""
+    TOKENS = "tokens"
+    """Tokens, on the models the rate card has token prices for (their GPU-hours are then not
+    billed again); GPU-hours on every other model."""
 
 
 class Isolation(StrEnum):
@@ -84,6 +95,31 @@ class Band:
     flat_fee: Decimal = Decimal(0)
 
 
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True)
+class TimeOfUse:
+    """Off-peak hours of a tier, in local time of `zone` (an IANA name, or UTC): on-demand
+    units used in them are priced at `off_peak_multiplier` x the band price."""
+
+    zone: str
+    off_peak_hours: tuple[tuple[int, int], ...]
+    """[start, end) local hours; a window may wrap midnight ([22, 6])."""
+    off_peak_days: tuple[str, ...]
+    """Whole local days that are off-peak (`sat`, `sun`)."""
+    off_peak_multiplier: Decimal
+
+    def off_peak(self, hour: datetime) -> bool:
+        """Whether the UTC hour starting at `hour` is off-peak (its local start decides)."""
+        local = hour.astimezone(ZoneInfo(self.zone))
+        if DAYS[local.weekday()] in self.off_peak_days:
+            return True
+        return any(start <= local.hour < end if start < end else
+                   (local.hour >= start or local.hour < end)
+                   for start, end in self.off_peak_hours)
+
+
 @dataclass(frozen=True)
 class Tier:
     name: str
@@ -92,6 +128,7 @@ class Tier:
     mode: PricingMode
     bands: tuple[Band, ...]
     reserved_price: Decimal | None
+    time_of_use: TimeOfUse | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +140,19 @@ class SizeClass:
 
 
 @dataclass(frozen=True)
+class TokenPrice:
+    """A model's token price: per million input and per million output tokens, or per
+    package of `package_tokens` tokens (input and output together), each started package
+    billed whole."""
+
+    model: str
+    input_per_million: Decimal | None = None
+    output_per_million: Decimal | None = None
+    package_tokens: int | None = None
+    package_price: Decimal | None = None
+
+
+@dataclass(frozen=True)
 class Plan:
     name: str
     base_fee: Decimal
@@ -110,6 +160,7 @@ class Plan:
     minimum: Decimal
     usage_range_gpu_hours: tuple[Decimal, Decimal | None]
     """The monthly GPU-hours the plan is meant for: [low, high), high None for open."""
+    meter: Meter = Meter.GPU_TIME
 
 
 @dataclass(frozen=True)
@@ -125,6 +176,8 @@ class RateCard:
     unknown_size_multiplier: Decimal
     plans: Mapping[str, Plan]
     source: str = ""
+    token_prices: Mapping[str, TokenPrice] = field(default_factory=dict)
+    """model -> its token price, for plans that meter tokens."""
 
     def tier_of(self, product: str) -> str:
         name = normalize_product(product)
@@ -367,7 +420,7 @@ def _rate_card(p: _Problems, at: str, raw: Any) -> RateCard | None:
     before = len(p.items)
     _unknown_keys(p, at, doc, ["version", "effective_from", "effective_to", "currency",
                                "minor_unit", "tiers", "size_classes",
-                               "unknown_size_multiplier", "plans"])
+                               "unknown_size_multiplier", "plans", "token_prices"])
     version = doc.get("version")
     if not isinstance(version, str | int) or not str(version):
         p.add(key("version"), "missing (a name for this version, e.g. 2026-10)")
@@ -431,6 +484,16 @@ def _rate_card(p: _Problems, at: str, raw: Any) -> RateCard | None:
             plans[str(name)] = plan
     if not plans:
         p.add(key("plans"), "at least one plan is needed")
+    token_prices: dict[str, TokenPrice] = {}
+    for model, raw_price in _mapping(p, key("token_prices"), doc.get("token_prices", {})).items():
+        price_key = key(f"token_prices.{_in_key(model)}")
+        price = _token_price(p, price_key, str(model), raw_price)
+        if _name(p, price_key, model) and price:
+            token_prices[str(model)] = price
+    metered = [name for name, plan in plans.items() if plan.meter is Meter.TOKENS]
+    if metered and not token_prices:
+        p.add(key("token_prices"), f"plan(s) {', '.join(metered)} meter tokens: give the "
+              "models' token prices")
 
     if len(p.items) > before or effective_from is None or unknown_multiplier is None:
         return None
@@ -440,12 +503,47 @@ def _rate_card(p: _Problems, at: str, raw: Any) -> RateCard | None:
         version=str(version), effective_from=effective_from, effective_to=effective_to,
         currency=currency, minor_unit=minor_unit, tiers=tuple(tiers), size_classes=tuple(sizes),
         unknown_size_multiplier=unknown_multiplier, plans=plans, source=p.source,
+        token_prices=token_prices,
     )
+
+
+def _token_price(p: _Problems, at: str, model: str, raw: Any) -> TokenPrice | None:
+    doc = _mapping(p, at, raw)
+    _unknown_keys(p, at, doc, ["input_per_million", "output_per_million", "package"])
+    before = len(p.items)
+    per_token = [k for k in ("input_per_million", "output_per_million") if k in doc]
+    if per_token and "package" in doc:
+        p.add(at, "either prices per million input/output tokens or a package, not both")
+    elif not per_token and "package" not in doc:
+        p.add(at, "give input_per_million and output_per_million, or a package "
+              "{tokens: N, price: P}")
+    elif per_token and len(per_token) == 1:
+        missing = ({"input_per_million", "output_per_million"} - set(per_token)).pop()
+        p.add(f"{at}.{missing}", "missing: price input and output tokens both (0 is a price)")
+    prices = {k: _decimal(p, f"{at}.{k}", doc[k], maximum=MAX_UNIT_PRICE) for k in per_token}
+    tokens = price = None
+    if "package" in doc:
+        package = _mapping(p, f"{at}.package", doc["package"])
+        _unknown_keys(p, f"{at}.package", package, ["tokens", "price"])
+        size = package.get("tokens")
+        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+            p.add(f"{at}.package.tokens", f"must be a whole number of tokens above 0, got "
+                  f"{_shown(size)}")
+        else:
+            tokens = size
+        price = _decimal(p, f"{at}.package.price", package.get("price"), maximum=MAX_AMOUNT)
+    if len(p.items) > before:
+        return None
+    return TokenPrice(model, prices.get("input_per_million"), prices.get("output_per_million"),
+                      tokens, price)
 
 
 def _tier(p: _Problems, at: str, name: str, raw: Any) -> Tier | None:
     doc = _mapping(p, at, raw)
-    _unknown_keys(p, at, doc, ["products", "mode", "bands", "price", "reserved_price"])
+    _unknown_keys(p, at, doc, ["products", "mode", "bands", "price", "reserved_price",
+                               "time_of_use"])
+    time_of_use = (_time_of_use(p, f"{at}.time_of_use", doc["time_of_use"])
+                   if doc.get("time_of_use") is not None else None)
     products = doc.get("products")
     if not isinstance(products, list) or not products or not all(
         isinstance(x, str) for x in products
@@ -499,12 +597,54 @@ def _tier(p: _Problems, at: str, name: str, raw: Any) -> Tier | None:
         p, f"{at}.reserved_price", reserved, maximum=MAX_UNIT_PRICE)
     if not bands:
         return None
-    return Tier(name, tuple(products), mode, tuple(bands), reserved_price)
+    return Tier(name, tuple(products), mode, tuple(bands), reserved_price, time_of_use)
+
+
+def _time_of_use(p: _Problems, at: str, raw: Any) -> TimeOfUse | None:
+    doc = _mapping(p, at, raw)
+    _unknown_keys(p, at, doc, ["zone", "off_peak_hours", "off_peak_days", "off_peak_multiplier"])
+    before = len(p.items)
+    zone = doc.get("zone", "UTC")
+    try:
+        if not isinstance(zone, str) or not zone:
+            raise ValueError(zone)
+        ZoneInfo(zone)
+    except (ValueError, ZoneInfoNotFoundError):
+        p.add(f"{at}.zone", f"must be an IANA time zone such as Europe/Berlin or UTC, got "
+              f"{_shown(zone)}")
+    windows: list[tuple[int, int]] = []
+    raw_hours = doc.get("off_peak_hours", [])
+    if not isinstance(raw_hours, list):
+        p.add(f"{at}.off_peak_hours", "must be a list of [start, end) local hours")
+        raw_hours = []
+    for i, window in enumerate(raw_hours):
+        if (not isinstance(window, list) or len(window) != 2 or not all(
+                isinstance(h, int) and not isinstance(h, bool) and 0 <= h <= 23 for h in window)
+                or window[0] == window[1]):
+            p.add(f"{at}.off_peak_hours[{i}]", f"must be [start, end], two different hours "
+                  f"0-23 (end exclusive; [22, 6] wraps midnight), got {_shown(window)}")
+        else:
+            windows.append((window[0], window[1]))
+    days = doc.get("off_peak_days", [])
+    if not isinstance(days, list) or not all(d in DAYS for d in days):
+        p.add(f"{at}.off_peak_days", f"must list days among {', '.join(DAYS)}, got "
+              f"{_shown(days)}")
+        days = []
+    if not windows and not days and len(p.items) == before:
+        p.add(at, "name off_peak_hours or off_peak_days: a tier without off-peak time needs "
+              "no time_of_use")
+    multiplier = _decimal(p, f"{at}.off_peak_multiplier", doc.get("off_peak_multiplier"),
+                          maximum=Decimal(1))
+    if len(p.items) > before or multiplier is None:
+        return None
+    return TimeOfUse(str(zone), tuple(windows), tuple(days), multiplier)
 
 
 def _plan(p: _Problems, at: str, name: str, raw: Any) -> Plan | None:
     doc = _mapping(p, at, raw)
-    _unknown_keys(p, at, doc, ["base_fee", "discount_pct", "minimum", "usage_range_gpu_hours"])
+    _unknown_keys(p, at, doc, ["base_fee", "discount_pct", "minimum", "usage_range_gpu_hours",
+                               "meter"])
+    meter = _enum(p, f"{at}.meter", doc.get("meter"), Meter, Meter.GPU_TIME)
     base_fee = _decimal(p, f"{at}.base_fee", doc.get("base_fee", 0), maximum=MAX_AMOUNT)
     discount = _decimal(p, f"{at}.discount_pct", doc.get("discount_pct", 0),
                         maximum=Decimal(100))
@@ -522,7 +662,7 @@ def _plan(p: _Problems, at: str, name: str, raw: Any) -> Plan | None:
         p.add(f"{at}.usage_range_gpu_hours", f"high {high} must be above low {low}")
     if base_fee is None or discount is None or minimum is None or low is None:
         return None
-    return Plan(name, base_fee, discount, minimum, (low, high))
+    return Plan(name, base_fee, discount, minimum, (low, high), meter)
 
 
 def load_tenants(path: Path, cards: Sequence[RateCard] = ()) -> dict[str, Tenant]:
@@ -765,8 +905,8 @@ class HoldAction(StrEnum):
     HOLD = "hold"
     """Kueue `stopPolicy: Hold` on the queue: no new admissions, running work continues."""
     NO_BORROWING = "no-borrowing"
-    """The ClusterQueue borrows nothing more from its cohort (borrowingLimit at what it
-    borrows now)."""
+    """The tenant's ClusterQueue borrows nothing from its cohort (borrowingLimit 0 on every
+    resource of its flavors, set by the quota path; nominal quota unchanged)."""
 
 
 class QueueKind(StrEnum):
@@ -875,9 +1015,14 @@ def _enforcement(p: _Problems, at: str, raw: Any, namespaces: tuple[str, ...]
         p.add(f"{at}.name", f"must be a Kubernetes object name (DNS-1123 subdomain), got "
               f"{_shown(name)}")
     if action is HoldAction.NO_BORROWING:
-        # Its borrowingLimit sits inside resourceGroups, an atomic list the quota path owns
-        # under server-side apply: setting it needs the two writers merged first.
-        p.add(f"{at}.action", "no-borrowing is not supported yet; use hold")
+        # borrowingLimit sits inside resourceGroups, which the quota path writes (one writer
+        # of that list): it acts on the ClusterQueue the quota path names after the tenant.
+        if queue is QueueKind.LOCAL_QUEUE:
+            p.add(f"{at}.queue", "no-borrowing acts on a ClusterQueue (a LocalQueue does not "
+                  "borrow); use queue: ClusterQueue or action: hold")
+        if name is not None:
+            p.add(f"{at}.name", "no-borrowing acts on the ClusterQueue the quota path writes "
+                  "for the tenant; drop `name` or use action: hold")
     if queue is QueueKind.LOCAL_QUEUE and not namespaces:
         p.add(f"{at}.queue", "a LocalQueue hold needs the tenant's `namespaces`")
     dry_run = doc.get("dry_run", True)

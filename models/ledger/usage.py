@@ -90,6 +90,11 @@ LEDGER_SCHEMA = pa.schema(
 )
 LEDGER_COLUMNS = tuple(LEDGER_SCHEMA.names)
 
+LATENCY_BUCKETS = pa.list_(pa.struct([pa.field("le", pa.float64(), nullable=False),
+                                      pa.field("count", pa.int64(), nullable=False)]))
+"""A latency histogram of one interval: requests finished within `le` seconds (cumulative, as
+Prometheus buckets are; the last `le` is +Inf), counted over the interval only."""
+
 REQUEST_WORK_SCHEMA = pa.schema(
     [
         pa.field("sample_id", pa.string(), nullable=False),
@@ -99,15 +104,50 @@ REQUEST_WORK_SCHEMA = pa.schema(
         pa.field("namespace", pa.string(), nullable=False),
         pa.field("model", pa.string(), nullable=False),
         pa.field("tenant", pa.string(), nullable=False),
-        pa.field("request_seconds", pa.float64(), nullable=False),
-        pa.field("tokens", pa.float64()),
+        pa.field("requests", pa.int64()),
+        pa.field("request_seconds", pa.float64()),
+        pa.field("prefill_seconds", pa.float64()),
+        pa.field("decode_seconds", pa.float64()),
+        pa.field("input_tokens", pa.int64()),
+        pa.field("output_tokens", pa.int64()),
+        pa.field("latency_buckets", LATENCY_BUCKETS),
+        pa.field("ttft_buckets", LATENCY_BUCKETS),
         pa.field("source", pa.string(), nullable=False),
     ]
 )
 """Measured request work of a shared endpoint (namespace + model) per tenant and interval.
 
-The ledger step apportions each `__shared__` usage row of that endpoint to tenants in
-proportion to their request work in the same interval."""
+Every measure is nullable: null means the source does not report it, never zero.
+`latency_buckets` (end-to-end) and `ttft_buckets` (time to first token) are the interval's
+latency histograms, from which percentiles per tenant and model are read. The ledger
+step (models/ledger/sql/apportion.sql) apportions each `__shared__` usage row of an endpoint to
+the tenants of the same interval by the best measure all of them have: prefill + decode
+seconds, else request seconds, else tokens weighted by the cost model below
+(prefill and decode GPU-seconds per token)."""
+
+ENDPOINT_LOAD_SCHEMA = pa.schema(
+    [
+        pa.field("window_start", UTC_TIMESTAMP, nullable=False),
+        pa.field("duration_s", pa.float64(), nullable=False),
+        pa.field("cluster", pa.string(), nullable=False),
+        pa.field("namespace", pa.string(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("requests_running", pa.float64()),
+        pa.field("requests_waiting", pa.float64()),
+        pa.field("source", pa.string(), nullable=False),
+    ]
+)
+"""An inference server's load per endpoint and interval: the mean number of requests running
+on its GPUs and waiting in its queue (vLLM's scheduler gauges); null where not reported."""
+
+PREFILL_GPU_SECONDS_PER_TOKEN = 0.0003
+"""GPU-seconds one prompt token costs in prefill: compute-bound, 2 x 70e9 FLOP per token for a
+70B model at half of 8 H100s' 989 dense BF16 TFLOPS each takes 35 us, 8 x 35 us = 0.28 ms of
+GPU time (the Splitwise setup: Llama-2-70B on an 8 x H100 DGX; docs/pipeline.md)."""
+DECODE_GPU_SECONDS_PER_TOKEN = 0.0013
+"""GPU-seconds one generated token costs in decode: memory-bound, every step reads the 140 GB
+of weights at 8 x 3.35 TB/s (5.2 ms on 8 GPUs) for a batch of about 32 requests, so
+8 x 5.2 ms / 32 = 1.3 ms per token. Output:input = 4.3, within list prices' 3 to 5."""
 
 
 def make_sample_id(*parts: object) -> str:

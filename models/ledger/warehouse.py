@@ -13,7 +13,7 @@ happens to add rows in, and reruns give byte-identical invoices."""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import astuple, dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -24,12 +24,14 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
-from models.billing.pricing import UsageHour, quantity
+from models.billing.pricing import ModelWork, UsageHour, quantity
 from models.billing.rate_cards import RateCard, Tenant, UnknownProduct
 from models.errors import TransientError, UserError
 from models.ledger.usage import (
+    DECODE_GPU_SECONDS_PER_TOKEN,
     GPU_SECONDS_TOLERANCE,
     LEDGER_COLUMNS,
+    PREFILL_GPU_SECONDS_PER_TOKEN,
     REQUEST_WORK_SCHEMA,
     RESERVED_TENANTS,
     UNATTRIBUTED_TENANT,
@@ -37,6 +39,7 @@ from models.ledger.usage import (
 
 SQL = Path(__file__).with_name("sql")
 REQUEST_COLUMNS = tuple(REQUEST_WORK_SCHEMA.names)
+REQUEST_MEASURES = frozenset(f.name for f in REQUEST_WORK_SCHEMA if f.nullable)
 
 Rows: TypeAlias = Sequence[Path] | pa.RecordBatchReader | pa.Table
 """Ledger or request-work rows to load: local Parquet files, or Arrow data in the schema."""
@@ -92,8 +95,25 @@ def connect(path: Path | str = ":memory:", *, read_only: bool = False
 
 
 def create_schema(con: duckdb.DuckDBPyConnection) -> None:
-    """Every table of the warehouse (sql/schema.sql); existing tables are left as they are."""
+    """Every table of the warehouse (sql/schema.sql); existing tables are left as they are,
+    except a `request_work` of the first schema (one `tokens` column, request seconds
+    required), which gains the measures of today's (its token totals, of no known kind, go)."""
     con.execute(sql("schema"))
+    columns = {name for (name,) in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'request_work' "
+        "AND table_schema = current_schema()").fetchall()}
+    if "tokens" in columns:
+        with con.cursor() as cur:
+            cur.execute("BEGIN")
+            cur.execute("ALTER TABLE request_work ALTER request_seconds DROP NOT NULL")
+            cur.execute("ALTER TABLE request_work DROP COLUMN tokens")
+            for name, kind in (("requests", "BIGINT"), ("prefill_seconds", "DOUBLE"),
+                               ("decode_seconds", "DOUBLE"), ("input_tokens", "BIGINT"),
+                               ("output_tokens", "BIGINT"),
+                               ("latency_buckets", "STRUCT(le DOUBLE, count BIGINT)[]"),
+                               ("ttft_buckets", "STRUCT(le DOUBLE, count BIGINT)[]")):
+                cur.execute(f"ALTER TABLE request_work ADD COLUMN {name} {kind}")
+            cur.execute("COMMIT")
 
 
 # --- loading -----------------------------------------------------------------------------------
@@ -142,9 +162,12 @@ def _stage(con: duckdb.DuckDBPyConnection, usage: Rows, requests: Rows, card: Ra
     the days replaced."""
     try:
         _stage_rows(con, "staged", "ledger", LEDGER_COLUMNS, usage)
-        _stage_rows(con, "staged_requests", "request_work", REQUEST_COLUMNS, requests)
+        _stage_rows(con, "staged_requests", "request_work", REQUEST_COLUMNS, requests,
+                    optional=REQUEST_MEASURES)
         _classify(con, card)
-        con.execute(sql("apportion"))
+        _check_request_measures(con)
+        con.execute(sql("apportion"),
+                    [PREFILL_GPU_SECONDS_PER_TOKEN, DECODE_GPU_SECONDS_PER_TOKEN])
         if days is None:
             days = [d for (d,) in con.execute(
                 "SELECT DISTINCT window_start::DATE FROM classified ORDER BY 1").fetchall()]
@@ -156,8 +179,31 @@ def _stage(con: duckdb.DuckDBPyConnection, usage: Rows, requests: Rows, card: Ra
     return _count(con, "staged"), _count(con, "staged_requests"), list(days)
 
 
+class MixedRequestWork(UserError):
+    """Tenants of one endpoint-interval whose request work shares no measure: apportioning
+    them would compare seconds with tokens. The request sources must report a common one."""
+
+
+def _check_request_measures(con: duckdb.DuckDBPyConnection) -> None:
+    mixed = con.execute(
+        "SELECT cluster, namespace, model, window_start, string_agg(DISTINCT tenant, ', ' "
+        "ORDER BY tenant) FROM staged_requests GROUP BY cluster, namespace, model, "
+        "window_start HAVING NOT (bool_and(prefill_seconds IS NOT NULL AND decode_seconds IS "
+        "NOT NULL) OR bool_and(request_seconds IS NOT NULL) OR bool_and(input_tokens IS NOT "
+        "NULL AND output_tokens IS NOT NULL)) ORDER BY ALL LIMIT 20").fetchall()
+    if mixed:
+        raise MixedRequestWork([
+            f"request work of endpoint {c}/{ns}/{m} at {at.isoformat()}: tenants {tenants} "
+            "have no measure in common (prefill and decode seconds, request seconds, or input "
+            "and output tokens); make their request sources report one"
+            for c, ns, m, at, tenants in mixed])
+
+
 def _stage_rows(con: duckdb.DuckDBPyConnection, table: str, like: str,
-                columns: Sequence[str], rows: Rows) -> None:
+                columns: Sequence[str], rows: Rows, optional: frozenset[str] = frozenset()
+                ) -> None:
+    """`optional`: columns a file may lack (written by an older collector): read as null,
+    "not reported"."""
     # The temp table takes the declared table's types, so a value that does not convert fails
     # here, while reading.
     names = ", ".join(columns)
@@ -174,8 +220,13 @@ def _stage_rows(con: duckdb.DuckDBPyConnection, table: str, like: str,
         # Not hive_partitioning: DuckDB would replace the rows' own `source` and `node` by the
         # folder names, which the spool writer sanitizes (`my source` -> `my_source`).
         files = "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in rows) + "]"
-        con.execute(f"INSERT INTO {table} BY NAME SELECT {names} FROM read_parquet({files}, "
-                    f"union_by_name = true, hive_partitioning = false) {dedup}")
+        source = f"read_parquet({files}, union_by_name = true, hive_partitioning = false)"
+        selected = names
+        if optional:
+            present = {c for c, *_ in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+            selected = ", ".join(c if c in present or c not in optional else f"NULL AS {c}"
+                                 for c in columns)
+        con.execute(f"INSERT INTO {table} BY NAME SELECT {selected} FROM {source} {dedup}")
 
 
 def _classify(con: duckdb.DuckDBPyConnection, card: RateCard) -> None:
@@ -301,15 +352,20 @@ def hourly_differences(con: duckdb.DuckDBPyConnection, day: date
 
 def usage_hours(
     con: duckdb.DuckDBPyConnection, tenants: Mapping[str, Tenant], start: datetime,
-    end: datetime,
+    end: datetime, token_models: Mapping[str, Iterable[str]] | None = None,
 ) -> dict[str, list[UsageHour]]:
     """Each tenant's hourly GPU-hours per tier and size class under its metering basis, read
-    in one query (billing thousands of tenants must not scan the rollup once per tenant)."""
+    in one query (billing thousands of tenants must not scan the rollup once per tenant).
+    `token_models`: per tenant, the models billed by tokens, whose GPU-hours are left out."""
+    left_out = sorted(f"{tenant}\x1f{model}" for tenant, models in (token_models or {}).items()
+                      for model in models)
     rows = con.execute(
         "SELECT tenant, hour, hardware_tier, size_class, sum(allocated_gpu_seconds), "
         "sum(used_gpu_seconds), sum(used_missing_rows) FROM usage_hourly "
-        "WHERE hour >= ? AND hour < ? AND list_contains(?, tenant) GROUP BY ALL ORDER BY ALL",
-        [start, end, sorted(tenants)],
+        "WHERE hour >= ? AND hour < ? AND list_contains(?, tenant) "
+        "AND (model IS NULL OR NOT list_contains(?, tenant || chr(31) || model)) "
+        "GROUP BY ALL ORDER BY ALL",
+        [start, end, sorted(tenants), left_out],
     ).fetchall()
     hours: dict[str, list[UsageHour]] = {name: [] for name in tenants}
     missing: dict[str, int] = {}
@@ -327,6 +383,50 @@ def usage_hours(
             "is null): add a utilization source or switch the tenant to allocation"
         )
     return hours
+
+
+def model_work(
+    con: duckdb.DuckDBPyConnection, tenants: Mapping[str, Tenant], start: datetime,
+    end: datetime,
+) -> dict[str, list[ModelWork]]:
+    """Each tenant's tokens per model in [start, end) from the request work, with the share of
+    prefill in the model's work (measured prefill and decode seconds where the server reported
+    them, else the cost model's GPU-seconds per token) and the model's GPU-hours on the
+    tenant's ledger under its basis."""
+    rows = con.execute(
+        """
+        WITH w AS (
+            SELECT tenant, model, sum(input_tokens) AS input_tokens,
+                   sum(output_tokens) AS output_tokens,
+                   sum(coalesce(prefill_seconds, input_tokens * $p)) AS prefill,
+                   sum(coalesce(decode_seconds, output_tokens * $d)) AS decode
+            FROM request_work
+            WHERE window_start >= $start AND window_start < $end
+              AND list_contains($tenants, tenant)
+            GROUP BY ALL
+            HAVING sum(input_tokens) IS NOT NULL OR sum(output_tokens) IS NOT NULL),
+        g AS (
+            SELECT tenant, model, sum(allocated_gpu_seconds) AS allocated,
+                   sum(used_gpu_seconds) AS used
+            FROM ledger
+            WHERE window_start >= $start AND window_start < $end
+              AND list_contains($tenants, tenant)
+            GROUP BY ALL)
+        SELECT w.*, g.allocated, g.used FROM w LEFT JOIN g USING (tenant, model)
+        ORDER BY tenant, model
+        """,
+        {"p": PREFILL_GPU_SECONDS_PER_TOKEN, "d": DECODE_GPU_SECONDS_PER_TOKEN,
+         "start": start, "end": end, "tenants": sorted(tenants)},
+    ).fetchall()
+    work: dict[str, list[ModelWork]] = {name: [] for name in tenants}
+    for name, model, given, generated, prefill, decode, allocated, used in rows:
+        seconds = used if tenants[name].basis.value == "usage" else allocated
+        phases = (prefill or 0.0) + (decode or 0.0)
+        share = Decimal(prefill or 0.0) / Decimal(phases) if phases else Decimal(0)
+        work[name].append(ModelWork(
+            model, int(given or 0), int(generated or 0), share.quantize(Decimal("0.000001")),
+            quantity(Decimal(seconds or 0.0) / 3600)))
+    return work
 
 
 def tenant_usage_hours(
@@ -659,25 +759,73 @@ def record_budget_alert(con: duckdb.DuckDBPyConnection, row: Sequence[Any]) -> N
     con.execute(f"INSERT INTO budget_alerts VALUES ({', '.join('?' * len(row))})", list(row))
 
 
-def held_queues(con: duckdb.DuckDBPyConnection, before: datetime
+STOP_POLICY_ACTIONS = ("hold", "release")
+"""budget_holds actions of a queue's stopPolicy (set by the budget path)."""
+BORROWING_ACTIONS = ("no-borrowing", "restore-borrowing")
+"""budget_holds actions of a ClusterQueue's borrowingLimit 0 (set by the quota path)."""
+
+
+def held_queues(con: duckdb.DuckDBPyConnection, before: datetime,
+                actions: tuple[str, str] = STOP_POLICY_ACTIONS
                 ) -> list[tuple[str, str | None, str, str, str]]:
-    """(kind, namespace, name, tenant, period) of each queue whose last budget change in force
-    before `before` was a hold."""
+    """(kind, namespace, name, tenant, period) of each queue whose last budget change of the
+    kind `actions` (hold, release) in force before `before` was the hold."""
     return [tuple(r) for r in con.execute(
         "SELECT kind, namespace, name, arg_max(tenant, changed_at), arg_max(period, changed_at) "
-        "FROM budget_holds WHERE changed_at < ? AND list_contains(?, outcome) GROUP BY ALL "
-        "HAVING arg_max(action, changed_at) = 'hold' ORDER BY ALL",
-        [before, list(HOLD_IN_FORCE_OUTCOMES)]).fetchall()]
+        "FROM budget_holds WHERE changed_at < ? AND list_contains(?, outcome) "
+        "AND list_contains(?, action) GROUP BY ALL "
+        "HAVING arg_max(action, changed_at) = ? ORDER BY ALL",
+        [before, list(HOLD_IN_FORCE_OUTCOMES), list(actions), actions[0]]).fetchall()]
+
+
+def budget_exhaustion(con: duckdb.DuckDBPyConnection, day: date
+                      ) -> dict[str, tuple[str, Decimal, bool]]:
+    """tenant -> (period, used_pct, whole budget spent) of the budgets analysis of `day`."""
+    return {tenant: (period, used_pct, bool(exhausted)) for tenant, period, used_pct, exhausted
+            in con.execute("SELECT tenant, period, used_pct, spent >= limit_value "
+                           "FROM tenant_budgets WHERE day = ?", [day]).fetchall()}
+
+
+def latest_budgets(con: duckdb.DuckDBPyConnection
+                   ) -> list[tuple[str, str, str, str | None, Decimal, Decimal, date | None,
+                                   dict[str, Decimal], list[tuple[str, Decimal]]]]:
+    """The budgets of the latest analysed day, by tenant: (tenant, period, unit, currency,
+    limit_value, spent, runs_out_on, {scenario: month-end forecast in the budget's unit} (empty
+    without a forecast), [(basis, percent) of each threshold crossed])."""
+    ((day,),) = con.execute("SELECT max(day) FROM tenant_budgets").fetchall()
+    if day is None:
+        return []
+    forecasts = {tenant: (dict(zip(FORECAST_SCENARIOS, values[:5], strict=True)),
+                          dict(zip(FORECAST_SCENARIOS, values[5:], strict=True)))
+                 for tenant, *values in con.execute(
+                     "SELECT tenant, gpu_hours, gpu_hours_lo80, gpu_hours_hi80, gpu_hours_lo95, "
+                     "gpu_hours_hi95, amount, amount_lo80, amount_hi80, amount_lo95, amount_hi95 "
+                     "FROM tenant_forecasts WHERE day = ?", [day]).fetchall()}
+    crossed: dict[str, list[tuple[str, Decimal]]] = {}
+    for tenant, basis, percent in con.execute(
+            "SELECT tenant, basis, percent FROM budget_thresholds WHERE day = ? ORDER BY ALL",
+            [day]).fetchall():
+        crossed.setdefault(tenant, []).append((basis, percent))
+    out = []
+    for tenant, period, unit, currency, limit, spent, runs_out_on, forecast in con.execute(
+            "SELECT tenant, period, unit, currency, limit_value, spent, runs_out_on, forecast "
+            "FROM tenant_budgets WHERE day = ? ORDER BY tenant", [day]).fetchall():
+        gpu_hours, amount = forecasts.get(tenant, ({}, {}))
+        scenarios = {} if forecast is None else amount if unit == "amount" else gpu_hours
+        out.append((tenant, period, unit, currency, limit, spent, runs_out_on, scenarios,
+                    crossed.get(tenant, [])))
+    return out
 
 
 def record_budget_holds(con: duckdb.DuckDBPyConnection, rows: Sequence[tuple[Any, ...]], *,
-                        day: date) -> int:
+                        day: date, actions: tuple[str, str] = STOP_POLICY_ACTIONS) -> int:
     """Append rows (budget_holds' columns after `day`) for the partition `day`, in place of
-    the day's earlier `manifest` rows (a rerun writes the day's manifests again)."""
+    the day's earlier `manifest` rows of the same `actions` (a rerun writes the day's
+    manifests again; the stopPolicy and borrowing paths each replace only their own)."""
     con.execute("BEGIN TRANSACTION")
     try:
-        con.execute("DELETE FROM budget_holds WHERE day = ? AND outcome = ?",
-                    [day, MANIFEST_OUTCOME])
+        con.execute("DELETE FROM budget_holds WHERE day = ? AND outcome = ? "
+                    "AND list_contains(?, action)", [day, MANIFEST_OUTCOME, list(actions)])
         if rows:
             con.executemany(f"INSERT INTO budget_holds VALUES (?, {', '.join('?' * len(rows[0]))})",
                             [[day, *r] for r in rows])

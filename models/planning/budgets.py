@@ -20,15 +20,20 @@ changes, the budget is raised above the spend, or enforcement is switched off. O
 module set are lifted: a stopPolicy someone else set is left as it is. Holds are applied by
 server-side apply under their own field manager (`HOLD_MANAGER`), which owns `spec.stopPolicy`
 alone, so quotas applied by the quota path (manager `gpu-chargeback`) and holds never contend
-for a field."""
+for a field. `action: no-borrowing` is decided here (`plan_no_borrowing`) but written by the quota
+path, the one writer of a ClusterQueue's resourceGroups: it plans the queue with borrowingLimit 0
+(models/planning/quotas.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
+
+import duckdb
 
 from models.billing.pricing import HOUR, UsageHour, price_invoice, quantity, spent_to_date
 from models.billing.rate_cards import (
@@ -42,6 +47,8 @@ from models.billing.rate_cards import (
     month_bounds,
 )
 from models.errors import UserError
+from models.files import atomic_write
+from models.ledger import warehouse
 from models.planning.kueue import KUEUE_API_VERSION
 from models.planning.quotas import dns_name
 
@@ -483,6 +490,69 @@ def plan_holds(
     return changes, notes
 
 
+NO_BORROWING_ACTION, RESTORE_BORROWING_ACTION = "no-borrowing", "restore-borrowing"
+NO_BORROWING, BORROWING = "borrowingLimit 0", "cohort limits"
+"""budget_holds before/after of a ClusterQueue's borrowing: held at 0, or as the quota path
+plans it (the tenant's SLA class and isolation, models/planning/kueue.py cohort_limits)."""
+
+
+def plan_no_borrowing(
+    budgets: Mapping[str, tuple[str, Decimal, bool]],
+    tenants: Mapping[str, Tenant],
+    period: str,
+    held: Sequence[HeldQueue],
+) -> tuple[set[str], list[HoldChange]]:
+    """The ClusterQueues whose borrowing is held at zero in the quota plan of a day of
+    `period`, and the changes to record (each set, lift, and dry-run check).
+
+    `budgets`: tenant -> (period, used_pct, whole budget spent) of the day's analysis
+    (`tenant_budgets`); `held`: the borrowing holds in force. A tenant with `action:
+    no-borrowing` that has spent its whole budget has its ClusterQueue held (in dry-run: the
+    change is checked, not made, and the plan keeps its borrowing); a hold is lifted when its
+    tenant's budget is no longer spent in `period` (a new period, a raised budget) or the
+    action is no longer no-borrowing. Exactly the rules of stopPolicy holds (`plan_holds`)."""
+    held_by = {h.queue: h for h in held}
+    real: set[str] = set()
+    changes: list[HoldChange] = []
+    for name, tenant in sorted(tenants.items()):
+        if hold_action(tenant) is not HoldAction.NO_BORROWING or name not in budgets:
+            continue
+        budget_period, used_pct, exhausted = budgets[name]
+        if not exhausted or budget_period != period:
+            continue
+        enforcement = tenant.budget.enforcement if tenant.budget else None
+        assert enforcement is not None
+        (queue,) = enforced_queues(tenant)
+        dry_run = enforcement.dry_run
+        ours = held_by.get(queue)
+        if not dry_run:
+            real.add(queue.name)
+            if ours is not None and ours.period == period:
+                continue
+        changes.append(HoldChange(
+            name, period, queue, NO_BORROWING_ACTION,
+            BORROWING if ours is None else NO_BORROWING, NO_BORROWING,
+            f"{used_pct}% of the {period} budget spent", dry_run))
+    for queue, ours in sorted(held_by.items()):
+        if queue.name in real:
+            continue
+        config = tenants.get(ours.tenant)
+        if config is None or config.budget is None:
+            reason = f"{ours.tenant} has no budget any more"
+        elif hold_action(config) is not HoldAction.NO_BORROWING or (
+                queue not in enforced_queues(config)):
+            reason = f"{ours.tenant}'s budget no longer stops {queue.label} borrowing"
+        elif ours.period != period:
+            reason = f"new period {period}"
+        elif ours.tenant in budgets:
+            reason = f"budget changed: {budgets[ours.tenant][1]}% spent"
+        else:
+            reason = f"{ours.tenant} has no budget evaluation in {period}"
+        changes.append(HoldChange(ours.tenant, period, queue, RESTORE_BORROWING_ACTION,
+                                  NO_BORROWING, BORROWING, reason, dry_run=False))
+    return real, changes
+
+
 def hold_action(tenant: Tenant) -> HoldAction | None:
     budget = tenant.budget
     return None if budget is None or budget.enforcement is None else budget.enforcement.action
@@ -497,9 +567,16 @@ def hold_row(change: HoldChange, changed_at: datetime, outcome: str) -> tuple[An
 
 # --- metrics -----------------------------------------------------------------------------------
 
-def metrics_text(statuses: Sequence[BudgetStatus], held: Sequence[HeldQueue]) -> bytes:
-    """The budgets as Prometheus metrics (text exposition format), for node-exporter's textfile
-    collector or any server of /metrics: what Grafana and alerting rules read."""
+ALL_RECORDED = datetime.max.replace(tzinfo=UTC)
+
+
+def metrics_text(con: duckdb.DuckDBPyConnection) -> bytes:
+    """The budgets of the latest analysed day and the holds in force, read from the warehouse,
+    as Prometheus metrics (text exposition format): what Grafana and alerting rules read. The
+    one renderer of both the textfile (node-exporter's textfile collector) and the HTTP
+    `/metrics` of `chargeback metrics serve`, so the two never disagree. A threshold not
+    crossed has no `chargeback_budget_threshold_crossed` series (the warehouse records crossed
+    ones only)."""
     from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
     registry = CollectorRegistry()
@@ -512,28 +589,43 @@ def metrics_text(statuses: Sequence[BudgetStatus], held: Sequence[HeldQueue]) ->
                   ["tenant", "period"], registry=registry)
     forecast = Gauge("chargeback_budget_forecast", "Month-end forecast in the budget's unit",
                      [*figure, "scenario"], registry=registry)
-    crossed = Gauge("chargeback_budget_threshold_crossed", "1 when the threshold is crossed",
+    crossed = Gauge("chargeback_budget_threshold_crossed", "1: the threshold is crossed (a "
+                    "threshold not crossed has no series)",
                     ["tenant", "period", "basis", "threshold_pct"], registry=registry)
     runs_out = Gauge("chargeback_budget_runs_out_timestamp_seconds", "Start of the day the "
                      "budget runs out at this rate (absent: it lasts the month)",
                      ["tenant", "period"], registry=registry)
     held_gauge = Gauge("chargeback_budget_queue_held", "1 while a budget hold of ours is on the "
                        "Kueue queue", ["tenant", "kind", "namespace", "name"], registry=registry)
-    for s in statuses:
-        labels = [s.tenant, s.period, s.budget.unit.value,
-                  s.currency if s.budget.unit is BudgetUnit.AMOUNT else ""]
-        limit.labels(*labels).set(float(s.budget.limit))
-        spent.labels(*labels).set(float(s.spent))
-        ratio.labels(s.tenant, s.period).set(float(s.spent / s.budget.limit))
-        for scenario, value in sorted((s.forecast or {}).items()):
+    no_borrowing = Gauge("chargeback_budget_borrowing_stopped", "1 while a budget holds the "
+                         "ClusterQueue's borrowing at zero", ["tenant", "name"], registry=registry)
+    for (tenant, period, unit, currency, limit_value, spent_value, runs_out_on, scenarios,
+         thresholds) in warehouse.latest_budgets(con):
+        labels = [tenant, period, unit, (currency or "") if unit == BudgetUnit.AMOUNT else ""]
+        limit.labels(*labels).set(float(limit_value))
+        spent.labels(*labels).set(float(spent_value))
+        ratio.labels(tenant, period).set(float(spent_value / limit_value))
+        for scenario, value in sorted(scenarios.items()):
             forecast.labels(*labels, scenario).set(float(value))
-        for c in s.crossings:
-            crossed.labels(s.tenant, s.period, c.basis, f"{c.percent.normalize():f}").set(
-                0 if c.crossed_on is None else 1)
-        if s.runs_out_on is not None:
-            moment = datetime.combine(s.runs_out_on, datetime.min.time(), s.as_of.tzinfo)
-            runs_out.labels(s.tenant, s.period).set(moment.timestamp())
-    for h in held:
-        held_gauge.labels(h.tenant, h.queue.kind.value, h.queue.namespace or "",
-                          h.queue.name).set(1)
+        for basis, percent in thresholds:
+            crossed.labels(tenant, period, basis, f"{percent.normalize():f}").set(1)
+        if runs_out_on is not None:
+            moment = datetime.combine(runs_out_on, datetime.min.time(), UTC)
+            runs_out.labels(tenant, period).set(moment.timestamp())
+    for kind, namespace, name, tenant, _ in warehouse.held_queues(con, ALL_RECORDED):
+        held_gauge.labels(tenant, kind, namespace or "", name).set(1)
+    for _, _, name, tenant, _ in warehouse.held_queues(con, ALL_RECORDED,
+                                                       warehouse.BORROWING_ACTIONS):
+        no_borrowing.labels(tenant, name).set(1)
     return generate_latest(registry)
+
+
+METRICS_FILE = "budgets.prom"
+
+
+def write_metrics_file(con: duckdb.DuckDBPyConnection, folder: Path) -> Path:
+    """`metrics_text` as `folder/budgets.prom`, for node-exporter's textfile collector; written
+    by each path that changes what it shows (the budgets, and the quota path's borrowing
+    holds)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return atomic_write(folder / METRICS_FILE, metrics_text(con))

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
@@ -286,6 +286,8 @@ class ClusterState:
     are: `resourceGroups` is an atomic list, so applying it replaces the whole list."""
     flavors: frozenset[str] | None = None
     """The ResourceFlavors that exist on the cluster; None when not read (no cluster)."""
+    no_borrowing: frozenset[str] = frozenset()
+    """ClusterQueues whose borrowing a budget has set to zero now (models/planning/budgets.py)."""
 
 
 @dataclass(frozen=True)
@@ -342,6 +344,8 @@ class QuotaObject:
     name: str
     manifest: dict[str, Any]
     changes: tuple[QuotaChange, ...]
+    restated: bool = False
+    """Applied even when no figure changes: a budget sets or lifts its borrowingLimit 0."""
 
     @property
     def file_stem(self) -> str:
@@ -400,6 +404,7 @@ def plan_quotas(
     max_step: int = DEFAULT_MAX_STEP,
     kueue: bool = True,
     setup: KueueSetup | None = None,
+    no_borrowing: Collection[str] = (),
 ) -> QuotaPlan:
     """The quotas to set now: a ResourceQuota per namespace and, with `kueue`, the Kueue set
     (ResourceFlavors, the cohort, a ClusterQueue per tenant, a LocalQueue per namespace); every
@@ -411,7 +416,12 @@ def plan_quotas(
     recommendation for some resource of its queue gets 0 for it (held up by the in-use floor);
     the cohort likewise lists every flavor and resource of the plan, at its pool (0 where no
     pool was sized). In-force and in-use figures carried by the recommendations (`quotas write`
-    without a cluster) fill what `state` lacks; of two in-use figures the higher counts."""
+    without a cluster) fill what `state` lacks; of two in-use figures the higher counts.
+
+    `no_borrowing`: ClusterQueues a budget stops from borrowing (`action: no-borrowing`): every
+    resource of every flavor gets borrowingLimit 0 while the nominal quota is planned as ever,
+    so nothing admitted within it is taken away. The quota path is the one writer of
+    `resourceGroups`, so the hold is part of its plan rather than a second apply."""
     state = state or ClusterState()
     setup = setup or KueueSetup()
     recommended: dict[QuotaKey, int] = {}
@@ -516,6 +526,8 @@ def plan_quotas(
                 entry.update(cohort_limits(rec.sla_class, rec.isolation,
                                            pool_target.get((c.key.flavor, c.key.resource), 0))
                              or {})
+                if c.key.name in no_borrowing:
+                    entry["borrowingLimit"] = 0
             return entry
 
         flavors = [{"name": flavor,
@@ -539,7 +551,7 @@ def plan_quotas(
             "kind": QuotaKind.CLUSTER_QUEUE.value,
             "metadata": {"name": queue, "labels": dict(labels)},
             "spec": spec,
-        }, mine))
+        }, mine, restated=in_cohort and (queue in no_borrowing) != (queue in state.no_borrowing)))
     for namespace in sorted(queue_of):
         objects.append(QuotaObject(QuotaKind.LOCAL_QUEUE, namespace, QUOTA_NAME, {
             "apiVersion": KUEUE_API_VERSION,
@@ -644,6 +656,7 @@ def run_quotas(
     con: duckdb.DuckDBPyConnection | None = None,
     day: date | None = None,
     setup: KueueSetup | None = None,
+    no_borrowing: Collection[str] = (),
 ) -> QuotaRun:
     """Plan, validate, write, apply and record, in this order; the one sequence behind the
     `scheduler_quotas` asset and `chargeback quotas`.
@@ -656,7 +669,8 @@ def run_quotas(
     is recorded before ApplyRefused is raised on. Records go to the warehouse's
     scheduler_quota_changes when `con` is given, with the partition `day` that produced them
     (a rerun of that day replaces its manifest rows)."""
-    plan = plan_quotas(recommendations, state, max_step=max_step, kueue=kueue, setup=setup)
+    plan = plan_quotas(recommendations, state, max_step=max_step, kueue=kueue, setup=setup,
+                       no_borrowing=no_borrowing)
     problems = plan.problems()
     if problems:
         raise QuotaPlanRejected(problems)

@@ -5,6 +5,7 @@ day's rows (column `day`) of its tables, so reruns and backfills replace rather 
 the latest analysis is `WHERE day = (SELECT max(day) FROM <table>)`."""
 
 import contextlib
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -12,9 +13,17 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from models.billing.rate_cards import ConfigError, month_bounds, rate_card_for
+from models.billing.rate_cards import ConfigError, QueueKind, month_bounds, rate_card_for
 from models.ledger import warehouse
 from models.planning import quotas
+from models.planning.budgets import (
+    NO_BORROWING_ACTION,
+    HeldQueue,
+    QueueRef,
+    hold_row,
+    plan_no_borrowing,
+    write_metrics_file,
+)
 from models.planning.quotas import DEFAULT_MAX_STEP
 from models.planning.reservations import (
     DEFAULT_HALF_LIFE_HOURS,
@@ -167,7 +176,8 @@ class QuotasConfig(dg.Config):
     them (then checked to exist before apply)."""
 
 
-@dg.asset(partitions_def=DAILY, group_name=GROUP, deps=[reservation_recommendations])
+@dg.asset(partitions_def=DAILY, group_name=GROUP,
+          deps=[reservation_recommendations, dg.AssetKey("tenant_budgets")])
 def scheduler_quotas(
     context: dg.AssetExecutionContext,
     config: QuotasConfig,
@@ -178,17 +188,18 @@ def scheduler_quotas(
 ) -> dg.MaterializeResult:
     """ResourceQuotas and the Kueue set (flavors, cohort with the overflow pool, queues) from
     the reservation recommendations, applied to the cluster when enabled
-    (CHARGEBACK_QUOTAS_APPLY=1)."""
+    (CHARGEBACK_QUOTAS_APPLY=1). After the day's budgets: a tenant with `action: no-borrowing`
+    that has spent its budget gets borrowingLimit 0 in its ClusterQueue (budget_holds)."""
     from collectors import kube_apply
 
     day = partition_day(context)
     folder = Path(outputs.exports_path) / "quotas" / f"{day}"
     reason = (kube_apply.why_no_cluster(kubernetes.kubeconfig) if kubernetes.apply
               else "apply is off (CHARGEBACK_QUOTAS_APPLY=1)")
+    tenants = billing.tenants()
     with warehouse_db.connect() as con, contextlib.ExitStack() as stack:
         inputs = quotas.warehouse_inputs(
-            con, day, billing.tenants(),
-            generate_flavors=config.kueue and config.generate_flavors)
+            con, day, tenants, generate_flavors=config.kueue and config.generate_flavors)
         recommendations, setup = inputs.recommendations, inputs.setup
         if reason is None:
             api = stack.enter_context(kube_apply.api_client(kubernetes.kubeconfig or None))
@@ -202,9 +213,61 @@ def scheduler_quotas(
             # so that a rerun writes the same rows.
             now = _end_of(day)
             state, apply = quotas.last_written_state(con, now), None
-        run = quotas.run_quotas(recommendations, state, now=now, max_step=config.max_step,
-                                kueue=config.kueue, folder=folder, apply=apply, con=con,
-                                day=day, setup=setup)
+        held = [HeldQueue(QueueRef(QueueKind(kind), ns, name), tenant, period)
+                for kind, ns, name, tenant, period
+                in warehouse.held_queues(con, now, warehouse.BORROWING_ACTIONS)]
+        state = replace(state, no_borrowing=frozenset(h.queue.name for h in held))
+        no_borrowing, borrowing = plan_no_borrowing(
+            warehouse.budget_exhaustion(con, day), tenants, f"{day:%Y-%m}", held)
+        if config.kueue:
+            planned = quotas.plan_quotas(recommendations, state, max_step=config.max_step,
+                                         setup=setup, no_borrowing=no_borrowing | {
+                                             c.queue.name for c in borrowing if c.dry_run})
+            pooled = {o.name: o for o in planned.objects
+                      if o.kind is quotas.QuotaKind.CLUSTER_QUEUE and o.manifest["spec"].get(
+                          "cohortName")}
+        else:
+            pooled = {}
+        # A queue outside the plan or its cohort borrows nothing already: nothing to hold.
+        notes = [f"{c.queue.label}: not a ClusterQueue of the quota plan in its cohort; "
+                 f"{c.tenant}'s no-borrowing has nothing to hold" for c in borrowing
+                 if c.action == NO_BORROWING_ACTION and c.queue.name not in pooled]
+        borrowing = [c for c in borrowing
+                     if c.action != NO_BORROWING_ACTION or c.queue.name in pooled]
+        no_borrowing &= set(pooled)
+        real = [c for c in borrowing if not c.dry_run]
+        try:
+            run = quotas.run_quotas(recommendations, state, now=now, max_step=config.max_step,
+                                    kueue=config.kueue, folder=folder, apply=apply, con=con,
+                                    day=day, setup=setup, no_borrowing=no_borrowing)
+        except quotas.ApplyRefused as error:
+            outcome = "conflict" if isinstance(error, quotas.ApplyConflict) else "refused"
+            warehouse.record_budget_holds(con, [hold_row(c, now, outcome) for c in real],
+                                          day=day, actions=warehouse.BORROWING_ACTIONS)
+            raise
+        outcome = "applied" if apply is not None else warehouse.MANIFEST_OUTCOME
+        rows = [hold_row(c, now, outcome) for c in real]
+        checks = [c for c in borrowing if c.dry_run]
+        if checks:
+            # Dry-run: the queue as the quota plan would write it held, checked by the API
+            # server (dryRun=All) or written for reading; the applied plan keeps its borrowing.
+            objects = tuple(pooled[c.queue.name] for c in checks)
+            quotas.write_manifests(quotas.QuotaPlan((), objects),
+                                   Path(outputs.exports_path) / "budget-holds" / f"{day}"
+                                   / "dry-run" / "borrowing")
+            checked = "dry-run manifest"
+            if reason is None:
+                try:
+                    kube_apply.apply_plan(api, quotas.QuotaPlan((), objects), dry_run=True,
+                                          now=now)
+                    checked = "dry-run"
+                except quotas.ApplyRefused as error:
+                    checked = "conflict" if isinstance(error, quotas.ApplyConflict) else "refused"
+                    notes.append(str(error))
+            rows += [hold_row(c, now, checked) for c in checks]
+        warehouse.record_budget_holds(con, rows, day=day, actions=warehouse.BORROWING_ACTIONS)
+        if rows:
+            write_metrics_file(con, Path(outputs.exports_path) / "metrics")
     return dg.MaterializeResult(metadata={
         "mode": "applied" if reason is None else f"manifests only: {reason}",
         "manifests": len(run.files),
@@ -214,4 +277,7 @@ def scheduler_quotas(
         "skipped_tenants_without_namespace": ", ".join(inputs.skipped_tenants) or "none",
         "objects": ", ".join(f"{o.kind.value} {o.where}" for o in run.plan.objects) or "none",
         "operator_notes": "\n".join(run.plan.notes) or "none",
+        "borrowing_holds": "\n".join(f"{c.action} {c.queue.label} ({c.tenant}): {c.reason}"
+                                     for c in borrowing) or "none",
+        "borrowing_notes": "\n".join(notes) or "none",
     })

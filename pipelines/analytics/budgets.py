@@ -32,8 +32,8 @@ from models.planning.budgets import (
     enforced_queues,
     evaluate_budget,
     hold_row,
-    metrics_text,
     plan_holds,
+    write_metrics_file,
 )
 from models.planning.quotas import ApplyConflict, ApplyRefused
 from pipelines.analytics.forecast import tenant_forecasts
@@ -49,7 +49,6 @@ from pipelines.resources import (
 
 GROUP = "analytics"
 ALERTS_GROUP = "alerts"
-METRICS_FILE = "budgets.prom"
 
 DEC = pl.Decimal(18, 6)
 BUDGETS_SCHEMA: dict[str, pl.DataType] = {
@@ -184,10 +183,8 @@ def tenant_budgets(
         in_force = [HeldQueue(QueueRef(QueueKind(kind), ns, name), tenant, held_period)
                     for kind, ns, name, tenant, held_period
                     in warehouse.held_queues(con, now + timedelta(microseconds=1))]
-    if not later:  # the metrics are the latest analysis's
-        metrics = Path(outputs.exports_path) / "metrics"
-        metrics.mkdir(parents=True, exist_ok=True)
-        atomic_write(metrics / METRICS_FILE, metrics_text(statuses, in_force))
+        if not later:  # the metrics are the latest analysis's
+            write_metrics_file(con, Path(outputs.exports_path) / "metrics")
     if problems:
         cls = ApplyConflict if any(o == "conflict" for _, o in done) else ApplyRefused
         raise cls("budget holds refused (recorded in budget_holds):\n" + "\n".join(problems))

@@ -8,7 +8,8 @@ window), built from the real dcgm-exporter scrapes in tests/fixtures/dcgm/:
 - A100 with MIG (3 x 1g.5gb + 2g.10gb), empty pod labels as real dcgm-exporter writes them.
 - A100 without MIG whose GR_ENGINE_ACTIVE is dropped (GPU_UTIL fallback), relabelled to pods
   the pod lookup does not know, a second one sharing it (time-slicing) from 300 s.
-- Inference-gateway counters for a shared endpoint, one of which restarts.
+- LiteLLM gateway series (per team) and vLLM series (per model) for a shared endpoint, as
+  their projects write them; one gateway's counters restart.
 Expected figures are derived here from the values written, not from the reader's output."""
 
 from __future__ import annotations
@@ -30,8 +31,11 @@ from collectors.prometheus import (
     PrometheusUnavailable,
     mig_device_id,
 )
+from collectors.request_metrics import VLLM, RequestMetrics, load_request_metrics
+from models.errors import UserError
 from models.ledger.gaps import GapReason
 from models.ledger.usage import (
+    ENDPOINT_LOAD_SCHEMA,
     IDLE_TENANT,
     LEDGER_SCHEMA,
     REQUEST_WORK_SCHEMA,
@@ -63,6 +67,7 @@ GAP = (240, 480)  # seconds after T0 without samples on the T4 pod GPU
 SECOND_POD_FROM = 300  # a second pod shares the util-only A100 from here on
 
 SHARED = ("llm-shared", "llama-3-70b")
+SERVER_ONLY_MODEL = "qwen-2.5-7b"  # served by vLLM, no gateway traffic
 MISSING_GPU = "GPU-00000000-0000-0000-0000-000000000000"
 
 PODS = {T4_POD: PodInfo("team-a", *T4_POD, pod_uid="uid-t4", workload_kind="inference",
@@ -131,23 +136,69 @@ def _history() -> str:
             else:
                 add(metric, labels, lambda t, v=value: v, late)
 
-    def counter(name, tenant, values, **extra):
-        labels = {"namespace": SHARED[0], "model": SHARED[1], **extra}
-        if tenant is not None:
-            labels["tenant"] = tenant
+    def counter(name, labels, values):
         series.append(Series(name, labels, [
             (times[i], v) for i, v in enumerate(values) if v is not None
         ]))
 
-    execution = "gateway_request_execution_seconds_total"
-    # acme's gateway restarts at sample 20: its counter starts again from zero.
-    counter(execution, "acme", [1.5 * i if i < 20 else 0.5 + 1.5 * (i - 20) for i in range(40)])
-    counter(execution, "zen", [0.5 * i if i < 20 else None for i in range(40)])
-    counter(execution, None, [1.0 * i if i < 8 else None for i in range(40)])
-    counter("gateway_tokens_total", "acme", [100.0 * i for i in range(40)], kind="input")
-    counter("gateway_tokens_total", "acme", [20.0 * i for i in range(40)], kind="output")
+    def histogram(name, labels, sums, counts, fast=None):
+        # As prometheus_client writes a histogram: cumulative buckets up to +Inf, _count, _sum.
+        if fast is not None:
+            counter(f"{name}_bucket", {**labels, "le": "1.0"}, fast)
+        counter(f"{name}_bucket", {**labels, "le": "+Inf"}, counts)
+        counter(f"{name}_count", labels, counts)
+        counter(f"{name}_sum", labels, sums)
+
+    def litellm(team_alias):
+        # The labels LiteLLM's Prometheus callback writes (PrometheusMetricLabels), plus the
+        # namespace Prometheus's Kubernetes service discovery adds to every scraped series.
+        labels = {"namespace": SHARED[0], "model": SHARED[1], "requested_model": SHARED[1],
+                  "end_user": "", "user": "", "hashed_api_key": f"88dc28{len(team_alias or '')}",
+                  "api_key_alias": "", "team": f"team-id-{team_alias}"}
+        if team_alias is not None:
+            labels["team_alias"] = team_alias
+        return labels
+
+    # acme's gateway restarts at sample 20: its counters start again from zero.
+    restart = [i if i < 20 else i - 20 for i in range(40)]
+    histogram("litellm_request_total_latency_metric", litellm("acme"),
+              [1.5 * i if i < 20 else 0.5 + 1.5 * (i - 20) for i in range(40)],
+              [float(i if i < 20 else 1 + i - 20) for i in range(40)])
+    counter("litellm_input_tokens_metric_total", litellm("acme"), [100.0 * i for i in restart])
+    counter("litellm_output_tokens_metric_total", litellm("acme"), [20.0 * i for i in restart])
+    zen = [i if i < 20 else None for i in range(40)]
+    # Half of zen's requests finish within a second.
+    histogram("litellm_request_total_latency_metric", litellm("zen"),
+              [None if i is None else 0.5 * i for i in zen],
+              [None if i is None else float(i) for i in zen],
+              fast=[None if i is None else float(i // 2) for i in zen])
+    counter("litellm_input_tokens_metric_total", litellm("zen"),
+            [None if i is None else 50.0 * i for i in zen])
+    counter("litellm_output_tokens_metric_total", litellm("zen"),
+            [None if i is None else 30.0 * i for i in zen])
+    # A key of no team: work nobody can be charged for, with no token counters.
+    histogram("litellm_request_total_latency_metric", litellm(None),
+              [1.0 * i if i < 8 else None for i in range(40)],
+              [float(i) if i < 8 else None for i in range(40)])
+    for model, prefill, decode in ((SHARED[1], 0.8, 2.4), (SERVER_ONLY_MODEL, 0.1, 0.3)):
+        labels = {"namespace": SHARED[0], "model_name": model, "engine": "0"}
+        histogram("vllm:request_prefill_time_seconds", labels, [prefill * i for i in range(40)],
+                  [2.0 * i for i in range(40)])
+        histogram("vllm:request_decode_time_seconds", labels, [decode * i for i in range(40)],
+                  [2.0 * i for i in range(40)])
+        histogram("vllm:e2e_request_latency_seconds", labels,
+                  [(prefill + decode) * 1.1 * i for i in range(40)], [2.0 * i for i in range(40)])
+        counter("vllm:num_requests_running", labels, [2.0] * 40)
+        counter("vllm:num_requests_waiting", labels, [float(i % 4) for i in range(40)])
+        counter("vllm:prompt_tokens_total", labels, [150.0 * i for i in range(40)])
+        counter("vllm:generation_tokens_total", labels, [50.0 * i for i in range(40)])
     return to_openmetrics(series, {
-        "gateway_request_execution_seconds": "counter", "gateway_tokens": "counter",
+        "litellm_request_total_latency_metric": "histogram",
+        "litellm_input_tokens_metric": "counter", "litellm_output_tokens_metric": "counter",
+        "vllm:request_prefill_time_seconds": "histogram",
+        "vllm:request_decode_time_seconds": "histogram",
+        "vllm:e2e_request_latency_seconds": "histogram",
+        "vllm:prompt_tokens": "counter", "vllm:generation_tokens": "counter",
     })
 
 
@@ -326,29 +377,154 @@ def test_window_without_series_gives_no_rows(reader):
     assert requests_table.schema == REQUEST_WORK_SCHEMA
 
 
-def test_request_work_per_tenant_with_counter_reset(reader):
+def _work(table: pa.Table) -> dict[tuple[str, str, int], dict]:
+    return {(r["model"], r["tenant"], (r["window_start"] - T0).seconds // STEP): r
+            for r in table.to_pylist()}
+
+
+def test_gateway_work_per_team_with_counter_reset(reader):
     table = reader.request_rows(T0, END, STEP)
     assert table.schema == REQUEST_WORK_SCHEMA
-    rows = {(r["tenant"], (r["window_start"] - T0).seconds // STEP): r for r in table.to_pylist()}
+    rows = _work(table)
     for row in rows.values():
-        assert (row["namespace"], row["model"], row["source"]) == (*SHARED, "gateway")
-    # acme: +1.5 s per sample; the first sample has no baseline (3 increases in interval 0);
-    # at 300 s the counter restarts at 0.5, which counts as 0.5, not as a negative step.
-    acme = [rows["acme", k]["request_seconds"] for k in range(10)]
-    assert acme == pytest.approx([4.5, 6, 6, 6, 6, 5.0, 6, 6, 6, 6])
-    assert sum(acme) == pytest.approx(57.5)
-    # tokens: input +100 and output +20 per sample, summed over the `kind` label.
-    assert [rows["acme", k]["tokens"] for k in range(10)] == pytest.approx(
-        [360.0] + [480.0] * 9
-    )
-    # zen stops after 285 s: no rows once its series has no samples; no token counter.
-    zen = {k: r for (tenant, k), r in rows.items() if tenant == "zen"}
+        assert (row["namespace"], row["source"]) == (SHARED[0], "gateway")
+    acme = [rows[SHARED[1], "acme", k] for k in range(10)]
+    # +1.5 s and one request per sample; the first sample has no baseline (3 increases in
+    # interval 0); at 300 s the counters restart, the latency sum at 0.5, which counts as 0.5.
+    assert [r["request_seconds"] for r in acme] == pytest.approx([4.5, 6, 6, 6, 6, 5, 6, 6, 6, 6])
+    assert [r["requests"] for r in acme] == [3] + [4] * 9
+    # The token counters restart at 0 in interval 5: that sample adds nothing.
+    assert [r["input_tokens"] for r in acme] == [300, 400, 400, 400, 400, 300, 400, 400, 400, 400]
+    assert [r["output_tokens"] for r in acme] == [60, 80, 80, 80, 80, 60, 80, 80, 80, 80]
+    # zen stops after 285 s: no rows once its series have no samples.
+    zen = {k: r for (model, tenant, k), r in rows.items() if tenant == "zen"}
     assert sorted(zen) == [0, 1, 2, 3, 4]
     assert [zen[k]["request_seconds"] for k in range(5)] == pytest.approx([1.5, 2, 2, 2, 2])
-    assert {r["tokens"] for r in zen.values()} == {None}
-    # A series without a tenant label is work nobody can be charged for, kept visible.
-    assert [rows[UNATTRIBUTED_TENANT, k]["request_seconds"] for k in (0, 1)] == [3.0, 4.0]
-    assert (UNATTRIBUTED_TENANT, 2) not in rows
+    assert [zen[k]["input_tokens"] for k in range(5)] == [150, 200, 200, 200, 200]
+    # A key of no team is work nobody can be charged for, kept visible, its tokens unknown.
+    lost = [rows[SHARED[1], UNATTRIBUTED_TENANT, k] for k in (0, 1)]
+    assert [r["request_seconds"] for r in lost] == [3.0, 4.0]
+    assert {r["input_tokens"] for r in lost} == {None}
+    assert (SHARED[1], UNATTRIBUTED_TENANT, 2) not in rows
+
+
+def test_latency_histograms_per_tenant_and_interval(reader):
+    rows = _work(reader.request_rows(T0, END, STEP))
+    inf = float("inf")
+    # zen's requests: one per sample, every other one within a second.
+    assert rows[SHARED[1], "zen", 0]["latency_buckets"] == [
+        {"le": 1.0, "count": 1}, {"le": inf, "count": 3}]
+    assert rows[SHARED[1], "zen", 2]["latency_buckets"] == [
+        {"le": 1.0, "count": 2}, {"le": inf, "count": 4}]
+    assert rows[SHARED[1], "acme", 3]["latency_buckets"] == [{"le": inf, "count": 4}]
+    # LiteLLM's time-to-first-token histogram has no series here: unknown, not zero.
+    assert {r["ttft_buckets"] for r in rows.values()} == {None}
+
+
+def test_server_phase_time_is_split_by_the_tenants_tokens(reader):
+    rows = _work(reader.request_rows(T0, END, STEP))
+    # vLLM: +0.8 s prefill and +2.4 s decode per sample, 4 samples an interval from 60 s.
+    prefill, decode = 4 * 0.8, 4 * 2.4
+    for k in (2, 3, 4):
+        acme, zen = rows[SHARED[1], "acme", k], rows[SHARED[1], "zen", k]
+        assert acme["prefill_seconds"] == pytest.approx(prefill * 400 / 600)
+        assert zen["prefill_seconds"] == pytest.approx(prefill * 200 / 600)
+        assert acme["decode_seconds"] == pytest.approx(decode * 80 / 200)
+        assert zen["decode_seconds"] == pytest.approx(decode * 120 / 200)
+    for k in range(5, 10):
+        assert rows[SHARED[1], "acme", k]["prefill_seconds"] == pytest.approx(prefill)
+        assert rows[SHARED[1], "acme", k]["decode_seconds"] == pytest.approx(decode)
+    # In intervals 0 and 1 a tenant's tokens are unknown: nobody gets phase time there, so
+    # the ledger apportions those intervals by request seconds instead of mixing measures.
+    for (model, _, k), row in rows.items():
+        if model == SHARED[1] and k < 2:
+            assert (row["prefill_seconds"], row["decode_seconds"]) == (None, None)
+
+
+def test_server_work_without_gateway_tenants_is_unattributed(reader):
+    rows = _work(reader.request_rows(T0, END, STEP))
+    served = [rows[SERVER_ONLY_MODEL, UNATTRIBUTED_TENANT, k] for k in range(10)]
+    assert {r["tenant"] for r in served} == {UNATTRIBUTED_TENANT}
+    assert [r["prefill_seconds"] for r in served] == pytest.approx([0.3] + [0.4] * 9)
+    assert [r["decode_seconds"] for r in served] == pytest.approx([0.9] + [1.2] * 9)
+    assert [r["requests"] for r in served] == [6] + [8] * 9
+    assert [r["input_tokens"] for r in served] == [450] + [600] * 9
+    assert [r["output_tokens"] for r in served] == [150] + [200] * 9
+    assert served[1]["request_seconds"] == pytest.approx(4 * 0.4 * 1.1)
+
+
+def test_vllm_scheduler_gauges_per_endpoint_and_interval(reader):
+    table = reader.read_endpoint_load(T0, END, STEP)
+    assert table.schema == ENDPOINT_LOAD_SCHEMA
+    rows = {(r["model"], (r["window_start"] - T0).seconds // STEP): r for r in table.to_pylist()}
+    assert sorted(rows) == sorted((m, k) for m in (SHARED[1], SERVER_ONLY_MODEL)
+                                  for k in range(10))
+    # Waiting cycles 0, 1, 2, 3 over each interval's four samples: a mean of 1.5.
+    assert {(r["requests_running"], r["requests_waiting"]) for r in rows.values()} == {(2.0, 1.5)}
+
+
+def test_vllm_alone_reads_every_endpoint_as_unattributed_work(prometheus_url):
+    reader = PrometheusReader(prometheus_url, cluster="qa", staleness_s=STALENESS,
+                              gateway=None, server=VLLM)
+    try:
+        rows = _work(reader.request_rows(T0, END, STEP))
+    finally:
+        reader.close()
+    assert {(model, tenant) for model, tenant, _ in rows} == {
+        (SHARED[1], UNATTRIBUTED_TENANT), (SERVER_ONLY_MODEL, UNATTRIBUTED_TENANT)}
+    assert rows[SHARED[1], UNATTRIBUTED_TENANT, 3]["prefill_seconds"] == pytest.approx(3.2)
+
+
+def test_a_yaml_mapping_reads_another_gateway(prometheus_url, tmp_path):
+    # LiteLLM before its token counters were renamed (`litellm_input_tokens`), keyed by the
+    # virtual key's hash, with the endpoint's namespace fixed and a label matcher per measure.
+    path = tmp_path / "gateway.yaml"
+    path.write_text(
+        "name: litellm-by-key\n"
+        "model_label: model\n"
+        "tenant_label: hashed_api_key\n"
+        "namespace: llm-shared\n"
+        "match: {requested_model: llama-3-70b}\n"
+        "metrics:\n"
+        "  request_seconds: litellm_request_total_latency_metric_sum{team=\"team-id-acme\"}\n"
+    )
+    mapping = load_request_metrics(path)
+    reader = PrometheusReader(prometheus_url, cluster="qa", staleness_s=STALENESS,
+                              gateway=mapping, server=None)
+    try:
+        rows = _work(reader.request_rows(T0, END, STEP))
+    finally:
+        reader.close()
+    assert {tenant for _, tenant, _ in rows} == {"88dc284"}
+    assert [rows[SHARED[1], "88dc284", k]["request_seconds"] for k in range(10)] == (
+        pytest.approx([4.5, 6, 6, 6, 6, 5, 6, 6, 6, 6]))
+    assert {r["input_tokens"] for r in rows.values()} == {None}
+
+
+def test_a_bad_yaml_mapping_names_every_problem(tmp_path):
+    path = tmp_path / "gateway.yaml"
+    path.write_text(
+        "name: broken\n"
+        "model_label: 'model name'\n"
+        "namespace_label: namespace\n"
+        "namespace: llm-shared\n"
+        "colour: blue\n"
+        "metrics:\n"
+        "  input_tokens: litellm_input_tokens_total\n"
+        "  latency: x\n"
+        "  request_seconds: 'bad{'\n"
+    )
+    with pytest.raises(UserError) as caught:
+        load_request_metrics(path)
+    lines = str(caught.value).splitlines()
+    assert all(line.startswith(f"{path}: ") for line in lines)
+    text = str(caught.value)
+    for expected in ("colour: unknown field", "model_label: 'model name' is not a Prometheus",
+                     "set exactly one", "metrics.latency: unknown measure",
+                     "metrics.request_seconds: 'bad{' is not a Prometheus metric name",
+                     "input_tokens and output_tokens go together"):
+        assert expected in text
+    assert len(lines) == 6
 
 
 def test_prometheus_down_names_the_url():
@@ -361,7 +537,8 @@ def test_prometheus_down_names_the_url():
 
 
 def test_rejected_query_is_a_query_error(prometheus_url):
-    reader = PrometheusReader(prometheus_url, cluster="qa", execution_seconds_counter="bad{")
+    reader = PrometheusReader(prometheus_url, cluster="qa", server=None, gateway=RequestMetrics(
+        name="bad", model_label="model", counters={"request_seconds": "bad{"}))
     with pytest.raises(PrometheusQueryError, match=r"rejected query 'bad\{"):
         reader.request_rows(T0, END, STEP)
 

@@ -176,6 +176,15 @@ def test_shared_endpoint_rows_and_request_work(month: Simulation, day13: pa.Tabl
     assert lull == 0
     assert busy_minutes <= 1440 - 60
     assert pa.compute.min(requests["request_seconds"]).as_py() > 0
+    # Tokens, phases and latency histograms of each interval agree with its requests.
+    for row in requests.slice(0, 200).to_pylist():
+        assert row["input_tokens"] > 0
+        assert row["output_tokens"] >= 0
+        assert row["prefill_seconds"] + row["decode_seconds"] <= row["request_seconds"]
+        for column in ("latency_buckets", "ttft_buckets"):
+            counts = [b["count"] for b in row[column]]
+            assert counts == sorted(counts)  # cumulative
+            assert row[column][-1] == {"le": float("inf"), "count": row["requests"]}
 
 
 def test_unattributed_pods_appear(month: Simulation):

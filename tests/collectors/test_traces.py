@@ -19,6 +19,7 @@ from collectors.traces import (
     IMPORTERS,
     OVERFLOW_NODE,
     TRACE_START,
+    AzureLLM,
     ReconciliationError,
     TraceError,
     expected_gpu_hours,
@@ -490,3 +491,42 @@ def test_full_trace_reconciles(name: str, shared_data: Path, tmp_path: Path):
     else:
         assert reconcile(expected, spool_gpu_hours(tmp_path)).ok
     assert sample_problems(tmp_path) == []
+
+
+@pytest.mark.parametrize(("row", "message"), [
+    ("2023-11-16 18:15:50.9951690,-3,10", r"row 3: ContextTokens: not a token count: -3"),
+    ("2023-11-16 18:15:50.9951690,12,lots", r"row 3: GeneratedTokens: not a token count"),
+    ("yesterday,12,10", r"row 3: TIMESTAMP: not a timestamp: 'yesterday'"),
+])
+def test_azure_llm_bad_rows_name_file_row_and_field(tmp_path: Path, row: str,
+                                                    message: str) -> None:
+    folder = tmp_path / "azure-llm"
+    folder.mkdir()
+    header = "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+    good = "2023-11-16 18:15:46.6805900,374,44\n"
+    (folder / "AzureLLMInferenceTrace_code.csv").write_text(header + good)
+    (folder / "AzureLLMInferenceTrace_conv.csv").write_text(header + good + row + "\n")
+    with pytest.raises(TraceError, match=r"AzureLLMInferenceTrace_conv.csv: " + message):
+        AzureLLM().write(tmp_path, tmp_path / "spool")
+    assert not (tmp_path / "spool").exists()
+
+
+def test_azure_llm_request_work_per_tenant_and_minute(tmp_path: Path) -> None:
+    folder = tmp_path / "azure-llm"
+    folder.mkdir()
+    header = "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+    (folder / "AzureLLMInferenceTrace_code.csv").write_text(
+        header + "2023-11-16 18:15:01.5,1000,10\n2023-11-16 18:15:59.9,3000,30\n")
+    (folder / "AzureLLMInferenceTrace_conv.csv").write_text(
+        header + "2023-11-16 18:17:00.0,500,200\n")
+    summary = AzureLLM().write(tmp_path, tmp_path / "spool")
+    con = duckdb.connect()
+    work = con.execute(
+        "SELECT tenant, minute(window_start), requests, input_tokens, output_tokens, "
+        "prefill_seconds, decode_seconds FROM read_parquet($1) ORDER BY 2",
+        [str(tmp_path / "spool" / "requests" / "**" / "*.parquet")]).fetchall()
+    assert [w[:5] for w in work] == [("code", 15, 2, 4000, 40), ("conversation", 17, 1, 500, 200)]
+    assert work[0][5] == pytest.approx(4000 * 0.0003)
+    assert work[1][6] == pytest.approx(200 * 0.0013)
+    # One 8-GPU server suffices; held for minutes 18:15..18:17, the idle minute 18:16 included.
+    assert summary.gpu_hours == pytest.approx(8 * 3 / 60)

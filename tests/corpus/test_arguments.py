@@ -145,6 +145,13 @@ COLLECTORS = [
     Case("prometheus-tenants-invalid-utf8", [*PROMETHEUS, "--tenants", "{w}/tenants.yaml"],
          ["Invalid value for --tenants: {w}/tenants.yaml: line 2, column 3: not valid UTF-8"],
          {"tenants.yaml": b"tenants:\n  \xfe: {}\n"}),
+    Case("prometheus-gateway-mapping-bad", [*PROMETHEUS, "--gateway", "{w}/gateway.yaml"],
+         ["{w}/gateway.yaml: metrics.latency: unknown measure",
+          "{w}/gateway.yaml: namespace_label / namespace: set exactly one"],
+         {"gateway.yaml": "name: g\nmodel_label: model\nnamespace_label: ns\nnamespace: x\n"
+                          "metrics: {latency: x_sum, input_tokens: a, output_tokens: b}\n"}),
+    Case("prometheus-gateway-mapping-missing", [*PROMETHEUS, "--server", "{w}/nowhere.yaml"],
+         ["{w}/nowhere.yaml"]),
 ]
 
 OTHERS = [

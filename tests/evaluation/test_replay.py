@@ -33,6 +33,24 @@ def test_helios_replay_bills_what_the_trace_says(tmp_path: Path, shared_data: Pa
     assert (tmp_path / "out" / "exports" / "2026-05" / "focus.parquet").exists()
 
 
+@pytest.mark.slow
+def test_azure_llm_replay_reconciles_tokens_exactly(tmp_path: Path, shared_data: Path) -> None:
+    result = replay("azure-llm", tmp_path / "out", shared_data)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    # Token sums of the two CSVs (8,819 code and 19,366 conversation requests), as the
+    # warehouse holds them: exact, and the same figures a plain query over the files gives.
+    code = next(line for line in lines if line.startswith("code ") and "," in line)
+    conversation = next(line for line in lines if line.startswith("conversation ") and ","
+                        in line)
+    assert code.split()[1:] == ["18,059,974", "18,059,974", "245,896", "245,896"]
+    assert conversation.split()[1:] == ["22,361,870", "22,361,870", "4,088,665", "4,088,665"]
+    assert "tokens exact, GPU-seconds conserved" in result.stdout
+    assert "OK (tolerance 0.001%)" in result.stdout
+    # Two 8-GPU servers for the busiest minute, held the 60 minutes of the trace.
+    assert "endpoint capacity 57,600.000 GPU-s" in result.stdout
+
+
 def test_replay_without_the_data_folder_says_where_to_find_it(tmp_path: Path) -> None:
     result = replay("helios", tmp_path / "out", tmp_path / "nowhere")
     assert result.returncode == 2

@@ -34,8 +34,14 @@ CREATE TABLE IF NOT EXISTS request_work (
     namespace VARCHAR NOT NULL,
     model VARCHAR NOT NULL,
     tenant VARCHAR NOT NULL,
-    request_seconds DOUBLE NOT NULL,
-    tokens DOUBLE,
+    requests BIGINT,
+    request_seconds DOUBLE,
+    prefill_seconds DOUBLE,
+    decode_seconds DOUBLE,
+    input_tokens BIGINT,
+    output_tokens BIGINT,
+    latency_buckets STRUCT(le DOUBLE, count BIGINT)[],
+    ttft_buckets STRUCT(le DOUBLE, count BIGINT)[],
     source VARCHAR NOT NULL,
     day DATE NOT NULL
 );
@@ -352,8 +358,9 @@ CREATE TABLE IF NOT EXISTS budget_alerts (
     alertmanager VARCHAR NOT NULL     -- the URL it was posted to
 );
 
--- Every change of a queue's stopPolicy made (or tried, or written as a manifest) for a budget,
--- with its reason: what tenants and operators see. Appended.
+-- Every change of a queue's stopPolicy (budget path), or of a ClusterQueue's borrowing (quota
+-- path: before/after `cohort limits` or `borrowingLimit 0`), made, tried or written as a
+-- manifest for a budget, with its reason: what tenants and operators see. Appended.
 CREATE TABLE IF NOT EXISTS budget_holds (
     day DATE NOT NULL,                -- the analytics partition that made it
     tenant VARCHAR NOT NULL,
@@ -361,7 +368,7 @@ CREATE TABLE IF NOT EXISTS budget_holds (
     kind VARCHAR NOT NULL,            -- ClusterQueue | LocalQueue
     namespace VARCHAR,
     name VARCHAR NOT NULL,
-    action VARCHAR NOT NULL,          -- hold | release
+    action VARCHAR NOT NULL,          -- hold | release (stopPolicy); no-borrowing | restore-borrowing
     before_policy VARCHAR,            -- the live stopPolicy; null without a cluster
     after_policy VARCHAR NOT NULL,
     reason VARCHAR NOT NULL,

@@ -38,6 +38,7 @@ from models.planning.budgets import (
     alertmanager_alert,
     evaluate_budget,
     plan_holds,
+    plan_no_borrowing,
 )
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -87,8 +88,10 @@ def test_budget_block_defaults_to_50_80_100_of_actual_and_100_of_forecast(tmp_pa
      "list of percentages"),
     ("budget: {gpu_hours: 4, enforce: {action: drain}}", "acme.budget.enforce.action",
      "one of hold"),
-    ("budget: {gpu_hours: 4, enforce: {action: no-borrowing}}", "acme.budget.enforce.action",
-     "not supported yet"),
+    ("budget: {gpu_hours: 4, enforce: {action: no-borrowing, queue: LocalQueue}}",
+     "acme.budget.enforce.queue", "a LocalQueue does not borrow"),
+    ("budget: {gpu_hours: 4, enforce: {action: no-borrowing, name: other}}",
+     "acme.budget.enforce.name", "the ClusterQueue the quota path writes"),
     ("budget: {gpu_hours: 4, enforce: {dry_run: 'no'}}", "acme.budget.enforce.dry_run",
      "true or false"),
     ("budget: {gpu_hours: 4, enforce: {name: Team_A}}", "acme.budget.enforce.name",
@@ -271,3 +274,41 @@ def test_without_a_cluster_the_recorded_holds_stand_for_what_is_in_force():
     assert hold.after == HOLD
     assert plan_holds(statuses, tenants, "2026-11", [HeldQueue(CQ, "acme", "2026-11")],
                       None) == ([], [])
+
+
+def no_borrowing_tenant(dry_run: bool = False) -> dict[str, Tenant]:
+    budget = replace(gpu_hours_budget(1000), enforcement=Enforcement(
+        HoldAction.NO_BORROWING, QueueKind.CLUSTER_QUEUE, None, dry_run))
+    return {"acme": acme(budget)}
+
+
+def test_no_borrowing_holds_the_spent_tenants_queue_and_lifts_it_as_hold_does():
+    tenants = no_borrowing_tenant()
+    spent = {"acme": ("2026-11", Decimal("120.00"), True)}
+    queues, (change,) = plan_no_borrowing(spent, tenants, "2026-11", [])
+    assert queues == {"acme"}
+    assert (change.queue, change.action, change.before, change.after, change.reason,
+            change.dry_run) == (CQ, "no-borrowing", "cohort limits", "borrowingLimit 0",
+                                "120.00% of the 2026-11 budget spent", False)
+    # In force: planned again every day, recorded once.
+    held = [HeldQueue(CQ, "acme", "2026-11")]
+    assert plan_no_borrowing(spent, tenants, "2026-11", held) == ({"acme"}, [])
+    # A raised budget, then a new period, lift it.
+    raised = {"acme": ("2026-11", Decimal("60.00"), False)}
+    queues, (lift,) = plan_no_borrowing(raised, tenants, "2026-11", held)
+    assert (queues, lift.action, lift.after, lift.reason) == (
+        set(), "restore-borrowing", "cohort limits", "budget changed: 60.00% spent")
+    december = {"acme": ("2026-12", Decimal("0.00"), False)}
+    assert plan_no_borrowing(december, tenants, "2026-12", held)[1][0].reason == (
+        "new period 2026-12")
+    # A stopPolicy hold is not this path's: plan_holds leaves a no-borrowing tenant alone.
+    statuses, _ = exhausted()
+    assert plan_holds(statuses, tenants, "2026-11", [], {CQ: NO_HOLD}) == ([], [])
+
+
+def test_no_borrowing_in_dry_run_is_checked_every_day_and_never_planned():
+    tenants = no_borrowing_tenant(dry_run=True)
+    spent = {"acme": ("2026-11", Decimal("120.00"), True)}
+    queues, (check,) = plan_no_borrowing(spent, tenants, "2026-11", [])
+    assert queues == set()
+    assert check.dry_run

@@ -23,8 +23,10 @@ from models.planning.quotas import (
     ApplyConflict,
     ChangeRecord,
     ClusterState,
+    KueueSetup,
     QuotaKey,
     QuotaKind,
+    QuotaObject,
     QuotaPlan,
     QuotaPlanRejected,
     Recommendation,
@@ -200,6 +202,41 @@ def test_cluster_queues_match_kueue_v1beta2_crd_and_webhook(cluster_queue_schema
     for manifest in cq:
         assert _errors(cluster_queue_schema, manifest) == []
         assert admission_problems(manifest) == []
+
+
+def test_a_budgets_no_borrowing_sets_borrowing_limit_0_on_every_resource_nothing_else(
+        cluster_queue_schema):
+    recs = [*RECS, Recommendation("lat", "lat", "premium", None, 2,
+                                  sla_class="latency-sensitive")]
+    setup = KueueSetup(pools={("premium", None): 3})
+    before = plan_quotas(recs, max_step=4, setup=setup)
+    held = plan_quotas(recs, max_step=4, setup=setup, no_borrowing={"acme", "lat"})
+
+    def queue(plan: QuotaPlan, name: str) -> QuotaObject:
+        return next(o for o in plan.objects
+                    if o.kind is QuotaKind.CLUSTER_QUEUE and o.name == name)
+
+    for name in ("acme", "lat"):
+        resources = [r for f in queue(held, name).manifest["spec"]["resourceGroups"][0][
+            "flavors"] for r in f["resources"]]
+        assert resources
+        assert all(r["borrowingLimit"] == 0 for r in resources)
+        assert _errors(cluster_queue_schema, queue(held, name).manifest) == []
+        assert admission_problems(queue(held, name).manifest) == []
+        # Never below what is running: the nominal quotas are the plan's as ever.
+        assert queue(held, name).changes == queue(before, name).changes
+        assert queue(held, name).restated
+        assert not queue(before, name).restated
+    # A latency-sensitive queue borrows without limit otherwise.
+    assert "borrowingLimit" not in queue(before, "lat").manifest["spec"]["resourceGroups"][0][
+        "flavors"][0]["resources"][0]
+    assert queue(held, "zen").manifest == queue(before, "zen").manifest
+    assert not queue(held, "zen").restated
+    # In force already: planned the same, nothing to restate; lifted: restated once.
+    state = ClusterState(no_borrowing=frozenset({"acme"}))
+    assert not queue(plan_quotas(recs, state, max_step=4, setup=setup, no_borrowing={"acme"}),
+                     "acme").restated
+    assert queue(plan_quotas(recs, state, max_step=4, setup=setup), "acme").restated
 
 
 def test_bad_cluster_queues_are_rejected(cluster_queue_schema):
