@@ -4,7 +4,8 @@ Builds a synthetic warehouse (hourly usage of 200 tenants over 365 days, two har
 two models each, idle capacity, 12 monthly invoices per tenant), publishes the marts with
 models.marts.publish_marts, starts `chargeback dashboard`, and times in headless Chromium, from
 pressing "Sign in" to the overview page fully drawn (metrics and all five charts, script run
-finished):
+finished), and after each such load the switches to four other pages (link clicked to the
+page's heading drawn and its script run finished):
 - cold: each load a different tenant, so nothing of theirs is in the server's cache;
 - warm: the same tenant again in new browser sessions (the server's cache holds its tables).
 Run: .venv/bin/python -m bench.dashboard_render [--tenants 200] [--days 365] [--loads 20]"""
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from dashboards.auth import User, hash_password, parse_role, save_users
 from models.billing.invoices import canonical_json, content_hash, document
-from models.billing.pricing import Invoice, InvoiceLine, LineKind, PriceBand
+from models.billing.pricing import Invoice, InvoiceLine, LineKind, PriceBand, TierUsage
 from models.billing.rate_cards import PricingMode
 from models.ledger import warehouse
 from models.marts import publish_marts
@@ -29,6 +30,9 @@ from tests.dashboards.browser import CHROMIUM, CHROMIUM_ARGS, dashboard_server
 
 PASSWORD = "benchmark password"
 PRICES = {"premium": Decimal("3.50"), "standard": Decimal("1.90")}
+SIZES = {"premium": "large", "standard": "medium"}
+"""Each tier's one model's size class; bench prices have no size multiplier (1 unit a
+GPU-hour)."""
 END = datetime(2026, 11, 1, tzinfo=UTC)
 
 
@@ -71,9 +75,12 @@ def build(home: Path, tenants: int, days: int) -> tuple[list[str], dict[str, flo
         "sum(allocated_gpu_seconds) / 3600 FROM usage_hourly WHERE tenant <> '__idle__' "
         "GROUP BY ALL ORDER BY ALL").fetchall()
     lines_of: dict[tuple[str, str], list[InvoiceLine]] = {}
+    usage_of: dict[tuple[str, str], list[TierUsage]] = {}
     for tenant, period, tier, hours in rows:
         quantity = Decimal(hours).quantize(Decimal("0.000001"))
         amount = (quantity * PRICES[tier]).quantize(Decimal("0.01"), ROUND_HALF_UP)
+        usage_of.setdefault((tenant, period), []).append(TierUsage(
+            tier, SIZES[tier], quantity, Decimal(0), quantity, Decimal(1), quantity))
         lines_of.setdefault((tenant, period), []).append(InvoiceLine(
             LineKind.USAGE, f"{tier} on-demand, flat", quantity, "unit", PRICES[tier], amount,
             hardware_tier=tier, band=PriceBand(PricingMode.FLAT, None, Decimal(0), None)))
@@ -81,7 +88,8 @@ def build(home: Path, tenants: int, days: int) -> tuple[list[str], dict[str, flo
     for n, ((tenant, period), priced) in enumerate(sorted(lines_of.items()), start=1):
         invoice = Invoice(
             tenant=tenant, plan="growth", period=period, currency="USD", minor_unit=2,
-            rate_card_version="bench", basis="allocation", lines=tuple(priced), usage=(),
+            rate_card_version="bench", basis="allocation", lines=tuple(priced),
+            usage=tuple(usage_of[(tenant, period)]),
             reservations=(), hours=(), credit_available=Decimal(0), credit_applied=Decimal(0),
             active_fraction=Decimal(1), minimum_commitment=Decimal(0))
         number = f"INV-{period}-{n:05d}"
@@ -107,8 +115,17 @@ def build(home: Path, tenants: int, days: int) -> tuple[list[str], dict[str, flo
     return names, timings
 
 
-def measure(base: str, users: list[str], chromium) -> list[float]:  # type: ignore[no-untyped-def]
-    seconds = []
+SWITCHES = (("Bill explained", "Your bill, explained"), ("Advice", "Advice"),
+            ("Invoices", "Invoices"), ("Costs and usage", "Costs and usage"))
+"""Page switches timed after each sign-in: sidebar link -> the page's heading."""
+STATUS = '[data-testid="stStatusWidget"]'
+
+
+def measure(base: str, users: list[str], chromium  # type: ignore[no-untyped-def]
+            ) -> tuple[list[float], list[float]]:
+    """Seconds from 'Sign in' to the overview fully drawn, per user; and of each page switch
+    (link clicked to the page's heading shown and its script run finished)."""
+    seconds, switches = [], []
     for user in users:
         context = chromium.new_context(viewport={"width": 1400, "height": 1000})
         page = context.new_page()
@@ -119,11 +136,16 @@ def measure(base: str, users: list[str], chromium) -> list[float]:  # type: igno
         page.get_by_role("button", name="Sign in").click()
         page.get_by_text("Billed for the month").wait_for(timeout=120_000)
         page.locator(".vega-embed canvas, .vega-embed svg").nth(4).wait_for(timeout=120_000)
-        page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden",
-                                                                 timeout=120_000)
+        page.locator(STATUS).wait_for(state="hidden", timeout=120_000)
         seconds.append(time.perf_counter() - clock)
+        for link, heading in SWITCHES:
+            clock = time.perf_counter()
+            page.get_by_role("link", name=link, exact=True).click()
+            page.get_by_role("heading", name=heading, exact=True).wait_for(timeout=120_000)
+            page.locator(STATUS).wait_for(state="hidden", timeout=120_000)
+            switches.append(time.perf_counter() - clock)
         context.close()
-    return seconds
+    return seconds, switches
 
 
 def main() -> None:
@@ -145,18 +167,21 @@ def main() -> None:
         with dashboard_server(home) as base, sync_playwright() as playwright:
             chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             measure(base, [warm_user], chromium)  # first ever load: imports, caches
-            cold = measure(base, cold_users, chromium)
-            warm = measure(base, [warm_user] * args.loads, chromium)
+            cold, cold_switches = measure(base, cold_users, chromium)
+            warm, warm_switches = measure(base, [warm_user] * args.loads, chromium)
             chromium.close()
 
     print(f"\nSynthetic data: {args.tenants} tenants x {args.days} days, hourly")
     for key, value in timings.items():
         print(f"  {key:<24} {value:,.2f}" if isinstance(value, float) else
               f"  {key:<24} {value:,}")
-    print(f"\nTenant overview, 'Sign in' to fully drawn, {args.loads} loads each (seconds)")
+    print(f"\nTenant overview, 'Sign in' to fully drawn, {args.loads} loads each, and the page "
+          f"switches after each load ({', '.join(link for link, _ in SWITCHES)}) (seconds)")
     print(f"{'case':<44} {'median':>8} {'p95':>8} {'min':>8} {'max':>8}")
     for label, values in (("cold (a different tenant each load)", cold),
-                          ("warm (same tenant, new browser session)", warm)):
+                          ("warm (same tenant, new browser session)", warm),
+                          ("page switch, cold tenants", cold_switches),
+                          ("page switch, warm tenant", warm_switches)):
         p95 = statistics.quantiles(values, n=20, method="inclusive")[18]
         print(f"{label:<44} {statistics.median(values):>8.2f} {p95:>8.2f} "
               f"{min(values):>8.2f} {max(values):>8.2f}")

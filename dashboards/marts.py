@@ -3,7 +3,12 @@
 A tenant's reads open that tenant's own mart file, read-only, at the path derived from the
 tenant name of the authenticated identity; no other file can be named from a tenant page.
 Cached functions take the tenant (or audience) as a named argument, part of the cache key, and
-the file's modification time, so a republished mart is read afresh."""
+the file's modification time, so a republished mart is read afresh.
+
+A page reads the tables it needs in one go (`tenant_tables`): opening a mart file costs more
+than reading its small tables (0.15-0.25 s a file opened per table on the 2-core machine, for
+tables of a few hundred rows; bench/dashboard_render.py), so a page's first render opens the
+file once."""
 
 from __future__ import annotations
 
@@ -50,40 +55,44 @@ def _version(path: Path) -> int:
                           "(its tenant_marts asset publishes the marts)") from None
 
 
-def _read(path: Path, table: str, allowed: frozenset[str], expect: tuple[str, str | None]
-          ) -> pd.DataFrame:
-    if table not in allowed:
-        raise ValueError(f"table {table!r} is not published to this audience")
+def _read(path: Path, tables: tuple[str, ...], allowed: frozenset[str],
+          expect: tuple[str, str | None]) -> dict[str, pd.DataFrame]:
+    """The tables of one mart file through one connection; an empty frame for a table the
+    file does not hold (an analytics table not written yet)."""
+    refused = [table for table in tables if table not in allowed]
+    if refused:
+        raise ValueError(f"tables {refused} are not published to this audience")
     con = warehouse.connect(path, read_only=True)
     try:
-        meta = con.cursor().execute("SELECT kind, tenant FROM meta").fetchone()
+        meta = con.execute("SELECT kind, tenant FROM meta").fetchone()
         if meta != expect:
             raise IsolationError(f"{path}: holds {meta}, expected {expect}")
-        present = con.cursor().execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
-            [table]).fetchone()
-        if not present or not present[0]:
-            return pd.DataFrame()
-        return con.cursor().execute(f"SELECT * FROM {table}").df()
+        present = {name for (name,) in con.execute(
+            "SELECT table_name FROM information_schema.tables").fetchall()}
+        return {table: con.execute(f"SELECT * FROM {table}").df() if table in present
+                else pd.DataFrame() for table in tables}
     finally:
         con.close()
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
-def _tenant_table(*, tenant: str, table: str, marts: str, version: int) -> pd.DataFrame:
-    return _read(tenant_mart_path(Path(marts), tenant), table, TENANT_TABLES,
+def _tenant_tables(*, tenant: str, tables: tuple[str, ...], marts: str, version: int
+                   ) -> dict[str, pd.DataFrame]:
+    return _read(tenant_mart_path(Path(marts), tenant), tables, TENANT_TABLES,
                  ("tenant", tenant))
 
 
 @st.cache_data(show_spinner=False, max_entries=128)
 def _audience_table(*, audience: str, table: str, marts: str, version: int) -> pd.DataFrame:
     if audience == "finance":
-        return _read(finance_mart_path(Path(marts)), table, FINANCE_TABLES, ("finance", None))
-    return _read(operator_mart_path(Path(marts)), table, OPERATOR_TABLES, ("operator", None))
+        return _read(finance_mart_path(Path(marts)), (table,), FINANCE_TABLES,
+                     ("finance", None))[table]
+    return _read(operator_mart_path(Path(marts)), (table,), OPERATOR_TABLES,
+                 ("operator", None))[table]
 
 
-def tenant_table(*, tenant: str, table: str) -> pd.DataFrame:
-    """One table of the tenant's own mart (a copy: callers may change it)."""
+def tenant_tables(*, tenant: str, tables: tuple[str, ...]) -> dict[str, pd.DataFrame]:
+    """Tables of the tenant's own mart, read together (copies: callers may change them)."""
     root = marts_dir()
     try:
         path = tenant_mart_path(root, tenant)
@@ -91,7 +100,8 @@ def tenant_table(*, tenant: str, table: str) -> pd.DataFrame:
         raise MartMissing(f"{root}: no mart published yet; run the pipeline (its "
                           "tenant_marts asset publishes the marts)") from None
     version = _version(path)
-    return _tenant_table(tenant=tenant, table=table, marts=str(root), version=version).copy()
+    return {table: frame.copy() for table, frame in _tenant_tables(
+        tenant=tenant, tables=tables, marts=str(root), version=version).items()}
 
 
 def audience_table(*, audience: str, table: str) -> pd.DataFrame:

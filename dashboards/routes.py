@@ -3,10 +3,11 @@
 PAGES = {
     "tenant": [
         ("pages/tenant_overview.py", "Costs and usage", "tenant-overview", ":material/insights:"),
+        ("pages/tenant_bill.py", "Bill explained", "tenant-bill", ":material/calculate:"),
         ("pages/tenant_invoices.py", "Invoices", "tenant-invoices", ":material/receipt_long:"),
         ("pages/tenant_reservations.py", "Reservations", "tenant-reservations",
          ":material/event_seat:"),
-        ("pages/tenant_insights.py", "Shifts and recommendations", "tenant-insights",
+        ("pages/tenant_insights.py", "Advice", "tenant-insights",
          ":material/trending_up:"),
         ("pages/tenant_budget.py", "Budget and forecast", "tenant-budget",
          ":material/savings:"),

@@ -7,7 +7,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 import streamlit as st
@@ -15,15 +15,23 @@ import streamlit as st
 from dashboards import gate
 from dashboards.auth import load_users
 from dashboards.config import users_path
-from dashboards.marts import IsolationError, MartMissing, audience_table, tenant_table
+from dashboards.marts import IsolationError, MartMissing, audience_table, tenant_tables
 from dashboards.sessions import STORE
 from models.billing.exports import FORMATS, MEDIA_TYPES, file_name, render
 from models.billing.invoices import StoredInvoice, from_row, lines_csv
 
 log = logging.getLogger("dashboards.access")
+T = TypeVar("T")
+
+COLOURS = {"billed": "#1f77b4", "idle": "#bbbbbb", "shared idle": "#8c8c8c",
+           "unattributed": "#e377c2", "usage": "#4c78a8", "usage-used": "#17becf",
+           "change": "#d62728", "reserved": "#2ca02c", "on-demand": "#ff7f0e",
+           "fixed charges": "#9467bd"}
+"""One colour per meaning on every chart, so billed and idle (or reserved and on-demand)
+never swap between pages."""
 
 
-def _guard(read: Callable[[], pd.DataFrame]) -> pd.DataFrame:
+def _guard(read: Callable[[], T]) -> T:
     try:
         return read()
     except MartMissing as error:
@@ -39,7 +47,12 @@ def _guard(read: Callable[[], pd.DataFrame]) -> pd.DataFrame:
 
 
 def tenant_data(*, tenant: str, table: str) -> pd.DataFrame:
-    return _guard(lambda: tenant_table(tenant=tenant, table=table))
+    return tenant_frames(tenant=tenant, tables=(table,))[table]
+
+
+def tenant_frames(*, tenant: str, tables: tuple[str, ...]) -> dict[str, pd.DataFrame]:
+    """The tables a page needs, read together: one opening of the mart file."""
+    return _guard(lambda: tenant_tables(tenant=tenant, tables=tables))
 
 
 def audience_data(*, audience: str, table: str) -> pd.DataFrame:

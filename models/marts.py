@@ -675,10 +675,26 @@ _HOUR_OF_DAY = f"""
     FROM per_hour GROUP BY ALL ORDER BY ALL"""
 
 
+OPERATOR_WITHHELD = {
+    "tier_change_recommendations": ("projected_bills", "current_plan_total",
+                                    "recommended_plan_total", "currency"),
+    "reservation_recommendations": ("currency", "expected_monthly_cost_recommended",
+                                    "expected_monthly_cost_current",
+                                    "expected_monthly_cost_none"),
+}
+"""Columns of analytics tables that are money (a tenant's projected bill, the expected cost of a
+reservation at its prices): never in the operator mart. Operators decide capacity on GPUs:
+recommended and cost-optimal units, the break-even utilization, the p95 demand."""
+
+
 def _operator_tables(present: Mapping[str, bool]) -> list[tuple[str, str]]:
     # Operators run capacity, not billing: their mart has GPU-hours and recommendations, and
-    # no invoice, line or revenue figure.
+    # no invoice, line, revenue, projected-bill or expected-cost figure. A plan recommendation
+    # reaches them as the change, its rule, the shift behind it and the projected GPU-hours.
+    def query(name: str) -> str:
+        withheld = OPERATOR_WITHHELD.get(name)
+        return (f"SELECT * EXCLUDE ({', '.join(withheld)}) FROM {name}" if withheld
+                else f"SELECT * FROM {name}")
     return [("utilization_hourly", _UTILIZATION), ("demand_hour_of_day", _HOUR_OF_DAY),
             ("node_days", _NODE_DAYS),
-            *[(name, f"SELECT * FROM {name}") for name in present
-              if name not in MONEY_ANALYTICS_TABLES]]
+            *[(name, query(name)) for name in present if name not in MONEY_ANALYTICS_TABLES]]

@@ -1,5 +1,6 @@
 """Finance: revenue against GPU capacity, idle GPU cost by cause, unattributed GPU-hours."""
 
+import altair as alt
 import streamlit as st
 
 from dashboards import gate, ui
@@ -13,7 +14,22 @@ if revenue.empty and capacity.empty:
     st.info("Nothing has been billed yet.")
     st.stop()
 st.subheader("Billed per month")
-st.dataframe(revenue, hide_index=True, width="stretch")
+money_fields = ("billed_total", "adjustments_total", "credit_applied")
+revenue = ui.as_float(revenue.copy(), *money_fields)
+st.dataframe(revenue, hide_index=True, width="stretch",
+             column_config=ui.money_columns(revenue, *money_fields))
+tenant_months = ui.audience_data(audience="finance", table="periods")
+if not tenant_months.empty:
+    st.subheader("Billed per tenant, month by month")
+    trend = ui.as_float(tenant_months.copy(), "billed_total")
+    currencies = sorted(set(tenant_months["currency"]))
+    # Points on the lines: a tenant's first month is a point, not an invisible line.
+    st.altair_chart(alt.Chart(trend).mark_line(point=True).encode(
+        x=alt.X("period:O", title=None),
+        y=alt.Y("billed_total:Q", title=f"billed ({', '.join(currencies)})"),
+        color=alt.Color("tenant:N", title=None),
+        tooltip=["tenant", "period", alt.Tooltip("billed_total:Q", format=",.2f")]),
+        width="stretch")
 
 period = st.selectbox("Month", sorted(capacity["period"].unique())[::-1])
 shown = ui.as_float(capacity[capacity["period"] == period].copy(), "capacity_gpu_hours",
@@ -41,13 +57,16 @@ st.bar_chart(shown.set_index("hardware_tier")[[
 ]].rename(columns={"tenant_gpu_hours": "billed to tenants", "idle_gpu_hours": "idle",
                    "shared_idle_gpu_hours": "shared endpoint idle",
                    "unattributed_gpu_hours": "unattributed"}),
-             y_label="GPU-hours", x_label="hardware tier")
+             y_label="GPU-hours", x_label="hardware tier",
+             color=[ui.COLOURS["billed"], ui.COLOURS["idle"], ui.COLOURS["shared idle"],
+                    ui.COLOURS["unattributed"]])
 st.subheader("Revenue against the value of idle and unattributed capacity")
 st.bar_chart(shown.set_index("hardware_tier")[[
     "on_demand_revenue", "idle_value", "unattributed_value",
 ]].rename(columns={"on_demand_revenue": "on-demand revenue", "idle_value": "idle capacity",
                    "unattributed_value": "unattributed usage"}),
-             stack=False, y_label="amount", x_label="hardware tier")
+             stack=False, y_label="amount", x_label="hardware tier",
+             color=[ui.COLOURS["billed"], ui.COLOURS["idle"], ui.COLOURS["unattributed"]])
 st.caption("Idle (`__idle__`, `__shared_idle__`) and unattributed GPU-hours are valued at the "
            "tier's realized price: on-demand revenue per billed GPU-hour. Fixed charges "
            "(reservations, plan fees, minimum commitments) are in the monthly totals above.")

@@ -12,8 +12,11 @@ tenant = gate.require("tenant").role.tenant
 assert tenant is not None
 
 st.title("Budget and forecast")
-forecasts = ui.tenant_data(tenant=tenant, table="tenant_forecasts")
-budgets = ui.tenant_data(tenant=tenant, table="tenant_budgets")
+frames = ui.tenant_frames(tenant=tenant, tables=(
+    "tenant_forecasts", "tenant_budgets", "tenant_budget_days", "tenant_forecast_days",
+    "budget_holds"))
+forecasts = frames["tenant_forecasts"]
+budgets = frames["tenant_budgets"]
 if forecasts.empty and budgets.empty:
     st.info("No forecast or budget has been computed for you yet.")
     st.stop()
@@ -56,7 +59,7 @@ if not budgets.empty:
                    + (" (dry run: checked, not applied)." if row["enforcement"] == "dry-run"
                       else "."))
 
-    days = ui.tenant_data(tenant=tenant, table="tenant_budget_days")
+    days = frames["tenant_budget_days"]
     days = ui.as_float(days[days["day"] == latest].drop(columns=["day"])
                        .rename(columns={"budget_day": "day"}),
                        "actual", "forecast", "forecast_lo80", "forecast_hi80", "forecast_lo95",
@@ -84,7 +87,7 @@ if not forecasts.empty:
                f"Month-end spend {ui.money(row['amount'], row['currency'])} (95% range "
                f"{ui.money(row['amount_lo95'], row['currency'])} to "
                f"{ui.money(row['amount_hi95'], row['currency'])}).")
-    fan = ui.tenant_data(tenant=tenant, table="tenant_forecast_days")
+    fan = frames["tenant_forecast_days"]
     fan = fan[fan["day"] == latest].drop(columns=["day"]).rename(columns={"forecast_day": "day"})
     start = {"day": latest, **{c: row["actual_gpu_hours"] for c in (
         "gpu_hours", "gpu_hours_lo80", "gpu_hours_hi80", "gpu_hours_lo95", "gpu_hours_hi95")}}
@@ -96,7 +99,7 @@ if not forecasts.empty:
                  x="day:T", y=alt.Y("gpu_hours:Q", title="month-to-date GPU-hours")))
     st.altair_chart(chart, width="stretch")
 
-holds = ui.tenant_data(tenant=tenant, table="budget_holds")
+holds = frames["budget_holds"]
 st.subheader("Queue holds by your budget")
 if holds.empty:
     st.caption("Your budget has not held any of your queues.")

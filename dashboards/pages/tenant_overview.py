@@ -1,26 +1,73 @@
-"""Tenant: month-to-date cost, forecast, and cost and GPU-hours by day, model, size and tier."""
+"""Tenant: at a glance what changed, what next month costs and what to do (the top advice
+card); then month-to-date cost, forecast, and cost and GPU-hours by day, model, size and
+tier."""
 
+import altair as alt
 import pandas as pd
 import streamlit as st
 
-from dashboards import gate, ui
+from dashboards import cards, gate, ui
+from models.planning.advice import describe_shift
 
 tenant = gate.require("tenant").role.tenant
 assert tenant is not None
 
 st.title("Costs and usage")
-periods = ui.tenant_data(tenant=tenant, table="periods")
+frames = ui.tenant_frames(tenant=tenant, tables=(
+    "periods", "usage_daily", "cost_daily", "usage_shifts", *cards.ADVICE_TABLES))
+periods = frames["periods"]
 if periods.empty:
     st.info("No bill has been computed for you yet.")
     st.stop()
+
+shifts = cards.latest(frames["usage_shifts"])
+if not shifts.empty:
+    # The latest confirmed change, a change in GPU-hours (what the bill counts) before one in
+    # peak GPUs or model mix of the same day.
+    shifts = shifts[shifts["confirmed"]].assign(
+        hours=shifts["series_name"].str.startswith("gpu_hours[")).sort_values(
+        ["change_date", "hours"])
+plans = cards.latest(frames["tier_change_recommendations"])
+advice = cards.advice_of(frames)
+changed, next_month, to_do = st.columns(3)
+with changed.container(border=True, key="glance-changed"):
+    st.markdown("**What changed**")
+    if shifts.empty:
+        st.markdown("Your usage has been steady: no lasting change detected.")
+    else:
+        st.markdown(describe_shift({str(k): v for k, v in shifts.iloc[-1].items()}))
+with next_month.container(border=True, key="glance-next-month"):
+    st.markdown("**What it will cost**")
+    latest_period = periods.iloc[-1]
+    if not plans.empty:
+        plan = plans.iloc[0]
+        st.markdown(f"About **{ui.money(plan['current_plan_total'], plan['currency'])}** in "
+                    f"{plan['period']} on your {plan['current_plan']} plan, at your usage "
+                    "since the change.")
+    else:
+        forecast = ui.money(latest_period["forecast_total"], latest_period["currency"])
+        st.markdown(f"About **{forecast}** for {latest_period['period']} at this month's "
+                    "rate.")
+with to_do.container(border=True, key="glance-to-do"):
+    st.markdown("**What to do**")
+    if not advice:
+        st.markdown("Nothing: your plan and reservations fit your usage.")
+    else:
+        top = advice[0]
+        st.markdown(f"{top.recommendation}: {cards.saving_label(top)}.")
+        if len(advice) > 1:
+            st.caption(f"{len(advice) - 1} more on the Advice page.")
+        st.page_link("pages/tenant_insights.py", label="See the advice and its evidence",
+                     icon=":material/trending_up:")
+
 period = st.selectbox("Billing month", list(periods["period"])[::-1])
 row = periods[periods["period"] == period].iloc[0]
 currency = row["currency"]
 open_month = not row["closed"] and row["elapsed_hours"] < row["period_hours"]
 
-usage = ui.tenant_data(tenant=tenant, table="usage_daily")
+usage = frames["usage_daily"]
 usage = usage[pd.to_datetime(usage["day"]).dt.strftime("%Y-%m") == period]
-costs = ui.tenant_data(tenant=tenant, table="cost_daily")
+costs = frames["cost_daily"]
 costs = costs[costs["period"] == period]
 
 first, second, third, fourth = st.columns(4)
@@ -38,15 +85,21 @@ st.caption("Daily costs are estimates that add up to the month's bill: each tier
 
 costs = ui.as_float(costs, "cost", "gpu_hours")
 costs["tier"] = costs["hardware_tier"].fillna("fixed charges")
+# Charts are Altair with declared types: Streamlit's st.bar_chart reshapes and re-infers a
+# frame on every rerun, which made up most of this page's rerun time (sampled on the render
+# benchmark's marts).
 st.subheader("Cost by day")
-by_day = costs.pivot_table(index="day", columns="tier", values="cost", aggfunc="sum")
-st.bar_chart(by_day, y_label=f"cost ({currency})")
+by_day = costs.groupby(["day", "tier"], as_index=False)["cost"].sum()
+st.altair_chart(alt.Chart(by_day).mark_bar().encode(
+    x=alt.X("day:T", title=None), y=alt.Y("cost:Q", title=f"cost ({currency})"),
+    color=alt.Color("tier:N", title=None)), width="stretch")
 
 usage = ui.as_float(usage, "allocated_gpu_hours")
 st.subheader("GPU-hours by day")
-st.bar_chart(usage.pivot_table(index="day", columns="hardware_tier",
-                               values="allocated_gpu_hours", aggfunc="sum"),
-             y_label="GPU-hours")
+st.altair_chart(alt.Chart(usage.groupby(["day", "hardware_tier"], as_index=False)[
+    "allocated_gpu_hours"].sum()).mark_bar().encode(
+    x=alt.X("day:T", title=None), y=alt.Y("allocated_gpu_hours:Q", title="GPU-hours"),
+    color=alt.Color("hardware_tier:N", title=None)), width="stretch")
 
 on_demand = costs[costs["charge"] == "on-demand"]
 columns = st.columns(3)
@@ -56,10 +109,49 @@ for column, field, label in zip(columns, ("model", "size_class", "hardware_tier"
         st.subheader(f"By {label}")
         grouped = on_demand.groupby(field)[["gpu_hours", "cost"]].sum().sort_values(
             "cost", ascending=False)
-        st.bar_chart(grouped["gpu_hours"], y_label="GPU-hours", horizontal=True)
+        st.altair_chart(alt.Chart(grouped.reset_index()).mark_bar().encode(
+            y=alt.Y(f"{field}:N", sort="-x", title=None),
+            x=alt.X("gpu_hours:Q", title="GPU-hours")), width="stretch")
         st.dataframe(grouped.rename(columns={"gpu_hours": "GPU-hours",
                                              "cost": f"on-demand cost ({currency})"}),
                      width="stretch", column_config={
                          f"on-demand cost ({currency})": st.column_config.NumberColumn(
                              format="%.2f"),
                          "GPU-hours": st.column_config.NumberColumn(format="%.1f")})
+
+st.subheader("Any date range")
+all_usage = frames["usage_daily"]
+all_costs = frames["cost_daily"]
+days = pd.to_datetime(all_usage["day"]).dt.date
+month_days = days[pd.to_datetime(all_usage["day"]).dt.strftime("%Y-%m") == period]
+picked = st.date_input("Days", value=(month_days.min(), month_days.max()),
+                       min_value=days.min(), max_value=days.max(), key="overview-range")
+if isinstance(picked, tuple) and len(picked) == 2:
+    first_day, last_day = picked
+    in_range = pd.to_datetime(all_costs["day"]).dt.date.between(first_day, last_day)
+    daily = ui.as_float(all_costs[in_range].copy(), "cost", "gpu_hours").groupby(
+        ["day", "period"], as_index=False)[["cost", "gpu_hours"]].sum()
+    daily["currency"] = currency
+    st.caption(f"{first_day:%Y-%m-%d} to {last_day:%Y-%m-%d}: estimated cost "
+               f"{daily['cost'].sum():,.2f} {currency} for {daily['gpu_hours'].sum():,.1f} "
+               "billed GPU-hours.")
+    ui.download("Daily cost (CSV)", lambda: daily.round({"cost": 2, "gpu_hours": 6}).to_csv(
+        index=False), file_name=f"daily-cost-{first_day:%Y%m%d}-{last_day:%Y%m%d}.csv",
+        mime="text/csv", key="overview-daily-csv")
+    used = all_usage[days.between(first_day, last_day)]
+    used = ui.as_float(used.copy(), "allocated_gpu_hours", "used_gpu_hours").groupby(
+        "day", as_index=False)[["allocated_gpu_hours", "used_gpu_hours"]].sum().rename(
+        columns={"allocated_gpu_hours": "allocated", "used_gpu_hours": "used"}).melt(
+        id_vars="day", var_name="GPU-hours", value_name="gpu_hours")
+    # Altair with declared types: st.line_chart's own reshaping of the frame was the most
+    # expensive element of the page's rerun (sampled on the render benchmark's marts).
+    st.altair_chart(alt.Chart(used).mark_line().encode(
+        x=alt.X("day:T", title=None), y=alt.Y("gpu_hours:Q", title="GPU-hours a day"),
+        color=alt.Color("GPU-hours:N", scale=alt.Scale(
+            domain=["allocated", "used"],
+            range=[ui.COLOURS["billed"], ui.COLOURS["usage-used"]]))), width="stretch")
+    st.caption("Allocated: GPU-hours your workloads held. Used: the part the GPUs were busy "
+               "(utilization). Allocated but unused hours are billed under an allocation "
+               "basis; see your plan's metering basis.")
+else:
+    st.caption("Pick a first and a last day.")

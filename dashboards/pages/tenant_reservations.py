@@ -13,7 +13,7 @@ hours = ui.as_float(ui.tenant_data(tenant=tenant, table="reservations"), "reserv
                     "used_gpus", "covered_gpus")
 if hours.empty:
     st.info("You hold no capacity reservation. On-demand GPU-hours are billed at the rate "
-            "card's band prices; see Shifts and recommendations for whether one would pay off.")
+            "card's band prices; see Advice for whether one would pay off.")
     st.stop()
 hours["month"] = pd.to_datetime(hours["hour"]).dt.strftime("%Y-%m")
 left, right = st.columns(2)

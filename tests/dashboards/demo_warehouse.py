@@ -8,15 +8,25 @@ Figures a test may rely on, each reasoned from DESIGN.md rather than read from t
   base fee 500.00 -> 513.68.
 - acme's late usage (10 L4 GPU-hours, 8B, after close): 6.00 - 5% = debit note DN-2026-0001
   of 5.70.
+- The analytics of October 31 as the pipeline writes them, priced by the real engines under
+  the demo rate card (next month's): acme's standard GPUs fell from 6 to 2 on October 19, so
+  November projects 2 x 720 = 1,440 GPU-hours x 1.10 = 1,584 units at 1.90 = 3,009.60 plus
+  its premium reservation 2 x 720 x 2.60 = 3,744.00; growth adds 500.00 and takes 5% off
+  (7,103.12), starter adds 50.00 (6,803.60): switch to starter, saving 299.52 a month. Its
+  3 premium GPUs every hour against 2 reserved: a month is 3 x 730 = 2,190 GPU-hours x 1.25
+  = 2,737.5 units, in the 3.50 band, so an on-demand GPU-hour costs 3.50 x 1.25 x 0.95 =
+  4.15625; keeping 2 costs 3,796.00 + 730 x 4.15625 = 6,830.06, reserving 3 costs 5,694.00:
+  saving 1,136.06 a month.
 - Every tenant has a billing block (legal name, cost center, GL account, 30 days' terms), the
   finance file is the demo's: documents carry issuer and bill-to blocks, the journal posts."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import polars as pl
 import pyarrow.parquet as pq
 
 from models.billing import lifecycle
@@ -36,7 +46,14 @@ from models.billing.rate_cards import (
 from models.ledger import warehouse
 from models.ledger.usage import IDLE_TENANT, UNATTRIBUTED_TENANT, ledger_table, make_sample_id
 from models.marts import publish_marts
+from models.planning.reservations import recommend_for_tenants
+from models.planning.shifts import SHIFTS_SCHEMA
+from models.planning.tier_changes import TIER_CHANGE_SCHEMA, gpu_hours_series, recommend_tier_change
 
+DEMO_CARD = Path(__file__).resolve().parents[2] / "examples" / "demo" / "rate-card.yaml"
+ANALYSIS_DAY = date(2026, 10, 31)
+PLAN_SAVING = "299.52"
+RESERVATION_SAVING = "1136.06"
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "design-example"
 FINANCE = Path(__file__).resolve().parents[2] / "examples" / "demo" / "finance.yaml"
 PERIOD = "2026-10"
@@ -84,6 +101,35 @@ def _bill(con, tenants: dict[str, Tenant], card, now: datetime) -> None:  # type
     lifecycle.write_drafts(con, PERIOD, invoices, "test-inputs", now, parties=parties)
 
 
+def _advise(con, tenants: dict[str, Tenant]) -> None:  # type: ignore[no-untyped-def]
+    """acme's plan and reservation recommendations of October 31 (module docstring)."""
+    card = load_rate_cards(DEMO_CARD)[0]
+    days = [date(2026, 10, 1) + timedelta(days=i) for i in range(31)]
+    usage = pl.DataFrame({"tenant": "acme", "day": days, "hardware_tier": "standard",
+                          "size_class": "medium",
+                          "gpu_hours": [(6.0 if d.day < 19 else 2.0) * 24 for d in days]})
+    shift = {"tenant": "acme", "series_name": gpu_hours_series("standard"),
+             "change_date": date(2026, 10, 19), "level_before": 144.0, "level_after": 48.0,
+             "relative_change": -2 / 3, "confidence": 0.97, "confirmed": True,
+             "days_at_new_level": 13}
+    shifts = pl.DataFrame([shift], schema=SHIFTS_SCHEMA)
+    change = recommend_tier_change(tenants["acme"], card, usage, shifts, ANALYSIS_DAY)
+    assert change is not None
+    warehouse.replace_analysis(con, "usage_shifts", shifts, ANALYSIS_DAY)
+    warehouse.replace_analysis(con, "tier_change_recommendations",
+                               pl.DataFrame([asdict(change)], schema=TIER_CHANGE_SCHEMA),
+                               ANALYSIS_DAY)
+    as_of = datetime(2026, 11, 1, tzinfo=UTC)
+    start = as_of - timedelta(days=28)
+    acme = {"acme": tenants["acme"]}
+    result = recommend_for_tenants(
+        warehouse.hourly_demand(con, start, as_of).filter(pl.col("tenant") == "acme"),
+        [row for row in warehouse.size_mix(con, start, as_of) if row[0] == "acme"],
+        warehouse.hours_observed(con, start, as_of), acme, card, as_of=as_of)
+    warehouse.replace_analysis(con, "reservation_recommendations", result.recommendations,
+                               ANALYSIS_DAY)
+
+
 def build(home: Path) -> dict[str, Tenant]:
     """var-like folder: home/warehouse.duckdb, home/marts. Returns the tenants."""
     cards = load_rate_cards(EXAMPLE / "rate-card.yaml")
@@ -111,10 +157,11 @@ def build(home: Path) -> dict[str, Tenant]:
     _load(con, design + extra + late, card)
     _bill(con, tenants, card, closed_at + timedelta(days=1))
     # What the analytics assets write: one day's analysis per run, rewritten by day.
+    _advise(con, tenants)
     con.execute("""INSERT INTO usage_shifts BY NAME SELECT * FROM (VALUES
-        (DATE '2026-10-30', 'acme', 'gpu_hours/premium', DATE '2026-10-20', 70.0, 72.0),
-        (DATE '2026-10-31', 'acme', 'gpu_hours/premium', DATE '2026-10-21', 72.0, 96.0),
-        (DATE '2026-10-31', 'zen', 'gpu_hours/premium', DATE '2026-10-21', 48.0, 0.0))
+        (DATE '2026-10-30', 'acme', 'gpu_hours[premium]', DATE '2026-10-20', 70.0, 72.0),
+        (DATE '2026-10-31', 'acme', 'gpu_hours[premium]', DATE '2026-10-21', 72.0, 96.0),
+        (DATE '2026-10-31', 'zen', 'gpu_hours[premium]', DATE '2026-10-21', 48.0, 0.0))
         t(day, tenant, series_name, change_date, level_before, level_after),
         (SELECT 0.9 AS confidence, true AS confirmed, 3 AS days_at_new_level)""")
     con.execute("""INSERT INTO scheduler_quota_changes BY NAME SELECT * FROM (VALUES

@@ -4,6 +4,8 @@ through streamlit.testing.v1.AppTest (the real app script, no browser)."""
 import logging
 import shutil
 from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -13,9 +15,19 @@ from dashboards import gate, ui
 from dashboards.auth import hash_password, load_users, parse_role, save_users
 from dashboards.routes import PAGES
 from dashboards.sessions import SessionStore, SignInLimiter
+from models.billing.pricing import UsageHour, price_invoice
+from models.billing.rate_cards import load_rate_cards, load_tenants
 from models.marts import tenant_mart_path
 from tests.dashboards.conftest import OIDC_FINANCE, PASSWORD
-from tests.dashboards.demo_warehouse import ADJUSTMENT, EVIL, TOTALS
+from tests.dashboards.demo_warehouse import (
+    ADJUSTMENT,
+    DEMO_CARD,
+    EVIL,
+    EXAMPLE,
+    PLAN_SAVING,
+    RESERVATION_SAVING,
+    TOTALS,
+)
 
 APP = str(Path(gate.__file__).with_name("app.py"))
 PAGE_FILES = {kind: [path for path, *_ in pages] for kind, pages in PAGES.items()}
@@ -93,10 +105,100 @@ def test_tenant_overview_shows_its_bill():
     # DESIGN.md's 10,252.15 plus the 5.70 adjustment for late usage.
     assert metrics["Billed for the month"] == "10,257.85 USD"
     assert metrics["Forecast to month end"] == "10,257.85 USD"
-    # cost and GPU-hours by day; GPU-hours by model, size class and tier
-    assert len(at.get("vega_lite_chart")) == 5
+    # cost and GPU-hours by day; GPU-hours by model, size class and tier; used against
+    # allocated GPU-hours over the date range (the month's days by default)
+    assert len(at.get("vega_lite_chart")) == 6
     at.switch_page("pages/tenant_invoices.py").run()
     assert f"{float(TOTALS['acme']):,.2f}" in _text(at)
+
+
+def _cards(at: AppTest) -> list[str]:
+    """The words of each advice card, in the order shown."""
+    return [" ".join(m.value for m in block.markdown)
+            for block in at.main if getattr(block, "key", None) is not None
+            and str(block.key).startswith("advice-")]
+
+
+def test_first_screen_says_what_changed_what_it_costs_and_what_to_do():
+    at = signed_in("alice")
+    text = _text(at)
+    # The latest confirmed shift of 31 October's analysis (premium, from 72 to 96 a day).
+    assert "Your gpu" not in text
+    assert "Your premium GPU-hours a day moved from 72 to 96 on Oct 21." in text
+    # November on acme's plan at its usage since the change, as the plan projection priced it.
+    assert "About **7,103.12 USD** in 2026-11 on your growth plan" in text
+    # The advice that saves most, in words, with its saving.
+    assert (f"Reserve 3 premium GPUs (now 2): saves {float(RESERVATION_SAVING):,.2f} USD a "
+            "month.") in text
+    assert "2 more on the Advice page." in text  # the plan and the budget
+
+
+def test_every_advice_card_saving_equals_the_pricing_engines_projection():
+    at = signed_in("alice").switch_page("pages/tenant_insights.py").run()
+    assert not at.exception
+    reserve, plan, budget = _cards(at)  # savings first, largest first; then the budget
+    # The plan card: November priced here by price_invoice on the projection the card names
+    # (1,440 standard GPU-hours of a 13B model), growth against starter.
+    card = load_rate_cards(DEMO_CARD)[0]
+    tenant = load_tenants(EXAMPLE / "tenants.yaml", [card])["acme"]
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    usage = [UsageHour(start + timedelta(hours=h), "standard", "medium", Decimal(2))
+             for h in range(720)]
+    bills = {p: price_invoice(replace(tenant, plan=p), card, "2026-11", usage,
+                              credit_available=Decimal(0)).total for p in ("growth", "starter")}
+    assert bills["growth"] - bills["starter"] == Decimal(PLAN_SAVING)
+    assert "Switch from the growth plan to starter** · saves 299.52 USD a month" in plan
+    assert "Your standard GPU-hours a day fell to 33% of what it was, from 144 to 48" in plan
+    assert "If you do nothing:* 2026-11 is billed on growth: about 7,103.12 USD." in plan
+    # The reservation card: its expected costs at acme's own next on-demand price
+    # (demo_warehouse's docstring works it out by hand).
+    assert "Reserve 3 premium GPUs (now 2)** · saves 1,136.06 USD a month" in reserve
+    assert "about 6,830.06 USD a month with 2 reserved" in reserve
+    # The budget card moves no price: it says when the budget runs out, and what then.
+    assert "Raise the 2026-10 budget to at least 12,400.00 USD or slow down** · no price " \
+        "change" in budget
+    assert "at this rate it runs out on Oct 25" in budget
+    assert len(at.get("vega_lite_chart")) == 2  # the usage chart of each priced card
+
+
+def test_bill_explained_links_gpu_hours_to_units_to_invoice_lines():
+    at = signed_in("alice").switch_page("pages/tenant_bill.py").run()
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    # DESIGN.md's acme: 2,232 premium + 1,200 standard + 300 economy GPU-hours, 1,488 of them
+    # reserved; 930 + 1,320 + 300 billable units; the closed invoice's total.
+    assert metrics["GPU-hours"] == "3,732.0"
+    assert metrics["Covered by reservations"] == "1,488.0 GPU-hours"
+    assert metrics["Billable on-demand units"] == "2,550.0"
+    (total,) = [v for k, v in metrics.items() if k.startswith("Total of INV-")]
+    assert total == "10,252.15 USD"
+    units, steps = (d.value for d in at.dataframe)
+    premium = units[units["hardware tier"] == "premium"].iloc[0]
+    assert (premium["billable units"], premium["on invoice lines"]) == (930.0, "1, 2, 6")
+    assert list(steps["line"]) == list(range(1, 8))
+    assert steps["running total"].iloc[-1] == pytest.approx(10252.15)
+    assert len(at.get("vega_lite_chart")) == 1  # the waterfall
+
+
+def test_tenant_date_range_gives_daily_costs_that_add_up_to_the_bill():
+    at = signed_in("alice")
+    # The month's days by default: daily costs add up to what October was billed, invoice
+    # and debit note (10,252.15 + 5.70).
+    assert "2026-10-01 to 2026-10-31: estimated cost 10,257.85 USD" in _text(at)
+    assert any(b.label == "Daily cost (CSV)" for b in at.get("download_button"))
+    at.date_input(key="overview-range").set_value(
+        (date(2026, 10, 1), date(2026, 10, 2))).run()
+    (two_days,) = [c.value for c in at.caption if c.value.startswith("2026-10-01 to ")]
+    assert two_days.startswith("2026-10-01 to 2026-10-02: estimated cost ")
+    assert "10,257.85" not in two_days
+
+
+def test_finance_amounts_are_numbers_with_currency_and_trends_by_tenant():
+    at = signed_in("fiona").switch_page("pages/finance_revenue.py").run()
+    assert not at.exception
+    revenue = at.dataframe[0].value
+    assert revenue["billed_total"].dtype.kind == "f"
+    assert "Billed per tenant, month by month" in _text(at)
 
 
 def test_budget_and_forecast_are_shown_to_their_tenant_finance_and_operators():
@@ -277,14 +379,20 @@ def test_a_mart_holding_another_tenant_is_never_shown(dashboard_env, monkeypatch
 def test_shifts_show_the_latest_analysis_of_the_own_tenant_only():
     at = signed_in("alice")
     at.switch_page("pages/tenant_insights.py").run()
-    (shifts,) = [d.value for d in at.dataframe]
-    assert list(shifts["level_after"]) == [96.0]  # 31 October's analysis, acme's row
-    assert "tenant" not in shifts.columns
+    shifts, plans, reservations = [d.value for d in at.dataframe]  # behind the expander
+    # 31 October's analysis, acme's rows
+    assert sorted(shifts["level_after"]) == [48.0, 96.0]
+    assert list(plans["recommended_plan"]) == ["starter"]
+    assert sorted(reservations["hardware_tier"]) == ["economy", "premium", "standard"]
+    assert all("tenant" not in frame.columns for frame in (shifts, plans, reservations))
     at = signed_in("oscar")
     at.switch_page("pages/operator_recommendations.py").run()
-    frames = [d.value for d in at.dataframe]
-    assert sorted(frames[0]["tenant"]) == ["acme", "zen"]
-    assert list(frames[1]["outcome"]) == ["dry-run"]
+    shifts, plans, reservations, quotas, *_ = [d.value for d in at.dataframe]
+    assert sorted(shifts["tenant"]) == ["acme", "acme", "zen"]
+    assert list(plans["recommended_plan"]) == ["starter"]
+    assert "current_plan_total" not in plans.columns  # no tenant's bill (docs/dashboards.md)
+    assert "expected_monthly_cost_current" not in reservations.columns
+    assert list(quotas["outcome"]) == ["dry-run"]
 
 
 def test_without_a_browser_binding_nobody_can_sign_in():

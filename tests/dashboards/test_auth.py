@@ -86,3 +86,19 @@ def test_users_commands(tmp_path):
     assert missing.exit_code == 2
     assert "no user 'ann'" in missing.output
     assert list(load_users(tmp_path / "users.yaml")) == ["cat"]
+
+
+def test_a_changed_users_file_is_read_at_the_next_load(tmp_path):
+    # Parsed users are kept per version of the file: a role change (save_users replaces the
+    # file) and a removal must both be seen by the next load, a copy each time.
+    path = tmp_path / "users.yaml"
+    ann = User("ann", parse_role("tenant:acme"), None)
+    save_users(path, {"ann": ann})
+    first = load_users(path)
+    first["mallory"] = ann  # a caller's change does not reach the next load
+    assert load_users(path) == {"ann": ann}
+    moved = User("ann", parse_role("tenant:zen"), None)
+    save_users(path, {"ann": moved})
+    assert load_users(path) == {"ann": moved}
+    path.unlink()
+    assert load_users(path) == {}

@@ -97,10 +97,16 @@ def test_tenant_numbers_equal_its_invoice_and_the_pdf_downloads(signed_in_alice,
     assert b"INV-2026-10-0002" in pdf or b"DN-2026-0001" in pdf
     settle(page)
     page.screenshot(path=shots / "tenant-invoices.png", full_page=True)
-    for link in ("Reservations", "Shifts and recommendations", "Costs and usage"):
-        page.get_by_role("link", name=link).click()
-        page.get_by_role("heading", name=link).wait_for()
+    for link, heading in (("Reservations", "Reservations"), ("Advice", "Advice"),
+                          ("Bill explained", "Your bill, explained"),
+                          ("Costs and usage", "Costs and usage")):
+        page.get_by_role("link", name=link, exact=True).click()
+        page.get_by_role("heading", name=heading, exact=True).wait_for()
         _assert_nothing_of_others(page, "acme")
+        if link in ("Advice", "Bill explained"):
+            settle(page)
+            page.screenshot(path=shots / f"tenant-{link.split()[0].lower()}.png",
+                            full_page=True)
 
 
 @pytest.mark.parametrize("query", ["?tenant=zen", "?tenant_id=zen",

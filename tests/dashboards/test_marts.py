@@ -22,7 +22,7 @@ from models.marts import (
     publish_marts,
     tenant_mart_path,
 )
-from tests.dashboards.demo_warehouse import ADJUSTMENT, ADJUSTMENT_TOTAL, EVIL, TOTALS
+from tests.dashboards.demo_warehouse import ADJUSTMENT, ADJUSTMENT_TOTAL, DEMO_CARD, EVIL, TOTALS
 
 
 def _open(path: Path) -> duckdb.DuckDBPyConnection:
@@ -108,9 +108,13 @@ def test_a_tenant_mart_holds_only_that_tenant(demo_home, tenant):
     foreign = finance.execute("SELECT number, total FROM invoices WHERE tenant <> ?",
                               [tenant]).fetchall()
     text = _all_text(con)
+    # zen's bill is exactly the enterprise plan's minimum, a price-list figure that every
+    # tenant's projected bill on that plan carries (tier_change_recommendations).
+    minimums = {f"{plan.minimum:.2f}" for plan in load_rate_cards(DEMO_CARD)[0].plans.values()}
     for number, total in foreign:
         assert number not in text
-        assert f"{total:.2f}" not in text
+        if f"{total:.2f}" not in minimums:
+            assert f"{total:.2f}" not in text
     for other in {"acme", "zen", EVIL} - {tenant}:
         assert other not in text
 
@@ -177,13 +181,25 @@ def test_operator_mart_has_no_money(demo_home):
     con = _open(operator_mart_path(demo_home / "marts"))
     tables = {t for (t,) in con.execute("SHOW TABLES").fetchall()}
     assert not tables & {"invoices", "invoice_lines", "revenue", "periods", "cost_daily"}
-    # The recommendation tables go to operators as the analytics write them, expected costs of
-    # each option included (docs/dashboards.md); every other table holds no money.
-    for table in tables - {"tier_change_recommendations", "reservation_recommendations"}:
-        columns = " ".join(c[0] for c in con.execute(f"DESCRIBE {table}").fetchall())
+    # A plan recommendation reaches operators without the tenant's projected bills (acme's
+    # growth -> starter, 7,103.12 against 6,803.60 USD, stays in acme's own mart).
+    plans = con.execute("SELECT * FROM tier_change_recommendations").df()
+    assert list(plans["recommended_plan"]) == ["starter"]
+    assert list(plans["projected_gpu_hours"]) == [1440]
+    # Reservation options reach them in GPUs, without their expected costs; no table holds
+    # money.
+    reservations = con.execute("SELECT * FROM reservation_recommendations").df()
+    premium = reservations[reservations["hardware_tier"] == "premium"].iloc[0]
+    assert (premium["current_reserved_gpus"], premium["recommended_gpus"]) == (2, 3)
+    for table in tables:
+        # cost_optimal_gpus counts GPUs: the one column that says cost without being money
+        columns = " ".join(c[0] for c in con.execute(f"DESCRIBE {table}").fetchall()
+                           if c[0] != "cost_optimal_gpus")
         assert "total" not in columns
         assert "revenue" not in columns
         assert "cost" not in columns
+        assert "bill" not in columns
+        assert "currency" not in columns
 
 
 def test_coverage_counts_unattributed_gpu_seconds(demo_home):
