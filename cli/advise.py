@@ -51,9 +51,10 @@ def off_peak(source_path: Path, period: str, out_file: Path | None) -> None:
              if (m := off_peak_move(tenants[name], card, period, usage[name])) is not None]
     for m in moves:
         for tier, hours in sorted(m.moved_gpu_hours.items()):
-            click.echo(f"{m.tenant}: move {hours} {tier} GPU-hours of {', '.join(m.kinds)} "
-                       f"off peak (of {m.peak_gpu_hours[tier]} in peak hours; frees up to "
-                       f"{m.freed_peak_gpus[tier]} GPUs for inference at peak)")
+            click.echo(f"{m.tenant}: move {hours.normalize():f} {tier} GPU-hours of "
+                       f"{', '.join(m.kinds)} off peak (of {m.peak_gpu_hours[tier].normalize():f}"
+                       f" in peak hours; frees up to {m.freed_peak_gpus[tier].normalize():f} "
+                       "GPUs for inference at peak)")
         click.echo(f"{m.tenant}: saves {m.saving} {m.currency} in {period} "
                    f"({m.charges_as_run} -> {m.charges_moved} before credits and tax)")
     if not moves:
