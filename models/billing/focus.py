@@ -646,14 +646,18 @@ def _on_demand_rows(common: Mapping[str, Any], stored: StoredInvoice, card: Rate
             contracted = price * discount_factor
             assert line.band is not None, "pricing names the band of every usage line"
             mode, number = line.band.mode.value, line.band.number
+            # A band split by time of use is two prices: each its own SKU price (FOCUS: one
+            # list price per SkuPriceId). Pricing names the off-peak part in its description.
+            off_peak = line.description.endswith(", off-peak")
+            sku_price_id = _sku_price_id(tier, mode, number) + ("/off-peak" if off_peak else "")
             for (u, c, q, _), amount in zip(members, amounts, strict=True):
                 out.append(dict(
                     _resource(common, u), ChargeCategory="Usage", ChargeFrequency="Usage-Based",
                     ChargeDescription=f"{u.tier} on-demand GPU usage ({line.description}), "
                                       f"{u.model or 'unknown model'} ({u.size})",
-                    SkuPriceId=_sku_price_id(tier, mode, number), SkuMeter="On-demand GPU",
+                    SkuPriceId=sku_price_id, SkuMeter="On-demand GPU",
                     SkuPriceDetails=json.dumps({"x_HardwareTier": tier, "x_PricingMode": mode,
-                                                "x_Band": number}),
+                                                "x_Band": number, "x_OffPeak": off_peak}),
                     PricingCategory="Standard", PricingQuantity=q, PricingUnit=BILLABLE_UNITS,
                     ConsumedQuantity=c, ConsumedUnit=GPU_HOURS, ListUnitPrice=price,
                     ContractedUnitPrice=contracted, ListCost=price * q,
