@@ -122,9 +122,14 @@ def test_export_writes_one_file_per_invoice(drafted: Path, tmp_path: Path, fmt: 
             rows = list(csv.DictReader(io.StringIO(data.decode())))
             assert rows
             assert tuple(rows[0]) == LINE_COLUMNS
+            charged = [r for r in rows if r["kind"] != "token_memo"]
             assert [(r["kind"], r["description"], Decimal(r["quantity"]), Decimal(r["amount"]))
-                    for r in rows] == [(x.kind.value, x.description, x.quantity, x.amount)
-                                       for x in s.invoice.lines]
+                    for r in charged] == [(x.kind.value, x.description, x.quantity, x.amount)
+                                          for x in s.invoice.lines]
+            # Tokens are memo rows beside the lines: counted, never charged twice.
+            memo = [r for r in rows if r["kind"] == "token_memo"]
+            assert [(r["quantity"], r["amount"]) for r in memo] == [
+                (str(n), "") for t in s.invoice.tokens for n in (t.input_tokens, t.output_tokens)]
         else:
             text = [line for page in PdfReader(io.BytesIO(data)).pages
                     for line in page.extract_text().splitlines()]
