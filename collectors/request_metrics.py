@@ -21,7 +21,7 @@ docs/collectors.md."""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,34 +174,30 @@ def parse_request_metrics(data: Any, where: str) -> RequestMetrics:
                 problems.append(f"match.{label}: expected a label name and a string value")
             else:
                 extra[label] = value
-    histograms: dict[str, str] = {}
-    raw_histograms = data.get("histograms", {})
-    if not isinstance(raw_histograms, dict):
-        problems.append(f"histograms: expected a mapping of latency/ttft to a histogram name, "
-                        f"got {raw_histograms!r}")
-    else:
-        for kind, name in raw_histograms.items():
-            if kind not in HISTOGRAMS:
-                problems.append(f"histograms.{kind}: unknown histogram (expected one of "
-                                f"{', '.join(HISTOGRAMS)})")
-            elif not isinstance(name, str) or not _METRIC.match(name) or "{" in name:
-                problems.append(f"histograms.{kind}: {name!r} is not a Prometheus metric name")
+
+    def names(key: str, allowed: Sequence[str], what: str, *, matchers: bool
+              ) -> dict[str, str]:
+        """A mapping of `allowed` keys to metric names; histogram names take no matchers
+        (their `_bucket` series are named from them)."""
+        named: dict[str, str] = {}
+        raw = data.get(key, {})
+        if not isinstance(raw, dict):
+            problems.append(f"{key}: expected a mapping of {'/'.join(allowed)} to a {what} "
+                            f"name, got {raw!r}")
+            return named
+        for entry, metric in raw.items():
+            if entry not in allowed:
+                problems.append(f"{key}.{entry}: unknown {what} (expected one of "
+                                f"{', '.join(allowed)})")
+            elif not isinstance(metric, str) or not _METRIC.match(metric) or (
+                    not matchers and "{" in metric):
+                problems.append(f"{key}.{entry}: {metric!r} is not a Prometheus metric name")
             else:
-                histograms[kind] = name
-    gauges: dict[str, str] = {}
-    raw_gauges = data.get("gauges", {})
-    if not isinstance(raw_gauges, dict):
-        problems.append(f"gauges: expected a mapping of requests_running/requests_waiting to a "
-                        f"gauge name, got {raw_gauges!r}")
-    else:
-        for column, name in raw_gauges.items():
-            if column not in ("requests_running", "requests_waiting"):
-                problems.append(f"gauges.{column}: unknown gauge (expected requests_running or "
-                                "requests_waiting)")
-            elif not isinstance(name, str) or not _METRIC.match(name):
-                problems.append(f"gauges.{column}: {name!r} is not a Prometheus metric name")
-            else:
-                gauges[column] = name
+                named[entry] = metric
+        return named
+
+    histograms = names("histograms", tuple(HISTOGRAMS), "histogram", matchers=False)
+    gauges = names("gauges", ("requests_running", "requests_waiting"), "gauge", matchers=True)
     if problems:
         raise UserError("\n".join(f"{where}: {p}" for p in problems))
     assert name is not None
