@@ -59,8 +59,13 @@ NAMES_KEY = ".names.key"
 # see the queue holds budgets make); finance sees the forecast revenue (`revenue_forecast`).
 MONEY_ANALYTICS_TABLES = ("tenant_forecasts", "tenant_forecast_days", "tenant_budgets",
                           "tenant_budget_days")
+# Inference (latency SLAs, bursts, off-peak moves) is published like the rest: each tenant its
+# own rows; operators in GPUs and GPU-hours, without the money (OPERATOR_WITHHELD).
+INFERENCE_TABLES = ("latency_findings", "burst_episodes", "request_rates",
+                    "dedicated_reservation_recommendations", "off_peak_recommendations")
 ANALYTICS_TABLES = ("usage_shifts", "tier_change_recommendations", "reservation_recommendations",
-                    "scheduler_quota_changes", "budget_holds", *MONEY_ANALYTICS_TABLES)
+                    "scheduler_quota_changes", "budget_holds", *MONEY_ANALYTICS_TABLES,
+                    *INFERENCE_TABLES)
 
 VARIABLE_KINDS = (LineKind.USAGE, LineKind.BAND_FEE, LineKind.TOKENS, LineKind.DISCOUNT)
 HOUR = timedelta(hours=1)
@@ -681,10 +686,15 @@ OPERATOR_WITHHELD = {
     "reservation_recommendations": ("currency", "expected_monthly_cost_recommended",
                                     "expected_monthly_cost_current",
                                     "expected_monthly_cost_none"),
+    "dedicated_reservation_recommendations": ("currency", "monthly_cost",
+                                              "cost_per_late_request"),
+    "off_peak_recommendations": ("currency", "charges_as_run", "charges_moved", "saving"),
 }
 """Columns of analytics tables that are money (a tenant's projected bill, the expected cost of a
-reservation at its prices): never in the operator mart. Operators decide capacity on GPUs:
-recommended and cost-optimal units, the break-even utilization, the p95 demand."""
+reservation at its prices, a dedicated reservation's cost, an off-peak move's charges and
+saving): never in the operator mart. Operators decide capacity on GPUs: recommended and
+cost-optimal units, the break-even utilization, the p95 demand, GPUs for a breached SLA,
+GPU-hours moved off peak and the GPUs that frees."""
 
 
 def _operator_tables(present: Mapping[str, bool]) -> list[tuple[str, str]]:

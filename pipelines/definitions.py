@@ -6,6 +6,7 @@ from pipelines.analytics import assets as analytics_assets
 from pipelines.analytics import budgets as analytics_budgets
 from pipelines.analytics import checks as analytics_checks
 from pipelines.analytics import forecast as analytics_forecast
+from pipelines.analytics import inference as analytics_inference
 from pipelines.analytics.schedules import daily_analytics
 from pipelines.billing import assets as billing_assets
 from pipelines.billing import checks as billing_checks
@@ -33,7 +34,7 @@ from pipelines.run_workers import dead_run_workers
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules(
         [ingest_assets, billing_assets, analytics_assets, analytics_forecast, analytics_budgets,
-         publish_assets]
+         analytics_inference, publish_assets]
     ),
     asset_checks=dg.load_asset_checks_from_modules([ingest_checks, billing_checks,
                                                     analytics_checks, analytics_forecast]),

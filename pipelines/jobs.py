@@ -36,8 +36,8 @@ daily_analytics_job = dg.define_asset_job(
     partitions_def=DAILY,
     executor_def=dg.in_process_executor,
     tags={**WRITES_WAREHOUSE, **MAX_RUNTIME},
-    description="Usage shifts, tier-change and reservation recommendations, scheduler quotas "
-    "for the look-back window ending one UTC day.",
+    description="Usage shifts, tier-change and reservation recommendations, scheduler quotas, "
+    "latency SLAs and bursts, off-peak moves for the look-back window ending one UTC day.",
 )
 
 budget_alerts_job = dg.define_asset_job(

@@ -7,17 +7,20 @@ nothing. The money is the figure the recommending model priced, never a new esti
   recommended plan (models.planning.tier_changes.price_under_plans);
 - reservation: the expected monthly cost with today's reservation less that with the
   recommended one (models.planning.reservations.expected_cost, at the tenant's marginal
-  on-demand price from pricing.on_demand_price).
+  on-demand price from pricing.on_demand_price);
+- dedicated capacity: the reservation's monthly cost (models.planning.latency, GPUs x 730 h
+  at the tier's reserved price), as a cost: it buys the latency target, not a saving;
+- off-peak: the invoice engine's charges as run less its charges with the work moved
+  (models.planning.off_peak), for the analysed month up to the analysis day.
 A recommendation that raises the bill is never shown as a saving: its card carries a negative
 `monthly_saving` and must say why it is still advised (`why`), or it is not made.
 
 Cards are built from the mart rows the analytics publish (dicts by column name), so the
-dashboards and anything else that shows advice say the same thing. Kinds without a
-recommending model yet (dedicated capacity, off-peak) plug in as further builders."""
+dashboards and anything else that shows advice say the same thing."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -202,6 +205,70 @@ def budget_advice(row: Mapping[str, Any]) -> Advice | None:
                     if holds else "You go over budget; nothing is held."),
         confidence=None,
         since=_day(row["day"]),
+    )
+
+
+def dedicated_capacity_advice(row: Mapping[str, Any]) -> Advice:
+    """The card of a `dedicated_reservation_recommendations` row: the SLA rule's reservation,
+    at its cost, with the breach that calls for it."""
+    currency = str(row["currency"])
+    cost = _dec(row["monthly_cost"])
+    gpus, tier, model = int(row["recommended_gpus"]), str(row["hardware_tier"]), str(row["model"])
+    target = _dec(row["target_p95_s"]).normalize()
+    late = int(row["late_requests_per_month"])
+    outside = row.get("p95_out_of_bursts_s")
+    per_request = row.get("cost_per_late_request")
+    return Advice(
+        kind=AdviceKind.DEDICATED_CAPACITY,
+        recommendation=f"Reserve {gpus} dedicated {tier} GPU{'s' if gpus > 1 else ''} for "
+                       f"{model}",
+        saw=(f"In your bursts, 95% of your {model} requests took up to "
+             f"{float(row['p95_in_bursts_s']):.1f} s against your {target:f} s target "
+             "(more than 20% over)"
+             + (f"; outside bursts {float(outside):.1f} s." if outside is not None
+                and outside == outside else ".")
+             + f" Your bursts needed up to {float(row['burst_demand_gpus']):.1f} GPUs."),
+        monthly_saving=-cost,
+        currency=currency,
+        if_nothing=(f"About {late:,} requests a month in your bursts stay slower than "
+                    f"{target:f} s: a faster queue does not help when the endpoint itself "
+                    "is saturated."),
+        confidence=None,
+        since=_day(row["day"]),
+        why=(f"It buys your latency target, not a lower bill: {gpus} {tier} GPU"
+             f"{'s' if gpus > 1 else ''} held for you alone serve your bursts"
+             + (f", {_amount(_dec(per_request), currency)} per request that now misses it."
+                if per_request is not None and per_request == per_request else ".")),
+    )
+
+
+def off_peak_advice(rows: Sequence[Mapping[str, Any]]) -> Advice | None:
+    """The card of a tenant's `off_peak_recommendations` rows (one per tier, of one day's
+    analysis); None without rows."""
+    if not rows:
+        return None
+    first = rows[0]
+    currency = str(first["currency"])
+    moved = {str(r["hardware_tier"]): _dec(r["moved_gpu_hours"]) for r in rows}
+    freed = {str(r["hardware_tier"]): _dec(r["freed_peak_gpus"]) for r in rows}
+    kinds = str(first["kinds"]).replace(",", " and ")
+    day = _day(first["day"])
+    where = ", ".join(f"{hours:,.0f} {tier} GPU-hours" for tier, hours in sorted(moved.items()))
+    return Advice(
+        kind=AdviceKind.OFF_PEAK,
+        recommendation=f"Run your {kinds} work off peak: {where}",
+        saw=(f"In {first['period']} up to {day:%b %d}, {where} of your {kinds} work ran in "
+             "peak hours, when off-peak hours of the same GPUs cost less. Moved, it frees "
+             + ", ".join(f"{gpus:,.0f} {tier} GPUs" for tier, gpus in sorted(freed.items()))
+             + " at peak for inference."),
+        monthly_saving=_dec(first["saving"]),
+        currency=currency,
+        if_nothing=(f"{first['period']} is billed as run: "
+                    f"{_amount(_dec(first['charges_as_run']), currency)} of charges up to "
+                    f"{day:%b %d} instead of {_amount(_dec(first['charges_moved']), currency)}."),
+        confidence=None,
+        since=day,
+        series_name=f"{GPU_HOURS_SERIES}[{sorted(moved)[0]}]",
     )
 
 

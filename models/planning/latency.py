@@ -30,9 +30,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 from itertools import groupby
+from typing import Any
 
 import duckdb
 import numpy as np
+import polars as pl
 
 from models.billing.rate_cards import RateCard, Tenant
 from models.ledger import warehouse
@@ -291,7 +293,12 @@ def latency_report(con: duckdb.DuckDBPyConnection, tenants: Mapping[str, Tenant]
                    rule: BurstRule = BurstRule()) -> LatencyReport:
     """Latency in and out of bursts of every tenant on every endpoint in [start, end) from the
     warehouse, and a dedicated reservation for each breach of a declared target."""
-    rows = warehouse.endpoint_intervals(con, start, end)
+    return report_of(warehouse.endpoint_intervals(con, start, end), tenants, card, rule)
+
+
+def report_of(rows: Sequence[tuple[Any, ...]], tenants: Mapping[str, Tenant], card: RateCard,
+              rule: BurstRule = BurstRule()) -> LatencyReport:
+    """`latency_report` of `warehouse.endpoint_intervals` rows."""
     prices = {t.name: t.reserved_price for t in card.tiers if t.reserved_price is not None}
     findings, reservations, unpriced = [], [], []
     for (tenant, namespace, model), group in groupby(rows, key=lambda r: r[:3]):
@@ -313,3 +320,65 @@ def latency_report(con: duckdb.DuckDBPyConnection, tenants: Mapping[str, Tenant]
         else:
             reservations.append(reservation)
     return LatencyReport(findings, reservations, unpriced)
+
+
+# The warehouse's analytics tables of a report (sql/schema.sql), `day` added when stored.
+FINDINGS_SCHEMA: dict[str, pl.DataType] = {
+    "tenant": pl.String(), "namespace": pl.String(), "model": pl.String(),
+    "hardware_tier": pl.String(), "window_start": pl.Datetime("us", "UTC"),
+    "window_end": pl.Datetime("us", "UTC"), "target_p95_s": pl.Decimal(18, 6),
+    "p95_s": pl.Float64(), "p95_in_bursts_s": pl.Float64(), "p95_out_of_bursts_s": pl.Float64(),
+    "breached": pl.Boolean(), "requests_in_bursts": pl.Int64(),
+    "late_requests_in_bursts": pl.Int64(), "burst_demand_gpus": pl.Float64(),
+    "observed_hours": pl.Float64(), "burst_episodes": pl.Int64()}
+EPISODES_SCHEMA: dict[str, pl.DataType] = {
+    "tenant": pl.String(), "namespace": pl.String(), "model": pl.String(),
+    "episode_start": pl.Datetime("us", "UTC"), "episode_end": pl.Datetime("us", "UTC"),
+    "intervals": pl.Int64(), "peak_requests_per_s": pl.Float64(), "peak_gpus": pl.Float64()}
+RATES_SCHEMA: dict[str, pl.DataType] = {
+    "tenant": pl.String(), "namespace": pl.String(), "model": pl.String(),
+    "window_start": pl.Datetime("us", "UTC"), "duration_s": pl.Float64(),
+    "requests_per_s": pl.Float64(), "gpus": pl.Float64()}
+DEDICATED_SCHEMA: dict[str, pl.DataType] = {
+    "tenant": pl.String(), "namespace": pl.String(), "endpoint_namespace": pl.String(),
+    "model": pl.String(), "hardware_tier": pl.String(), "recommended_gpus": pl.Int64(),
+    "burst_demand_gpus": pl.Float64(), "target_p95_s": pl.Decimal(18, 6),
+    "p95_in_bursts_s": pl.Float64(), "p95_out_of_bursts_s": pl.Float64(),
+    "late_requests_per_month": pl.Int64(), "currency": pl.String(),
+    "monthly_cost": pl.Decimal(18, 2), "cost_per_late_request": pl.Decimal(18, 4)}
+
+
+def report_frames(report: LatencyReport, rows: Sequence[tuple[Any, ...]], start: datetime,
+                  end: datetime) -> dict[str, pl.DataFrame]:
+    """The report as the warehouse stores it: table name -> rows (`rows`: the
+    `endpoint_intervals` it was computed from, kept as the request rates behind the bursts)."""
+    findings = pl.DataFrame([{
+        "tenant": f.tenant, "namespace": f.namespace, "model": f.model,
+        "hardware_tier": f.hardware_tier, "window_start": start, "window_end": end,
+        "target_p95_s": f.target_p95_s, "p95_s": f.p95_s,
+        "p95_in_bursts_s": f.p95_in_bursts_s, "p95_out_of_bursts_s": f.p95_out_of_bursts_s,
+        "breached": f.breached, "requests_in_bursts": f.requests_in_bursts,
+        "late_requests_in_bursts": f.late_requests_in_bursts,
+        "burst_demand_gpus": f.burst_demand_gpus, "observed_hours": f.observed_hours,
+        "burst_episodes": len(f.episodes)} for f in report.findings], schema=FINDINGS_SCHEMA)
+    episodes_ = pl.DataFrame([{
+        "tenant": f.tenant, "namespace": f.namespace, "model": f.model,
+        "episode_start": e.start, "episode_end": e.end, "intervals": e.intervals,
+        "peak_requests_per_s": e.peak_requests_per_s, "peak_gpus": e.peak_gpus}
+        for f in report.findings for e in f.episodes], schema=EPISODES_SCHEMA)
+    rates = pl.DataFrame([{
+        "tenant": r[0], "namespace": r[1], "model": r[2], "window_start": r[4],
+        "duration_s": r[5], "requests_per_s": r[6] / r[5], "gpus": r[8] / r[5]}
+        for r in rows], schema=RATES_SCHEMA)
+    dedicated = pl.DataFrame([{
+        "tenant": r.finding.tenant, "namespace": r.namespace,
+        "endpoint_namespace": r.finding.namespace, "model": r.finding.model,
+        "hardware_tier": r.finding.hardware_tier, "recommended_gpus": r.gpus,
+        "burst_demand_gpus": r.finding.burst_demand_gpus,
+        "target_p95_s": r.finding.target_p95_s, "p95_in_bursts_s": r.finding.p95_in_bursts_s,
+        "p95_out_of_bursts_s": r.finding.p95_out_of_bursts_s,
+        "late_requests_per_month": r.late_requests_per_month, "currency": r.currency,
+        "monthly_cost": r.monthly_cost, "cost_per_late_request": r.cost_per_late_request}
+        for r in report.reservations], schema=DEDICATED_SCHEMA)
+    return {"latency_findings": findings, "burst_episodes": episodes_,
+            "request_rates": rates, "dedicated_reservation_recommendations": dedicated}

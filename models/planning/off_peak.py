@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+import polars as pl
+
 from models.billing.pricing import Invoice, LineKind, UsageHour, price_invoice
 from models.billing.rate_cards import RateCard, Tenant, month_bounds
 from models.ledger.usage import WorkloadKind
@@ -114,3 +116,26 @@ def charges(invoice: Invoice) -> Decimal:
     """The invoice's lines before credits and tax."""
     return sum((line.amount for line in invoice.lines
                 if line.kind not in (LineKind.CREDIT, LineKind.TAX)), Decimal(0))
+
+
+OFF_PEAK_SCHEMA: dict[str, pl.DataType] = {
+    "tenant": pl.String(), "period": pl.String(), "hardware_tier": pl.String(),
+    "kinds": pl.String(), "peak_gpu_hours": pl.Decimal(18, 6),
+    "moved_gpu_hours": pl.Decimal(18, 6), "unplaced_gpu_hours": pl.Decimal(18, 6),
+    "freed_peak_gpus": pl.Decimal(18, 6), "currency": pl.String(),
+    "charges_as_run": pl.Decimal(18, 4), "charges_moved": pl.Decimal(18, 4),
+    "saving": pl.Decimal(18, 4)}
+"""The warehouse's `off_peak_recommendations` (`day` added when stored): a row per tenant and
+tier with movable peak work; the move's charges and saving (all its tiers) on each."""
+
+
+def moves_frame(moves: Sequence[OffPeakMove]) -> pl.DataFrame:
+    return pl.DataFrame([{
+        "tenant": m.tenant, "period": m.period, "hardware_tier": tier,
+        "kinds": ",".join(m.kinds), "peak_gpu_hours": peak,
+        "moved_gpu_hours": m.moved_gpu_hours.get(tier, Decimal(0)),
+        "unplaced_gpu_hours": m.unplaced_gpu_hours.get(tier, Decimal(0)),
+        "freed_peak_gpus": m.freed_peak_gpus.get(tier, Decimal(0)), "currency": m.currency,
+        "charges_as_run": m.charges_as_run, "charges_moved": m.charges_moved,
+        "saving": m.saving} for m in moves for tier, peak in sorted(m.peak_gpu_hours.items())],
+        schema=OFF_PEAK_SCHEMA)

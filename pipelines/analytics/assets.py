@@ -51,7 +51,7 @@ DEFAULT_LOOKBACK_DAYS = 60
 """Two months of days: enough for the level before a shift and a shift's confirmation."""
 
 
-def _end_of(day: date) -> datetime:
+def end_of(day: date) -> datetime:
     return datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC)
 
 
@@ -142,7 +142,7 @@ def reservation_recommendations(
 ) -> dg.MaterializeResult:
     """Cost-optimal reserved GPUs per tenant, tier and MIG profile, and shared overflow pools."""
     day = partition_day(context)
-    as_of = _end_of(day)
+    as_of = end_of(day)
     start = as_of - timedelta(hours=config.lookback_hours)
     card = billing.rate_card(day)
     with warehouse_db.connect() as con:
@@ -211,7 +211,7 @@ def scheduler_quotas(
             # Without a cluster the last written figures stand for what is in force, so
             # max-step limits the move from one run to the next; recorded at the day's end,
             # so that a rerun writes the same rows.
-            now = _end_of(day)
+            now = end_of(day)
             state, apply = quotas.last_written_state(con, now), None
         held = [HeldQueue(QueueRef(QueueKind(kind), ns, name), tenant, period)
                 for kind, ns, name, tenant, period

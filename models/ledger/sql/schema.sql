@@ -375,3 +375,86 @@ CREATE TABLE IF NOT EXISTS budget_holds (
     changed_at TIMESTAMPTZ NOT NULL,
     outcome VARCHAR NOT NULL          -- manifest | dry-run | applied | conflict | error: ...
 );
+
+-- Inference: latency against each tenant's P95 target in and out of its bursts, per endpoint
+-- (namespace + model), over the look-back window ending with `day`
+-- (models/planning/latency.py); the dedicated reservations its rule recommends; the request
+-- rate the bursts were found in; and off-peak moves of batch and fine-tuning work
+-- (models/planning/off_peak.py). Rewritten by day like every analytics table.
+CREATE TABLE IF NOT EXISTS latency_findings (
+    day DATE NOT NULL,
+    tenant VARCHAR NOT NULL,
+    namespace VARCHAR NOT NULL,
+    model VARCHAR NOT NULL,
+    hardware_tier VARCHAR,
+    window_start TIMESTAMPTZ NOT NULL,
+    window_end TIMESTAMPTZ NOT NULL,
+    target_p95_s DECIMAL(18, 6),          -- null: no target declared
+    p95_s DOUBLE,                         -- null: no observations (never read as zero)
+    p95_in_bursts_s DOUBLE,
+    p95_out_of_bursts_s DOUBLE,
+    breached BOOLEAN NOT NULL,            -- P95 in bursts above target x 1.2
+    requests_in_bursts BIGINT NOT NULL,
+    late_requests_in_bursts BIGINT NOT NULL,
+    burst_demand_gpus DOUBLE NOT NULL,
+    observed_hours DOUBLE NOT NULL,
+    burst_episodes BIGINT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS burst_episodes (
+    day DATE NOT NULL,
+    tenant VARCHAR NOT NULL,
+    namespace VARCHAR NOT NULL,
+    model VARCHAR NOT NULL,
+    episode_start TIMESTAMPTZ NOT NULL,
+    episode_end TIMESTAMPTZ NOT NULL,     -- end of its last interval
+    intervals BIGINT NOT NULL,
+    peak_requests_per_s DOUBLE NOT NULL,
+    peak_gpus DOUBLE NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS request_rates (
+    day DATE NOT NULL,
+    tenant VARCHAR NOT NULL,
+    namespace VARCHAR NOT NULL,
+    model VARCHAR NOT NULL,
+    window_start TIMESTAMPTZ NOT NULL,
+    duration_s DOUBLE NOT NULL,
+    requests_per_s DOUBLE NOT NULL,
+    gpus DOUBLE NOT NULL                  -- the tenant's GPU-seconds there / duration_s
+);
+
+CREATE TABLE IF NOT EXISTS dedicated_reservation_recommendations (
+    day DATE NOT NULL,
+    tenant VARCHAR NOT NULL,
+    namespace VARCHAR NOT NULL,           -- where the reservation's quota goes
+    endpoint_namespace VARCHAR NOT NULL,
+    model VARCHAR NOT NULL,
+    hardware_tier VARCHAR NOT NULL,
+    recommended_gpus BIGINT NOT NULL,
+    burst_demand_gpus DOUBLE NOT NULL,
+    target_p95_s DECIMAL(18, 6) NOT NULL,
+    p95_in_bursts_s DOUBLE NOT NULL,
+    p95_out_of_bursts_s DOUBLE,
+    late_requests_per_month BIGINT NOT NULL,
+    currency VARCHAR NOT NULL,
+    monthly_cost DECIMAL(18, 2) NOT NULL,
+    cost_per_late_request DECIMAL(18, 4)
+);
+
+CREATE TABLE IF NOT EXISTS off_peak_recommendations (
+    day DATE NOT NULL,
+    tenant VARCHAR NOT NULL,
+    period VARCHAR NOT NULL,              -- YYYY-MM, up to the end of `day`
+    hardware_tier VARCHAR NOT NULL,
+    kinds VARCHAR NOT NULL,               -- workload kinds moved, comma-separated
+    peak_gpu_hours DECIMAL(18, 6) NOT NULL,
+    moved_gpu_hours DECIMAL(18, 6) NOT NULL,
+    unplaced_gpu_hours DECIMAL(18, 6) NOT NULL,
+    freed_peak_gpus DECIMAL(18, 6) NOT NULL,
+    currency VARCHAR NOT NULL,
+    -- The tenant's whole move (all its tiers), repeated on each tier's row.
+    charges_as_run DECIMAL(18, 4) NOT NULL,
+    charges_moved DECIMAL(18, 4) NOT NULL,
+    saving DECIMAL(18, 4) NOT NULL
+);
