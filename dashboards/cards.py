@@ -12,6 +12,8 @@ from models.planning.advice import (
     Advice,
     AdviceKind,
     budget_advice,
+    dedicated_capacity_advice,
+    off_peak_advice,
     order,
     plan_advice,
     reservation_advice,
@@ -33,7 +35,8 @@ def _records(frame: pd.DataFrame) -> list[dict[str, object]]:
 
 
 ADVICE_TABLES = ("tier_change_recommendations", "reservation_recommendations",
-                 "tenant_budgets")
+                 "tenant_budgets", "dedicated_reservation_recommendations",
+                 "off_peak_recommendations")
 
 
 def advice_of(frames: dict[str, pd.DataFrame]) -> list[Advice]:
@@ -45,6 +48,11 @@ def advice_of(frames: dict[str, pd.DataFrame]) -> list[Advice]:
               if (card := reservation_advice(row)) is not None]
     cards += [card for row in _records(latest(frames["tenant_budgets"]))
               if (card := budget_advice(row)) is not None]
+    cards += [dedicated_capacity_advice(row)
+              for row in _records(latest(frames["dedicated_reservation_recommendations"]))]
+    off_peak = off_peak_advice(_records(latest(frames["off_peak_recommendations"])))
+    if off_peak is not None:
+        cards.append(off_peak)
     return order(cards)
 
 

@@ -20,7 +20,7 @@ import streamlit as st
 from dashboards.config import marts_dir
 from models.errors import InternalError, UserError
 from models.ledger import warehouse
-from models.marts import finance_mart_path, operator_mart_path, tenant_mart_path
+from models.marts import INFERENCE_TABLES, finance_mart_path, operator_mart_path, tenant_mart_path
 
 
 class MartMissing(UserError):
@@ -35,7 +35,8 @@ TENANT_TABLES = frozenset({
     "meta", "usage_hourly", "usage_daily", "cost_daily", "periods", "invoices", "invoice_lines",
     "reservations", "usage_shifts", "tier_change_recommendations",
     "reservation_recommendations", "scheduler_quota_changes", "budget_holds",
-    "tenant_forecasts", "tenant_forecast_days", "tenant_budgets", "tenant_budget_days"})
+    "tenant_forecasts", "tenant_forecast_days", "tenant_budgets", "tenant_budget_days",
+    *INFERENCE_TABLES})
 FINANCE_TABLES = frozenset({
     "meta", "invoices", "invoice_lines", "periods", "revenue", "revenue_vs_capacity",
     "coverage_daily", "node_days", "spool_quarantine", "collection_gaps", "period_documents",
@@ -44,7 +45,7 @@ FINANCE_TABLES = frozenset({
 OPERATOR_TABLES = frozenset({
     "meta", "utilization_hourly", "demand_hour_of_day", "node_days", "usage_shifts",
     "tier_change_recommendations", "reservation_recommendations", "scheduler_quota_changes",
-    "budget_holds"})
+    "budget_holds", *INFERENCE_TABLES})
 
 
 def _version(path: Path) -> int:

@@ -9,6 +9,8 @@ PAGES = {
          ":material/event_seat:"),
         ("pages/tenant_insights.py", "Advice", "tenant-insights",
          ":material/trending_up:"),
+        ("pages/tenant_inference.py", "Tokens and latency", "tenant-inference",
+         ":material/speed:"),
         ("pages/tenant_budget.py", "Budget and forecast", "tenant-budget",
          ":material/savings:"),
     ],
@@ -25,5 +27,7 @@ PAGES = {
         ("pages/operator_recommendations.py", "Shifts and recommendations",
          "operator-recommendations", ":material/tune:"),
         ("pages/operator_holds.py", "Held queues", "operator-holds", ":material/block:"),
+        ("pages/operator_inference.py", "SLAs and inference", "operator-inference",
+         ":material/speed:"),
     ],
 }

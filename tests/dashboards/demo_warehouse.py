@@ -17,6 +17,14 @@ Figures a test may rely on, each reasoned from DESIGN.md rather than read from t
   = 2,737.5 units, in the 3.50 band, so an on-demand GPU-hour costs 3.50 x 1.25 x 0.95 =
   4.15625; keeping 2 costs 3,796.00 + 730 x 4.15625 = 6,830.06, reserving 3 costs 5,694.00:
   saving 1,136.06 a month.
+- Inference (what latency_slas and off_peak_recommendations write for October 31, by the real
+  engines): acme declares a P95 target of 6 s; on team-acme/llama-3.1-70b it serves 20
+  requests a minute within 3 s on 2 GPUs, and in two bursts (10:00-10:30, 15:00-15:20) 80 a
+  minute taking up to 9 s on 3.4 GPUs: a breach (9 > 6 x 1.2), so a dedicated reservation
+  of 4 premium GPUs (3.4 rounded up) at 4 x 730 x 2.60 = 7,592.00 USD a month. Its batch
+  work on 2 economy GPUs from 08:00 to 20:00 on October 26-30 (peak hours under the demo
+  card) moves off peak and saves what the invoice engine prices. Its October invoice carries
+  180M input and 45M output tokens of llama-3.1-70b (memo lines; totals unchanged).
 - Every tenant has a billing block (legal name, cost center, GL account, 30 days' terms), the
   finance file is the demo's: documents carry issuer and bill-to blocks, the journal posts."""
 
@@ -24,6 +32,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, replace
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import polars as pl
@@ -32,7 +41,7 @@ import pyarrow.parquet as pq
 from models.billing import lifecycle
 from models.billing.books import load_books
 from models.billing.invoices import Parties
-from models.billing.pricing import price_invoice
+from models.billing.pricing import ModelWork, UsageHour, price_invoice, quantity
 from models.billing.rate_cards import (
     BillingMode,
     BillingProfile,
@@ -46,6 +55,8 @@ from models.billing.rate_cards import (
 from models.ledger import warehouse
 from models.ledger.usage import IDLE_TENANT, UNATTRIBUTED_TENANT, ledger_table, make_sample_id
 from models.marts import publish_marts
+from models.planning.latency import report_frames, report_of
+from models.planning.off_peak import moves_frame, off_peak_move
 from models.planning.reservations import recommend_for_tenants
 from models.planning.shifts import SHIFTS_SCHEMA
 from models.planning.tier_changes import TIER_CHANGE_SCHEMA, gpu_hours_series, recommend_tier_change
@@ -61,6 +72,13 @@ EVIL = "../x'; DROP TABLE invoices; --"
 TOTALS = {"acme": "10252.15", "zen": "25000.00", EVIL: "513.68"}
 ADJUSTMENT_TOTAL = "5.70"
 ADJUSTMENT = "DN-2026-0001"
+INFERENCE_MODEL = "llama-3.1-70b"
+ACME_TARGET = Decimal("6")
+ACME_TOKENS = (180_000_000, 45_000_000)
+DEDICATED_GPUS = 4
+DEDICATED_COST = "7592.00"
+BURSTS = ((10 * 60, 10 * 60 + 30), (15 * 60, 15 * 60 + 20))
+"""acme's burst minutes of October 31 (start, end), UTC."""
 QUARANTINED_FILE = ("/var/chargeback/spool/usage/date=2026-10-12/hour=07/source=nvml/"
                     "node=gpu-7/batch-0.parquet")
 
@@ -93,8 +111,13 @@ def _load(con, rows, card) -> None:  # type: ignore[no-untyped-def]
 
 def _bill(con, tenants: dict[str, Tenant], card, now: datetime) -> None:  # type: ignore[no-untyped-def]
     start, end = month_bounds(PERIOD)
-    invoices = [price_invoice(t, card, PERIOD, warehouse.tenant_usage_hours(con, t, start, end))
-                for _, t in sorted(tenants.items())]
+    row = con.execute("SELECT sum(allocated_gpu_seconds) FROM ledger WHERE tenant = 'acme' "
+                      "AND model = ?", [INFERENCE_MODEL]).fetchone()
+    work = {"acme": [ModelWork(INFERENCE_MODEL, *ACME_TOKENS, Decimal("0.35"),
+                               quantity(Decimal(row[0]) / 3600))]}
+    invoices = [price_invoice(t, card, PERIOD, warehouse.tenant_usage_hours(con, t, start, end),
+                              work=work.get(name, ()))
+                for name, t in sorted(tenants.items())]
     books = load_books(FINANCE)
     parties = {name: Parties(books.issuer, t.billing) for name, t in tenants.items()
                if t.billing is not None}
@@ -130,13 +153,41 @@ def _advise(con, tenants: dict[str, Tenant]) -> None:  # type: ignore[no-untyped
                                ANALYSIS_DAY)
 
 
+def _inference(con, tenants: dict[str, Tenant]) -> None:  # type: ignore[no-untyped-def]
+    """acme's latency and off-peak analysis of October 31 (module docstring), stored as the
+    assets store it."""
+    card = load_rate_cards(DEMO_CARD)[0]
+    start = datetime.combine(ANALYSIS_DAY, datetime.min.time(), UTC)
+    rows = []
+    for minute in range(24 * 60):
+        burst = any(lo <= minute < hi for lo, hi in BURSTS)
+        n, slow, gpus = (80, 9.0, 3.4) if burst else (20, 3.0, 2.0)
+        # The server's fixed bounds; 95% of requests within `slow` seconds, the rest within
+        # the next bound.
+        bounds = (1.0, 2.0, 3.0, 4.5, 6.0, 9.0, 12.0, 18.0, float("inf"))
+        buckets = [{"le": le, "count": 0 if le < slow else round(n * 0.95) if le == slow
+                    else n} for le in bounds]
+        rows.append(("acme", "team-acme", INFERENCE_MODEL, "premium",
+                     start + timedelta(minutes=minute), 60.0, n, buckets, gpus * 60))
+    report = report_of(rows, tenants, card)
+    for table, frame in report_frames(report, rows, start, start + timedelta(days=1)).items():
+        warehouse.replace_analysis(con, table, frame, ANALYSIS_DAY)
+    batch = [(UsageHour(datetime(2026, 10, day, hour, tzinfo=UTC), "economy", "small",
+                        Decimal(2)), "batch") for day in range(26, 31) for hour in range(8, 20)]
+    move = off_peak_move(tenants["acme"], card, PERIOD, batch)
+    assert move is not None
+    warehouse.replace_analysis(con, "off_peak_recommendations", moves_frame([move]),
+                               ANALYSIS_DAY)
+
+
 def build(home: Path) -> dict[str, Tenant]:
     """var-like folder: home/warehouse.duckdb, home/marts. Returns the tenants."""
     cards = load_rate_cards(EXAMPLE / "rate-card.yaml")
     card = rate_card_for(cards, month_bounds(PERIOD)[0].date())
     tenants = load_tenants(EXAMPLE / "tenants.yaml", cards)
+    tenants["acme"] = replace(tenants["acme"], p95_latency_seconds=ACME_TARGET)
     tenants[EVIL] = replace(tenants["acme"], name=EVIL, reservations=(), namespaces=(),
-                            display_name=EVIL)
+                            display_name=EVIL, p95_latency_seconds=None)
     for number, name in enumerate(sorted(tenants), start=1):
         tenants[name] = replace(tenants[name], billing=BillingProfile(
             Party(f"{name} Ltd."), BillingMode.CHARGEBACK, 30, f"CC-{number}", "6100"))
@@ -158,6 +209,7 @@ def build(home: Path) -> dict[str, Tenant]:
     _bill(con, tenants, card, closed_at + timedelta(days=1))
     # What the analytics assets write: one day's analysis per run, rewritten by day.
     _advise(con, tenants)
+    _inference(con, tenants)
     con.execute("""INSERT INTO usage_shifts BY NAME SELECT * FROM (VALUES
         (DATE '2026-10-30', 'acme', 'gpu_hours[premium]', DATE '2026-10-20', 70.0, 72.0),
         (DATE '2026-10-31', 'acme', 'gpu_hours[premium]', DATE '2026-10-21', 72.0, 96.0),

@@ -130,13 +130,16 @@ def test_first_screen_says_what_changed_what_it_costs_and_what_to_do():
     # The advice that saves most, in words, with its saving.
     assert (f"Reserve 3 premium GPUs (now 2): saves {float(RESERVATION_SAVING):,.2f} USD a "
             "month.") in text
-    assert "2 more on the Advice page." in text  # the plan and the budget
+    # the plan, the off-peak move, the budget and the dedicated reservation
+    assert "4 more on the Advice page." in text
 
 
 def test_every_advice_card_saving_equals_the_pricing_engines_projection():
     at = signed_in("alice").switch_page("pages/tenant_insights.py").run()
     assert not at.exception
-    reserve, plan, budget = _cards(at)  # savings first, largest first; then the budget
+    # Savings first, largest first; then the budget; then what costs more (the dedicated
+    # reservation, tests/dashboards/test_inference_pages.py).
+    reserve, plan, _off_peak, budget, _dedicated = _cards(at)
     # The plan card: November priced here by price_invoice on the projection the card names
     # (1,440 standard GPU-hours of a 13B model), growth against starter.
     card = load_rate_cards(DEMO_CARD)[0]
@@ -158,7 +161,7 @@ def test_every_advice_card_saving_equals_the_pricing_engines_projection():
     assert "Raise the 2026-10 budget to at least 12,400.00 USD or slow down** · no price " \
         "change" in budget
     assert "at this rate it runs out on Oct 25" in budget
-    assert len(at.get("vega_lite_chart")) == 2  # the usage chart of each priced card
+    assert len(at.get("vega_lite_chart")) == 3  # the usage chart of each GPU-hours card
 
 
 def test_bill_explained_links_gpu_hours_to_units_to_invoice_lines():
