@@ -83,6 +83,11 @@ def _evidence(card: Advice, usage: pd.DataFrame) -> None:
     st.altair_chart(chart.properties(height=160), width="stretch")
 
 
+_BASIS = {AdviceKind.DEDICATED_CAPACITY: "from measured latency in your bursts",
+          AdviceKind.OFF_PEAK: "your bill priced as run and with the work moved"}
+"""What a card without a confidence rests on, where it is not an expected value."""
+
+
 def draw(card: Advice, usage: pd.DataFrame, *, key: str) -> None:
     with st.container(border=True, key=key):
         words, chart = st.columns([3, 2])
@@ -93,7 +98,7 @@ def draw(card: Advice, usage: pd.DataFrame, *, key: str) -> None:
                 st.markdown(f"*Why, although it costs more:* {card.why}")
             st.markdown(f"*If you do nothing:* {card.if_nothing}")
             sure = (f"confidence {card.confidence:.0%}" if card.confidence is not None
-                    else "expected value over recent usage")
+                    else _BASIS.get(card.kind, "expected value over recent usage"))
             # A plan card's date is when its shift began; the others', their analysis.
             since = "since" if card.kind is AdviceKind.PLAN else "as of"
             st.caption(f"{card.kind.value.capitalize()} advice · {sure}"

@@ -39,6 +39,8 @@ else:
             f"{invoice.currency} per million output": t.cost_per_million_output,
         } for t in invoice.tokens])
         st.dataframe(tokens, hide_index=True, width="stretch", column_config={
+            "input tokens": st.column_config.NumberColumn(format="localized"),
+            "output tokens": st.column_config.NumberColumn(format="localized"),
             "GPU-hours": st.column_config.NumberColumn(format="%.1f")})
         st.caption("Cost per million tokens is what your invoice shows: the GPU charges your "
                    "GPU-hours on each model carry (or its token lines, on a token plan), "
@@ -81,7 +83,9 @@ else:
         chart = alt.Chart(p95).mark_bar().encode(
             x=alt.X("p95_s:Q", title="P95 latency (s)"), y=alt.Y("when:N", title=None,
                                                                   sort=None),
-            color=alt.Color("when:N", legend=None))
+            color=alt.Color("when:N", legend=None, scale=alt.Scale(
+                domain=["in bursts", "outside bursts", "all requests"],
+                range=[ui.COLOURS["on-demand"], ui.COLOURS["usage"], ui.COLOURS["idle"]])))
         if target is not None:
             lines = pd.DataFrame({"p95_s": [target, target * float(SLA_MARGIN)],
                                   "line": ["target", "target x 1.2"]})

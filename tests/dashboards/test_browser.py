@@ -178,3 +178,38 @@ def test_operator_pages_show_no_invoice_amounts(page, base, shots):
     assert not re.search(r"\d USD", text)
     for total in TOTALS.values():
         assert f"{float(total):,.2f}" not in text
+
+
+def test_tenant_sees_its_tokens_and_its_p95_against_its_target(signed_in_alice, shots):
+    page = signed_in_alice
+    page.get_by_role("link", name="Tokens and latency", exact=True).click()
+    page.get_by_role("heading", name="Tokens and latency", exact=True).wait_for()
+    page.get_by_text("Your P95 target").wait_for()
+    settle(page)
+    text = page.inner_text("body")
+    assert "Tokens by model" in text
+    assert "9.00 s" in text  # P95 in bursts, against
+    assert "6 s" in text  # its declared target
+    assert "2 burst episode(s), shaded above." in text
+    # The tokens table and the charts are drawn on canvases: their data crossed the wire.
+    wire = b"".join(page.frames_received)
+    assert b"llama-3.1-70b" in wire
+    assert b"target x 1.2" in wire
+    assert page.locator('[data-testid="stVegaLiteChart"]').count() >= 3
+    _assert_nothing_of_others(page, "acme")
+    # Streamlit scrolls inside its own container: a tall window shows the whole page.
+    page.set_viewport_size({"width": 1400, "height": 2400})
+    settle(page)
+    page.screenshot(path=shots / "tenant-inference.png", full_page=True)
+
+
+def test_operator_sees_the_sla_breach_and_recommendations_in_gpus(page, base, shots):
+    sign_in(page, base, "oscar", PASSWORD)
+    page.get_by_role("link", name="SLAs and inference", exact=True).click()
+    page.get_by_text("SLA breaches: acme").wait_for()
+    settle(page)
+    text = page.inner_text("body")
+    assert "USD" not in text
+    page.set_viewport_size({"width": 1400, "height": 1600})
+    settle(page)
+    page.screenshot(path=shots / "operator-inference.png", full_page=True)
