@@ -33,8 +33,8 @@ else:
     else:
         tokens = pd.DataFrame([{
             "model": t.model, "input tokens": t.input_tokens, "output tokens": t.output_tokens,
-            "GPU-hours": float(t.gpu_hours), "input cost": t.input_cost,
-            "output cost": t.output_cost,
+            "GPU-hours": float(t.gpu_hours), f"input cost ({invoice.currency})": t.input_cost,
+            f"output cost ({invoice.currency})": t.output_cost,
             f"{invoice.currency} per million input": t.cost_per_million_input,
             f"{invoice.currency} per million output": t.cost_per_million_output,
         } for t in invoice.tokens])

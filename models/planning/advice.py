@@ -227,7 +227,8 @@ def dedicated_capacity_advice(row: Mapping[str, Any]) -> Advice:
              "(more than 20% over)"
              + (f"; outside bursts {float(outside):.1f} s." if outside is not None
                 and outside == outside else ".")
-             + f" Your bursts needed up to {float(row['burst_demand_gpus']):.1f} GPUs."),
+             + f" In 95% of your burst intervals you used {float(row['burst_demand_gpus']):.1f}"
+             " GPUs or fewer."),
         monthly_saving=-cost,
         currency=currency,
         if_nothing=(f"About {late:,} requests a month in your bursts stay slower than "
