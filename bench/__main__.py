@@ -65,8 +65,9 @@ def main() -> None:
                  "the end: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()) + ".", "",
                  *verdicts, ""]
     if sections:
-        with args.out.open("a") as handle:
-            handle.write("\n".join(sections))
+        # Before the kept section of profiles, which stays last.
+        head, marker, kept = args.out.read_text().partition(pipeline.KEPT)
+        args.out.write_text(head + "\n".join(sections) + marker + kept)
     print(f"wrote {args.out}")
 
 

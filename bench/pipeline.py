@@ -47,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "examples" / "demo"
 START = datetime(2026, 9, 1, tzinfo=UTC)
 PERIOD = "2026-09"
+KEPT = "\n## Where the time goes (profiles; kept when make bench rewrites this page)\n"
 STEPS = ("ingest", "conservation", "aggregation", "close", "marts")
 NOTES = """How to read the ratios: the raw queries do strictly less than the pipeline. Raw ingest
 copies rows; the pipeline also drops duplicate `sample_id`s (a window over the day), apportions
@@ -376,7 +377,9 @@ def write_markdown(path: Path, command: str, runs: Sequence[Run], scaled: Sequen
         *NOTES.splitlines(),
         "",
     ]
-    path.write_text("\n".join(lines) + "\n")
+    # What people wrote from profiles (a section headed KEPT) outlives the rerun.
+    kept = path.read_text().partition(KEPT)[2] if path.exists() else ""
+    path.write_text("\n".join(lines) + "\n" + (KEPT + kept if kept else ""))
 
 
 def main(argv: Sequence[str] | None = None, *, out: Path | None = None,

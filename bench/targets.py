@@ -63,7 +63,7 @@ TARGETS = (
     Target("ingest, 16x cluster (pipeline / raw)", 1.25, "x", _ratio("16x", "ingest")),
     Target("aggregation, month (pipeline / raw GROUP BY)", 1.25, "x",
            _ratio("month", "aggregation")),
-    Target("conservation check, scaling exponent 1x..16x", 1.05, "", _exponent),
+    Target("conservation check, scaling exponent over the scaled runs (1x..16x)", 1.05, "", _exponent),
     Target("month close (pipeline / raw GROUP BY of the billable hours)", 3.0, "x",
            _ratio("month", "close")),
     Target("peak RSS of the pipeline, 16x", 1.5, "GB", _rss_gb),
