@@ -138,7 +138,8 @@ def measure(base: str, users: list[str], chromium  # type: ignore[no-untyped-def
     - first screen: 'Sign in' to the at-a-glance cards and the month's metrics shown;
     - drawn: 'Sign in' to every chart of the page drawn;
     - done: 'Sign in' to the script run finished (the running indicator gone);
-    - switch: link clicked to the page's heading shown and its script run finished."""
+    - switch: link clicked to the page's heading shown and its script run finished (all
+      switches, then each page's)."""
     phases: dict[str, list[float]] = {
         "session": [], "first screen": [], "drawn": [], "done": [], "switch": []}
     for user in users:
@@ -166,6 +167,7 @@ def measure(base: str, users: list[str], chromium  # type: ignore[no-untyped-def
             page.get_by_role("heading", name=heading, exact=True).wait_for(timeout=120_000)
             page.locator(STATUS).wait_for(state="hidden", timeout=120_000)
             phases["switch"].append(time.perf_counter() - clock)
+            phases.setdefault(f"  to {link}", []).append(phases["switch"][-1])
         context.close()
     return phases
 

@@ -71,7 +71,7 @@ with to_do.container(border=True, key="glance-to-do"):
         st.markdown(f"{top.recommendation}: {cards.saving_label(top)}.")
         if len(advice) > 1:
             st.caption(f"{len(advice) - 1} more on the Advice page.")
-        st.page_link("pages/tenant_insights.py", label="See the advice and its evidence",
+        st.page_link("pages/tenant_insights.py", label="Advice and evidence",
                      icon=":material/trending_up:")
 
 period = st.selectbox("Billing month", list(periods["period"])[::-1])

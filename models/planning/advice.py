@@ -207,11 +207,10 @@ def budget_advice(row: Mapping[str, Any]) -> Advice | None:
 
 def describe_forecast(row: Mapping[str, Any]) -> str:
     """The latest `tenant_forecasts` row in words: month-end spend with its 95% range."""
-    currency = str(row["currency"])
-    return (f"About {_amount(_dec(row['amount']), currency)} for {row['period']} by month end "
-            f"(95% range {_amount(_dec(row['amount_lo95']), currency)} to "
-            f"{_amount(_dec(row['amount_hi95']), currency)}), forecast from your usage "
-            f"through {_day(row['day']):%b %d}.")
+    return (f"About {_amount(_dec(row['amount']), str(row['currency']))} by the end of "
+            f"{row['period']} (95% range {_dec(row['amount_lo95']):,.2f} to "
+            f"{_dec(row['amount_hi95']):,.2f}), from your usage through "
+            f"{_day(row['day']):%b %d}.")
 
 
 def describe_budget(row: Mapping[str, Any]) -> str:

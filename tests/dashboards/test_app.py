@@ -142,8 +142,8 @@ def test_first_screen_says_what_changed_what_it_costs_and_what_to_do():
             "month.") in text
     assert "2 more on the Advice page." in text  # the plan and the budget
     # The month-end forecast with its range, and where the budget stands.
-    assert ("About 12,400.00 USD for 2026-10 by month end (95% range 11,600.00 USD to "
-            "13,200.00 USD), forecast from your usage through Oct 20.") in text
+    assert ("About 12,400.00 USD by the end of 2026-10 (95% range 11,600.00 to 13,200.00), "
+            "from your usage through Oct 20.") in text
     assert ("You have used 80% of your 10,000.00 USD budget; at this rate it runs out on "
             "Oct 25.") in text
 

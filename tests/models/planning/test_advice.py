@@ -144,8 +144,8 @@ def test_budget_and_forecast_in_words_for_the_first_screen():
                 "amount": Decimal("12400.0000"), "amount_lo95": Decimal("11600.0000"),
                 "amount_hi95": Decimal("13200.0000")}
     assert describe_forecast(forecast) == (
-        "About 12,400.00 USD for 2026-10 by month end (95% range 11,600.00 USD to "
-        "13,200.00 USD), forecast from your usage through Oct 20.")
+        "About 12,400.00 USD by the end of 2026-10 (95% range 11,600.00 to 13,200.00), from "
+        "your usage through Oct 20.")
 
 
 def test_savings_first_then_unpriced_then_dearer():
