@@ -11,6 +11,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from dashboards.marts import PAGE_TABLES, tenant_tables
 from models import marts
 from models.billing import lifecycle
 from models.billing.pricing import price_invoice
@@ -333,3 +334,18 @@ def test_a_closed_month_forecasts_its_bill(tmp_path):
     mart = _open(tenant_mart_path(tmp_path / "marts", "solo"))
     assert mart.execute("SELECT closed, billed_total, forecast_total FROM periods").fetchone() \
         == (True, Decimal("144.00"), Decimal("144.00"))
+
+
+def test_the_page_cache_serves_each_tenant_its_own_tables(dashboard_env):
+    # One tenant's page fills the shared cache with all its page tables; the next tenant
+    # (an attacker signed in as zen right after acme) gets its own rows, and asking for a
+    # subset of the cached tables never returns the cached tenant's.
+    acme = tenant_tables(tenant="acme", tables=("periods", "invoices"))
+    assert set(acme["invoices"]["tenant"]) == {"acme"}
+    for tables in (("invoices",), PAGE_TABLES, ("invoices", "reservations")):
+        zen = tenant_tables(tenant="zen", tables=tables)
+        assert set(zen) == set(tables)
+        assert set(zen["invoices"]["tenant"]) == {"zen"}
+        assert not set(zen["invoices"]["invoice_id"]) & set(acme["invoices"]["invoice_id"])
+    again = tenant_tables(tenant="acme", tables=("invoices",))
+    assert set(again["invoices"]["tenant"]) == {"acme"}
