@@ -7,8 +7,8 @@ the file's modification time, so a republished mart is read afresh.
 
 A page reads the tables it needs in one go (`tenant_tables`): opening a mart file costs more
 than reading its small tables (0.15-0.25 s a file opened per table on the 2-core machine, for
-tables of a few hundred rows; bench/dashboard_render.py), so a page's first render opens the
-file once."""
+tables of a few hundred rows; bench/dashboard_render.py), so a tenant's first page reads all
+the small page tables (`PAGE_TABLES`) with one opening and the other pages find them cached."""
 
 from __future__ import annotations
 
