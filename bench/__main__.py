@@ -8,12 +8,13 @@ tables into docs/benchmarks.md with the machine's details."""
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from bench import pipeline
+from bench import pipeline, targets
 
 ROOT = Path(__file__).resolve().parents[1]
 OTHERS = {
@@ -22,6 +23,7 @@ OTHERS = {
     "pricing": "Pricing a month of hourly usage for 10,000 tenants against a Decimal floor",
     "dashboard_render": "Dashboard page rendering",
     "marts": "Mart publishing with 4,000 tenants against the per-tenant-query baseline",
+    "demo": "`make demo` end to end",
 }
 OTHER_TIMEOUT_S = 600
 
@@ -34,9 +36,10 @@ def main() -> None:
     args, rest = parser.parse_known_args()
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     command = " ".join([".venv/bin/python -m bench", *sys.argv[1:]])
-    pipeline.main(rest, out=args.out, command=command)
+    runs = pipeline.main(rest, out=args.out, command=command)
 
     sections = []
+    outputs: dict[str, str] = {}
     for name, title in OTHERS.items():
         if name in skip or not (ROOT / "bench" / f"{name}.py").exists():
             continue
@@ -51,12 +54,20 @@ def main() -> None:
         except subprocess.TimeoutExpired:
             output, status = "", f" (stopped after {OTHER_TIMEOUT_S} s)"
         print(output, flush=True)
+        outputs[name] = output if not status else ""
         sections += [f"## {title}", "",
                      f"Command: `.venv/bin/python -m bench.{name}`, "
                      f"{time.perf_counter() - t0:,.0f} s{status}", "", "```", output, "```", ""]
+    verdicts = targets.table(runs, outputs)
+    print("\n".join(verdicts), flush=True)
+    sections += ["## Targets (issue 18)", "",
+                 "Each figure as measured above in this run; load average (1, 5, 15 min) at "
+                 "the end: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()) + ".", "",
+                 *verdicts, ""]
     if sections:
-        with args.out.open("a") as handle:
-            handle.write("\n".join(sections))
+        # Before the kept section of profiles, which stays last.
+        head, marker, kept = args.out.read_text().partition(pipeline.KEPT)
+        args.out.write_text(head + "\n".join(sections) + marker + kept)
     print(f"wrote {args.out}")
 
 

@@ -591,8 +591,9 @@ class Simulation:
         ts, tenant_codes, seconds = [], [], []
         for i, tenant in enumerate(tenants):
             mean = load * endpoint.tenants[tenant]
-            if tenant in SHARED_BURSTS:
-                shape = np.array(SHARED_BURSTS[tenant], dtype=np.float64)
+            base = tenant.split("-")[0]  # copies of the cluster (scale > 1): `<tenant>-<r>`
+            if base in SHARED_BURSTS:
+                shape = np.array(SHARED_BURSTS[base], dtype=np.float64)
                 mean = mean * (shape / shape.mean())[(cal.epoch_s // 60) % len(shape)]
             work = rng.gamma(4.0, mean / 4.0)
             quiet = lull | (rng.random(n) < _NO_REQUEST_PROBABILITY)
@@ -607,7 +608,7 @@ class Simulation:
         work = np.concatenate(seconds)[order]
         # Requests of the tenant's mix fill its work: tokens per interval jitter around the
         # mix, prefill and decode follow the tokens, latency adds queueing on top.
-        mix = np.array([SHARED_ENDPOINT_MIX[t] for t in tenants])[code]
+        mix = np.array([SHARED_ENDPOINT_MIX[t.split("-")[0]] for t in tenants])[code]
         per_request = mix[:, 0] * PREFILL_SECONDS_PER_TOKEN + mix[:, 1] * INTER_TOKEN_SECONDS
         requests = np.maximum(1, np.round(work / per_request)).astype(np.int64)
         input_tokens = np.round(requests * mix[:, 0] * rng.lognormal(0, 0.2, len(t_idx)))

@@ -98,10 +98,18 @@ def create_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Every table of the warehouse (sql/schema.sql); existing tables are left as they are,
     except a `request_work` of the first schema (one `tokens` column, request seconds
     required), which gains the measures of today's (its token totals, of no known kind, go)."""
-    con.execute(sql("schema"))
+    # Every Dagster asset and check opens the warehouse through here (14 times a daily run):
+    # running the 22 CREATE statements cost 70 ms CPU an opening, looking them up 4 ms.
+    schema = sql("schema")
+    present = {name for (name,) in con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE schema_name = current_schema()"
+    ).fetchall()}
+    if not set(re.findall(r"^CREATE\s+TABLE\s+IF\s+NOT\s+EXISTS\s+(\w+)", schema, re.M)
+               ) <= present:
+        con.execute(schema)
     columns = {name for (name,) in con.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_name = 'request_work' "
-        "AND table_schema = current_schema()").fetchall()}
+        "SELECT column_name FROM duckdb_columns() WHERE table_name = 'request_work' "
+        "AND schema_name = current_schema()").fetchall()}
     if "tokens" in columns:
         with con.cursor() as cur:
             cur.execute("BEGIN")
@@ -157,20 +165,18 @@ def load_rows(con: duckdb.DuckDBPyConnection, card: RateCard, usage: Rows, reque
 def _stage(con: duckdb.DuckDBPyConnection, usage: Rows, requests: Rows, card: RateCard,
            days: Sequence[date] | None) -> tuple[int, int, list[date]]:
     """Stage the rows (temp tables `staged` and `staged_requests`, one row per sample_id),
-    classify and apportion them (temp table `classified`), then replace `days` of the ledger
-    and the request work with them (None: every day they cover). Returns the staged counts and
-    the days replaced."""
+    then replace `days` of the ledger and the request work with them, classified and
+    apportioned (None: every day they cover). Returns the staged counts and the days
+    replaced."""
     try:
         _stage_rows(con, "staged", "ledger", LEDGER_COLUMNS, usage)
         _stage_rows(con, "staged_requests", "request_work", REQUEST_COLUMNS, requests,
                     optional=REQUEST_MEASURES)
         _classify(con, card)
         _check_request_measures(con)
-        con.execute(sql("apportion"),
-                    [PREFILL_GPU_SECONDS_PER_TOKEN, DECODE_GPU_SECONDS_PER_TOKEN])
         if days is None:
             days = [d for (d,) in con.execute(
-                "SELECT DISTINCT window_start::DATE FROM classified ORDER BY 1").fetchall()]
+                "SELECT DISTINCT window_start::DATE FROM staged ORDER BY 1").fetchall()]
         _replace_days(con, days)
     except _UNREADABLE as error:
         # A value the declared columns refuse (a NOT NULL one empty) fails the insert, which
@@ -208,12 +214,11 @@ def _stage_rows(con: duckdb.DuckDBPyConnection, table: str, like: str,
     # here, while reading.
     names = ", ".join(columns)
     con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT {names} FROM {like} LIMIT 0")
-    dedup = "QUALIFY row_number() OVER (PARTITION BY sample_id ORDER BY window_start) = 1"
     if isinstance(rows, pa.RecordBatchReader | pa.Table):
         view = f"{table}_arrow"
         con.register(view, rows)
         try:
-            con.execute(f"INSERT INTO {table} BY NAME SELECT {names} FROM {view} {dedup}")
+            con.execute(f"INSERT INTO {table} BY NAME SELECT {names} FROM {view}")
         finally:
             con.unregister(view)
     elif rows:
@@ -226,7 +231,14 @@ def _stage_rows(con: duckdb.DuckDBPyConnection, table: str, like: str,
             present = {c for c, *_ in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
             selected = ", ".join(c if c in present or c not in optional else f"NULL AS {c}"
                                  for c in columns)
-        con.execute(f"INSERT INTO {table} BY NAME SELECT {selected} FROM {source} {dedup}")
+        con.execute(f"INSERT INTO {table} BY NAME SELECT {selected} FROM {source}")
+    # One row per sample_id (a batch the spool received twice). Duplicates are rare, and
+    # counting them costs a tenth of what a window over every row read costs (measured:
+    # docs/benchmarks.md), so the window runs only when there are some.
+    row = con.execute(f"SELECT count(*) > count(DISTINCT sample_id) FROM {table}").fetchone()
+    if row and row[0]:
+        con.execute(f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} QUALIFY "
+                    "row_number() OVER (PARTITION BY sample_id ORDER BY window_start) > 1)")
 
 
 def _classify(con: duckdb.DuckDBPyConnection, card: RateCard) -> None:
@@ -254,16 +266,18 @@ def _classify(con: duckdb.DuckDBPyConnection, card: RateCard) -> None:
 
 
 def _replace_days(con: duckdb.DuckDBPyConnection, days: Sequence[date]) -> None:
-    """`days` of `classified` and `staged_requests` in place of the stored days, all or none."""
+    """`days` of `staged` (classified and apportioned: sql/apportion.sql) and of
+    `staged_requests` in place of the stored days, all or none."""
     con.execute("BEGIN TRANSACTION")
     try:
-        for day in days:
-            con.execute("DELETE FROM ledger WHERE day = ?", [day])
-            con.execute("DELETE FROM request_work WHERE day = ?", [day])
-            con.execute("INSERT INTO ledger BY NAME SELECT *, ?::DATE AS day FROM classified "
-                        "WHERE window_start::DATE = ?", [day, day])
-            con.execute("INSERT INTO request_work BY NAME SELECT *, ?::DATE AS day "
-                        "FROM staged_requests WHERE window_start::DATE = ?", [day, day])
+        for table in ("ledger", "request_work"):
+            con.execute(f"DELETE FROM {table} WHERE list_contains(?, day)", [list(days)])
+        con.execute("INSERT INTO ledger BY NAME SELECT *, window_start::DATE AS day "
+                    f"FROM ({sql('apportion')}) WHERE list_contains(?, window_start::DATE)",
+                    [PREFILL_GPU_SECONDS_PER_TOKEN, DECODE_GPU_SECONDS_PER_TOKEN, list(days)])
+        con.execute("INSERT INTO request_work BY NAME SELECT *, window_start::DATE AS day "
+                    "FROM staged_requests WHERE list_contains(?, window_start::DATE)",
+                    [list(days)])
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")

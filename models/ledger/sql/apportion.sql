@@ -5,7 +5,8 @@
 -- REQUEST_WORK_SCHEMA): prefill + decode seconds, else request seconds, else input and output
 -- tokens at the cost model's GPU-seconds per token (PREFILL_/DECODE_GPU_SECONDS_PER_TOKEN). Mixing measures would compare seconds with tokens,
 -- so an endpoint-interval whose tenants share none fails the load, naming it.
-CREATE OR REPLACE TEMP TABLE classified AS
+-- A query, not a table: warehouse._replace_days inserts its rows into the ledger directly, so
+-- a load writes the day's rows once (a temp table between would copy them all again).
 WITH tenant_work AS (
     SELECT cluster, namespace, model, window_start AS work_start,
            window_start + to_microseconds((duration_s * 1e6)::BIGINT) AS work_end,
@@ -76,4 +77,4 @@ everything AS (
 SELECT e.*, t.hardware_tier, s.size_class
 FROM everything e
 JOIN tier_map t USING (gpu_product)
-JOIN size_map s ON s.model_params_b IS NOT DISTINCT FROM e.model_params_b;
+JOIN size_map s ON s.model_params_b IS NOT DISTINCT FROM e.model_params_b

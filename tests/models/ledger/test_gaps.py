@@ -154,3 +154,18 @@ def test_a_gap_must_have_an_aware_nonempty_window() -> None:
         Gap("pods", "c", None, None, datetime(2026, 1, 1), T, GapReason.NOT_SAMPLED, "x")  # noqa: DTZ001
     with pytest.raises(ValueError, match="before it starts"):
         Gap("pods", "c", None, None, T, T, GapReason.NOT_SAMPLED, "x")
+
+
+def test_two_sources_for_one_device_interval_are_a_violation_naming_how_many(con) -> None:
+    # Each source alone conserves the device's 60 s; together they would bill it twice. A gap
+    # of one source excuses nothing here: the device-interval holds more than capacity.
+    ledger(con, [("n1", "n1/gpu0", 0, 60.0, "acme", "pods"),
+                 ("n1", "n1/gpu0", 0, 60.0, "acme", "dra"),
+                 ("n1", "n1/gpu0", 1, 60.0, "acme", "pods"),
+                 ("n1", "n1/gpu1", 0, 30.0, "acme", "pods"),
+                 ("n1", "n1/gpu1", 0, 30.0, "zen", "dra")])
+    load(con, gap("n1", "n1/gpu1", 0, source="pods"))
+    found = {(device, int((start - T).total_seconds()) // 60): (allocated, sources)
+             for _c, _n, device, start, _d, _cap, allocated, sources
+             in warehouse.conservation_violations(con, DAY)}
+    assert found == {("n1/gpu0", 0): (120.0, 2), ("n1/gpu1", 0): (60.0, 2)}
