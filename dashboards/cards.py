@@ -29,7 +29,8 @@ def latest(frame: pd.DataFrame) -> pd.DataFrame:
     return current
 
 
-def _records(frame: pd.DataFrame) -> list[dict[str, object]]:
+def records(frame: pd.DataFrame) -> list[dict[str, object]]:
+    """Rows as dicts by column name, missing values as None: what the card builders read."""
     return [{str(k): (None if v is pd.NaT else v) for k, v in row.items()}
             for row in frame.to_dict("records")]
 
@@ -43,14 +44,14 @@ def advice_of(frames: dict[str, pd.DataFrame]) -> list[Advice]:
     """Every card the tenant's latest analysis makes (`frames`: its ADVICE_TABLES), savings
     first."""
     cards: list[Advice] = [
-        plan_advice(row) for row in _records(latest(frames["tier_change_recommendations"]))]
-    cards += [card for row in _records(latest(frames["reservation_recommendations"]))
+        plan_advice(row) for row in records(latest(frames["tier_change_recommendations"]))]
+    cards += [card for row in records(latest(frames["reservation_recommendations"]))
               if (card := reservation_advice(row)) is not None]
-    cards += [card for row in _records(latest(frames["tenant_budgets"]))
+    cards += [card for row in records(latest(frames["tenant_budgets"]))
               if (card := budget_advice(row)) is not None]
     cards += [dedicated_capacity_advice(row)
-              for row in _records(latest(frames["dedicated_reservation_recommendations"]))]
-    off_peak = off_peak_advice(_records(latest(frames["off_peak_recommendations"])))
+              for row in records(latest(frames["dedicated_reservation_recommendations"]))]
+    off_peak = off_peak_advice(records(latest(frames["off_peak_recommendations"])))
     if off_peak is not None:
         cards.append(off_peak)
     return order(cards)

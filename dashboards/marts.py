@@ -7,8 +7,8 @@ the file's modification time, so a republished mart is read afresh.
 
 A page reads the tables it needs in one go (`tenant_tables`): opening a mart file costs more
 than reading its small tables (0.15-0.25 s a file opened per table on the 2-core machine, for
-tables of a few hundred rows; bench/dashboard_render.py), so a page's first render opens the
-file once."""
+tables of a few hundred rows; bench/dashboard_render.py), so a tenant's first page reads all
+the small page tables (`PAGE_TABLES`) with one opening and the other pages find them cached."""
 
 from __future__ import annotations
 
@@ -42,6 +42,14 @@ FINANCE_TABLES = frozenset({
     "coverage_daily", "node_days", "spool_quarantine", "collection_gaps", "period_documents",
     "journal", "journal_problems", "idle_by_cause", "idle_reserved_by_holder",
     "revenue_forecast"})
+PAGE_TABLES = ("periods", "usage_daily", "cost_daily", "invoices", "usage_shifts",
+               "tier_change_recommendations", "reservation_recommendations",
+               "dedicated_reservation_recommendations", "off_peak_recommendations",
+               "tenant_forecasts", "tenant_budgets", "tenant_budget_days",
+               "tenant_forecast_days", "budget_holds")
+"""The small tables the tenant pages read (a few hundred rows each for a year), read together
+at a tenant's first page so that switching to the next page finds them cached instead of
+opening the file again (a cold page switch took twice a warm one; docs/benchmarks.md)."""
 OPERATOR_TABLES = frozenset({
     "meta", "utilization_hourly", "demand_hour_of_day", "node_days", "usage_shifts",
     "tier_change_recommendations", "reservation_recommendations", "scheduler_quota_changes",
@@ -101,8 +109,9 @@ def tenant_tables(*, tenant: str, tables: tuple[str, ...]) -> dict[str, pd.DataF
         raise MartMissing(f"{root}: no mart published yet; run the pipeline (its "
                           "tenant_marts asset publishes the marts)") from None
     version = _version(path)
-    return {table: frame.copy() for table, frame in _tenant_tables(
-        tenant=tenant, tables=tables, marts=str(root), version=version).items()}
+    read = PAGE_TABLES if set(tables) <= set(PAGE_TABLES) else tables
+    frames = _tenant_tables(tenant=tenant, tables=read, marts=str(root), version=version)
+    return {table: frames[table].copy() for table in tables}
 
 
 def audience_table(*, audience: str, table: str) -> pd.DataFrame:

@@ -35,6 +35,9 @@ from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from streamlit.starlette import App
 
+# What the pages import, loaded with the server instead of in the first sign-in after a start
+# (1.5-2 s on the 2-core machine: DuckDB, pandas, Altair, the PDF renderer).
+from dashboards import cards, ui  # noqa: F401
 from dashboards.sessions import STORE, browser_tag
 
 log = logging.getLogger("dashboards.access")

@@ -135,10 +135,15 @@ def document_table(invoices: pd.DataFrame) -> pd.DataFrame:
 
 
 def money_columns(frame: pd.DataFrame, *columns: str, minor_unit: int = 2) -> dict[str, Any]:
-    """Column settings that show amounts as numbers with their currency (so they sort as
-    numbers): the currency in the format when the frame has one, else the amount beside the
-    `currency` column."""
+    """Column settings that show amounts as numbers with thousands separators and their
+    currency (so they sort as numbers): the currency in the format when the frame's
+    `currency` column holds one, else the amount beside that column (or the currency in the
+    column's name)."""
     currencies = set(frame["currency"].dropna()) if "currency" in frame else set()
     suffix = f" {next(iter(currencies))}" if len(currencies) == 1 else ""
-    return {column: st.column_config.NumberColumn(column, format=f"%.{minor_unit}f{suffix}")
+    return {column: st.column_config.NumberColumn(column, format=f"%,.{minor_unit}f{suffix}")
             for column in columns}
+
+
+HOURS = st.column_config.NumberColumn(format="%,.1f")
+"""GPU-hours in tables: one decimal, thousands separated, numeric."""

@@ -455,11 +455,12 @@ _USAGE_DAILY = """
            max(gpus) AS peak_gpus
     FROM per_hour GROUP BY ALL ORDER BY ALL"""
 
-# Usage rows priced at their tier's rate of the month, plus one row a day of fixed charges.
+# Usage rows priced at their tier's rate of the month, by model and workload kind, plus one row a
+# day of fixed charges.
 _COST_DAILY = f"""
     WITH usage AS (
         SELECT u._mart_key, u.day, strftime(u.hour, '%Y-%m') AS period, u.hardware_tier,
-               u.size_class, coalesce(u.model, '(unknown)') AS model,
+               u.size_class, coalesce(u.model, '(unknown)') AS model, u.workload_kind,
                sum(CASE WHEN r.basis = 'usage' THEN u.used_gpu_seconds
                         ELSE u.allocated_gpu_seconds END) / 3600 AS gpu_hours,
                any_value(r.cost_per_gpu_hour) AS rate
@@ -479,11 +480,12 @@ _COST_DAILY = f"""
         FROM spread p,
              range(p.period_start, p.period_start + to_hours(p.hours), INTERVAL 1 DAY) AS t(d))
     SELECT _mart_key, day, period, 'on-demand' AS charge, hardware_tier, size_class, model,
-           gpu_hours::DECIMAL(38, 6) AS gpu_hours,
+           workload_kind, gpu_hours::DECIMAL(38, 6) AS gpu_hours,
            coalesce(gpu_hours * rate, 0)::DECIMAL(18, 4) AS cost
     FROM usage
     UNION ALL
-    SELECT _mart_key, day, period, 'fixed', NULL, NULL, NULL, 0, cost::DECIMAL(18, 4) FROM fixed
+    SELECT _mart_key, day, period, 'fixed', NULL, NULL, NULL, NULL, 0, cost::DECIMAL(18, 4)
+    FROM fixed
     ORDER BY ALL"""
 
 # The netting each invoice was priced with, per hour and tier where the tenant holds

@@ -70,7 +70,15 @@ st.bar_chart(shown.set_index("hardware_tier")[[
 st.caption("Idle (`__idle__`, `__shared_idle__`) and unattributed GPU-hours are valued at the "
            "tier's realized price: on-demand revenue per billed GPU-hour. Fixed charges "
            "(reservations, plan fees, minimum commitments) are in the monthly totals above.")
-st.dataframe(capacity[capacity["period"] == period], hide_index=True, width="stretch")
+capacity_money = ("on_demand_revenue", "realized_price_per_gpu_hour", "idle_value",
+                  "unattributed_value")
+capacity_hours = ("capacity_gpu_hours", "tenant_gpu_hours", "idle_gpu_hours",
+                  "shared_idle_gpu_hours", "unattributed_gpu_hours")
+st.dataframe(ui.as_float(capacity[capacity["period"] == period].copy(), *capacity_money,
+                         *capacity_hours),
+             hide_index=True, width="stretch", column_config={
+                 **ui.money_columns(capacity, *capacity_money),
+                 **{column: ui.HOURS for column in capacity_hours}})
 
 st.subheader("Idle GPU cost by cause")
 causes = ui.audience_data(audience="finance", table="idle_by_cause")
@@ -142,4 +150,6 @@ else:
     st.caption(f"Forecast of {rows['forecast_of'].max():%Y-%m-%d}, each tenant's invoice total "
                "priced by the rate card. The range adds up each tenant's 95% range, as if every "
                "tenant landed at the same end of it: wider than the total's own 95% range.")
-    st.dataframe(rows.drop(columns=["period"]), hide_index=True, width="stretch")
+    amount_fields = ("amount", "amount_lo80", "amount_hi80", "amount_lo95", "amount_hi95")
+    st.dataframe(ui.as_float(rows.drop(columns=["period"]), *amount_fields), hide_index=True,
+                 width="stretch", column_config=ui.money_columns(rows, *amount_fields))

@@ -1,20 +1,22 @@
-"""Tenant: at a glance what changed, what next month costs and what to do (the top advice
-card); then month-to-date cost, forecast, and cost and GPU-hours by day, model, size and
-tier."""
+"""Tenant: at a glance what changed, what the month will cost (the forecast with its range),
+where the budget stands and what to do (the top advice card); then month-to-date cost,
+forecast, and cost and GPU-hours by day, model, size and tier, and for any date range by
+workload kind."""
 
 import altair as alt
 import pandas as pd
 import streamlit as st
 
 from dashboards import cards, gate, ui
-from models.planning.advice import describe_shift
+from models.planning.advice import describe_budget, describe_forecast, describe_shift
 
 tenant = gate.require("tenant").role.tenant
 assert tenant is not None
 
 st.title("Costs and usage")
 frames = ui.tenant_frames(tenant=tenant, tables=(
-    "periods", "usage_daily", "cost_daily", "usage_shifts", *cards.ADVICE_TABLES))
+    "periods", "usage_daily", "cost_daily", "usage_shifts", "tenant_forecasts",
+    *cards.ADVICE_TABLES))
 periods = frames["periods"]
 if periods.empty:
     st.info("No bill has been computed for you yet.")
@@ -29,7 +31,9 @@ if not shifts.empty:
         ["change_date", "hours"])
 plans = cards.latest(frames["tier_change_recommendations"])
 advice = cards.advice_of(frames)
-changed, next_month, to_do = st.columns(3)
+forecasts = cards.latest(frames["tenant_forecasts"])
+budgets = cards.latest(frames["tenant_budgets"])
+changed, next_month, budget, to_do = st.columns(4)
 with changed.container(border=True, key="glance-changed"):
     st.markdown("**What changed**")
     if shifts.empty:
@@ -39,15 +43,25 @@ with changed.container(border=True, key="glance-changed"):
 with next_month.container(border=True, key="glance-next-month"):
     st.markdown("**What it will cost**")
     latest_period = periods.iloc[-1]
+    if not forecasts.empty:
+        st.markdown(describe_forecast(cards.records(forecasts)[0]))
+    else:
+        forecast = ui.money(latest_period["forecast_total"], latest_period["currency"])
+        st.markdown(f"About **{forecast}** for {latest_period['period']} at this month's "
+                    "rate.")
     if not plans.empty:
         plan = plans.iloc[0]
         st.markdown(f"About **{ui.money(plan['current_plan_total'], plan['currency'])}** in "
                     f"{plan['period']} on your {plan['current_plan']} plan, at your usage "
                     "since the change.")
+with budget.container(border=True, key="glance-budget"):
+    st.markdown("**Budget**")
+    if budgets.empty:
+        st.markdown("No budget is set for this month.")
     else:
-        forecast = ui.money(latest_period["forecast_total"], latest_period["currency"])
-        st.markdown(f"About **{forecast}** for {latest_period['period']} at this month's "
-                    "rate.")
+        st.markdown(describe_budget(cards.records(budgets)[0]))
+    st.page_link("pages/tenant_budget.py", label="Budget and forecast",
+                 icon=":material/savings:")
 with to_do.container(border=True, key="glance-to-do"):
     st.markdown("**What to do**")
     if not advice:
@@ -57,7 +71,7 @@ with to_do.container(border=True, key="glance-to-do"):
         st.markdown(f"{top.recommendation}: {cards.saving_label(top)}.")
         if len(advice) > 1:
             st.caption(f"{len(advice) - 1} more on the Advice page.")
-        st.page_link("pages/tenant_insights.py", label="See the advice and its evidence",
+        st.page_link("pages/tenant_insights.py", label="Advice and evidence",
                      icon=":material/trending_up:")
 
 period = st.selectbox("Billing month", list(periods["period"])[::-1])
@@ -101,6 +115,8 @@ st.altair_chart(alt.Chart(usage.groupby(["day", "hardware_tier"], as_index=False
     x=alt.X("day:T", title=None), y=alt.Y("allocated_gpu_hours:Q", title="GPU-hours"),
     color=alt.Color("hardware_tier:N", title=None)), width="stretch")
 
+# Tables without a bar chart each: the chart said what the sorted table says, and drawing
+# three more charts was a sixth of the browser's work on this page (docs/benchmarks.md).
 on_demand = costs[costs["charge"] == "on-demand"]
 columns = st.columns(3)
 for column, field, label in zip(columns, ("model", "size_class", "hardware_tier"),
@@ -109,15 +125,11 @@ for column, field, label in zip(columns, ("model", "size_class", "hardware_tier"
         st.subheader(f"By {label}")
         grouped = on_demand.groupby(field)[["gpu_hours", "cost"]].sum().sort_values(
             "cost", ascending=False)
-        st.altair_chart(alt.Chart(grouped.reset_index()).mark_bar().encode(
-            y=alt.Y(f"{field}:N", sort="-x", title=None),
-            x=alt.X("gpu_hours:Q", title="GPU-hours")), width="stretch")
         st.dataframe(grouped.rename(columns={"gpu_hours": "GPU-hours",
                                              "cost": f"on-demand cost ({currency})"}),
                      width="stretch", column_config={
-                         f"on-demand cost ({currency})": st.column_config.NumberColumn(
-                             format="%.2f"),
-                         "GPU-hours": st.column_config.NumberColumn(format="%.1f")})
+                         **ui.money_columns(grouped, f"on-demand cost ({currency})"),
+                         "GPU-hours": ui.HOURS})
 
 st.subheader("Any date range")
 all_usage = frames["usage_daily"]
@@ -138,6 +150,17 @@ if isinstance(picked, tuple) and len(picked) == 2:
     ui.download("Daily cost (CSV)", lambda: daily.round({"cost": 2, "gpu_hours": 6}).to_csv(
         index=False), file_name=f"daily-cost-{first_day:%Y%m%d}-{last_day:%Y%m%d}.csv",
         mime="text/csv", key="overview-daily-csv")
+    kinds = ui.as_float(all_costs[in_range & (all_costs["charge"] == "on-demand")].copy(),
+                        "cost", "gpu_hours")
+    kinds = kinds.assign(workload=kinds["workload_kind"].fillna("unknown")).groupby(
+        "workload", as_index=False)[["gpu_hours", "cost"]].sum().sort_values(
+        "cost", ascending=False)
+    st.markdown("**By workload kind** (training, inference, batch, fine-tuning)")
+    st.dataframe(kinds.rename(columns={"workload": "workload kind", "gpu_hours": "GPU-hours",
+                                       "cost": f"on-demand cost ({currency})"}),
+                 hide_index=True, width="stretch", column_config={
+                     **ui.money_columns(kinds, f"on-demand cost ({currency})"),
+                     "GPU-hours": ui.HOURS})
     used = all_usage[days.between(first_day, last_day)]
     used = ui.as_float(used.copy(), "allocated_gpu_hours", "used_gpu_hours").groupby(
         "day", as_index=False)[["allocated_gpu_hours", "used_gpu_hours"]].sum().rename(

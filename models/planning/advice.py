@@ -273,6 +273,27 @@ def off_peak_advice(rows: Sequence[Mapping[str, Any]]) -> Advice | None:
     )
 
 
+def describe_forecast(row: Mapping[str, Any]) -> str:
+    """The latest `tenant_forecasts` row in words: month-end spend with its 95% range."""
+    return (f"About {_amount(_dec(row['amount']), str(row['currency']))} by the end of "
+            f"{row['period']} (95% range {_dec(row['amount_lo95']):,.2f} to "
+            f"{_dec(row['amount_hi95']):,.2f}), from your usage through "
+            f"{_day(row['day']):%b %d}.")
+
+
+def describe_budget(row: Mapping[str, Any]) -> str:
+    """The latest `tenant_budgets` row in words: what is used, and whether it lasts."""
+    card = budget_advice(row)
+    if card is not None:
+        return card.saw
+    unit = str(row["currency"]) if row["unit"] == "amount" else "GPU-hours"
+    forecast = row.get("forecast")
+    lasts = ("at this rate it lasts the month" if forecast is None or forecast != forecast
+             else f"at this rate it lasts the month (forecast {_amount(_dec(forecast), unit)})")
+    return (f"You have used {float(row['used_pct']):.0f}% of your "
+            f"{_amount(_dec(row['limit_value']), unit)} budget for {row['period']}; {lasts}.")
+
+
 def order(cards: list[Advice]) -> list[Advice]:
     """Savings first, largest first; then advice without a price; advice that costs more
     last."""

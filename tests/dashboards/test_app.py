@@ -105,9 +105,19 @@ def test_tenant_overview_shows_its_bill():
     # DESIGN.md's 10,252.15 plus the 5.70 adjustment for late usage.
     assert metrics["Billed for the month"] == "10,257.85 USD"
     assert metrics["Forecast to month end"] == "10,257.85 USD"
-    # cost and GPU-hours by day; GPU-hours by model, size class and tier; used against
-    # allocated GPU-hours over the date range (the month's days by default)
-    assert len(at.get("vega_lite_chart")) == 6
+    # cost and GPU-hours by day; used against allocated GPU-hours over the date range (the
+    # month's days by default); by model, size class and tier are tables
+    assert len(at.get("vega_lite_chart")) == 3
+    tables = [d.value for d in at.dataframe]
+    by_tier = next(t for t in tables if "hardware_tier" in t.index.names)
+    by_kind = next(t for t in tables if "workload kind" in t.columns)
+    # The demo's usage is all inference: its October GPU-hours (2,232 premium + 1,200 standard
+    # + 300 economy, and 10 of late L4 usage) and the on-demand cost the tier table shows, to
+    # the cent.
+    assert list(by_kind["workload kind"]) == ["inference"]
+    assert by_kind["GPU-hours"].sum() == pytest.approx(3742)
+    assert by_kind["on-demand cost (USD)"].sum() == pytest.approx(
+        by_tier["on-demand cost (USD)"].sum(), abs=0.005)
     at.switch_page("pages/tenant_invoices.py").run()
     assert f"{float(TOTALS['acme']):,.2f}" in _text(at)
 
@@ -132,6 +142,18 @@ def test_first_screen_says_what_changed_what_it_costs_and_what_to_do():
             "month.") in text
     # the plan, the off-peak move, the budget and the dedicated reservation
     assert "4 more on the Advice page." in text
+    # The month-end forecast with its range, and where the budget stands.
+    assert ("About 12,400.00 USD by the end of 2026-10 (95% range 11,600.00 to 13,200.00), "
+            "from your usage through Oct 20.") in text
+    assert ("You have used 80% of your 10,000.00 USD budget; at this rate it runs out on "
+            "Oct 25.") in text
+
+
+def test_first_screen_without_forecast_or_budget_says_so():
+    at = signed_in("zed")
+    text = _text(at)
+    assert "No budget is set for this month." in text
+    assert "at this month's rate." in text
 
 
 def test_every_advice_card_saving_equals_the_pricing_engines_projection():

@@ -3,6 +3,7 @@
 import hashlib
 import re
 import stat
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from dashboards.marts import PAGE_TABLES, tenant_tables
 from models import marts
 from models.billing import lifecycle
 from models.billing.pricing import price_invoice
@@ -215,8 +217,10 @@ def test_coverage_counts_unattributed_gpu_seconds(demo_home):
     assert missing == 28
 
 
-def _flat_warehouse(tmp_path: Path, days: int) -> tuple[duckdb.DuckDBPyConnection, dict]:
-    """One tenant on a flat 0.60 tier with no fees: 1 L4 GPU all day for `days` days."""
+def _flat_warehouse(tmp_path: Path, days: int, kind: Callable[[int], str] = lambda h: "batch"
+                    ) -> tuple[duckdb.DuckDBPyConnection, dict]:
+    """One tenant on a flat 0.60 tier with no fees: 1 L4 GPU all day for `days` days, the
+    workload kind of hour `h` of the month `kind(h)`."""
     (tmp_path / "rate-card.yaml").write_text("""
 version: t
 effective_from: 2026-01-01
@@ -238,7 +242,7 @@ plans:
              "duration_s": 3600.0, "cluster": "c", "node": "n", "gpu_uuid": "GPU-1",
              "gpu_product": "NVIDIA L4", "mig_profile": None, "gpu_equivalents": 1.0,
              "tenant": "solo", "namespace": None, "pod": None, "pod_uid": None,
-             "workload_kind": "batch", "model": "m", "model_params_b": 1.0,
+             "workload_kind": kind(h), "model": "m", "model_params_b": 1.0,
              "allocated_gpu_seconds": 3600.0, "used_gpu_seconds": 1800.0,
              "memory_used_bytes": None, "source": "test"} for h in range(24 * days)]
     con = warehouse.connect(tmp_path / "w.duckdb")
@@ -259,6 +263,20 @@ def test_forecast_extrapolates_month_to_date_usage(tmp_path):
                        "FROM periods").fetchone()
     # 240 GPU-hours x 0.60 = 144.00 so far; at that rate, 744 hours -> 446.40.
     assert row == (Decimal("144.00"), Decimal("446.40"), 240, 744)
+
+
+def test_daily_cost_by_workload_kind_adds_up_to_the_bill(tmp_path):
+    con, tenants = _flat_warehouse(tmp_path, days=10,
+                                   kind=lambda h: "training" if h < 96 else "fine-tuning")
+    publish_marts(con, tmp_path / "marts", tenants)
+    mart = _open(tenant_mart_path(tmp_path / "marts", "solo"))
+    rows = mart.execute("SELECT workload_kind, sum(gpu_hours), sum(cost) FROM cost_daily "
+                        "GROUP BY ALL ORDER BY ALL").fetchall()
+    # 4 days of training, 6 of fine-tuning at 0.60 a GPU-hour: 57.60 + 86.40 = 144.00 billed.
+    assert rows == [("fine-tuning", Decimal(144), Decimal("86.40")),
+                    ("training", Decimal(96), Decimal("57.60"))]
+    (billed,) = mart.execute("SELECT billed_total FROM periods").fetchone()
+    assert billed == Decimal("144.00")
 
 
 def test_publish_replaces_atomically_and_keeps_the_old_mart_on_failure(tmp_path, monkeypatch):
@@ -316,3 +334,18 @@ def test_a_closed_month_forecasts_its_bill(tmp_path):
     mart = _open(tenant_mart_path(tmp_path / "marts", "solo"))
     assert mart.execute("SELECT closed, billed_total, forecast_total FROM periods").fetchone() \
         == (True, Decimal("144.00"), Decimal("144.00"))
+
+
+def test_the_page_cache_serves_each_tenant_its_own_tables(dashboard_env):
+    # One tenant's page fills the shared cache with all its page tables; the next tenant
+    # (an attacker signed in as zen right after acme) gets its own rows, and asking for a
+    # subset of the cached tables never returns the cached tenant's.
+    acme = tenant_tables(tenant="acme", tables=("periods", "invoices"))
+    assert set(acme["invoices"]["tenant"]) == {"acme"}
+    for tables in (("invoices",), PAGE_TABLES, ("invoices", "reservations")):
+        zen = tenant_tables(tenant="zen", tables=tables)
+        assert set(zen) == set(tables)
+        assert set(zen["invoices"]["tenant"]) == {"zen"}
+        assert not set(zen["invoices"]["invoice_id"]) & set(acme["invoices"]["invoice_id"])
+    again = tenant_tables(tenant="acme", tables=("invoices",))
+    assert set(again["invoices"]["tenant"]) == {"acme"}

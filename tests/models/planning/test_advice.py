@@ -15,6 +15,8 @@ from models.planning.advice import (
     Advice,
     AdviceKind,
     budget_advice,
+    describe_budget,
+    describe_forecast,
     order,
     plan_advice,
     reservation_advice,
@@ -121,6 +123,29 @@ def test_budget_card_only_when_the_budget_runs_out():
                         "out on Oct 25.")
     assert card.if_nothing.startswith("New work on your queue waits")
     assert budget_advice({**row, "runs_out_on": None}) is None
+
+
+def test_budget_and_forecast_in_words_for_the_first_screen():
+    row = {"day": date(2026, 10, 20), "period": "2026-10", "unit": "amount", "currency": "USD",
+           "limit_value": Decimal(10000), "used_pct": 80.0, "forecast": Decimal(12400),
+           "runs_out_on": date(2026, 10, 25), "enforcement": "hold"}
+    # Running out: the budget card's own words.
+    assert describe_budget(row) == ("You have used 80% of your 10,000.00 USD budget; at this "
+                                    "rate it runs out on Oct 25.")
+    lasting = {**row, "used_pct": 45.5, "forecast": Decimal("8750.5"), "runs_out_on": None}
+    assert describe_budget(lasting) == (
+        "You have used 46% of your 10,000.00 USD budget for 2026-10; at this rate it lasts the "
+        "month (forecast 8,750.50 USD).")
+    hours = {**lasting, "unit": "gpu_hours", "currency": None, "limit_value": Decimal(1500),
+             "forecast": None}
+    assert describe_budget(hours) == ("You have used 46% of your 1,500.00 GPU-hours budget "
+                                      "for 2026-10; at this rate it lasts the month.")
+    forecast = {"day": date(2026, 10, 20), "period": "2026-10", "currency": "USD",
+                "amount": Decimal("12400.0000"), "amount_lo95": Decimal("11600.0000"),
+                "amount_hi95": Decimal("13200.0000")}
+    assert describe_forecast(forecast) == (
+        "About 12,400.00 USD by the end of 2026-10 (95% range 11,600.00 to 13,200.00), from "
+        "your usage through Oct 20.")
 
 
 def test_savings_first_then_unpriced_then_dearer():
