@@ -4,34 +4,20 @@ pipeline's own load, under the demo's rate card (economy: nights and weekends at
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 
 from cli.main import main
-from collectors.simulate import Simulation, default_cluster
 from models.billing.rate_cards import load_rate_cards, load_tenants, rate_card_for
-from models.ledger import warehouse
-
-DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo"
-START = datetime(2026, 9, 1, tzinfo=UTC)  # a Tuesday
+from tests.demo_day import DEMO, START, load_demo_day
 
 
 @pytest.fixture(scope="module")
 def demo_day(tmp_path_factory) -> Path:
-    sim = Simulation(default_cluster(), START, 1, 60, 7)
-    path = tmp_path_factory.mktemp("advise") / "warehouse.duckdb"
-    con = warehouse.connect(path)
-    warehouse.create_schema(con)
-    card = rate_card_for(load_rate_cards(DEMO / "rate-card.yaml"), START.date())
-    warehouse.load_rows(con, card, pa.concat_tables(sim.node_days(0).values()),
-                        sim.requests_day(0, 0))
-    con.close()
-    return path
+    return load_demo_day(tmp_path_factory.mktemp("advise") / "warehouse.duckdb")
 
 
 def test_batch_tenants_in_peak_hours_get_an_off_peak_move_with_its_saving(

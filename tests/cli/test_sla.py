@@ -5,38 +5,23 @@ from __future__ import annotations
 
 import csv
 import json
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.compute as pc
 import pytest
 import yaml
 from click.testing import CliRunner
 
 from cli.main import main
-from collectors.simulate import SHARED_NAMESPACE, Simulation, default_cluster
+from collectors.simulate import SHARED_NAMESPACE
 from models.billing.rate_cards import load_rate_cards, rate_card_for
-from models.ledger import warehouse
 from models.planning.quotas import read_recommendations
-
-DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo"
-START = datetime(2026, 9, 1, tzinfo=UTC)
+from tests.demo_day import DEMO, START, load_demo_day
 
 
 @pytest.fixture(scope="module")
 def demo_day(tmp_path_factory) -> Path:
-    sim = Simulation(default_cluster(), START, 1, 60, 7)
-    usage = pa.concat_tables(sim.node_days(0).values())
-    usage = usage.filter(pc.equal(usage["namespace"], SHARED_NAMESPACE))
-    path = tmp_path_factory.mktemp("sla") / "warehouse.duckdb"
-    con = warehouse.connect(path)
-    warehouse.create_schema(con)
-    card = rate_card_for(load_rate_cards(DEMO / "rate-card.yaml"), START.date())
-    warehouse.load_rows(con, card, usage, sim.requests_day(0, 0))
-    con.close()
-    return path
+    return load_demo_day(tmp_path_factory.mktemp("sla") / "warehouse.duckdb", SHARED_NAMESPACE)
 
 
 def _run(demo_day: Path, out: Path, monkeypatch, tenants: Path | None = None):

@@ -4,14 +4,12 @@ pipeline's own load, the assets run by Dagster, their rows published into the ma
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
-import pyarrow as pa
 import pytest
 
-from collectors.simulate import Simulation, default_cluster
 from models.billing.rate_cards import load_rate_cards, load_tenants, rate_card_for
 from models.ledger import warehouse
 from models.marts import OPERATOR_WITHHELD, operator_mart_path, publish_marts, tenant_mart_path
@@ -23,9 +21,8 @@ from pipelines.analytics.inference import (
     off_peak_recommendations,
 )
 from pipelines.resources import BillingConfigResource, WarehouseResource
+from tests.demo_day import DEMO, START, load_demo_day
 
-DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo"
-START = datetime(2026, 9, 1, tzinfo=UTC)
 DAY = date(2026, 9, 1)
 CARDS = load_rate_cards(DEMO / "rate-card.yaml")
 CARD = rate_card_for(CARDS, DAY)
@@ -36,13 +33,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def analysed(tmp_path_factory) -> Path:
-    sim = Simulation(default_cluster(), START, 1, 60, 7)
-    path = tmp_path_factory.mktemp("inference") / "warehouse.duckdb"
-    con = warehouse.connect(path)
-    warehouse.create_schema(con)
-    warehouse.load_rows(con, CARD, pa.concat_tables(sim.node_days(0).values()),
-                        sim.requests_day(0, 0))
-    con.close()
+    path = load_demo_day(tmp_path_factory.mktemp("inference") / "warehouse.duckdb")
     resources = {
         "warehouse_db": WarehouseResource(path=str(path)),
         "billing": BillingConfigResource(rate_card_path=str(DEMO / "rate-card.yaml"),
