@@ -60,10 +60,12 @@ def _failed_checks(instance: Any, run_id: str) -> list[str]:
 
 
 def execute(job_name: str, partition_key: str | None,
-            run_config: dict[str, Any] | None = None) -> Any:
-    """Run a job in-process. The product's own errors (a bad rate card, a locked warehouse)
-    come out as raised, so the CLI prints their one-line message instead of Dagster's stack
-    trace, which stays in the run's event log for the Dagster UI."""
+            run_config: dict[str, Any] | None = None, *, through: str | None = None) -> Any:
+    """Run a job in-process: for one partition, or for the range `partition_key`..`through`
+    in one run (a daily job's backfill: pipelines/partitions.py). The product's own errors
+    (a bad rate card, a locked warehouse) come out as raised, so the CLI prints their one-line
+    message instead of Dagster's stack trace, which stays in the run's event log for the
+    Dagster UI."""
     import dagster as dg
 
     from pipelines.definitions import defs
@@ -76,10 +78,19 @@ def execute(job_name: str, partition_key: str | None,
     for line in fail_dead_runs(instance):
         click.echo(f"marked failed: {line}", err=True)
     quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
-    where = f"{job_name} for {partition_key}" if partition_key else job_name
+    tags = None
+    if through is not None and through != partition_key:
+        from pipelines.partitions import RANGE_END_TAG, RANGE_START_TAG
+
+        assert partition_key is not None, "a range starts at a partition"
+        tags = {RANGE_START_TAG: partition_key, RANGE_END_TAG: through}
+        where = f"{job_name} for {partition_key}..{through}"
+        partition_key = None
+    else:
+        where = f"{job_name} for {partition_key}" if partition_key else job_name
     try:
         result = job.execute_in_process(
-            partition_key=partition_key, instance=instance,
+            partition_key=partition_key, instance=instance, tags=tags,
             run_config={**quiet, **(run_config or {})}, raise_on_error=True,
         )
     except ChargebackError:
@@ -116,11 +127,15 @@ def days_between(first: date, last: date) -> Iterator[date]:
 def run_range(first: date, last: date, *, quiet: bool = False) -> list[str]:
     """Ingest every day, bill every month touched that has ended, then analyse the last day
     (shifts, recommendations, quota manifests); returns the months billed."""
-    from pipelines.partitions import MONTHLY
+    from pipelines.partitions import DAYS_PER_RUN, MONTHLY
 
     days = list(days_between(first, last))
-    for day in tqdm(days, desc="ingest days", unit="day", disable=quiet):
-        execute("daily_usage_job", f"{day}")
+    # A month of days in one run: Dagster's own cost is per run (pipelines/partitions.py).
+    with tqdm(total=len(days), desc="ingest days", unit="day", disable=quiet) as bar:
+        for at in range(0, len(days), DAYS_PER_RUN):
+            chunk = days[at:at + DAYS_PER_RUN]
+            execute("daily_usage_job", f"{chunk[0]}", through=f"{chunk[-1]}")
+            bar.update(len(chunk))
     touched = sorted({f"{d:%Y-%m}" for d in days})
     months = [m for m in touched if MONTHLY.has_partition_key(f"{m}-01")]
     for month in sorted(set(touched) - set(months)):
@@ -211,8 +226,9 @@ def _billable_month(period: str) -> None:
 def run(first: date, last: date) -> None:
     """Materialize ingest for every day in [FROM, TO], then billing for their months.
 
-    Each day is one Dagster run of `daily_usage_job`, each month one of
-    `monthly_billing_job`; reruns replace exactly their partitions."""
+    Up to 31 days go in one Dagster run of `daily_usage_job` (a backfill of their daily
+    partitions), each month in one of `monthly_billing_job`; reruns replace exactly their
+    partitions."""
     if last < first:
         raise click.BadParameter(f"{last} is before --from {first}", param_hint="--to")
     months = run_range(first, last)

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from pipelines.partitions import run_days
+
 WORKER_TAG = "chargeback/worker"
 PROC = Path("/proc")
 
@@ -137,8 +139,9 @@ def fail_dead_runs(instance: dg.DagsterInstance) -> list[str]:
         current = instance.get_run_by_id(run.run_id)
         if current is None or current.status != dg.DagsterRunStatus.STARTED:
             continue
-        partition = run.tags.get("dagster/partition")
-        what = f"{run.job_name}" + (f", partition {partition}" if partition else "")
+        days = run_days(run.tags)
+        what = f"{run.job_name}" + (f", partition {days[0]}" if len(days) == 1 else
+                                    f", partitions {days[0]}..{days[-1]}" if days else "")
         message = (f"run worker (pid {worker.pid} on {worker.place.host}) is gone: {reason}. "
                    "It was killed or crashed mid-run; marked failed so that the run queue "
                    f"admits the next warehouse writer. Run it again ({what}, same config) "

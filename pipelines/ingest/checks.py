@@ -1,11 +1,12 @@
-"""Checks on each ingested day: each tests one property."""
+"""Checks on each ingested day: each tests one property, on every day of the run (one, or a
+backfill's range)."""
 
 
 import dagster as dg
 
 from models.ledger import gaps, warehouse
 from pipelines.ingest.assets import gpu_usage_hourly, gpu_usage_ledger
-from pipelines.partitions import partition_day
+from pipelines.partitions import partition_days
 from pipelines.resources import WarehouseResource
 
 UNATTRIBUTED_WARNING_SHARE = 0.05
@@ -17,9 +18,9 @@ def gpu_seconds_conserved(
     context: dg.AssetCheckExecutionContext, warehouse_db: WarehouseResource
 ) -> dg.AssetCheckResult:
     """Per device and interval, allocated + idle GPU-seconds equal duration x GPU-equivalents."""
-    day = partition_day(context)
     with warehouse_db.connect() as con:
-        violations = warehouse.conservation_violations(con, day)
+        violations = [v for day in partition_days(context)
+                      for v in warehouse.conservation_violations(con, day)]
     return dg.AssetCheckResult(
         passed=not violations,
         metadata={
@@ -37,9 +38,10 @@ def every_row_has_a_tenant(
     context: dg.AssetCheckExecutionContext, warehouse_db: WarehouseResource
 ) -> dg.AssetCheckResult:
     """Share of allocated GPU-seconds that could not be attributed to a tenant."""
-    day = partition_day(context)
     with warehouse_db.connect() as con:
-        unattributed, allocated = warehouse.unattributed_gpu_seconds(con, day)
+        per_day = [warehouse.unattributed_gpu_seconds(con, day) for day in partition_days(context)]
+    unattributed = sum(u for u, _ in per_day)
+    allocated = sum(a for _, a in per_day)
     share = unattributed / allocated if allocated else 0.0
     return dg.AssetCheckResult(
         passed=share <= UNATTRIBUTED_WARNING_SHARE,
@@ -53,9 +55,8 @@ def no_collection_gaps(
     context: dg.AssetCheckExecutionContext, warehouse_db: WarehouseResource
 ) -> dg.AssetCheckResult:
     """Every collector read its whole source all day; else the gaps, which have no rows."""
-    day = partition_day(context)
     with warehouse_db.connect() as con:
-        ranges = gaps.day_ranges(con, day)
+        ranges = [r for day in partition_days(context) for r in gaps.day_ranges(con, day)]
     return dg.AssetCheckResult(
         passed=not ranges,
         severity=dg.AssetCheckSeverity.WARN,
@@ -72,11 +73,11 @@ def hourly_totals_equal_ledger(
     context: dg.AssetCheckExecutionContext, warehouse_db: WarehouseResource
 ) -> dg.AssetCheckResult:
     """The hourly rollup holds exactly the ledger's GPU-seconds, tenant by tenant."""
-    day = partition_day(context)
     with warehouse_db.connect() as con:
-        differences = warehouse.hourly_differences(con, day)
+        differences = [(day, *d) for day in partition_days(context)
+                       for d in warehouse.hourly_differences(con, day)]
     return dg.AssetCheckResult(
         passed=not differences,
-        metadata={"differences": "\n".join(f"{t}: ledger {a}, hourly {b}"
-                                           for t, a, b in differences) or "none"},
+        metadata={"differences": "\n".join(f"{day} {t}: ledger {a}, hourly {b}"
+                                           for day, t, a, b in differences) or "none"},
     )

@@ -7,6 +7,7 @@ import dagster as dg
 
 from collectors.spool import days, list_day
 from pipelines.jobs import daily_usage_job, monthly_billing_job
+from pipelines.partitions import run_days
 from pipelines.resources import SpoolResource
 
 
@@ -49,10 +50,10 @@ def late_spool_files(context: dg.SensorEvaluationContext, spool: SpoolResource
     monitored_jobs=[daily_usage_job],
     request_job=monthly_billing_job,
 )
-def rebill_after_ingest(context: dg.RunStatusSensorContext) -> dg.RunRequest | None:
-    """After a day is (re-)ingested, recompute its month: drafts, or adjustments if closed."""
-    day = context.dagster_run.tags.get("dagster/partition")
-    if not day:
-        return None
-    return dg.RunRequest(partition_key=f"{day[:7]}-01",
-                         run_key=f"rebill-{context.dagster_run.run_id}")
+def rebill_after_ingest(context: dg.RunStatusSensorContext) -> list[dg.RunRequest]:
+    """After a day (or a backfill's range of days) is (re-)ingested, recompute each month it
+    touched: drafts, or adjustments if closed."""
+    months = sorted({f"{day:%Y-%m}" for day in run_days(context.dagster_run.tags)})
+    return [dg.RunRequest(partition_key=f"{month}-01",
+                          run_key=f"rebill-{context.dagster_run.run_id}-{month}")
+            for month in months]

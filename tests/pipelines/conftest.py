@@ -17,6 +17,7 @@ from collectors.simulate import simulate_to_spool
 from models.billing import lifecycle
 from models.billing.invoices import export_document
 from models.ledger import warehouse
+from pipelines.partitions import RANGE_END_TAG, RANGE_START_TAG
 from pipelines.resources import (
     BillingConfigResource,
     OutputsResource,
@@ -50,14 +51,20 @@ class Pipeline:
     def exports(self) -> Path:
         return self.home / "exports" / PERIOD
 
-    def execute(self, job: str, partition_key: str, run_config: dict[str, Any] | None = None
+    def execute(self, job: str, partition_key: str | None,
+                run_config: dict[str, Any] | None = None, tags: dict[str, str] | None = None
                 ) -> dg.ExecuteInProcessResult:
         return self.defs.resolve_job_def(job).execute_in_process(
             partition_key=partition_key, instance=self.instance, run_config=run_config,
-            raise_on_error=False)
+            tags=tags, raise_on_error=False)
 
     def ingest(self, day: date) -> dg.ExecuteInProcessResult:
         return self.execute("daily_usage_job", f"{day}")
+
+    def ingest_range(self, first: date, last: date) -> dg.ExecuteInProcessResult:
+        """Days `first`..`last` in one run, as a backfill launches it."""
+        return self.execute("daily_usage_job", None, tags={RANGE_START_TAG: f"{first}",
+                                                           RANGE_END_TAG: f"{last}"})
 
     def bill(self, *, close: bool = False) -> dg.ExecuteInProcessResult:
         return self.execute("monthly_billing_job", f"{PERIOD}-01", CLOSE if close else None)

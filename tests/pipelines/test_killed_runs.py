@@ -207,6 +207,7 @@ def test_a_killed_chargeback_run_is_failed_by_the_next_one(home: Home) -> None:
     assert home.run(stale.run_id).status == dg.DagsterRunStatus.FAILURE
     assert home.instance.get_runs(dg.RunsFilter(statuses=[STARTED])) == []
     others = [r for r in home.instance.get_runs() if r.run_id != stale.run_id]
-    # Two days, a month, the analytics and the marts: the second command's runs, at least.
-    assert len(others) >= 5
+    # The two days (one run), a month, the analytics and the marts: the second command's runs,
+    # at least.
+    assert len(others) >= 4
     assert {r.status for r in others} == {dg.DagsterRunStatus.SUCCESS}

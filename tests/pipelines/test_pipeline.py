@@ -231,7 +231,6 @@ def test_rebill_sensor_requests_the_month_of_an_ingested_day(pipeline: Pipeline)
         sensor_name="rebill_after_ingest", dagster_event=event,
         dagster_instance=pipeline.instance, dagster_run=run)
 
-    request = rebill_after_ingest(context)
+    (request,) = rebill_after_ingest(context)
 
-    assert isinstance(request, dg.RunRequest)
     assert request.partition_key == f"{PERIOD}-01"
