@@ -133,8 +133,13 @@ def write_batch(
     local = local_path(root)
     remote = None if local is not None else _remote(str(root))
     written: list[SpoolLocation] = []
-    for hour in pc.unique(hours).to_pylist():
-        part = table.filter(pc.equal(hours, pa.scalar(hour, type=hours.type)))
+    first, last = pc.min_max(hours).values()
+    # A collector's batch is one hour's window nearly always: it is written as it is, without
+    # filtering a copy of it per hour.
+    parts = ([(first.as_py(), table)] if first == last else
+             [(hour, table.filter(pc.equal(hours, pa.scalar(hour, type=hours.type))))
+              for hour in pc.unique(hours).to_pylist()])
+    for hour, part in parts:
         relative = (f"{kind}/date={hour:%Y-%m-%d}/hour={hour:%H}/source={_safe(source)}"
                     f"/node={_safe(node)}/{_safe(batch)}.parquet")
         if local is not None:
