@@ -1,5 +1,6 @@
 """Ingest: the day's spool files into the ledger, then hourly and daily usage."""
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -15,6 +16,10 @@ from pipelines.partitions import DAILY, INGEST_BACKFILL, partition_days
 from pipelines.resources import BillingConfigResource, SpoolResource, WarehouseResource
 
 KINDS = ("usage", "requests", "gaps")
+
+# `backfill_policy` is a beta parameter in Dagster 1.13: its warning would print on every
+# `chargeback` command and every Dagster process that loads the code location.
+warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=dg.BetaWarning)
 
 
 @dataclass(frozen=True)
