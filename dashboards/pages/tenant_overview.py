@@ -99,6 +99,10 @@ st.caption("Daily costs are estimates that add up to the month's bill: each tier
 
 costs = ui.as_float(costs, "cost", "gpu_hours")
 costs["tier"] = costs["hardware_tier"].fillna("fixed charges")
+# Every tier the tenant has used, not only this month's: a tier keeps its colour across
+# months and between the two charts.
+tiers = {*frames["usage_daily"]["hardware_tier"].dropna(),
+         *frames["cost_daily"]["hardware_tier"].dropna()}
 # Charts are Altair with declared types: Streamlit's st.bar_chart reshapes and re-infers a
 # frame on every rerun, which made up most of this page's rerun time (sampled on the render
 # benchmark's marts).
@@ -106,14 +110,16 @@ st.subheader("Cost by day")
 by_day = costs.groupby(["day", "tier"], as_index=False)["cost"].sum()
 st.altair_chart(alt.Chart(by_day).mark_bar().encode(
     x=alt.X("day:T", title=None), y=alt.Y("cost:Q", title=f"cost ({currency})"),
-    color=alt.Color("tier:N", title=None)), width="stretch")
+    color=alt.Color("tier:N", title=None, scale=ui.tier_scale(tiers, "fixed charges"))),
+    width="stretch")
 
 usage = ui.as_float(usage, "allocated_gpu_hours")
 st.subheader("GPU-hours by day")
 st.altair_chart(alt.Chart(usage.groupby(["day", "hardware_tier"], as_index=False)[
     "allocated_gpu_hours"].sum()).mark_bar().encode(
     x=alt.X("day:T", title=None), y=alt.Y("allocated_gpu_hours:Q", title="GPU-hours"),
-    color=alt.Color("hardware_tier:N", title=None)), width="stretch")
+    color=alt.Color("hardware_tier:N", title=None, scale=ui.tier_scale(tiers))),
+    width="stretch")
 
 # Tables without a bar chart each: the chart said what the sorted table says, and drawing
 # three more charts was a sixth of the browser's work on this page (docs/benchmarks.md).

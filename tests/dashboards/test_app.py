@@ -1,6 +1,7 @@
 """Every page for every role, sign-in, and every way a tenant might reach another tenant,
 through streamlit.testing.v1.AppTest (the real app script, no browser)."""
 
+import json
 import logging
 import shutil
 from dataclasses import replace
@@ -120,6 +121,26 @@ def test_tenant_overview_shows_its_bill():
         by_tier["on-demand cost (USD)"].sum(), abs=0.005)
     at.switch_page("pages/tenant_invoices.py").run()
     assert f"{float(TOTALS['acme']):,.2f}" in _text(at)
+
+
+def test_overview_colours_each_tier_the_same_on_both_charts_and_in_every_month():
+    at = signed_in("alice")
+
+    def colours() -> list[dict[str, str]]:
+        scales = [json.loads(c.proto.spec)["encoding"]["color"]["scale"]
+                  for c in at.get("vega_lite_chart")[:2]]
+        return [dict(zip(s["domain"], s["range"], strict=True)) for s in scales]
+
+    by_cost, by_hours = colours()
+    # The demo tenant's three tiers, each its own colour from dashboards/ui.py, the same on
+    # the cost and the GPU-hours chart; fixed charges the colour that means fixed charges.
+    assert set(by_hours) == {"economy", "premium", "standard"}
+    assert len(set(by_hours.values())) == 3
+    assert set(by_hours.values()) <= set(ui.TIER_COLOURS)
+    assert not set(ui.TIER_COLOURS) & set(ui.COLOURS.values())
+    assert by_cost == {**by_hours, "fixed charges": ui.COLOURS["fixed charges"]}
+    at.selectbox[0].select(at.selectbox[0].options[-1]).run()
+    assert colours() == [by_cost, by_hours]
 
 
 def _cards(at: AppTest) -> list[str]:
