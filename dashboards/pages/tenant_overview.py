@@ -137,17 +137,27 @@ for column, field, label in zip(columns, ("model", "size_class", "hardware_tier"
                          **ui.money_columns(grouped, f"on-demand cost ({currency})"),
                          "GPU-hours": ui.HOURS})
 
-st.subheader("Any date range")
-all_usage = frames["usage_daily"]
-all_costs = frames["cost_daily"]
-days = pd.to_datetime(all_usage["day"]).dt.date
-month_days = days[pd.to_datetime(all_usage["day"]).dt.strftime("%Y-%m") == period]
-picked = st.date_input("Days", value=(month_days.min(), month_days.max()),
-                       min_value=days.min(), max_value=days.max(), key="overview-range")
-if isinstance(picked, tuple) and len(picked) == 2:
+
+@st.fragment
+def date_range(period: str, currency: str, usage: pd.DataFrame, costs: pd.DataFrame) -> None:
+    """Cost, GPU-hours and workload kinds for any days, and the daily cost as CSV. A
+    fragment, drawn on request: picking days reruns only this part, and the first screen
+    does without its chart, table and date picker (a quarter of the browser's work on it,
+    docs/benchmarks.md)."""
+    st.subheader("Any date range")
+    if not st.toggle("Show costs, used against allocated GPU-hours and workload kinds for "
+                     "any days, with the daily cost as CSV", key="overview-range-shown"):
+        return
+    days = pd.to_datetime(usage["day"]).dt.date
+    month_days = days[pd.to_datetime(usage["day"]).dt.strftime("%Y-%m") == period]
+    picked = st.date_input("Days", value=(month_days.min(), month_days.max()),
+                           min_value=days.min(), max_value=days.max(), key="overview-range")
+    if not (isinstance(picked, tuple) and len(picked) == 2):
+        st.caption("Pick a first and a last day.")
+        return
     first_day, last_day = picked
-    in_range = pd.to_datetime(all_costs["day"]).dt.date.between(first_day, last_day)
-    daily = ui.as_float(all_costs[in_range].copy(), "cost", "gpu_hours").groupby(
+    in_range = pd.to_datetime(costs["day"]).dt.date.between(first_day, last_day)
+    daily = ui.as_float(costs[in_range].copy(), "cost", "gpu_hours").groupby(
         ["day", "period"], as_index=False)[["cost", "gpu_hours"]].sum()
     daily["currency"] = currency
     st.caption(f"{first_day:%Y-%m-%d} to {last_day:%Y-%m-%d}: estimated cost "
@@ -156,7 +166,7 @@ if isinstance(picked, tuple) and len(picked) == 2:
     ui.download("Daily cost (CSV)", lambda: daily.round({"cost": 2, "gpu_hours": 6}).to_csv(
         index=False), file_name=f"daily-cost-{first_day:%Y%m%d}-{last_day:%Y%m%d}.csv",
         mime="text/csv", key="overview-daily-csv")
-    kinds = ui.as_float(all_costs[in_range & (all_costs["charge"] == "on-demand")].copy(),
+    kinds = ui.as_float(costs[in_range & (costs["charge"] == "on-demand")].copy(),
                         "cost", "gpu_hours")
     kinds = kinds.assign(workload=kinds["workload_kind"].fillna("unknown")).groupby(
         "workload", as_index=False)[["gpu_hours", "cost"]].sum().sort_values(
@@ -167,7 +177,7 @@ if isinstance(picked, tuple) and len(picked) == 2:
                  hide_index=True, width="stretch", column_config={
                      **ui.money_columns(kinds, f"on-demand cost ({currency})"),
                      "GPU-hours": ui.HOURS})
-    used = all_usage[days.between(first_day, last_day)]
+    used = usage[days.between(first_day, last_day)]
     used = ui.as_float(used.copy(), "allocated_gpu_hours", "used_gpu_hours").groupby(
         "day", as_index=False)[["allocated_gpu_hours", "used_gpu_hours"]].sum().rename(
         columns={"allocated_gpu_hours": "allocated", "used_gpu_hours": "used"}).melt(
@@ -182,5 +192,6 @@ if isinstance(picked, tuple) and len(picked) == 2:
     st.caption("Allocated: GPU-hours your workloads held. Used: the part the GPUs were busy "
                "(utilization). Allocated but unused hours are billed under an allocation "
                "basis; see your plan's metering basis.")
-else:
-    st.caption("Pick a first and a last day.")
+
+
+date_range(period, currency, frames["usage_daily"], frames["cost_daily"])

@@ -106,8 +106,12 @@ def test_tenant_overview_shows_its_bill():
     # DESIGN.md's 10,252.15 plus the 5.70 adjustment for late usage.
     assert metrics["Billed for the month"] == "10,257.85 USD"
     assert metrics["Forecast to month end"] == "10,257.85 USD"
-    # cost and GPU-hours by day; used against allocated GPU-hours over the date range (the
-    # month's days by default); by model, size class and tier are tables
+    # cost and GPU-hours by day; by model, size class and tier are tables; the date range
+    # is drawn on request
+    assert len(at.get("vega_lite_chart")) == 2
+    assert not at.date_input
+    at.toggle(key="overview-range-shown").set_value(True).run()
+    # used against allocated GPU-hours over the date range (the month's days by default)
     assert len(at.get("vega_lite_chart")) == 3
     tables = [d.value for d in at.dataframe]
     by_tier = next(t for t in tables if "hardware_tier" in t.index.names)
@@ -228,6 +232,7 @@ def test_bill_explained_links_gpu_hours_to_units_to_invoice_lines():
 
 def test_tenant_date_range_gives_daily_costs_that_add_up_to_the_bill():
     at = signed_in("alice")
+    at.toggle(key="overview-range-shown").set_value(True).run()
     # The month's days by default: daily costs add up to what October was billed, invoice
     # and debit note (10,252.15 + 5.70).
     assert "2026-10-01 to 2026-10-31: estimated cost 10,257.85 USD" in _text(at)
