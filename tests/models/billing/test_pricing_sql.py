@@ -5,6 +5,7 @@ usage of several tenants priced at once; every invoice must be the same to the b
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -12,7 +13,8 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from models.billing.lifecycle import write_drafts
-from models.billing.pricing import ModelWork, UsageHour, price_invoice
+from models.billing.period import price_period
+from models.billing.pricing import LineKind, ModelWork, UsageHour, price_invoice
 from models.billing.pricing_sql import NettingCells, price_all
 from models.billing.rate_cards import (
     Basis,
@@ -26,8 +28,13 @@ from models.billing.rate_cards import (
     Tenant,
     TimeOfUse,
     TokenPrice,
+    load_rate_cards,
+    load_tenants,
+    month_bounds,
+    rate_card_for,
 )
 from models.ledger import warehouse
+from tests.demo_day import DEMO, START, load_demo_day
 from tests.models.billing.engines import assert_same, price_set_wise, usage_table
 from tests.models.billing.test_pricing_properties import DESIGN_CARD, SIZES, cards, cents, percent
 
@@ -212,3 +219,35 @@ def test_other_tenants_rows_are_left_out() -> None:
     assert list(priced.invoices) == ["kite"]
     assert_same(price_invoice(tenant, DESIGN_CARD, "2026-10", rows["kite"]),
                 priced.invoices["kite"])
+
+
+def test_a_warehouse_period_prices_as_the_decimal_engine_prices_it(tmp_path: Path) -> None:
+    # price_period (the close) reads the warehouse in SQL and prices set-wise; the Decimal
+    # path reads usage_hours row by row. A real demo day: reservations, a usage-metered
+    # tenant, shared-endpoint work; plus a token plan for one tenant.
+    cards_ = load_rate_cards(DEMO / "rate-card.yaml")
+    card = rate_card_for(cards_, START.date())
+    plans = dict(card.plans)
+    plans["tokens"] = replace(plans["growth"], name="tokens", meter=Meter.TOKENS)
+    card = replace(card, plans=plans, token_prices={
+        model: TokenPrice(model, D("0.40"), D("1.60")) for model in ("llama-3-8b", "qwen2-7b")})
+    tenants = load_tenants(DEMO / "tenants.yaml", cards_)
+    first = sorted(tenants)[0]
+    tenants = {**tenants, first: replace(tenants[first], plan="tokens")}
+    con = warehouse.connect(load_demo_day(tmp_path / "warehouse.duckdb"))
+    try:
+        got = price_period(con, card, tenants, "2026-09")
+        start, end = month_bounds("2026-09")
+        token_models = {first: list(card.token_prices)}
+        hours = warehouse.usage_hours(con, tenants, start, end, token_models)
+        work = warehouse.model_work(con, tenants, start, end)
+    finally:
+        con.close()
+    expected = [invoice for name in sorted(tenants)
+                if (invoice := price_invoice(tenants[name], card, "2026-09", hours[name],
+                                             work=work[name])).lines]
+    assert [i.tenant for i in got] == [i.tenant for i in expected]
+    assert sum(len(i.hours) for i in got) > 1000
+    assert any(line.kind is LineKind.RESERVATION for i in got for line in i.lines)
+    for invoice, oracle in zip(got, expected, strict=True):
+        assert_same(oracle, invoice)
