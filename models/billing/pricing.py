@@ -12,6 +12,7 @@ returns, through models.billing.invoices, and at most spreads its figures over f
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -507,6 +508,10 @@ def price_invoice(
                         tuple(hours), credit_available=credit_available, work=work)
 
 
+_bounds = functools.lru_cache(maxsize=16)(month_bounds)
+"""`month_bounds`, parsed once per period: the set-wise engine prices thousands of tenants."""
+
+
 def price_netted(
     tenant: Tenant,
     card: RateCard,
@@ -525,7 +530,7 @@ def price_netted(
     of off-peak hours per (tier, size class), `reserved_total` each held reservation's
     GPU-hours. The set-wise engine (models.billing.pricing_sql) nets all tenants at once and
     prices each through here, so both engines share every line's arithmetic."""
-    lo, hi = month_bounds(period)
+    lo, hi = _bounds(period)
     period_hours = Decimal((hi - lo) // HOUR)
     minor = card.minor_unit
     lines: list[InvoiceLine] = []

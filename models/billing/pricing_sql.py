@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, overload
+from typing import overload
 
 import duckdb
 import numpy as np
@@ -46,19 +46,19 @@ MICRO = 1_000_000
 HOUR_US = 3_600_000_000
 _USES = {use.value: use for use in HourUse}
 
+_NAMES = pa.dictionary(pa.int32(), pa.string())
 CELLS_SCHEMA = pa.schema([
-    ("hour", pa.timestamp("us", tz="UTC")), ("hardware_tier", pa.string()),
-    ("size_class", pa.string()), ("reservation_id", pa.string()), ("hour_use", pa.string()),
+    ("hour", pa.timestamp("us", tz="UTC")), ("hardware_tier", _NAMES),
+    ("size_class", _NAMES), ("reservation_id", _NAMES), ("hour_use", _NAMES),
     ("gpu_hours", pa.decimal128(24, 6)),
 ])
-"""The netting cells as Arrow columns (models.billing.lifecycle stores them so)."""
+"""The netting cells as Arrow columns (models.billing.lifecycle stores them, decoded)."""
 
 
 def micro_decimal(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     """BIGINT micro-units as an Arrow decimal128(24, 6) column, exactly: a decimal128 holds
     its unscaled value as a 128-bit integer, so the micro-units are its low word."""
-    ints = np.asarray(pa.chunked_array([values]).combine_chunks()
-                      if isinstance(values, pa.ChunkedArray) else values, dtype=np.int64)
+    ints = values.to_numpy().astype(np.int64, copy=False)
     words = np.empty(2 * len(ints), dtype=np.int64)
     words[0::2] = ints
     words[1::2] = ints >> 63  # the sign, extended into the high word
@@ -165,81 +165,92 @@ def _price_all(
     usage: str, lo: datetime, hi: datetime, credit_available: Mapping[str, Decimal],
     work: Mapping[str, Iterable[ModelWork]],
 ) -> PricedMonth:
+    # Tenants, tiers, size classes and reservation ids are numbered in sorted order and SQL
+    # works on the numbers: grouping and sorting integers is several times faster than
+    # strings, and the order is the same.
     names = sorted(tenants)
+    cur.register("p_tenants", pa.table({"name": pa.array(names, pa.string()),
+                                        "id": pa.array(range(len(names)), pa.int32())}))
+    kinds = cur.execute(f"SELECT DISTINCT hardware_tier, size_class FROM {usage} "
+                        "SEMI JOIN p_tenants ON tenant = name").fetchall()
+    for tier_name in sorted({tier_name for tier_name, _ in kinds}):
+        card.tier(tier_name)  # an unknown tier is a bug upstream, not a free hour
     held = {name: held_reservations(tenants[name], lo, hi) for name in names}
     fallback = {name for name in names
                 if not all(_simple(h.reservation, lo, hi) for h in held[name])}
-    res_rows: dict[str, list[Any]] = {k: [] for k in
+    codes = _Codes(tiers=sorted({t.name for t in card.tiers}),
+                   sizes=sorted({size for _, size in kinds}),
+                   rids=sorted(h.reservation_id for name in names if name not in fallback
+                               for h in held[name]))
+    tier_code = {name: n for n, name in enumerate(codes.tiers)}
+    rid_code = {name: n for n, name in enumerate(codes.rids)}
+    res_rows: dict[str, list[int]] = {k: [] for k in
                                       ("tenant", "rid", "tier", "first", "last", "cap", "exp")}
-    for name in names:
+    for number, name in enumerate(names):
         if name in fallback:
             continue
         for h in held[name]:
             r = h.reservation
             exponent = r.gpus.as_tuple().exponent
             assert isinstance(exponent, int), "a held reservation's GPUs are finite"
-            for key, value in (("tenant", name), ("rid", h.reservation_id), ("tier", r.tier),
+            for key, value in (("tenant", number), ("rid", rid_code[h.reservation_id]),
+                               ("tier", tier_code[r.tier]),
                                ("first", _epoch_us(max(r.start, lo).replace(
                                    minute=0, second=0, microsecond=0))),
                                ("last", _epoch_us(min(r.end or hi, hi))),
                                ("cap", int(r.gpus * MICRO)), ("exp", exponent)):
                 res_rows[key].append(value)
-    reservations = pa.table({
-        "tenant": pa.array(res_rows["tenant"], pa.string()),
-        "rid": pa.array(res_rows["rid"], pa.string()),
-        "tier": pa.array(res_rows["tier"], pa.string()),
-        "first": pa.array(res_rows["first"], pa.int64()),
-        "last": pa.array(res_rows["last"], pa.int64()),
-        "cap": pa.array(res_rows["cap"], pa.int64()),
-        "exp": pa.array(res_rows["exp"], pa.int32()),
-    })
-    off_peak: dict[str, list[Any]] = {"tier": [], "h": []}
+    off_peak: dict[str, list[int]] = {"tier": [], "h": []}
     for tier in card.tiers:
         if tier.time_of_use is None:
             continue
         moment = lo
         while moment < hi:
             if tier.time_of_use.off_peak(moment):
-                off_peak["tier"].append(tier.name)
+                off_peak["tier"].append(tier_code[tier.name])
                 off_peak["h"].append(_epoch_us(moment))
             moment += HOUR
-    cur.register("p_tenants", pa.table({"tenant": pa.array(names, pa.string())}))
-    cur.register("p_reservations", reservations)
-    cur.register("p_off_peak", pa.table({"tier": pa.array(off_peak["tier"], pa.string()),
-                                         "h": pa.array(off_peak["h"], pa.int64())}))
+    cur.register("p_reservations", pa.table({key: pa.array(values, pa.int64())
+                                             for key, values in res_rows.items()}))
+    cur.register("p_off_peak", pa.table({key: pa.array(values, pa.int64())
+                                         for key, values in off_peak.items()}))
     cur.execute(f"""
         CREATE OR REPLACE TEMP TABLE p_used AS
-        SELECT tenant, epoch_us(hour) AS h, hardware_tier AS tier, size_class AS size,
+        SELECT t.id AS tenant, epoch_us(hour) AS h,
+               list_position($tiers, hardware_tier) - 1 AS tier,
+               list_position($sizes, size_class) - 1 AS size,
                sum(gpu_hours_micro)::BIGINT AS used
-        FROM {usage} SEMI JOIN p_tenants USING (tenant)
-        GROUP BY ALL""")
-    _check(cur, card, period, lo, hi)
+        FROM {usage} u JOIN p_tenants t ON u.tenant = t.name
+        GROUP BY ALL""", {"tiers": codes.tiers, "sizes": codes.sizes})
+    _check(cur, period, lo, hi)
     cur.execute(_NETTING)
-    fallback |= {name for (name,) in cur.execute(
+    fallback |= {names[number] for (number,) in cur.execute(
         "SELECT DISTINCT tenant FROM p_keys WHERE n_res >= 2 AND n_sizes >= 2 AND cov > 0"
     ).fetchall()}
-    cur.register("p_fallback", pa.table({"tenant": pa.array(sorted(fallback), pa.string())}))
-    totals = _totals(cur)
+    cur.register("p_fallback", pa.table({"tenant": pa.array(
+        sorted(names.index(name) for name in fallback), pa.int64())}))
+    totals = _totals(cur, names, codes)
     cells = cur.sql("""
-        SELECT tenant, make_timestamp(h) AS hour, tier AS hardware_tier, size AS size_class,
-               rid AS reservation_id, use AS hour_use, gpu_hours
+        SELECT tenant, h, tier, size, rid, use, gpu_hours
         FROM p_cells ANTI JOIN p_fallback USING (tenant)
         ORDER BY tenant, h, tier, size NULLS LAST, rid NULLS FIRST""").to_arrow_table()
-    rows_per_tenant = dict(cur.execute(
-        "SELECT tenant, count(*) FROM p_cells ANTI JOIN p_fallback USING (tenant) "
-        "GROUP BY tenant").fetchall())
-    cells = pa.table([cells.column(1).cast(CELLS_SCHEMA.field("hour").type), *cells.columns[2:6],
-                      micro_decimal(cells.column(6))], schema=CELLS_SCHEMA)
+    rows_per_tenant = np.bincount(cells.column(0).to_numpy(), minlength=len(names))
+    cells = pa.table([
+        cells.column(1).cast(pa.timestamp("us")).cast(CELLS_SCHEMA.field("hour").type),
+        codes.column(cells.column(2), codes.tiers), codes.column(cells.column(3), codes.sizes),
+        codes.column(cells.column(4), codes.rids),
+        codes.column(cells.column(5), [use.value for use in _USE_CODES]),
+        micro_decimal(cells.column(6))], schema=CELLS_SCHEMA)
     invoices: dict[str, Invoice] = {}
     offset = 0
-    for name in names:
+    for number, name in enumerate(names):
         tenant = tenants[name]
         if name in fallback:
             invoices[name] = price_invoice(
-                tenant, card, period, _usage_of(cur, name),
+                tenant, card, period, _usage_of(cur, number, codes),
                 credit_available=credit_available.get(name), work=work.get(name, ()))
             continue
-        count = rows_per_tenant.get(name, 0)
+        count = int(rows_per_tenant[number])
         used, covered, off = totals.get(name, ({}, {}, {}))
         invoices[name] = price_netted(
             tenant, card, period,
@@ -252,24 +263,41 @@ def _price_all(
     return PricedMonth(invoices, len(fallback))
 
 
-def _check(cur: duckdb.DuckDBPyConnection, card: RateCard, period: str, lo: datetime,
-           hi: datetime) -> None:
-    """`price_invoice`'s checks of its input: every hour in the period, every tier known."""
+_USE_CODES = (HourUse.ON_DEMAND, HourUse.COVERED, HourUse.UNUSED)
+"""`use` in SQL: 0, 1, 2."""
+
+
+@dataclass(frozen=True)
+class _Codes:
+    """The names behind SQL's numbers: each list sorted, a name's number its index."""
+
+    tiers: list[str]
+    sizes: list[str]
+    rids: list[str]
+
+    @staticmethod
+    def column(numbers: pa.ChunkedArray, names: list[str]) -> pa.Array:
+        """Numbers (nulls kept) as the dictionary-encoded names they stand for."""
+        return pa.DictionaryArray.from_arrays(
+            numbers.combine_chunks().cast(pa.int32()), pa.array(names, pa.string()))
+
+
+def _check(cur: duckdb.DuckDBPyConnection, period: str, lo: datetime, hi: datetime) -> None:
+    """`price_invoice`'s check of its input: every hour in the period."""
     outside = cur.execute(
         "SELECT min(h) FROM p_used WHERE h < $lo OR h >= $hi",
         {"lo": _epoch_us(lo), "hi": _epoch_us(hi)}).fetchall()[0][0]
     if outside is not None:
         moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=outside)
         raise ValueError(f"usage hour {moment.isoformat()} is outside period {period}")
-    for (tier,) in cur.execute("SELECT DISTINCT tier FROM p_used ORDER BY 1").fetchall():
-        card.tier(tier)  # an unknown tier is a bug upstream, not a free hour
 
 
-def _usage_of(cur: duckdb.DuckDBPyConnection, name: str) -> list[UsageHour]:
+def _usage_of(cur: duckdb.DuckDBPyConnection, number: int, codes: _Codes) -> list[UsageHour]:
     rows = cur.execute(
         "SELECT make_timestamp(h), tier, size, used FROM p_used WHERE tenant = ? "
-        "ORDER BY h, tier, size", [name]).fetchall()
-    return [UsageHour(hour.replace(tzinfo=UTC), tier, size, Decimal(used).scaleb(-6))
+        "ORDER BY h, tier, size", [number]).fetchall()
+    return [UsageHour(hour.replace(tzinfo=UTC), codes.tiers[tier], codes.sizes[size],
+                      Decimal(used).scaleb(-6))
             for hour, tier, size, used in rows]
 
 
@@ -277,17 +305,18 @@ _TotalsOf = tuple[dict[tuple[str, str], Decimal], dict[tuple[str, str], Decimal]
                   dict[tuple[str, str], Decimal]]
 
 
-def _totals(cur: duckdb.DuckDBPyConnection) -> dict[str, _TotalsOf]:
+def _totals(cur: duckdb.DuckDBPyConnection, names: Sequence[str], codes: _Codes
+            ) -> dict[str, _TotalsOf]:
     """Per tenant, tier and size class: the GPU-hours, the covered GPU-hours and the off-peak
     on-demand GPU-hours, as the decimals `price_invoice` sums them to (the exponents too:
     a covered sum made only of whole reservations keeps their GPUs' exponent)."""
     out: dict[str, _TotalsOf] = {}
-    for name, tier, size, used, covered, exponent, off in cur.execute("""
+    for number, tier, size, used, covered, exponent, off in cur.execute("""
             WITH c AS (
                 SELECT tenant, tier, size,
-                       sum(gpu_hours) FILTER (WHERE use = 'covered') AS covered,
-                       min(coalesce(raw_exp, -6)) FILTER (WHERE use = 'covered') AS exponent,
-                       sum(gpu_hours) FILTER (WHERE use = 'on_demand' AND o.h IS NOT NULL)
+                       sum(gpu_hours) FILTER (WHERE use = 1) AS covered,
+                       min(coalesce(raw_exp, -6)) FILTER (WHERE use = 1) AS exponent,
+                       sum(gpu_hours) FILTER (WHERE use = 0 AND o.h IS NOT NULL)
                            AS off
                 FROM p_cells LEFT JOIN p_off_peak o USING (tier, h)
                 WHERE size IS NOT NULL GROUP BY ALL),
@@ -295,8 +324,8 @@ def _totals(cur: duckdb.DuckDBPyConnection) -> dict[str, _TotalsOf]:
             SELECT tenant, tier, size, u.used, c.covered, c.exponent, c.off
             FROM u LEFT JOIN c USING (tenant, tier, size)
             ANTI JOIN p_fallback USING (tenant)""").fetchall():
-        used_of, covered_of, off_of = out.setdefault(name, ({}, {}, {}))
-        key = (tier, size)
+        used_of, covered_of, off_of = out.setdefault(names[number], ({}, {}, {}))
+        key = (codes.tiers[tier], codes.sizes[size])
         used_of[key] = Decimal(int(used)).scaleb(-6)
         if covered is not None:
             covered_of[key] = Decimal(int(covered)).scaleb(-6).quantize(
@@ -328,53 +357,63 @@ SELECT tenant, h, tier, c.c, coalesce(u.u, 0) AS u, n_res, coalesce(n_sizes, 0) 
 FROM c LEFT JOIN u USING (tenant, h, tier);
 
 -- net_hour's allocations, largest remainder in integers: covered per size class (ties to the
--- earlier size class) and per reservation (ties to the earlier id).
+-- earlier size class) and per reservation (ties to the earlier id). Most hours need none
+-- (nothing or everything covered, or one size class or one reservation): only the others go
+-- through the window functions.
 CREATE OR REPLACE TEMP TABLE p_by_size AS
 WITH s AS (
     SELECT tenant, h, tier, size, used, cov, n_res, n_sizes,
-           CASE WHEN cov = 0 THEN 0 WHEN cov = k.u THEN used
-                ELSE (cov::HUGEINT * used // k.u)::BIGINT END AS floor,
-           CASE WHEN cov = 0 OR cov = k.u THEN 0
-                ELSE (cov::HUGEINT * used % k.u)::BIGINT END AS remainder
-    FROM p_used JOIN p_keys k USING (tenant, h, tier))
+           (cov::HUGEINT * used // k.u)::BIGINT AS floor,
+           (cov::HUGEINT * used % k.u)::BIGINT AS remainder
+    FROM p_used JOIN p_keys k USING (tenant, h, tier)
+    WHERE cov > 0 AND cov < k.u AND n_sizes > 1)
+SELECT tenant, h, tier, size, used, cov, n_res, n_sizes,
+       CASE WHEN cov = 0 THEN 0 WHEN cov = k.u THEN used ELSE cov END AS covered
+FROM p_used JOIN p_keys k USING (tenant, h, tier)
+WHERE NOT (cov > 0 AND cov < k.u AND n_sizes > 1)
+UNION ALL
 SELECT tenant, h, tier, size, used, cov, n_res, n_sizes,
        floor + CASE WHEN row_number() OVER w <= cov - sum(floor) OVER (PARTITION BY tenant, h, tier)
-                    THEN 1 ELSE 0 END AS covered
+                    THEN 1 ELSE 0 END
 FROM s WINDOW w AS (PARTITION BY tenant, h, tier ORDER BY remainder DESC, size);
 
 CREATE OR REPLACE TEMP TABLE p_by_reservation AS
 WITH r AS (
     SELECT tenant, h, tier, rid, cap, exp, cov, n_res, n_sizes, k.c,
-           CASE WHEN cov = 0 THEN 0 WHEN cov = k.c THEN cap
-                ELSE (cov::HUGEINT * cap // k.c)::BIGINT END AS floor,
-           CASE WHEN cov = 0 OR cov = k.c THEN 0
-                ELSE (cov::HUGEINT * cap % k.c)::BIGINT END AS remainder
-    FROM p_capacity JOIN p_keys k USING (tenant, h, tier))
+           (cov::HUGEINT * cap // k.c)::BIGINT AS floor,
+           (cov::HUGEINT * cap % k.c)::BIGINT AS remainder
+    FROM p_capacity JOIN p_keys k USING (tenant, h, tier)
+    WHERE cov > 0 AND cov < k.c AND n_res > 1)
+SELECT tenant, h, tier, rid, cap, exp, cov, n_res, n_sizes, k.c,
+       CASE WHEN cov = 0 THEN 0 WHEN cov = k.c THEN cap ELSE cov END AS covered
+FROM p_capacity JOIN p_keys k USING (tenant, h, tier)
+WHERE NOT (cov > 0 AND cov < k.c AND n_res > 1)
+UNION ALL
 SELECT tenant, h, tier, rid, cap, exp, cov, n_res, n_sizes, c,
        floor + CASE WHEN row_number() OVER w <= cov - sum(floor) OVER (PARTITION BY tenant, h, tier)
-                    THEN 1 ELSE 0 END AS covered
+                    THEN 1 ELSE 0 END
 FROM r WINDOW w AS (PARTITION BY tenant, h, tier ORDER BY remainder DESC, rid);
 
 -- The cells (NettedHour): raw_exp marks a covered cell that is a reservation's whole hour
 -- (`net_hour` passes its GPUs through), whose exponent a covered sum keeps.
 CREATE OR REPLACE TEMP TABLE p_cells AS
-SELECT tenant, h, tier, size, NULL::VARCHAR AS rid, 'on_demand' AS use, used AS gpu_hours,
+SELECT tenant, h, tier, size, NULL::BIGINT AS rid, 0 AS use, used AS gpu_hours,
        NULL::INTEGER AS raw_exp
 FROM p_used ANTI JOIN p_keys USING (tenant, h, tier)
 WHERE used <> 0
 UNION ALL
-SELECT tenant, h, tier, size, NULL, 'on_demand', used - covered, NULL
+SELECT tenant, h, tier, size, NULL, 0, used - covered, NULL
 FROM p_by_size WHERE used - covered <> 0
 UNION ALL
-SELECT s.tenant, s.h, s.tier, s.size, r.rid, 'covered', r.covered,
+SELECT s.tenant, s.h, s.tier, s.size, r.rid, 1, r.covered,
        CASE WHEN r.cov = r.c THEN r.exp END
 FROM p_by_size s JOIN p_by_reservation r USING (tenant, h, tier)
 WHERE s.n_sizes = 1 AND r.covered <> 0
 UNION ALL
-SELECT s.tenant, s.h, s.tier, s.size, r.rid, 'covered', s.covered, NULL
+SELECT s.tenant, s.h, s.tier, s.size, r.rid, 1, s.covered, NULL
 FROM p_by_size s JOIN p_by_reservation r USING (tenant, h, tier)
 WHERE s.n_sizes > 1 AND s.n_res = 1 AND s.covered <> 0
 UNION ALL
-SELECT tenant, h, tier, NULL, rid, 'unused', cap - covered, NULL
+SELECT tenant, h, tier, NULL, rid, 2, cap - covered, NULL
 FROM p_by_reservation WHERE cap - covered <> 0;
 """
