@@ -231,7 +231,7 @@ def _price_all(
         sorted(names.index(name) for name in fallback), pa.int64())}))
     totals = _totals(cur, names, codes)
     cells = cur.sql("""
-        SELECT tenant, h, tier, size, rid, use, gpu_hours
+        SELECT tenant, h, tier, size, rid, use, gpu_hours::BIGINT
         FROM p_cells ANTI JOIN p_fallback USING (tenant)
         ORDER BY tenant, h, tier, size NULLS LAST, rid NULLS FIRST""").to_arrow_table()
     rows_per_tenant = np.bincount(cells.column(0).to_numpy(), minlength=len(names))
@@ -346,9 +346,9 @@ FROM p_reservations;
 
 -- The hours and tiers with a reservation, their usage U and capacity C; cov = min(U, C).
 CREATE OR REPLACE TEMP TABLE p_keys AS
-WITH c AS (SELECT tenant, h, tier, sum(cap) AS c, count(*) AS n_res
+WITH c AS (SELECT tenant, h, tier, sum(cap)::BIGINT AS c, count(*) AS n_res
            FROM p_capacity GROUP BY ALL),
-     u AS (SELECT tenant, h, tier, sum(used) AS u, count(*) AS n_sizes
+     u AS (SELECT tenant, h, tier, sum(used)::BIGINT AS u, count(*) AS n_sizes
            FROM p_used SEMI JOIN (SELECT DISTINCT tenant, tier FROM p_reservations)
                 USING (tenant, tier)
            GROUP BY ALL)
