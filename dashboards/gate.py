@@ -181,47 +181,56 @@ def _preload_frontend() -> None:
                            key=f"{PRELOAD_KEY}-download")
 
 
-def login_form() -> NoReturn:
-    st.title("GPU chargeback")
-    notice = st.session_state.pop(NOTICE_KEY, None)
-    if notice:
-        st.info(notice)
-    if oidc_configured():
-        st.write("Sign in with your organization's identity provider.")
-        if st.button("Sign in", type="primary"):
-            st.login()
-        _preload_frontend()
-        st.stop()
-    browser, client = _browser()
-    with st.form("login"):
-        name = st.text_input("User name")
-        password = st.text_input("Password", type="password")
-        submitted = st.form_submit_button("Sign in", type="primary")
-    if submitted:
-        wait_s = LIMITER.wait_s(name, client)
-        if wait_s:
-            log.warning("sign-in refused, locked: user=%r client=%s", name, client)
-            st.error("Too many failed sign-ins for this user name or from this address. "
-                     f"Try again in {math.ceil(wait_s / 60)} minutes.")
+def login_form() -> User:
+    """The sign-in form. A correct password signs the tab in and returns its user: the page
+    is drawn in this same run, where the form was (a second script run, `st.rerun`, cost a
+    round trip and the app shell's checks again before the first screen). Otherwise the run
+    stops here."""
+    form = st.empty()
+    with form.container():
+        st.title("GPU chargeback")
+        notice = st.session_state.pop(NOTICE_KEY, None)
+        if notice:
+            st.info(notice)
+        if oidc_configured():
+            st.write("Sign in with your organization's identity provider.")
+            if st.button("Sign in", type="primary"):
+                st.login()
+            _preload_frontend()
             st.stop()
-        user = authenticate(_users(), name, password)
+        browser, client = _browser()
+        with st.form("login"):
+            name = st.text_input("User name")
+            password = st.text_input("Password", type="password")
+            submitted = st.form_submit_button("Sign in", type="primary")
+        user = None
+        if submitted:
+            wait_s = LIMITER.wait_s(name, client)
+            if wait_s:
+                log.warning("sign-in refused, locked: user=%r client=%s", name, client)
+                st.error("Too many failed sign-ins for this user name or from this address. "
+                         f"Try again in {math.ceil(wait_s / 60)} minutes.")
+                st.stop()
+            user = authenticate(_users(), name, password)
+            if user is None:
+                LIMITER.failed(name, client)
+                log.warning("failed sign-in: user=%r client=%s", name, client)
+                st.error("Unknown user name or wrong password.")
+            else:
+                LIMITER.succeeded(name)
+                st.session_state[AUTH_KEY] = STORE.open(user, browser)
         if user is None:
-            LIMITER.failed(name, client)
-            log.warning("failed sign-in: user=%r client=%s", name, client)
-            st.error("Unknown user name or wrong password.")
-        else:
-            LIMITER.succeeded(name)
-            st.session_state[AUTH_KEY] = STORE.open(user, browser)
-            st.rerun()
-    _preload_frontend()
-    st.stop()
+            _preload_frontend()
+            st.stop()
+    form.empty()
+    return user
 
 
 def signed_in() -> User:
     """The current user, or the sign-in form (and the run stops there)."""
     user = current_user()
     if user is None:
-        login_form()
+        user = login_form()
     _check_tenant_references(user)
     return user
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any, TypeVar
 
+import altair as alt
 import pandas as pd
 import streamlit as st
 
@@ -29,6 +30,19 @@ COLOURS = {"billed": "#1f77b4", "idle": "#bbbbbb", "shared idle": "#8c8c8c",
            "fixed charges": "#9467bd"}
 """One colour per meaning on every chart, so billed and idle (or reserved and on-demand)
 never swap between pages."""
+TIER_COLOURS = ("#4e79a7", "#f28e2b", "#59a14f", "#edc948", "#76b7b2", "#ff9da7", "#9c755f")
+"""Hardware tiers in name order (`tier_scale`); none is a colour of COLOURS, nor a grey, red
+or purple, so a tier never looks like idle, a change mark or fixed charges."""
+
+
+def tier_scale(tiers: Iterable[str], *extra: str) -> alt.Scale:
+    """Colours of hardware tiers, given all the tenant's tiers (not one month's): each tier
+    gets the same colour on every chart and in every month, and `extra` series (fixed
+    charges) their colour of COLOURS. Tiers past the palette's end repeat its colours."""
+    names = sorted(set(tiers))
+    return alt.Scale(domain=[*names, *extra], range=[
+        *(TIER_COLOURS[i % len(TIER_COLOURS)] for i in range(len(names))),
+        *(COLOURS[name] for name in extra)])
 
 
 def _guard(read: Callable[[], T]) -> T:

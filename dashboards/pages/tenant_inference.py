@@ -31,17 +31,26 @@ else:
     if not invoice.tokens:
         st.caption(f"No tokens were metered for you in {period}.")
     else:
+        # Amounts as numbers (sortable, thousands separated); the invoice keeps the decimals.
+        costs = (f"input cost ({invoice.currency})", f"output cost ({invoice.currency})")
+        per_million = (f"{invoice.currency} per million input",
+                       f"{invoice.currency} per million output")
         tokens = pd.DataFrame([{
             "model": t.model, "input tokens": t.input_tokens, "output tokens": t.output_tokens,
-            "GPU-hours": float(t.gpu_hours), f"input cost ({invoice.currency})": t.input_cost,
-            f"output cost ({invoice.currency})": t.output_cost,
-            f"{invoice.currency} per million input": t.cost_per_million_input,
-            f"{invoice.currency} per million output": t.cost_per_million_output,
+            "GPU-hours": float(t.gpu_hours), costs[0]: float(t.input_cost),
+            costs[1]: float(t.output_cost),
+            per_million[0]: None if t.cost_per_million_input is None
+            else float(t.cost_per_million_input),
+            per_million[1]: None if t.cost_per_million_output is None
+            else float(t.cost_per_million_output),
         } for t in invoice.tokens])
         st.dataframe(tokens, hide_index=True, width="stretch", column_config={
             "input tokens": st.column_config.NumberColumn(format="localized"),
             "output tokens": st.column_config.NumberColumn(format="localized"),
-            "GPU-hours": st.column_config.NumberColumn(format="%.1f")})
+            "GPU-hours": ui.HOURS,
+            **ui.money_columns(tokens, *costs, minor_unit=invoice.minor_unit),
+            # A price per million carries 4 more decimals than the currency (TokenUsage).
+            **ui.money_columns(tokens, *per_million, minor_unit=invoice.minor_unit + 4)})
         st.caption("Cost per million tokens is what your invoice shows: the GPU charges your "
                    "GPU-hours on each model carry (or its token lines, on a token plan), "
                    "split into prefill (input) and decode (output).")

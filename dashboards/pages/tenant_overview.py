@@ -99,6 +99,10 @@ st.caption("Daily costs are estimates that add up to the month's bill: each tier
 
 costs = ui.as_float(costs, "cost", "gpu_hours")
 costs["tier"] = costs["hardware_tier"].fillna("fixed charges")
+# Every tier the tenant has used, not only this month's: a tier keeps its colour across
+# months and between the two charts.
+tiers = {*frames["usage_daily"]["hardware_tier"].dropna(),
+         *frames["cost_daily"]["hardware_tier"].dropna()}
 # Charts are Altair with declared types: Streamlit's st.bar_chart reshapes and re-infers a
 # frame on every rerun, which made up most of this page's rerun time (sampled on the render
 # benchmark's marts).
@@ -106,14 +110,16 @@ st.subheader("Cost by day")
 by_day = costs.groupby(["day", "tier"], as_index=False)["cost"].sum()
 st.altair_chart(alt.Chart(by_day).mark_bar().encode(
     x=alt.X("day:T", title=None), y=alt.Y("cost:Q", title=f"cost ({currency})"),
-    color=alt.Color("tier:N", title=None)), width="stretch")
+    color=alt.Color("tier:N", title=None, scale=ui.tier_scale(tiers, "fixed charges"))),
+    width="stretch")
 
 usage = ui.as_float(usage, "allocated_gpu_hours")
 st.subheader("GPU-hours by day")
 st.altair_chart(alt.Chart(usage.groupby(["day", "hardware_tier"], as_index=False)[
     "allocated_gpu_hours"].sum()).mark_bar().encode(
     x=alt.X("day:T", title=None), y=alt.Y("allocated_gpu_hours:Q", title="GPU-hours"),
-    color=alt.Color("hardware_tier:N", title=None)), width="stretch")
+    color=alt.Color("hardware_tier:N", title=None, scale=ui.tier_scale(tiers))),
+    width="stretch")
 
 # Tables without a bar chart each: the chart said what the sorted table says, and drawing
 # three more charts was a sixth of the browser's work on this page (docs/benchmarks.md).
@@ -131,17 +137,27 @@ for column, field, label in zip(columns, ("model", "size_class", "hardware_tier"
                          **ui.money_columns(grouped, f"on-demand cost ({currency})"),
                          "GPU-hours": ui.HOURS})
 
-st.subheader("Any date range")
-all_usage = frames["usage_daily"]
-all_costs = frames["cost_daily"]
-days = pd.to_datetime(all_usage["day"]).dt.date
-month_days = days[pd.to_datetime(all_usage["day"]).dt.strftime("%Y-%m") == period]
-picked = st.date_input("Days", value=(month_days.min(), month_days.max()),
-                       min_value=days.min(), max_value=days.max(), key="overview-range")
-if isinstance(picked, tuple) and len(picked) == 2:
+
+@st.fragment
+def date_range(period: str, currency: str, usage: pd.DataFrame, costs: pd.DataFrame) -> None:
+    """Cost, GPU-hours and workload kinds for any days, and the daily cost as CSV. A
+    fragment, drawn on request: picking days reruns only this part, and the first screen
+    does without its chart, table and date picker (a quarter of the browser's work on it,
+    docs/benchmarks.md)."""
+    st.subheader("Any date range")
+    if not st.toggle("Show costs, used against allocated GPU-hours and workload kinds for "
+                     "any days, with the daily cost as CSV", key="overview-range-shown"):
+        return
+    days = pd.to_datetime(usage["day"]).dt.date
+    month_days = days[pd.to_datetime(usage["day"]).dt.strftime("%Y-%m") == period]
+    picked = st.date_input("Days", value=(month_days.min(), month_days.max()),
+                           min_value=days.min(), max_value=days.max(), key="overview-range")
+    if not (isinstance(picked, tuple) and len(picked) == 2):
+        st.caption("Pick a first and a last day.")
+        return
     first_day, last_day = picked
-    in_range = pd.to_datetime(all_costs["day"]).dt.date.between(first_day, last_day)
-    daily = ui.as_float(all_costs[in_range].copy(), "cost", "gpu_hours").groupby(
+    in_range = pd.to_datetime(costs["day"]).dt.date.between(first_day, last_day)
+    daily = ui.as_float(costs[in_range].copy(), "cost", "gpu_hours").groupby(
         ["day", "period"], as_index=False)[["cost", "gpu_hours"]].sum()
     daily["currency"] = currency
     st.caption(f"{first_day:%Y-%m-%d} to {last_day:%Y-%m-%d}: estimated cost "
@@ -150,7 +166,7 @@ if isinstance(picked, tuple) and len(picked) == 2:
     ui.download("Daily cost (CSV)", lambda: daily.round({"cost": 2, "gpu_hours": 6}).to_csv(
         index=False), file_name=f"daily-cost-{first_day:%Y%m%d}-{last_day:%Y%m%d}.csv",
         mime="text/csv", key="overview-daily-csv")
-    kinds = ui.as_float(all_costs[in_range & (all_costs["charge"] == "on-demand")].copy(),
+    kinds = ui.as_float(costs[in_range & (costs["charge"] == "on-demand")].copy(),
                         "cost", "gpu_hours")
     kinds = kinds.assign(workload=kinds["workload_kind"].fillna("unknown")).groupby(
         "workload", as_index=False)[["gpu_hours", "cost"]].sum().sort_values(
@@ -161,7 +177,7 @@ if isinstance(picked, tuple) and len(picked) == 2:
                  hide_index=True, width="stretch", column_config={
                      **ui.money_columns(kinds, f"on-demand cost ({currency})"),
                      "GPU-hours": ui.HOURS})
-    used = all_usage[days.between(first_day, last_day)]
+    used = usage[days.between(first_day, last_day)]
     used = ui.as_float(used.copy(), "allocated_gpu_hours", "used_gpu_hours").groupby(
         "day", as_index=False)[["allocated_gpu_hours", "used_gpu_hours"]].sum().rename(
         columns={"allocated_gpu_hours": "allocated", "used_gpu_hours": "used"}).melt(
@@ -176,5 +192,6 @@ if isinstance(picked, tuple) and len(picked) == 2:
     st.caption("Allocated: GPU-hours your workloads held. Used: the part the GPUs were busy "
                "(utilization). Allocated but unused hours are billed under an allocation "
                "basis; see your plan's metering basis.")
-else:
-    st.caption("Pick a first and a last day.")
+
+
+date_range(period, currency, frames["usage_daily"], frames["cost_daily"])

@@ -1,6 +1,7 @@
 """Every page for every role, sign-in, and every way a tenant might reach another tenant,
 through streamlit.testing.v1.AppTest (the real app script, no browser)."""
 
+import json
 import logging
 import shutil
 from dataclasses import replace
@@ -105,8 +106,12 @@ def test_tenant_overview_shows_its_bill():
     # DESIGN.md's 10,252.15 plus the 5.70 adjustment for late usage.
     assert metrics["Billed for the month"] == "10,257.85 USD"
     assert metrics["Forecast to month end"] == "10,257.85 USD"
-    # cost and GPU-hours by day; used against allocated GPU-hours over the date range (the
-    # month's days by default); by model, size class and tier are tables
+    # cost and GPU-hours by day; by model, size class and tier are tables; the date range
+    # is drawn on request
+    assert len(at.get("vega_lite_chart")) == 2
+    assert not at.date_input
+    at.toggle(key="overview-range-shown").set_value(True).run()
+    # used against allocated GPU-hours over the date range (the month's days by default)
     assert len(at.get("vega_lite_chart")) == 3
     tables = [d.value for d in at.dataframe]
     by_tier = next(t for t in tables if "hardware_tier" in t.index.names)
@@ -120,6 +125,26 @@ def test_tenant_overview_shows_its_bill():
         by_tier["on-demand cost (USD)"].sum(), abs=0.005)
     at.switch_page("pages/tenant_invoices.py").run()
     assert f"{float(TOTALS['acme']):,.2f}" in _text(at)
+
+
+def test_overview_colours_each_tier_the_same_on_both_charts_and_in_every_month():
+    at = signed_in("alice")
+
+    def colours() -> list[dict[str, str]]:
+        scales = [json.loads(c.proto.spec)["encoding"]["color"]["scale"]
+                  for c in at.get("vega_lite_chart")[:2]]
+        return [dict(zip(s["domain"], s["range"], strict=True)) for s in scales]
+
+    by_cost, by_hours = colours()
+    # The demo tenant's three tiers, each its own colour from dashboards/ui.py, the same on
+    # the cost and the GPU-hours chart; fixed charges the colour that means fixed charges.
+    assert set(by_hours) == {"economy", "premium", "standard"}
+    assert len(set(by_hours.values())) == 3
+    assert set(by_hours.values()) <= set(ui.TIER_COLOURS)
+    assert not set(ui.TIER_COLOURS) & set(ui.COLOURS.values())
+    assert by_cost == {**by_hours, "fixed charges": ui.COLOURS["fixed charges"]}
+    at.selectbox[0].select(at.selectbox[0].options[-1]).run()
+    assert colours() == [by_cost, by_hours]
 
 
 def _cards(at: AppTest) -> list[str]:
@@ -207,6 +232,7 @@ def test_bill_explained_links_gpu_hours_to_units_to_invoice_lines():
 
 def test_tenant_date_range_gives_daily_costs_that_add_up_to_the_bill():
     at = signed_in("alice")
+    at.toggle(key="overview-range-shown").set_value(True).run()
     # The month's days by default: daily costs add up to what October was billed, invoice
     # and debit note (10,252.15 + 5.70).
     assert "2026-10-01 to 2026-10-31: estimated cost 10,257.85 USD" in _text(at)

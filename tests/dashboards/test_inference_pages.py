@@ -2,6 +2,7 @@
 script on the marts demo_warehouse publishes): a tenant sees its own, an operator sees the
 breach and the recommendations in GPUs and GPU-hours, and no money."""
 
+import json
 from decimal import Decimal
 from pathlib import Path
 
@@ -54,9 +55,17 @@ def test_tenant_sees_its_tokens_and_the_invoices_cost_per_million_by_model(dashb
     assert list(shown["model"]) == [INFERENCE_MODEL]
     assert list(shown["input tokens"]) == [ACME_TOKENS[0]]
     assert list(shown["output tokens"]) == [ACME_TOKENS[1]]
-    # The figures the invoice shows, not a recomputation: the same Decimals.
-    assert shown["USD per million input"][0] == tokens.cost_per_million_input
-    assert shown["USD per million output"][0] == tokens.cost_per_million_output
+    # The figures the invoice shows, not a recomputation, as numbers (they sort as numbers)
+    # shown with thousands separators and the precision the invoice gives them.
+    money = {"input cost (USD)": (tokens.input_cost, "%,.2f"),
+             "output cost (USD)": (tokens.output_cost, "%,.2f"),
+             "USD per million input": (tokens.cost_per_million_input, "%,.6f"),
+             "USD per million output": (tokens.cost_per_million_output, "%,.6f")}
+    settings = json.loads(at.dataframe[0].proto.columns)
+    for column, (figure, number_format) in money.items():
+        assert shown[column].dtype.kind == "f", column
+        assert shown[column][0] == float(figure), column
+        assert settings[column]["type_config"]["format"] == number_format, column
     assert tokens.cost_per_million_input > 0
 
 
