@@ -36,6 +36,7 @@ from models.billing.invoices import (
     from_row,
 )
 from models.billing.pricing import HourUse, Invoice, InvoiceLine, LineKind, NettedHour
+from models.billing.pricing_sql import NettingCells
 from models.billing.rate_cards import month_bounds
 
 ZERO = Decimal(0)
@@ -157,18 +158,27 @@ def _insert(con: duckdb.DuckDBPyConnection, invoice_id: str, invoice: Invoice, *
               line.size_class, line.quantity, line.unit, line.unit_price, line.amount]
              for n, line in enumerate(invoice.lines, start=1)],
         )
-    if invoice.hours:
+    if isinstance(invoice.hours, NettingCells):  # the set-wise engine's: already columns
+        cells_table = invoice.hours.arrow()
+        table = cells_table.add_column(
+            0, "invoice_id", pa.array([invoice_id] * cells_table.num_rows, pa.string()))
+        _insert_hours(con, table)
+    elif invoice.hours:
         cells = invoice.hours
         table = pa.table([
             [invoice_id] * len(cells), [c.hour for c in cells],
             [c.hardware_tier for c in cells], [c.size_class for c in cells],
             [c.reservation_id for c in cells], [c.use.value for c in cells],
             [c.gpu_hours for c in cells]], schema=_HOURS_SCHEMA)
-        con.register("invoice_hours_new", table)
-        try:
-            con.execute("INSERT INTO invoice_hours SELECT * FROM invoice_hours_new")
-        finally:
-            con.unregister("invoice_hours_new")
+        _insert_hours(con, table)
+
+
+def _insert_hours(con: duckdb.DuckDBPyConnection, table: pa.Table) -> None:
+    con.register("invoice_hours_new", table.cast(_HOURS_SCHEMA))
+    try:
+        con.execute("INSERT INTO invoice_hours SELECT * FROM invoice_hours_new")
+    finally:
+        con.unregister("invoice_hours_new")
 
 
 def _delete(con: duckdb.DuckDBPyConnection, where: str, params: Sequence[object]) -> None:

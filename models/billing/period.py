@@ -7,7 +7,8 @@ from decimal import Decimal
 
 import duckdb
 
-from models.billing.pricing import Invoice, price_invoice
+from models.billing.pricing import Invoice
+from models.billing.pricing_sql import price_all
 from models.billing.rate_cards import Meter, RateCard, Tenant, month_bounds
 from models.errors import UserError
 from models.ledger import warehouse
@@ -29,7 +30,8 @@ def price_period(
     *,
     credit_available: Callable[[Tenant], Decimal] | None = None,
 ) -> list[Invoice]:
-    """Invoices of every tenant active in `period` or with usage in it, in tenant order.
+    """Invoices of every tenant active in `period` or with usage in it, in tenant order,
+    priced all at once by the set-wise engine (models.billing.pricing_sql).
 
     `credit_available(tenant)` gives the prepaid balance at the period's start (default: every
     grant before the period ends). A tenant with nothing to bill (no usage, no fees) gets no
@@ -45,13 +47,17 @@ def price_period(
     }
     token_models = {name: list(card.token_prices) for name, tenant in priced.items()
                     if (plan := card.plans.get(tenant.plan)) and plan.meter is Meter.TOKENS}
-    hours = warehouse.usage_hours(con, priced, start, end, token_models)
     work = warehouse.model_work(con, priced, start, end)
-    invoices = []
-    for name, tenant in priced.items():
-        credit = credit_available(tenant) if credit_available else None
-        invoice = price_invoice(tenant, card, period, hours[name], credit_available=credit,
-                                work=work[name])
-        if invoice.lines:
-            invoices.append(invoice)
-    return invoices
+    credits = ({name: credit_available(tenant) for name, tenant in priced.items()}
+               if credit_available else None)
+    try:
+        warehouse.create_usage_micro(con, USAGE_TABLE, priced, start, end, token_models)
+        month = price_all(con, card, priced, period, USAGE_TABLE, credit_available=credits,
+                          work=work)
+    finally:
+        con.execute(f"DROP TABLE IF EXISTS {USAGE_TABLE}")
+    return [invoice for invoice in month.invoices.values() if invoice.lines]
+
+
+USAGE_TABLE = "billing_usage_micro"
+"""The temporary table of the period's billable usage that `price_period` prices."""

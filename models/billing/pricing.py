@@ -12,6 +12,7 @@ returns, through models.billing.invoices, and at most spreads its figures over f
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -196,7 +197,7 @@ class Invoice:
     lines: tuple[InvoiceLine, ...]
     usage: tuple[TierUsage, ...]
     reservations: tuple[HeldReservation, ...]
-    hours: tuple[NettedHour, ...]
+    hours: Sequence[NettedHour]
     """The hourly netting, in (hour, tier, size class, reservation) order. Stored beside the
     document (models.billing.lifecycle), not in it: thousands of cells a month."""
     credit_available: Decimal
@@ -405,14 +406,18 @@ def _hourly_capacity(held: Sequence[HeldReservation], lo: datetime, hi: datetime
             weights.append(r.gpus if whole else
                            r.gpus * active_hours(r.start, r.end, moment, moment + HOUR))
             moment += HOUR
-        total = totals[h.reservation_id] = quantity(
-            r.gpus * active_hours(r.start, r.end, lo, hi))
+        total = totals[h.reservation_id] = reserved_gpu_hours(r, lo, hi)
         # Whole hours of a whole number of millionths need no allocation (the usual case).
         exact = sum(weights, ZERO) == total and all(quantity(w) == w for w in {*weights})
         for moment, gpu_hours in zip(
                 hours, weights if exact else allocate(total, weights, QUANTITY), strict=True):
             per_hour[(moment, r.tier)].append((h.reservation_id, gpu_hours))
     return per_hour, totals
+
+
+def reserved_gpu_hours(r: Reservation, lo: datetime, hi: datetime) -> Decimal:
+    """The GPU-hours a reservation's line charges for [lo, hi): its GPUs x its hours in it."""
+    return quantity(r.gpus * active_hours(r.start, r.end, lo, hi))
 
 
 def price_bands(mode: PricingMode, bands: Sequence[Band], units: Decimal) -> list[PricedBand]:
@@ -458,9 +463,6 @@ def price_invoice(
     credit granted before the period ends (nothing spent yet). `work`: the tenant's tokens by
     model, shown with their effective cost (`token_usage`)."""
     lo, hi = month_bounds(period)
-    period_hours = Decimal((hi - lo) // HOUR)
-    minor = card.minor_unit
-    lines: list[InvoiceLine] = []
 
     # 1-2. Quantities per hour, tier and size class; reservations netted hour by hour.
     by_hour: dict[tuple[datetime, str], dict[str, Decimal]] = defaultdict(
@@ -494,6 +496,45 @@ def price_invoice(
                 totals[(tier_name, cell.size_class)][1] += cell.gpu_hours
         hours += cells
 
+    off_peak_overflow: dict[tuple[str, str], Decimal] = defaultdict(lambda: ZERO)
+    time_of_use = {t.name: t.time_of_use for t in card.tiers if t.time_of_use is not None}
+    if time_of_use:
+        for cell in hours:
+            tou = time_of_use.get(cell.hardware_tier)
+            if (tou is not None and cell.use is HourUse.ON_DEMAND
+                    and cell.size_class is not None and tou.off_peak(cell.hour)):
+                off_peak_overflow[(cell.hardware_tier, cell.size_class)] += cell.gpu_hours
+    return price_netted(tenant, card, period, totals, off_peak_overflow, held, reserved_total,
+                        tuple(hours), credit_available=credit_available, work=work)
+
+
+_bounds = functools.lru_cache(maxsize=16)(month_bounds)
+"""`month_bounds`, parsed once per period: the set-wise engine prices thousands of tenants."""
+
+
+def price_netted(
+    tenant: Tenant,
+    card: RateCard,
+    period: str,
+    totals: Mapping[tuple[str, str], Sequence[Decimal]],
+    off_peak_overflow: Mapping[tuple[str, str], Decimal],
+    held: Sequence[HeldReservation],
+    reserved_total: Mapping[str, Decimal],
+    hours: Sequence[NettedHour],
+    *,
+    credit_available: Decimal | None = None,
+    work: Iterable[ModelWork] = (),
+) -> Invoice:
+    """Steps 3 to 10 of `price_invoice` from the month's netting: `totals` holds the GPU-hours
+    and covered GPU-hours per (tier, size class), `off_peak_overflow` the on-demand GPU-hours
+    of off-peak hours per (tier, size class), `reserved_total` each held reservation's
+    GPU-hours. The set-wise engine (models.billing.pricing_sql) nets all tenants at once and
+    prices each through here, so both engines share every line's arithmetic."""
+    lo, hi = _bounds(period)
+    period_hours = Decimal((hi - lo) // HOUR)
+    minor = card.minor_unit
+    lines: list[InvoiceLine] = []
+
     # 3. Billable units = overflow GPU-hours x size multiplier.
     tier_usage: list[TierUsage] = []
     units_by_tier: dict[str, Decimal] = defaultdict(lambda: ZERO)
@@ -508,14 +549,7 @@ def price_invoice(
 
     # 3b. Time of use: the on-demand units of each tier used in its off-peak hours.
     off_peak_units: dict[str, Decimal] = defaultdict(lambda: ZERO)
-    off_peak_overflow: dict[tuple[str, str], Decimal] = defaultdict(lambda: ZERO)
-    time_of_use = {t.name: t.time_of_use for t in card.tiers if t.time_of_use is not None}
-    if time_of_use:
-        for cell in hours:
-            tou = time_of_use.get(cell.hardware_tier)
-            if (tou is not None and cell.use is HourUse.ON_DEMAND
-                    and cell.size_class is not None and tou.off_peak(cell.hour)):
-                off_peak_overflow[(cell.hardware_tier, cell.size_class)] += cell.gpu_hours
+    if off_peak_overflow:
         for (tier_name, size), overflow in off_peak_overflow.items():
             off_peak_units[tier_name] += quantity(overflow * card.multiplier(size))
         for tier_name in off_peak_units:
@@ -650,7 +684,7 @@ def price_invoice(
         tenant=tenant.name, plan=plan.name, period=period, currency=card.currency,
         minor_unit=minor, rate_card_version=card.version, basis=tenant.basis.value,
         lines=tuple(lines), usage=tuple(tier_usage), reservations=tuple(held),
-        hours=tuple(hours), credit_available=available, credit_applied=applied,
+        hours=hours, credit_available=available, credit_applied=applied,
         active_fraction=quantity(fraction), minimum_commitment=minimum,
         tokens=token_usage(lines, tier_usage, work, minor),
     )

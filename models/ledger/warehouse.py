@@ -399,6 +399,44 @@ def usage_hours(
     return hours
 
 
+def create_usage_micro(
+    con: duckdb.DuckDBPyConnection, table: str, tenants: Mapping[str, Tenant], start: datetime,
+    end: datetime, token_models: Mapping[str, Iterable[str]] | None = None,
+) -> None:
+    """`usage_hours` as the temporary table `table` (tenant, hour, hardware_tier, size_class,
+    gpu_hours_micro: BIGINT millionths of a GPU-hour, rounded half-up as `quantity` rounds),
+    for the set-wise engine (models.billing.pricing_sql), which prices all tenants from it
+    without a row in Python. Same rows, same refusal of usage-metered tenants without
+    utilization."""
+    left_out = sorted(f"{tenant}\x1f{model}" for tenant, models in (token_models or {}).items()
+                      for model in models)
+    on_usage = sorted(name for name, tenant in tenants.items() if tenant.basis.value == "usage")
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {table} AS "
+        "WITH h AS (SELECT tenant, hour, hardware_tier, size_class, "
+        "    sum(CASE WHEN list_contains($on_usage, tenant) THEN used_gpu_seconds "
+        "             ELSE allocated_gpu_seconds END) AS seconds, "
+        "    sum(used_missing_rows) FILTER (WHERE list_contains($on_usage, tenant)) AS missing "
+        "  FROM usage_hourly "
+        "  WHERE hour >= $start AND hour < $end AND list_contains($tenants, tenant) "
+        "  AND (model IS NULL OR NOT list_contains($left_out, tenant || chr(31) || model)) "
+        "  GROUP BY ALL) "
+        # Half-up to a millionth of an hour: seconds are DECIMAL(38, 6), so this is exact.
+        "SELECT tenant, hour, hardware_tier, size_class, "
+        "  ((seconds * 1000000)::HUGEINT + 1800) // 3600 AS gpu_hours_micro, missing "
+        "FROM h WHERE seconds <> 0 OR missing > 0",
+        {"start": start, "end": end, "tenants": sorted(tenants), "left_out": left_out,
+         "on_usage": on_usage})
+    missing = con.execute(f"SELECT tenant, sum(missing)::BIGINT FROM {table} WHERE missing > 0 "
+                          "GROUP BY ALL ORDER BY 1 LIMIT 1").fetchall()
+    for name, rows in missing:
+        raise ValueError(
+            f"tenant {name} is metered on usage, but {rows} ledger rows in "
+            f"[{start:%Y-%m-%d}, {end:%Y-%m-%d}) have no utilization (used_gpu_seconds "
+            "is null): add a utilization source or switch the tenant to allocation"
+        )
+
+
 def model_work(
     con: duckdb.DuckDBPyConnection, tenants: Mapping[str, Tenant], start: datetime,
     end: datetime,
