@@ -107,6 +107,18 @@ def failure_text(result: dg.ExecuteInProcessResult) -> str:
     return "\n".join(lines) or "no failure recorded"
 
 
+def assert_blocked_by_conservation(result: dg.ExecuteInProcessResult, device: str) -> None:
+    """The run failed on the conservation check, which names `device`, and stopped after the
+    ledger: no rollup of the broken day was written."""
+    assert not result.success
+    (check,) = [e for e in result.get_asset_check_evaluations()
+                if e.check_name == "gpu_seconds_conserved"]
+    assert not check.passed
+    assert device in check.metadata["first_violations"].value
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert materialized == {"gpu_usage_ledger"}
+
+
 def resources_for(home: Path) -> dict[str, Any]:
     demo = Path(__file__).resolve().parents[2] / "examples" / "demo"
     return {
