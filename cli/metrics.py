@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import FrameType
 
 import click
 
@@ -92,9 +94,17 @@ def serve(port: int, bind: str, warehouse_path: Path | None) -> None:
     host, bound = server.server_address[:2]
     click.echo(f"serving budget metrics on http://{host!s}:{bound}/metrics from {path}",
                err=True)
+    # SIGTERM (what Kubernetes and systemd send) stops it like Ctrl-C. Set explicitly: a
+    # process started with SIGTERM ignored (Dagster maps SIGTERM to SIGINT's handler, which a
+    # shell's background job has ignored) would otherwise pass the ignore on and never stop.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt

@@ -4,6 +4,7 @@ that the same renderer writes; the warehouse is opened per scrape only."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -133,3 +134,29 @@ def test_serve_refuses_a_missing_warehouse_with_exit_2(tmp_path: Path) -> None:
                                        "--warehouse", str(tmp_path / "none.duckdb")])
     assert result.exit_code == 2
     assert "no warehouse at" in result.output
+
+
+def test_serve_stops_on_sigterm_even_when_started_with_it_ignored(tmp_path: Path) -> None:
+    # A shell's background job starts with SIGINT ignored, and Dagster maps SIGTERM to SIGINT's
+    # handler, so the server could inherit an ignored SIGTERM and outlive every stop request.
+    db = tmp_path / "warehouse.duckdb"
+    write_usage(db, DAY)
+    port = free_port()
+
+    def ignore_stop_signals() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+    server = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "metrics", "serve", "--port", str(port),
+         "--bind", "127.0.0.1", "--warehouse", str(db)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        preexec_fn=ignore_stop_signals)
+    try:
+        wait_for(f"http://127.0.0.1:{port}/metrics", server)
+        server.terminate()
+        assert server.wait(timeout=10) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
