@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from collectors.spool import SpoolLocation, write_batch
+from collectors.spool import Batch, SpoolLocation, write_batches
 from models.ledger.tiers import mig_gpu_equivalents
 from models.ledger.usage import (
     IDLE_TENANT,
@@ -670,15 +670,6 @@ def _histograms(requests: np.ndarray, mean_s: np.ndarray, bounds: Sequence[float
                                     entries, type=LATENCY_BUCKETS)
 
 
-@dataclass(frozen=True)
-class Batch:
-    kind: str
-    """`usage` (LEDGER_SCHEMA) or `requests` (REQUEST_WORK_SCHEMA), as the spool names them."""
-    node: str
-    batch: str
-    table: pa.Table
-
-
 def _hours(table: pa.Table) -> Iterator[tuple[datetime, pa.Table]]:
     """A table sorted by window_start, cut at UTC hours."""
     us = table["window_start"].combine_chunks().cast(pa.int64()).to_numpy()
@@ -699,15 +690,23 @@ def simulate(start: datetime | date, days: int, interval_s: int = 60, seed: int 
              scale: int = 1) -> Iterator[Batch]:
     """The default cluster from `start` (a UTC midnight) for `days` days: one usage batch per
     node and hour, one request batch per shared endpoint and hour, in time order."""
+    for batches in simulate_days(start, days, interval_s, seed, scale):
+        yield from batches
+
+
+def simulate_days(start: datetime | date, days: int, interval_s: int = 60, seed: int = 7,
+                  scale: int = 1) -> Iterator[list[Batch]]:
+    """`simulate`'s batches, a UTC day at a time."""
     sim = Simulation(default_cluster(scale), _as_midnight(start), days, interval_s, seed)
     for day in range(days):
-        for node, table in sim.node_days(day).items():
-            for hour, part in _hours(table):
-                yield Batch("usage", node, f"sim-{hour:%Y%m%dT%H}", part)
+        batches = [Batch("usage", node, f"sim-{hour:%Y%m%dT%H}", part)
+                   for node, table in sim.node_days(day).items()
+                   for hour, part in _hours(table)]
         for e, endpoint in enumerate(sim.cluster.endpoints):
-            for hour, part in _hours(sim.requests_day(e, day)):
-                node = sim.cluster.gateway_node[endpoint.namespace]
-                yield Batch("requests", node, f"sim-{hour:%Y%m%dT%H}", part)
+            node = sim.cluster.gateway_node[endpoint.namespace]
+            batches += [Batch("requests", node, f"sim-{hour:%Y%m%dT%H}", part)
+                        for hour, part in _hours(sim.requests_day(e, day))]
+        yield batches
 
 
 @dataclass
@@ -721,16 +720,16 @@ def simulate_to_spool(
     root: SpoolLocation, start: datetime | date, days: int, interval_s: int = 60, seed: int = 7,
     scale: int = 1, progress: Callable[[Batch], None] | None = None,
 ) -> SpoolSummary:
-    """Write `simulate(...)` through the spool writer; `progress` is called after each batch."""
+    """Write `simulate(...)` through the spool writer, a day's batches at a time (the spool's
+    fsyncs paid once a day); `progress` is called after each batch."""
     summary = SpoolSummary()
-    for batch in simulate(start, days, interval_s, seed, scale):
-        files = write_batch(root, batch.table, kind=batch.kind, source=SOURCE, node=batch.node,
-                            batch=batch.batch)
-        summary.files += len(files)
-        if batch.kind == "usage":
-            summary.usage_rows += batch.table.num_rows
-        else:
-            summary.request_rows += batch.table.num_rows
-        if progress is not None:
-            progress(batch)
+    for batches in simulate_days(start, days, interval_s, seed, scale):
+        summary.files += len(write_batches(root, batches, source=SOURCE))
+        for batch in batches:
+            if batch.kind == "usage":
+                summary.usage_rows += batch.table.num_rows
+            else:
+                summary.request_rows += batch.table.num_rows
+            if progress is not None:
+                progress(batch)
     return summary
