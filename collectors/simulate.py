@@ -563,16 +563,21 @@ class Simulation:
 
     def node_days(self, day_index: int) -> dict[str, pa.Table]:
         """Ledger rows of every node for one day, each sorted by window_start."""
-        pieces: dict[int, list[pa.Table]] = {}
-        for p in range(len(self.cluster.pools)):
-            table, node_of = self.pool_day(p, day_index)
-            for node in np.unique(node_of):
-                pieces.setdefault(int(node), []).append(table.filter(pa.array(node_of == node)))
-        nodes = self.cluster.nodes
-        return {
-            nodes[i]: pa.concat_tables(tables).sort_by("window_start")
-            for i, tables in sorted(pieces.items())
-        }
+        tables, nodes = zip(*(self.pool_day(p, day_index)
+                              for p in range(len(self.cluster.pools))), strict=True)
+        table = pa.concat_tables(tables)
+        node_of = np.concatenate(nodes)
+        # One stable sort by node, then time (rows of a node and minute keep the pools' order),
+        # and one take: each node's rows are then a slice, not a filter, concat and sort.
+        epoch = table["window_start"].combine_chunks().cast(pa.int64()).to_numpy()
+        order = np.lexsort((epoch, node_of))
+        table = table.take(pa.array(order))
+        node_of = node_of[order]
+        starts = np.flatnonzero(np.r_[True, node_of[1:] != node_of[:-1]])
+        ends = np.r_[starts[1:], len(node_of)]
+        names = self.cluster.nodes
+        return {names[node_of[a]]: table.slice(a, b - a)
+                for a, b in zip(starts, ends, strict=True)}
 
     def requests_day(self, endpoint_index: int, day_index: int) -> pa.Table:
         """Request work of a shared endpoint's tenants: a diurnal load split in shares that
