@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
@@ -726,10 +727,14 @@ def simulate_to_spool(
     scale: int = 1, progress: Callable[[Batch], None] | None = None,
 ) -> SpoolSummary:
     """Write `simulate(...)` through the spool writer, a day's batches at a time (the spool's
-    fsyncs paid once a day); `progress` is called after each batch."""
+    fsyncs paid once a day); `progress` is called after each batch once it is written."""
     summary = SpoolSummary()
-    for batches in simulate_days(start, days, interval_s, seed, scale):
+
+    def write(batches: list[Batch]) -> list[Batch]:
         summary.files += len(write_batches(root, batches, source=SOURCE))
+        return batches
+
+    def written(batches: list[Batch]) -> None:
         for batch in batches:
             if batch.kind == "usage":
                 summary.usage_rows += batch.table.num_rows
@@ -737,4 +742,15 @@ def simulate_to_spool(
                 summary.request_rows += batch.table.num_rows
             if progress is not None:
                 progress(batch)
+
+    # A day is written (Parquet encoding and fsyncs, which release the GIL) while the next is
+    # generated; days are written one after the other, in order.
+    with ThreadPoolExecutor(1) as writer:
+        pending: Future[list[Batch]] | None = None
+        for batches in simulate_days(start, days, interval_s, seed, scale):
+            if pending is not None:
+                written(pending.result())
+            pending = writer.submit(write, batches)
+        if pending is not None:
+            written(pending.result())
     return summary
