@@ -158,8 +158,11 @@ def write_batches(root: SpoolLocation, batches: Iterable[Batch], *,
     local = local_path(root)
     if local is not None:
         return list(_write_local(local, parts))
-    remote = _remote(str(root))
-    return [_put(remote, f"{remote.path}/{relative}", part) for relative, part in parts]
+    written: list[SpoolLocation] = []
+    for relative, part in parts:  # no store client is made for batches without rows
+        remote = _remote(str(root))
+        written.append(_put(remote, f"{remote.path}/{relative}", part))
+    return written
 
 
 def _by_hour(table: pa.Table, schema: pa.Schema) -> list[tuple[datetime, pa.Table]]:
