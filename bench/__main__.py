@@ -19,7 +19,7 @@ from bench import pipeline, targets
 ROOT = Path(__file__).resolve().parents[1]
 OTHERS = {
     "nvml_collector": "CPU time of the NVML collector per device sample (zero-latency fake)",
-    "spool": "Spool write throughput: atomic write_batch against plain Parquet writes",
+    "spool": "Spool writes: atomic write_batches, a day a call, against plain Parquet writes",
     "pricing": "Pricing a month of hourly usage for 10,000 tenants against a Decimal floor",
     "dashboard_render": "Dashboard page rendering",
     "marts": "Mart publishing with 4,000 tenants against the per-tenant-query baseline",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
@@ -22,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from collectors.spool import SpoolLocation, write_batch
+from collectors.spool import Batch, SpoolLocation, write_batches
 from models.ledger.tiers import mig_gpu_equivalents
 from models.ledger.usage import (
     IDLE_TENANT,
@@ -563,16 +564,21 @@ class Simulation:
 
     def node_days(self, day_index: int) -> dict[str, pa.Table]:
         """Ledger rows of every node for one day, each sorted by window_start."""
-        pieces: dict[int, list[pa.Table]] = {}
-        for p in range(len(self.cluster.pools)):
-            table, node_of = self.pool_day(p, day_index)
-            for node in np.unique(node_of):
-                pieces.setdefault(int(node), []).append(table.filter(pa.array(node_of == node)))
-        nodes = self.cluster.nodes
-        return {
-            nodes[i]: pa.concat_tables(tables).sort_by("window_start")
-            for i, tables in sorted(pieces.items())
-        }
+        tables, nodes = zip(*(self.pool_day(p, day_index)
+                              for p in range(len(self.cluster.pools))), strict=True)
+        table = pa.concat_tables(tables)
+        node_of = np.concatenate(nodes)
+        # One stable sort by node, then time (rows of a node and minute keep the pools' order),
+        # and one take: each node's rows are then a slice, not a filter, concat and sort.
+        epoch = table["window_start"].combine_chunks().cast(pa.int64()).to_numpy()
+        order = np.lexsort((epoch, node_of))
+        table = table.take(pa.array(order))
+        node_of = node_of[order]
+        starts = np.flatnonzero(np.r_[True, node_of[1:] != node_of[:-1]])
+        ends = np.r_[starts[1:], len(node_of)]
+        names = self.cluster.nodes
+        return {names[node_of[a]]: table.slice(a, b - a)
+                for a, b in zip(starts, ends, strict=True)}
 
     def requests_day(self, endpoint_index: int, day_index: int) -> pa.Table:
         """Request work of a shared endpoint's tenants: a diurnal load split in shares that
@@ -670,15 +676,6 @@ def _histograms(requests: np.ndarray, mean_s: np.ndarray, bounds: Sequence[float
                                     entries, type=LATENCY_BUCKETS)
 
 
-@dataclass(frozen=True)
-class Batch:
-    kind: str
-    """`usage` (LEDGER_SCHEMA) or `requests` (REQUEST_WORK_SCHEMA), as the spool names them."""
-    node: str
-    batch: str
-    table: pa.Table
-
-
 def _hours(table: pa.Table) -> Iterator[tuple[datetime, pa.Table]]:
     """A table sorted by window_start, cut at UTC hours."""
     us = table["window_start"].combine_chunks().cast(pa.int64()).to_numpy()
@@ -699,15 +696,23 @@ def simulate(start: datetime | date, days: int, interval_s: int = 60, seed: int 
              scale: int = 1) -> Iterator[Batch]:
     """The default cluster from `start` (a UTC midnight) for `days` days: one usage batch per
     node and hour, one request batch per shared endpoint and hour, in time order."""
+    for batches in simulate_days(start, days, interval_s, seed, scale):
+        yield from batches
+
+
+def simulate_days(start: datetime | date, days: int, interval_s: int = 60, seed: int = 7,
+                  scale: int = 1) -> Iterator[list[Batch]]:
+    """`simulate`'s batches, a UTC day at a time."""
     sim = Simulation(default_cluster(scale), _as_midnight(start), days, interval_s, seed)
     for day in range(days):
-        for node, table in sim.node_days(day).items():
-            for hour, part in _hours(table):
-                yield Batch("usage", node, f"sim-{hour:%Y%m%dT%H}", part)
+        batches = [Batch("usage", node, f"sim-{hour:%Y%m%dT%H}", part)
+                   for node, table in sim.node_days(day).items()
+                   for hour, part in _hours(table)]
         for e, endpoint in enumerate(sim.cluster.endpoints):
-            for hour, part in _hours(sim.requests_day(e, day)):
-                node = sim.cluster.gateway_node[endpoint.namespace]
-                yield Batch("requests", node, f"sim-{hour:%Y%m%dT%H}", part)
+            node = sim.cluster.gateway_node[endpoint.namespace]
+            batches += [Batch("requests", node, f"sim-{hour:%Y%m%dT%H}", part)
+                        for hour, part in _hours(sim.requests_day(e, day))]
+        yield batches
 
 
 @dataclass
@@ -721,16 +726,31 @@ def simulate_to_spool(
     root: SpoolLocation, start: datetime | date, days: int, interval_s: int = 60, seed: int = 7,
     scale: int = 1, progress: Callable[[Batch], None] | None = None,
 ) -> SpoolSummary:
-    """Write `simulate(...)` through the spool writer; `progress` is called after each batch."""
+    """Write `simulate(...)` through the spool writer, a day's batches at a time (the spool's
+    fsyncs paid once a day); `progress` is called after each batch once it is written."""
     summary = SpoolSummary()
-    for batch in simulate(start, days, interval_s, seed, scale):
-        files = write_batch(root, batch.table, kind=batch.kind, source=SOURCE, node=batch.node,
-                            batch=batch.batch)
-        summary.files += len(files)
-        if batch.kind == "usage":
-            summary.usage_rows += batch.table.num_rows
-        else:
-            summary.request_rows += batch.table.num_rows
-        if progress is not None:
-            progress(batch)
+
+    def write(batches: list[Batch]) -> list[Batch]:
+        summary.files += len(write_batches(root, batches, source=SOURCE))
+        return batches
+
+    def written(batches: list[Batch]) -> None:
+        for batch in batches:
+            if batch.kind == "usage":
+                summary.usage_rows += batch.table.num_rows
+            else:
+                summary.request_rows += batch.table.num_rows
+            if progress is not None:
+                progress(batch)
+
+    # A day is written (Parquet encoding and fsyncs, which release the GIL) while the next is
+    # generated; days are written one after the other, in order.
+    with ThreadPoolExecutor(1) as writer:
+        pending: Future[list[Batch]] | None = None
+        for batches in simulate_days(start, days, interval_s, seed, scale):
+            if pending is not None:
+                written(pending.result())
+            pending = writer.submit(write, batches)
+        if pending is not None:
+            written(pending.result())
     return summary

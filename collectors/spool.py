@@ -20,10 +20,14 @@ from __future__ import annotations
 import functools
 import os
 import re
-from collections.abc import Callable, Iterator, Sequence
+import tempfile
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import IO
 from urllib.parse import unquote, urlsplit
 
 import pyarrow as pa
@@ -33,7 +37,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from models.errors import UserError
-from models.files import atomic_open, fsync_dir
+from models.files import fsync_dir
 from models.ledger.gaps import GAP_SCHEMA
 from models.ledger.usage import LEDGER_SCHEMA, REQUEST_WORK_SCHEMA
 
@@ -117,6 +121,19 @@ def _remote(location: str) -> _Remote:
     return _Remote(fs, path, f"{parts.scheme}://", parts.query)
 
 
+@dataclass(frozen=True)
+class Batch:
+    """The rows of one collection batch and where they go in the spool."""
+
+    kind: str
+    """`usage`, `requests` or `gaps` (SCHEMAS)."""
+    node: str
+    batch: str
+    """Names the batch (e.g. the collection window's start): the same batch written twice
+    lands on the same paths."""
+    table: pa.Table
+
+
 def write_batch(
     root: SpoolLocation, table: pa.Table, *, kind: str, source: str, node: str, batch: str
 ) -> list[SpoolLocation]:
@@ -125,35 +142,109 @@ def write_batch(
 
     `batch` names the batch (e.g. the collection window's start); the same batch written
     twice lands on the same paths."""
-    schema = SCHEMAS[kind]
-    table = table.select(schema.names).cast(schema)
-    if table.num_rows == 0:
-        return []
-    hours = pc.floor_temporal(table["window_start"], unit="hour")
+    return write_batches(root, [Batch(kind, node, batch, table)], source=source)
+
+
+def write_batches(root: SpoolLocation, batches: Iterable[Batch], *,
+                  source: str) -> list[SpoolLocation]:
+    """Write several batches of one source (each as `write_batch` would) and return their
+    files. On a local spool the crash safety is paid once for them all: every file is on
+    disk before any is renamed into place, and once this returns every file and folder entry
+    is durable; a failure or a crash leaves each file whole (the new version or the old) and
+    the temporary files that listings skip."""
+    parts = ((f"{b.kind}/date={hour:%Y-%m-%d}/hour={hour:%H}/source={_safe(source)}"
+              f"/node={_safe(b.node)}/{_safe(b.batch)}.parquet", part)
+             for b in batches for hour, part in _by_hour(b.table, SCHEMAS[b.kind]))
     local = local_path(root)
-    remote = None if local is not None else _remote(str(root))
+    if local is not None:
+        return list(_write_local(local, parts))
     written: list[SpoolLocation] = []
-    first, last = pc.min_max(hours).values()
-    # A collector's batch is one hour's window nearly always: it is written as it is, without
-    # filtering a copy of it per hour.
-    parts = ([(first.as_py(), table)] if first == last else
-             [(hour, table.filter(pc.equal(hours, pa.scalar(hour, type=hours.type))))
-              for hour in pc.unique(hours).to_pylist()])
-    for hour, part in parts:
-        relative = (f"{kind}/date={hour:%Y-%m-%d}/hour={hour:%H}/source={_safe(source)}"
-                    f"/node={_safe(node)}/{_safe(batch)}.parquet")
-        if local is not None:
-            written.append(write_atomic(local / relative, part))
-        else:
-            assert remote is not None
-            written.append(_put(remote, f"{remote.path}/{relative}", part))
+    for relative, part in parts:  # no store client is made for batches without rows
+        remote = _remote(str(root))
+        written.append(_put(remote, f"{remote.path}/{relative}", part))
     return written
 
 
-def write_atomic(path: Path, table: pa.Table) -> Path:
-    with atomic_open(path) as handle:
-        pq.write_table(table, handle, compression="zstd")
-    return path
+def _by_hour(table: pa.Table, schema: pa.Schema) -> list[tuple[datetime, pa.Table]]:
+    table = table.select(schema.names)
+    if table.schema != schema:
+        table = table.cast(schema)
+    if table.num_rows == 0:
+        return []
+    first, last = (v.value // 3_600_000_000  # every schema's window_start is in µs (UTC_TIMESTAMP)
+                   for v in pc.min_max(table["window_start"]).values())
+    if first == last:
+        # A collector's batch is one hour's window nearly always: it is written as it is,
+        # without flooring every row and filtering a copy of it per hour.
+        return [(datetime.fromtimestamp(first * 3600, UTC), table)]
+    hours = pc.floor_temporal(table["window_start"], unit="hour")
+    return [(hour, table.filter(pc.equal(hours, pa.scalar(hour, type=hours.type))))
+            for hour in pc.unique(hours).to_pylist()]
+
+
+_SYNC_THREADS = 16
+"""fsyncs in flight at once: a journaling filesystem commits concurrent fsyncs together (one
+journal commit and one cache flush for many files), and the next file is encoded meanwhile."""
+
+
+def _write_local(root: Path, parts: Iterable[tuple[str, pa.Table]]) -> list[Path]:
+    # Order: each file is written under a temporary name and fsynced; only when all are on
+    # disk are they renamed into place; then every folder that got a new entry (a file, or a
+    # folder made here) is fsynced, once however many files it got.
+    renames: list[tuple[str, Path]] = []
+    changed: set[Path] = set()
+    placed = 0
+    try:
+        with ThreadPoolExecutor(_SYNC_THREADS) as pool:
+            in_flight: deque[Future[None]] = deque()
+            for relative, table in parts:
+                path = root / relative
+                if path.parent not in changed:
+                    changed |= _make_folder(path.parent)
+                sink = pa.BufferOutputStream()
+                pq.write_table(table, sink, compression="zstd")
+                fd, tmp = tempfile.mkstemp(dir=path.parent,
+                                           prefix=f"{TEMP_PREFIX}{path.name[:40]}-")
+                renames.append((tmp, path))
+                handle = os.fdopen(fd, "wb")
+                try:
+                    handle.write(sink.getvalue())
+                    handle.flush()
+                    os.fchmod(fd, 0o644)
+                except BaseException:
+                    handle.close()
+                    raise
+                in_flight.append(pool.submit(_sync_and_close, handle))
+                while len(in_flight) > 4 * _SYNC_THREADS:  # bounds the open files
+                    in_flight.popleft().result()
+            for future in in_flight:
+                future.result()
+            for tmp, path in renames:
+                os.replace(tmp, path)
+                placed += 1
+            list(pool.map(fsync_dir, changed))
+    except BaseException:
+        for tmp, _ in renames[placed:]:
+            Path(tmp).unlink(missing_ok=True)
+        raise
+    return [path for _, path in renames]
+
+
+def _sync_and_close(handle: IO[bytes]) -> None:
+    with handle:
+        os.fsync(handle.fileno())
+
+
+def _make_folder(folder: Path) -> set[Path]:
+    """Make `folder` and its missing parents; returns the folders whose entries change:
+    `folder` (a file is renamed into it) and the parent of each folder made."""
+    changed = {folder}
+    missing = folder
+    while not missing.is_dir():
+        changed.add(missing.parent)
+        missing = missing.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    return changed
 
 
 def _put(remote: _Remote, path: str, table: pa.Table) -> str:

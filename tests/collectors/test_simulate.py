@@ -82,6 +82,19 @@ def test_same_seed_same_rows_other_seed_other_rows():
     assert not all(x.equals(y) for x, y in zip(a, c, strict=True))
 
 
+def test_node_days_are_each_pools_rows_of_the_node_in_time_order():
+    # The rows as the simulator made them before node_days sorted a whole day at once: each
+    # pool's rows of the node, pools in order, then a stable sort by window_start.
+    sim = Simulation(default_cluster(scale=2), START, 3)
+    pools = [sim.pool_day(p, 2) for p in range(len(sim.cluster.pools))]
+    days = sim.node_days(2)
+    assert list(days) == sim.cluster.nodes
+    for i, node in enumerate(sim.cluster.nodes):
+        expected = pa.concat_tables(
+            [t.filter(pa.array(node_of == i)) for t, node_of in pools]).sort_by("window_start")
+        assert days[node].equals(expected), node
+
+
 def test_gpu_seconds_are_conserved_per_device_and_interval(day13: pa.Table):
     con = duckdb.connect()
     con.register("t", day13)

@@ -188,3 +188,110 @@ def test_empty_tables_write_nothing(tmp_path):
     assert spool.write_batch(tmp_path, table([]), kind="usage", source="s", node="n",
                              batch="w") == []
     assert not list(tmp_path.rglob("*"))
+
+
+# A collector writing four nodes' batches in one call, in a loop: batch i of node k holds
+# batch_table(4i + k); "ack i" is printed only after write_batches has returned.
+BATCHES_WORKER = BATCH_SOURCE + """
+import sys
+from collectors.spool import Batch, write_batches
+
+root, i = sys.argv[1], int(sys.argv[2])
+print("ready", flush=True)
+while True:
+    write_batches(root, [Batch("usage", f"n{k}", f"b{i:06d}", batch_table(4 * i + k))
+                         for k in range(4)], source="crash")
+    print(f"ack {i}", flush=True)
+    i += 1
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_during_write_batches_leaves_only_whole_files(tmp_path):
+    rng = random.Random(20261205)
+    root = tmp_path / "spool"
+    acknowledged: set[int] = set()
+    next_batch, kills = 0, 12
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for _ in range(kills):
+        worker = subprocess.Popen([sys.executable, "-c", BATCHES_WORKER, str(root),
+                                   str(next_batch)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                  text=True)
+        assert worker.stdout is not None
+        assert worker.stdout.readline().strip() == "ready"
+        try:
+            # One call acknowledged first, so every round makes progress however loaded the
+            # machine is; then the worker is killed anywhere in its loop.
+            acks = [int(worker.stdout.readline().split()[1])]
+            time.sleep(rng.uniform(0.0, 0.5))
+        finally:
+            os.kill(worker.pid, signal.SIGKILL)
+            worker.wait()
+        acks += [int(line.split()[1]) for line in worker.stdout.read().splitlines()
+                 if line.startswith("ack ")]
+        acknowledged.update(acks)
+        next_batch = acks[-1] + 1
+
+    assert len(acknowledged) >= kills
+    files = all_files(root)
+    for f in files:  # whatever a kill left visible is a whole file, exactly as produced
+        i, k = int(f.stem.removeprefix("b")), int(f.parent.name.removeprefix("node=n"))
+        assert pq.read_table(f, schema=LEDGER_SCHEMA).equals(batch_table(4 * i + k)), f
+    present = {(f.stem, f.parent.name) for f in files}
+    for i in acknowledged:
+        assert {(f"b{i:06d}", f"node=n{k}") for k in range(4)} <= present, f"batch {i} lost"
+
+
+def test_write_batches_fsyncs_every_file_before_renaming_any(tmp_path, monkeypatch):
+    spool.write_batch(tmp_path, table(["old"]), kind="usage", source="s", node="n0", batch="w")
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+
+    def replace(source: str, target: str) -> None:
+        real_replace(source, target)
+        events.append(("rename", str(target)))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    # Two nodes' batches, one across an hour: three files, in an existing folder and new ones.
+    written = spool.write_batches(tmp_path, [
+        spool.Batch("usage", "n0", "w", table(["a"])),
+        spool.Batch("usage", "n1", "w", table([f"x{k}" for k in range(120)])),
+    ], source="s")
+    assert len(written) == 3
+    renames = [i for i, (what, _) in enumerate(events) if what == "rename"]
+    assert [events[i][1] for i in renames] == [str(p) for p in written]
+    synced_files = {Path(p).name for what, p in events[:renames[0]] if what == "fsync"}
+    assert all(any(n.startswith(f"{spool.TEMP_PREFIX}{p.name}") for n in synced_files)
+               for p in written), "a file was renamed into place before it was on disk"
+    synced_after = [p for what, p in events[renames[-1]:] if what == "fsync"]
+    folders = {str(p.parent) for p in written}
+    made = {str(p.parent.parent) for p in written[1:]}  # node=n1's folders were made here
+    made |= {str(tmp_path / "usage/date=2026-10-01/hour=23"),
+             str(tmp_path / "usage/date=2026-10-01")}
+    assert folders | made <= set(synced_after)
+    assert len(synced_after) == len(set(synced_after)), "a folder was fsynced twice"
+
+
+def test_a_failure_within_write_batches_renames_nothing(tmp_path, monkeypatch):
+    [old] = spool.write_batch(tmp_path, table(["old"]), kind="usage", source="s", node="n0",
+                              batch="w")
+    real_write, calls = spool.pq.write_table, []
+
+    def third_fails(table, where, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError("disk full")
+        real_write(table, where, **kwargs)
+
+    monkeypatch.setattr(spool.pq, "write_table", third_fails)
+    with pytest.raises(OSError, match="disk full"):
+        spool.write_batches(tmp_path, [spool.Batch("usage", f"n{k}", "w", table(["new"]))
+                                       for k in range(4)], source="s")
+    assert all_files(tmp_path) == [old]
+    assert pq.read_table(old)["sample_id"].to_pylist() == ["old"]
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(spool.TEMP_PREFIX)]
