@@ -77,26 +77,28 @@ def table(ids: list[str], start: datetime = START) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=LEDGER_SCHEMA)
 
 
-@pytest.mark.slow
-def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path):
-    rng = random.Random(20261123)
-    root = tmp_path / "spool"
+def kill_at_random_moments(worker_source: str, root: Path, kills: int, rng: random.Random, *,
+                           pause_s: float, rewind: int) -> set[int]:
+    """Runs the worker (prints "ready", then "ack i" once batch i is written) `kills` times,
+    each SIGKILLed at a random moment; returns the acknowledged batches. Each round waits for one
+    batch not acknowledged before, so the run makes progress however loaded the machine is,
+    then kills the worker, writing back to back, up to `pause_s` later. The next round starts
+    up to `rewind` batches before the last acknowledged one, as a collector that lost its
+    position would: acknowledged batches are written again and must replace themselves."""
     acknowledged: set[int] = set()
-    next_batch, kills = 0, 30
+    next_batch = 0
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for _ in range(kills):
-        worker = subprocess.Popen([sys.executable, "-c", WORKER, str(root), str(next_batch)],
-                                  cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+        worker = subprocess.Popen([sys.executable, "-c", worker_source, str(root),
+                                   str(next_batch)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                  text=True)
         assert worker.stdout is not None
         assert worker.stdout.readline().strip() == "ready"
         acks: list[int] = []
         try:
-            # Each round waits for one batch not acknowledged before, so the run makes progress
-            # however loaded the machine is; then the worker, writing back to back, is killed
-            # anywhere in that loop.
             while not acks or acks[-1] in acknowledged:
                 acks.append(int(worker.stdout.readline().split()[1]))
-            time.sleep(rng.uniform(0.0, 0.3))
+            time.sleep(rng.uniform(0.0, pause_s))
         finally:
             os.kill(worker.pid, signal.SIGKILL)
             worker.wait()
@@ -104,11 +106,16 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path):
         acks += [int(line.split()[1]) for line in worker.stdout.read().splitlines()
                  if line.startswith("ack ")]
         acknowledged.update(acks)
-        last = acks[-1] if acks else next_batch - 1
-        # Restart a little before the last acknowledged batch, as a collector that lost its
-        # position would: acknowledged batches are written again and must replace themselves.
-        next_batch = max(0, last + 1 - rng.randint(0, 2))
+        next_batch = max(0, acks[-1] + 1 - rng.randint(0, rewind))
+    return acknowledged
 
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path):
+    root = tmp_path / "spool"
+    kills = 30
+    acknowledged = kill_at_random_moments(WORKER, root, kills, random.Random(20261123),
+                                          pause_s=0.3, rewind=2)
     assert len(acknowledged) >= kills
     files = all_files(root)
     assert files
@@ -208,30 +215,10 @@ while True:
 
 @pytest.mark.slow
 def test_sigkill_during_write_batches_leaves_only_whole_files(tmp_path):
-    rng = random.Random(20261205)
     root = tmp_path / "spool"
-    acknowledged: set[int] = set()
-    next_batch, kills = 0, 12
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    for _ in range(kills):
-        worker = subprocess.Popen([sys.executable, "-c", BATCHES_WORKER, str(root),
-                                   str(next_batch)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                  text=True)
-        assert worker.stdout is not None
-        assert worker.stdout.readline().strip() == "ready"
-        try:
-            # One call acknowledged first, so every round makes progress however loaded the
-            # machine is; then the worker is killed anywhere in its loop.
-            acks = [int(worker.stdout.readline().split()[1])]
-            time.sleep(rng.uniform(0.0, 0.5))
-        finally:
-            os.kill(worker.pid, signal.SIGKILL)
-            worker.wait()
-        acks += [int(line.split()[1]) for line in worker.stdout.read().splitlines()
-                 if line.startswith("ack ")]
-        acknowledged.update(acks)
-        next_batch = acks[-1] + 1
-
+    kills = 12
+    acknowledged = kill_at_random_moments(BATCHES_WORKER, root, kills, random.Random(20261205),
+                                          pause_s=0.5, rewind=0)
     assert len(acknowledged) >= kills
     files = all_files(root)
     for f in files:  # whatever a kill left visible is a whole file, exactly as produced
