@@ -43,17 +43,24 @@ def batch_table(i):
     }}, schema=LEDGER_SCHEMA)
 """
 
-WORKER = BATCH_SOURCE + """
+
+def worker(write: str) -> str:
+    """A collector's loop as a script: `write` writes batch i; "ack i" follows its return."""
+    return BATCH_SOURCE + f"""
 import sys
-from collectors.spool import write_batch
+from collectors.spool import Batch, write_batch, write_batches
 
 root, i = sys.argv[1], int(sys.argv[2])
 print("ready", flush=True)
 while True:
-    write_batch(root, batch_table(i), kind="usage", source="crash", node="n", batch=f"b{i:06d}")
-    print(f"ack {i}", flush=True)
+    {write}
+    print(f"ack {{i}}", flush=True)
     i += 1
 """
+
+
+WORKER = worker('write_batch(root, batch_table(i), kind="usage", source="crash", node="n", '
+                'batch=f"b{i:06d}")')
 
 
 def batch_table(i: int) -> pa.Table:
@@ -107,16 +114,15 @@ def kill_at_random_moments(worker_source: str, root: Path, kills: int, rng: rand
                  if line.startswith("ack ")]
         acknowledged.update(acks)
         next_batch = max(0, acks[-1] + 1 - rng.randint(0, rewind))
+    assert len(acknowledged) >= kills
     return acknowledged
 
 
 @pytest.mark.slow
 def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path):
     root = tmp_path / "spool"
-    kills = 30
-    acknowledged = kill_at_random_moments(WORKER, root, kills, random.Random(20261123),
+    acknowledged = kill_at_random_moments(WORKER, root, 30, random.Random(20261123),
                                           pause_s=0.3, rewind=2)
-    assert len(acknowledged) >= kills
     files = all_files(root)
     assert files
     assert not any(f.name.startswith(spool.TEMP_PREFIX) for f in files)
@@ -135,7 +141,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path):
     # Batches span several hours, so files sit in several hour partitions.
     assert len({f.parent.parent.parent for f in files}) > 1
     leftovers = list(root.rglob(f"{spool.TEMP_PREFIX}*"))
-    print(f"{kills} kills, {len(leftovers)} left a temporary file, "
+    print(f"30 kills, {len(leftovers)} left a temporary file, "
           f"{len(acknowledged)} batches acknowledged, {len(files)} files")
 
 
@@ -199,27 +205,15 @@ def test_empty_tables_write_nothing(tmp_path):
 
 # A collector writing four nodes' batches in one call, in a loop: batch i of node k holds
 # batch_table(4i + k); "ack i" is printed only after write_batches has returned.
-BATCHES_WORKER = BATCH_SOURCE + """
-import sys
-from collectors.spool import Batch, write_batches
-
-root, i = sys.argv[1], int(sys.argv[2])
-print("ready", flush=True)
-while True:
-    write_batches(root, [Batch("usage", f"n{k}", f"b{i:06d}", batch_table(4 * i + k))
-                         for k in range(4)], source="crash")
-    print(f"ack {i}", flush=True)
-    i += 1
-"""
+BATCHES_WORKER = worker('write_batches(root, [Batch("usage", f"n{k}", f"b{i:06d}", '
+                        'batch_table(4 * i + k)) for k in range(4)], source="crash")')
 
 
 @pytest.mark.slow
 def test_sigkill_during_write_batches_leaves_only_whole_files(tmp_path):
     root = tmp_path / "spool"
-    kills = 12
-    acknowledged = kill_at_random_moments(BATCHES_WORKER, root, kills, random.Random(20261205),
+    acknowledged = kill_at_random_moments(BATCHES_WORKER, root, 12, random.Random(20261205),
                                           pause_s=0.5, rewind=0)
-    assert len(acknowledged) >= kills
     files = all_files(root)
     for f in files:  # whatever a kill left visible is a whole file, exactly as produced
         i, k = int(f.stem.removeprefix("b")), int(f.parent.name.removeprefix("node=n"))
