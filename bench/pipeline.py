@@ -8,7 +8,7 @@ same spool files in the same run:
   step          pipeline (what the assets call)                   raw DuckDB
   ingest        pipelines.ingest.assets.load_spool_day            CREATE TABLE AS SELECT * FROM
                 (warehouse.load_day), per day                     read_parquet(all usage files)
-  conservation  conservation_violations, per day (the blocking    -
+  conservation  check_conservation, per day (the blocking         -
                 check)
   aggregation   rollup_hourly + rollup_daily, per day             GROUP BY hour, tenant,
                                                                   gpu_product, model over the
@@ -126,7 +126,7 @@ def measure_pipeline(root: Path, days: int) -> dict[str, Any]:
         ingest(day)
         times["ingest"] += time.perf_counter() - t0
         t0 = time.perf_counter()
-        violations = warehouse.conservation_violations(con, day)
+        violations = warehouse.check_conservation(con, day)
         times["conservation"] += time.perf_counter() - t0
         if violations:
             raise SystemExit(f"bench: {day} breaks conservation: {violations[:3]}")
