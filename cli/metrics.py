@@ -15,6 +15,7 @@ from pathlib import Path
 from types import FrameType
 
 import click
+import duckdb
 
 from models.errors import ChargebackError, TransientError, UserError
 from models.files import home
@@ -29,6 +30,12 @@ def scrape(path: Path) -> bytes:
     con = warehouse.connect(path, read_only=True)
     try:
         return metrics_text(con)
+    except duckdb.CatalogException as error:
+        # Read-only, the schema cannot be declared here: a DuckDB file that is not a warehouse,
+        # or one the pipeline has not opened since budgets were added.
+        raise UserError(f"{path} has no budget tables ({str(error).splitlines()[0]}): it is not "
+                        "a chargeback warehouse, or the pipeline has not run on it with this "
+                        "version; run `chargeback run` (or give --warehouse)") from None
     finally:
         con.close()
 

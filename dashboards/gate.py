@@ -166,7 +166,8 @@ PRELOAD_KEY = "chargeback-preload"
 def _preload_frontend() -> None:
     """Hidden elements of each kind the first pages draw, so the browser fetches and compiles
     their code while the person types: the frontend loads each element's code (Vega-Lite,
-    Arrow, the data grid, date picker: 2.5 MB of JavaScript) on first use, and on a browser
+    Arrow, the data grid, date picker: 2.5 MB of JavaScript; buttons, toggles, page links) on
+    first use, and on a browser
     that has not cached it, doing that after 'Sign in' took most of the first render
     (docs/benchmarks.md). Holds no data."""
     st.html(f"<style>.st-key-{PRELOAD_KEY} {{display: none}}</style>")
@@ -179,6 +180,12 @@ def _preload_frontend() -> None:
         st.date_input("preload", value=None, key=f"{PRELOAD_KEY}-date")
         st.download_button("preload", lambda: b"", on_click="ignore",
                            key=f"{PRELOAD_KEY}-download")
+        # The sidebar's sign-out button, the overview's links and its date-range switch:
+        # small chunks, but each fetched after 'Sign in' held its part of the first screen
+        # back by a round trip.
+        st.button("preload", key=f"{PRELOAD_KEY}-button")
+        st.toggle("preload", key=f"{PRELOAD_KEY}-toggle")
+        st.page_link("https://example.invalid/", label="preload")
 
 
 def login_form() -> User:

@@ -51,23 +51,23 @@ units = pd.DataFrame([{
     "billable units": float(u.billable_units),
     "on invoice lines": ", ".join(str(n) for n in u.lines) or "-",
 } for u in bill.units])
-hours_format = ui.HOURS
-st.dataframe(units, hide_index=True, width="stretch", column_config={
-    "GPU-hours": hours_format, "covered by reservation": hours_format,
-    "on demand": hours_format, "billable units": hours_format,
-    "size multiplier": st.column_config.NumberColumn(format="x %.2f")})
+# Static tables, not st.dataframe: a data grid is a canvas widget of its own, the two were
+# most of the browser's work on a switch to this page (docs/benchmarks.md), and these rows are
+# read in line order (a running total), never re-sorted.
+hours = "{:,.1f}"
+st.table(units.style.format({
+    "GPU-hours": hours, "covered by reservation": hours, "on demand": hours,
+    "billable units": hours, "size multiplier": "x {:.2f}"}), hide_index=True)
 
 st.subheader("From units to the total")
 steps = pd.DataFrame([{
     "line": s.line_no, "what": s.description, "kind": s.kind.value,
     "quantity": float(s.quantity), "unit": s.unit, "unit price": float(s.unit_price),
     "amount": float(s.amount), "running total": float(s.running_total),
-    "currency": currency,
 } for s in bill.steps])
-st.dataframe(steps.drop(columns=["currency"]), hide_index=True, width="stretch",
-             column_config={"quantity": st.column_config.NumberColumn(format="%,.2f"),
-                            "unit price": st.column_config.NumberColumn(format="%.4f"),
-                            **ui.money_columns(steps, "amount", "running total")})
+st.table(steps.style.format({"quantity": "{:,.2f}", "unit price": "{:.4f}",
+                             "amount": f"{{:,.2f}} {currency}",
+                             "running total": f"{{:,.2f}} {currency}"}), hide_index=True)
 waterfall = steps.assign(start=steps["running total"] - steps["amount"],
                          label=steps["line"].astype(str) + ". " + steps["what"],
                          direction=steps["amount"].map(lambda a: "adds" if a >= 0

@@ -121,21 +121,21 @@ st.altair_chart(alt.Chart(usage.groupby(["day", "hardware_tier"], as_index=False
     color=alt.Color("hardware_tier:N", title=None, scale=ui.tier_scale(tiers))),
     width="stretch")
 
-# Tables without a bar chart each: the chart said what the sorted table says, and drawing
-# three more charts was a sixth of the browser's work on this page (docs/benchmarks.md).
+# Tables without a bar chart each: the chart said what the sorted table says. Static tables,
+# not st.dataframe: each data grid is a canvas widget of its own, and the three made up a
+# quarter of the browser's work on this page (docs/benchmarks.md); a few rows sorted by cost
+# need no sorting or scrolling.
 on_demand = costs[costs["charge"] == "on-demand"]
+cost_column = f"on-demand cost ({currency})"
 columns = st.columns(3)
 for column, field, label in zip(columns, ("model", "size_class", "hardware_tier"),
                                 ("model", "model-size class", "hardware tier"), strict=True):
     with column:
         st.subheader(f"By {label}")
         grouped = on_demand.groupby(field)[["gpu_hours", "cost"]].sum().sort_values(
-            "cost", ascending=False)
-        st.dataframe(grouped.rename(columns={"gpu_hours": "GPU-hours",
-                                             "cost": f"on-demand cost ({currency})"}),
-                     width="stretch", column_config={
-                         **ui.money_columns(grouped, f"on-demand cost ({currency})"),
-                         "GPU-hours": ui.HOURS})
+            "cost", ascending=False).rename(columns={"gpu_hours": "GPU-hours",
+                                                     "cost": cost_column})
+        st.table(grouped.style.format({"GPU-hours": "{:,.1f}", cost_column: "{:,.2f}"}))
 
 
 @st.fragment

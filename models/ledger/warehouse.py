@@ -433,32 +433,20 @@ def usage_hours(
 ) -> dict[str, list[UsageHour]]:
     """Each tenant's hourly GPU-hours per tier and size class under its metering basis, read
     in one query (billing thousands of tenants must not scan the rollup once per tenant).
-    `token_models`: per tenant, the models billed by tokens, whose GPU-hours are left out."""
-    left_out = sorted(f"{tenant}\x1f{model}" for tenant, models in (token_models or {}).items()
-                      for model in models)
-    rows = con.execute(
-        "SELECT tenant, hour, hardware_tier, size_class, sum(allocated_gpu_seconds), "
-        "sum(used_gpu_seconds), sum(used_missing_rows) FROM usage_hourly "
-        "WHERE hour >= ? AND hour < ? AND list_contains(?, tenant) "
-        "AND (model IS NULL OR NOT list_contains(?, tenant || chr(31) || model)) "
-        "GROUP BY ALL ORDER BY ALL",
-        [start, end, sorted(tenants), left_out],
-    ).fetchall()
+    `token_models`: per tenant, the models billed by tokens, whose GPU-hours are left out.
+    The rows of `create_usage_micro` as exact decimals, so both engines bill the same
+    quantities."""
+    table = "usage_hours_micro"
+    create_usage_micro(con, table, tenants, start, end, token_models)
+    try:
+        rows = con.execute(f"SELECT tenant, hour, hardware_tier, size_class, gpu_hours_micro "
+                           f"FROM {table} WHERE gpu_hours_micro IS NOT NULL "
+                           "ORDER BY ALL").fetchall()
+    finally:
+        con.execute(f"DROP TABLE IF EXISTS {table}")
     hours: dict[str, list[UsageHour]] = {name: [] for name in tenants}
-    missing: dict[str, int] = {}
-    for name, hour, tier, size, allocated, used, used_missing in rows:
-        on_usage = tenants[name].basis.value == "usage"
-        if on_usage and used_missing:
-            missing[name] = missing.get(name, 0) + int(used_missing)
-        seconds = used if on_usage else allocated
-        if seconds:
-            hours[name].append(UsageHour(hour, tier, size, quantity(Decimal(seconds) / 3600)))
-    for name in sorted(missing):
-        raise ValueError(
-            f"tenant {name} is metered on usage, but {missing[name]} ledger rows in "
-            f"[{start:%Y-%m-%d}, {end:%Y-%m-%d}) have no utilization (used_gpu_seconds "
-            "is null): add a utilization source or switch the tenant to allocation"
-        )
+    for name, hour, tier, size, micro in rows:
+        hours[name].append(UsageHour(hour, tier, size, Decimal(int(micro)).scaleb(-6)))
     return hours
 
 
@@ -466,11 +454,12 @@ def create_usage_micro(
     con: duckdb.DuckDBPyConnection, table: str, tenants: Mapping[str, Tenant], start: datetime,
     end: datetime, token_models: Mapping[str, Iterable[str]] | None = None,
 ) -> None:
-    """`usage_hours` as the temporary table `table` (tenant, hour, hardware_tier, size_class,
-    gpu_hours_micro: BIGINT millionths of a GPU-hour, rounded half-up as `quantity` rounds),
-    for the set-wise engine (models.billing.pricing_sql), which prices all tenants from it
-    without a row in Python. Same rows, same refusal of usage-metered tenants without
-    utilization."""
+    """Each tenant's hourly usage under its metering basis as the temporary table `table`
+    (tenant, hour, hardware_tier, size_class, gpu_hours_micro: HUGEINT millionths of a
+    GPU-hour, rounded half-up as `quantity` rounds, exact; missing: ledger rows without
+    utilization of a usage-metered tenant). The set-wise engine (models.billing.pricing_sql)
+    prices all tenants from it without a row in Python; `usage_hours` reads it for the Decimal
+    engine. Refuses usage-metered tenants with rows that have no utilization."""
     left_out = sorted(f"{tenant}\x1f{model}" for tenant, models in (token_models or {}).items()
                       for model in models)
     on_usage = sorted(name for name, tenant in tenants.items() if tenant.basis.value == "usage")

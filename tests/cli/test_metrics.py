@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import duckdb
 import pytest
 import requests
 from click.testing import CliRunner
@@ -134,6 +135,18 @@ def test_serve_refuses_a_missing_warehouse_with_exit_2(tmp_path: Path) -> None:
                                        "--warehouse", str(tmp_path / "none.duckdb")])
     assert result.exit_code == 2
     assert "no warehouse at" in result.output
+
+
+def test_serve_refuses_a_duckdb_file_without_budget_tables_with_exit_2(tmp_path: Path) -> None:
+    # A valid DuckDB file that is not a warehouse: read-only, the schema cannot be declared.
+    db = tmp_path / "other.duckdb"
+    duckdb.connect(str(db)).close()
+    result = CliRunner().invoke(main, ["metrics", "serve", "--port", "0", "--warehouse", str(db)])
+    assert result.exit_code == 2, result.output
+    assert f"{db} has no budget tables" in result.output
+    assert "tenant_budgets" in result.output
+    assert "internal error" not in result.output
+    assert "Traceback" not in result.output
 
 
 def test_serve_stops_on_sigterm_even_when_started_with_it_ignored(tmp_path: Path) -> None:

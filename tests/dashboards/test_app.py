@@ -40,9 +40,14 @@ def _text(at: AppTest) -> str:
                                        "metric", "info", "error", "selectbox")
              for e in getattr(at, kind)]
     parts += [e.label for e in at.metric]
-    parts += [e.value.to_string() for e in at.dataframe]
+    parts += [e.value.to_string() for e in (*at.dataframe, *at.table)]
     parts += [str(o) for s in at.selectbox for o in s.options]
     return "\n".join(parts)
+
+
+def _buttons(at: AppTest) -> list[str]:
+    """The buttons a person sees: not the sign-in page's hidden preload (gate.py)."""
+    return [b.label for b in at.button if not (b.key or "").startswith(gate.PRELOAD_KEY)]
 
 
 # What dashboards/server.py puts in st.user for a browser on every connection.
@@ -113,9 +118,9 @@ def test_tenant_overview_shows_its_bill():
     at.toggle(key="overview-range-shown").set_value(True).run()
     # used against allocated GPU-hours over the date range (the month's days by default)
     assert len(at.get("vega_lite_chart")) == 3
-    tables = [d.value for d in at.dataframe]
-    by_tier = next(t for t in tables if "hardware_tier" in t.index.names)
-    by_kind = next(t for t in tables if "workload kind" in t.columns)
+    # by model, size class and tier: static tables (st.table), by workload kind a data grid
+    by_tier = next(t.value for t in at.table if "hardware_tier" in t.value.index.names)
+    by_kind = next(d.value for d in at.dataframe if "workload kind" in d.value.columns)
     # The demo's usage is all inference: its October GPU-hours (2,232 premium + 1,200 standard
     # + 300 economy, and 10 of late L4 usage) and the on-demand cost the tier table shows, to
     # the cent.
@@ -222,7 +227,7 @@ def test_bill_explained_links_gpu_hours_to_units_to_invoice_lines():
     assert metrics["Billable on-demand units"] == "2,550.0"
     (total,) = [v for k, v in metrics.items() if k.startswith("Total of INV-")]
     assert total == "10,252.15 USD"
-    units, steps = (d.value for d in at.dataframe)
+    units, steps = (t.value for t in at.table)  # static tables, in line order
     premium = units[units["hardware tier"] == "premium"].iloc[0]
     assert (premium["billable units"], premium["on invoice lines"]) == (930.0, "1, 2, 6")
     assert list(steps["line"]) == list(range(1, 8))
@@ -377,7 +382,7 @@ def test_oidc_maps_the_email_to_a_role():
     at.secrets["auth"] = OIDC_SETTINGS
     at.user = {"is_logged_in": False, **BROWSER_A}
     at.run()
-    assert [b.label for b in at.button] == ["Sign in"]
+    assert _buttons(at) == ["Sign in"]
     assert not at.text_input
     at.user = {"is_logged_in": True, "email": OIDC_FINANCE.upper(), **BROWSER_A}
     at.run()
@@ -430,7 +435,9 @@ def test_a_mart_holding_another_tenant_is_never_shown(dashboard_env, monkeypatch
 def test_shifts_show_the_latest_analysis_of_the_own_tenant_only():
     at = signed_in("alice")
     at.switch_page("pages/tenant_insights.py").run()
-    shifts, plans, reservations = [d.value for d in at.dataframe]  # behind the expander
+    assert not at.dataframe  # drawn on request
+    at.toggle(key="raw-tables-shown").set_value(True).run()
+    shifts, plans, reservations = [d.value for d in at.dataframe]
     # 31 October's analysis, acme's rows
     assert sorted(shifts["level_after"]) == [48.0, 96.0]
     assert list(plans["recommended_plan"]) == ["starter"]
@@ -549,6 +556,6 @@ def test_an_oidc_session_ends_when_the_users_entry_changes(dashboard_env, monkey
     save_users(users_file, users)
     at.run()
     # Signed out of the provider's cookie too: the next step is the sign-in button.
-    assert [b.label for b in at.button] == ["Sign in"]
+    assert _buttons(at) == ["Sign in"]
     assert "25,000" not in _text(at)
     assert at.user.get("is_logged_in") is False
