@@ -8,8 +8,10 @@ same spool files in the same run:
   step          pipeline (what the assets call)                   raw DuckDB
   ingest        pipelines.ingest.assets.load_spool_day            CREATE TABLE AS SELECT * FROM
                 (warehouse.load_day), per day                     read_parquet(all usage files)
-  conservation  conservation_violations, per day (the blocking    -
-                check)
+  conservation  check_conservation, per day (the blocking         GROUP BY device and interval
+                check)                                            over the Parquet: summed
+                                                                  GPU-seconds against the
+                                                                  capacity
   aggregation   rollup_hourly + rollup_daily, per day             GROUP BY hour, tenant,
                                                                   gpu_product, model over the
                                                                   Parquet
@@ -54,7 +56,10 @@ copies rows; the pipeline also drops duplicate `sample_id`s (a window over the d
 shared endpoints by request work, attaches tier and size class and replaces the day in one
 transaction. Raw aggregation scans the Parquet once for the whole run; the pipeline rolls up
 each day from the ledger table in exact DECIMAL(38, 6) sums, with the peak-concurrency pass.
-Raw close only sums GPU-hours; the pipeline prices every tenant in Decimal, finalizes, and
+Raw conservation asks the check's question of the whole run in one GROUP BY (per device and
+interval, summed GPU-seconds against the capacity); the pipeline asks it day by day of the
+ledger, also counts sources, lets a collection gap excuse a shortfall, and records what
+passed. Raw close only sums GPU-hours; the pipeline prices every tenant in Decimal, finalizes, and
 renders a PDF, CSV and JSON per invoice plus the FOCUS export, so its cost follows the number
 of tenants more than the number of rows. Raw marts copy each tenant's hourly rows into a file;
 `publish_marts` also stages invoices, rates, reservations and daily cost estimates, and writes
@@ -126,7 +131,7 @@ def measure_pipeline(root: Path, days: int) -> dict[str, Any]:
         ingest(day)
         times["ingest"] += time.perf_counter() - t0
         t0 = time.perf_counter()
-        violations = warehouse.conservation_violations(con, day)
+        violations = warehouse.check_conservation(con, day)
         times["conservation"] += time.perf_counter() - t0
         if violations:
             raise SystemExit(f"bench: {day} breaks conservation: {violations[:3]}")
@@ -192,6 +197,13 @@ def measure_raw(root: Path, marts: int | None) -> dict[str, Any]:
     con.execute("SET TimeZone = 'UTC'")
     times["ingest"], _ = _timed(lambda: con.execute(
         f"CREATE TABLE raw AS SELECT * FROM read_parquet({files})"))
+    times["conservation"], _ = _timed(lambda: con.execute(
+        "CREATE TABLE raw_conservation AS SELECT cluster, node, gpu_uuid, window_start, "
+        "duration_s, sum(allocated_gpu_seconds) AS allocated_gpu_seconds, "
+        "max(gpu_equivalents) * duration_s AS capacity_gpu_seconds "
+        f"FROM read_parquet({files}) GROUP BY cluster, node, gpu_uuid, window_start, duration_s "
+        "HAVING abs(sum(allocated_gpu_seconds) - max(gpu_equivalents) * duration_s) "
+        "> 1e-6 * count(*) * greatest(duration_s, 1)"))
     times["aggregation"], _ = _timed(lambda: con.execute(
         "CREATE TABLE raw_hourly AS SELECT date_trunc('hour', window_start) AS hour, tenant, "
         "gpu_product, model, sum(allocated_gpu_seconds) AS allocated_gpu_seconds, "

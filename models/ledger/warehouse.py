@@ -12,6 +12,7 @@ happens to add rows in, and reruns give byte-identical invoices."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import astuple, dataclass
@@ -337,6 +338,68 @@ def conservation_violations(
 ) -> list[tuple[object, ...]]:
     """Devices and intervals of `day` where allocated + idle != duration x GPU-equivalents."""
     return con.execute(sql("conservation"), [day, GPU_SECONDS_TOLERANCE, limit]).fetchall()
+
+
+# What the conservation check of a day reads, per day of [$1, $2]: the ledger rows (a count,
+# and the sum of a hash of exactly the columns conservation.sql reads, so that any change to
+# them, one row or many, changes it) and the collection gaps overlapping the day.
+_CONSERVATION_INPUTS = """
+WITH days AS (SELECT unnest(generate_series($1::DATE, $2::DATE, INTERVAL 1 DAY))::DATE AS day),
+usage AS (
+    SELECT day, count(*) AS ledger_rows,
+           sum(hash(cluster, node, gpu_uuid, window_start, duration_s, gpu_equivalents,
+                    allocated_gpu_seconds, source)) AS ledger_fingerprint
+    FROM ledger WHERE day >= $1 AND day <= $2 GROUP BY day
+),
+gaps AS (
+    SELECT d.day, sum(hash(g.gap_id, g.window_start, g.window_end, g.cluster, g.node,
+                           g.gpu_uuid, g.source)) AS gaps_fingerprint
+    FROM days d JOIN collection_gaps g
+      ON g.window_end > d.day::TIMESTAMPTZ AND g.window_start < (d.day + 1)::TIMESTAMPTZ
+    GROUP BY d.day
+)
+SELECT u.day, u.ledger_rows, u.ledger_fingerprint,
+       coalesce(g.gaps_fingerprint, 0) AS gaps_fingerprint
+FROM usage u LEFT JOIN gaps g USING (day)
+"""
+
+
+def _conservation_rule() -> str:
+    """What a recorded check is valid for: the check's query, its tolerance and what the
+    record fingerprints. A change to any of them makes every record stale."""
+    rule = f"{sql('conservation')}\n{GPU_SECONDS_TOLERANCE!r}\n{_CONSERVATION_INPUTS}"
+    return hashlib.sha256(rule.encode()).hexdigest()
+
+
+def check_conservation(con: duckdb.DuckDBPyConnection, day: date, limit: int = 20
+                       ) -> list[tuple[object, ...]]:
+    """`conservation_violations` of `day`; when there are none, records what passed in
+    `conservation_checks` (read in the same transaction as the check), so that a later
+    `unconfirmed_days` can tell whether the day has changed since."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        violations = conservation_violations(con, day, limit)
+        con.execute("DELETE FROM conservation_checks WHERE day = ?", [day])
+        if not violations:
+            con.execute("INSERT INTO conservation_checks (day, ledger_rows, ledger_fingerprint, "
+                        "gaps_fingerprint, rule, checked_at) SELECT *, $3, now() "
+                        f"FROM ({_CONSERVATION_INPUTS})", [day, day, _conservation_rule()])
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return violations
+
+
+def unconfirmed_days(con: duckdb.DuckDBPyConnection, first: date, last: date) -> list[date]:
+    """Days of `first`..`last` with ledger rows that no passed conservation check vouches
+    for: never checked, failed, or changed since (their rows, their gaps, or the check)."""
+    return [day for (day,) in con.execute(
+        f"SELECT i.day FROM ({_CONSERVATION_INPUTS}) i LEFT JOIN conservation_checks c "
+        "ON c.day = i.day AND c.rule = $3 AND c.ledger_rows = i.ledger_rows "
+        "AND c.ledger_fingerprint = i.ledger_fingerprint "
+        "AND c.gaps_fingerprint = i.gaps_fingerprint WHERE c.day IS NULL ORDER BY i.day",
+        [first, last, _conservation_rule()]).fetchall()]
 
 
 def unattributed_gpu_seconds(con: duckdb.DuckDBPyConnection, day: date) -> tuple[float, float]:

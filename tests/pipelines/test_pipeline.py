@@ -19,6 +19,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from collectors.spool import day_files, write_batch
+from models.billing.rate_cards import load_rate_cards, rate_card_for
+from models.ledger import warehouse
 from models.ledger.usage import make_sample_id
 from pipelines.billing import assets as billing_assets
 from pipelines.billing import checks as billing_checks
@@ -113,6 +115,83 @@ def test_broken_partition_blocks_rollup_and_billing(pipeline: Pipeline) -> None:
     assert f"GPU-seconds are not conserved in {PERIOD}" in message
     assert "re-ingested" in message
     assert pipeline.query("SELECT count(*) FROM invoices") == [(0,)]
+
+
+def _rechecked_days(result: dg.ExecuteInProcessResult) -> int:
+    (bills,) = [e.materialization for e in result.get_asset_materialization_events()
+                if e.asset_key.to_user_string() == "tenant_bills"]
+    return int(bills.metadata["days_rechecked_for_conservation"].value)  # type: ignore[arg-type]
+
+
+def _ingest_both_days(pipeline: Pipeline) -> None:
+    for day in DAYS:
+        result = pipeline.ingest(day)
+        assert result.success, failure_text(result)
+
+
+def _assert_bill_blocked(pipeline: Pipeline) -> None:
+    bill = pipeline.bill()
+    assert not bill.success
+    assert f"GPU-seconds are not conserved in {PERIOD}" in failure_text(bill)
+    assert pipeline.query("SELECT count(*) FROM invoices") == [(0,)]
+
+
+def test_close_trusts_the_ingest_check_of_an_unchanged_day(pipeline: Pipeline) -> None:
+    _ingest_both_days(pipeline)
+    assert pipeline.query("SELECT day FROM conservation_checks ORDER BY day") == [
+        (d,) for d in DAYS]
+
+    bill = pipeline.bill()
+
+    assert bill.success, failure_text(bill)
+    assert _rechecked_days(bill) == 0
+
+
+def test_close_rechecks_a_day_edited_by_sql_after_its_check(pipeline: Pipeline) -> None:
+    """One row of a checked day changed by hand: the close checks the day again and refuses."""
+    _ingest_both_days(pipeline)
+    con = warehouse.connect(pipeline.warehouse_path)
+    try:
+        con.execute("UPDATE ledger SET allocated_gpu_seconds = allocated_gpu_seconds + 1 "
+                    "WHERE rowid = (SELECT min(rowid) FROM ledger WHERE day = ?)", [DAYS[0]])
+    finally:
+        con.close()
+
+    _assert_bill_blocked(pipeline)
+
+
+def test_close_rechecks_a_day_reloaded_through_the_warehouse_after_its_check(
+        pipeline: Pipeline) -> None:
+    """A checked day replaced by `load_day` (no check after it) with a second source for one
+    device: the close checks it again and refuses."""
+    _ingest_both_days(pipeline)
+    _second_source(pipeline.spool, hour=10)
+    con = warehouse.connect(pipeline.warehouse_path)
+    try:
+        files = day_files(pipeline.spool, "usage", DAYS[1])
+        card = rate_card_for(load_rate_cards(REPO / "examples/demo/rate-card.yaml"), DAYS[1])
+        warehouse.load_day(con, DAYS[1], card, usage=files)
+        assert warehouse.unconfirmed_days(con, DAYS[0], DAYS[1]) == [DAYS[1]]
+    finally:
+        con.close()
+
+    _assert_bill_blocked(pipeline)
+
+
+def test_close_checks_a_day_never_checked(pipeline: Pipeline) -> None:
+    _ingest_both_days(pipeline)
+    con = warehouse.connect(pipeline.warehouse_path)
+    try:
+        con.execute("DELETE FROM conservation_checks WHERE day = ?", [DAYS[0]])
+    finally:
+        con.close()
+
+    bill = pipeline.bill()
+
+    assert bill.success, failure_text(bill)
+    assert _rechecked_days(bill) == 1
+    assert pipeline.query("SELECT day FROM conservation_checks ORDER BY day") == [
+        (d,) for d in DAYS]
 
 
 def test_fixed_partition_bills_again(pipeline: Pipeline) -> None:

@@ -46,6 +46,20 @@ CREATE TABLE IF NOT EXISTS request_work (
     day DATE NOT NULL
 );
 
+-- Days that passed the conservation check, with what was checked: the day's ledger rows
+-- (count and a fingerprint of the columns the check reads) and the collection gaps that
+-- overlap it. The close re-checks only a day without a record that matches it now
+-- (models/ledger/warehouse.py, `unconfirmed_days`); any change to the day's rows,
+-- through a load or by hand, or to its gaps, or to the check itself (`rule`) is a mismatch.
+CREATE TABLE IF NOT EXISTS conservation_checks (
+    day DATE NOT NULL,
+    rule VARCHAR NOT NULL,            -- sha256 of the check's query and tolerance
+    ledger_rows BIGINT NOT NULL,
+    ledger_fingerprint HUGEINT NOT NULL,
+    gaps_fingerprint HUGEINT NOT NULL,
+    checked_at TIMESTAMPTZ NOT NULL
+);
+
 -- What collectors could not read (models/ledger/gaps.py): no ledger rows exist for it, and
 -- conservation lets a device-interval inside a gap of its source hold less than capacity.
 CREATE TABLE IF NOT EXISTS collection_gaps (
